@@ -1,0 +1,1 @@
+"""The projector: builds the read models from the event stream, exactly once in effect."""

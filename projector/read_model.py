@@ -1,0 +1,106 @@
+"""Read-side tables, owned by the projector, and the queries the query server runs on them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, MetaData, Numeric, String, func, select
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+metadata = MetaData(naming_convention={"pk": "pk_%(table_name)s", "ix": "ix_%(column_0_label)s"})
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class OrderSummaryRow(Base):
+    """One order as GetOrderSummary returns it; `lines` is a JSON list of exact amounts."""
+
+    __tablename__ = "order_summaries"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    currency_code: Mapped[str] = mapped_column(String(3))
+    total: Mapped[Decimal] = mapped_column(Numeric(38, 9))
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    version: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    stream_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class AppliedVersionRow(Base):
+    """The version of every aggregate the read models include: the guard against duplicates and
+    gaps, and what a consistency token waits for."""
+
+    __tablename__ = "applied_versions"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    aggregate_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    aggregate_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    applied_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CheckpointRow(Base):
+    """Highest stream sequence a consumer has committed; written with the rows it covers."""
+
+    __tablename__ = "projection_checkpoints"
+    consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stream_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- the projector's writes -------------------------------------------------------------------
+
+
+async def applied_version(conn: AsyncConnection, tenant_id: str, aggregate_type: str, aggregate_id: str, *, lock: bool = False) -> int:
+    query = select(AppliedVersionRow.version).where(
+        AppliedVersionRow.tenant_id == tenant_id,
+        AppliedVersionRow.aggregate_type == aggregate_type,
+        AppliedVersionRow.aggregate_id == aggregate_id,
+    )
+    if lock:
+        query = query.with_for_update()
+    version = (await conn.execute(query)).scalar_one_or_none()
+    return 0 if version is None else int(version)
+
+
+async def set_applied_version(conn: AsyncConnection, tenant_id: str, aggregate_type: str, aggregate_id: str, version: int) -> None:
+    stmt = insert(AppliedVersionRow).values(
+        tenant_id=tenant_id, aggregate_type=aggregate_type, aggregate_id=aggregate_id, version=version
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "aggregate_type", "aggregate_id"],
+            set_={"version": stmt.excluded.version, "applied_at": func.now()},
+        )
+    )
+
+
+async def save_checkpoint(conn: AsyncConnection, consumer: str, stream_seq: int) -> None:
+    stmt = insert(CheckpointRow).values(consumer=consumer, stream_seq=stream_seq)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["consumer"],
+            set_={"stream_seq": func.greatest(CheckpointRow.stream_seq, stmt.excluded.stream_seq), "updated_at": func.now()},
+        )
+    )
+
+
+# --- the query server's reads -----------------------------------------------------------------
+
+
+async def get_order_summary(conn: AsyncConnection, tenant_id: str, order_id: str) -> OrderSummaryRow | None:
+    row = (
+        await conn.execute(
+            select(OrderSummaryRow.__table__).where(
+                OrderSummaryRow.tenant_id == tenant_id, OrderSummaryRow.order_id == order_id
+            )
+        )
+    ).first()
+    return None if row is None else OrderSummaryRow(**row._mapping)

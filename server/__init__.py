@@ -1,0 +1,1 @@
+"""Orders: the command side, the relay, the query side and the `orders` CLI."""

@@ -1,0 +1,68 @@
+"""Settings, read once from the environment: the only place that looks at os.environ."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    nats_url: str | None
+    command_addr: str
+    query_addr: str
+    data_dir: Path
+    log_level: str
+    stream_name: str
+    partitions: int
+    max_request_bytes: int
+    read_wait_seconds: float
+    relay_poll_seconds: float
+    grace_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            nats_url=env.get("NATS_URL") or None,
+            command_addr=env.get("COMMAND_ADDR", "127.0.0.1:50051"),
+            query_addr=env.get("QUERY_ADDR", "127.0.0.1:50052"),
+            data_dir=Path(env.get("ORDERS_DATA_DIR", ".data")).absolute(),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            stream_name=env.get("ORDERS_STREAM", "ORDERS_EVENTS"),
+            partitions=int(env.get("ORDERS_PARTITIONS", "16")),
+            max_request_bytes=int(env.get("ORDERS_MAX_REQUEST_BYTES", str(256 * 1024))),
+            read_wait_seconds=float(env.get("ORDERS_READ_WAIT_SECONDS", "5")),
+            relay_poll_seconds=float(env.get("ORDERS_RELAY_POLL_SECONDS", "1")),
+            grace_seconds=float(env.get("ORDERS_GRACE_SECONDS", "5")),
+        )
+
+    def with_services(self, database_url: str, nats_url: str) -> Settings:
+        return replace(self, database_url=database_url, nats_url=nats_url)
+
+    def require_database_url(self) -> str:
+        """The SQLAlchemy URL for psycopg 3, whatever scheme the operator wrote."""
+        if not self.database_url:
+            raise SystemExit("DATABASE_URL is not set (orders up sets it for its children)")
+        return sqlalchemy_url(self.database_url)
+
+    def require_nats_url(self) -> str:
+        if not self.nats_url:
+            raise SystemExit("NATS_URL is not set (orders up sets it for its children)")
+        return self.nats_url
+
+
+def sqlalchemy_url(url: str) -> str:
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise SystemExit(f"DATABASE_URL must be a postgresql:// URL, got scheme {url.split(':', 1)[0]!r}")
+
+
+def libpq_url(url: str) -> str:
+    """The same URL in the form psycopg's own connect() accepts."""
+    return "postgresql://" + sqlalchemy_url(url)[len("postgresql+psycopg://") :]

@@ -1,0 +1,1 @@
+"""The pure domain: aggregates, commands, events and errors. Standard library only."""

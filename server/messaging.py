@@ -1,0 +1,82 @@
+"""NATS JetStream plumbing shared by the relay and the projector: connection, stream, subjects."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+SUBJECT_PREFIX = "orders.events"
+MAX_EVENT_BYTES = 1024 * 1024
+DUPLICATE_WINDOW_SECONDS = 120.0
+
+
+def partition_of(aggregate_id: str, partitions: int) -> int:
+    """A stable partition: the same aggregate id maps to the same number on every machine."""
+    return zlib.crc32(aggregate_id.encode()) % partitions
+
+
+def subject_for(aggregate_type: str, aggregate_id: str, partitions: int) -> str:
+    return f"{SUBJECT_PREFIX}.{aggregate_type}.{partition_of(aggregate_id, partitions)}.{aggregate_id}"
+
+
+async def connect(url: str, name: str) -> Client:
+    """A connection that never gives up: a daemon outlives any NATS outage."""
+
+    async def disconnected() -> None:
+        log.warning("nats disconnected")
+
+    async def reconnected() -> None:
+        log.info("nats reconnected")
+
+    async def error(exc: Exception) -> None:
+        log.warning("nats error", extra={"error": repr(exc)})
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        error_cb=error,
+    )
+
+
+def stream_config(name: str) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=name,
+        subjects=[f"{SUBJECT_PREFIX}.>"],
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        discard=api.DiscardPolicy.NEW,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        max_msg_size=MAX_EVENT_BYTES,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, name: str) -> api.StreamInfo:
+    """Creates the events stream, or brings an existing one to the settings this code owns."""
+    config = stream_config(name)
+    try:
+        await js.stream_info(name)
+    except NotFoundError:
+        return await js.add_stream(config)
+    return await js.update_stream(config)
+
+
+async def close(nc: Client) -> None:
+    """Drains when the server is there to drain to; closes in any case."""
+    try:
+        await nc.drain()
+    except (NatsError, TimeoutError):
+        await nc.close()
+
+
+NatsError = nats.errors.Error

@@ -1,0 +1,163 @@
+"""`orders up`: embedded services, migrations, and every role as a supervised child process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.config import Settings
+from server.migrations import upgrade
+from server.runtime import EmbeddedNats, EmbeddedPostgres, die_with_parent
+
+log = logging.getLogger("orders.up")
+
+ROLES = ("command-server", "query-server", "relay", "projector")
+MAX_BACKOFF_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass
+class Child:
+    role: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    backoff: float = 1.0
+    started_at: float = 0.0
+    restart_at: float | None = None
+    restarts: int = field(default=0)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", self.role], env=self.env, preexec_fn=die_with_parent
+        )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def check(self) -> None:
+        """Restarts a role that died, with growing backoff, and says so."""
+        now = time.monotonic()
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.restarts += 1
+                log.warning("restarting", extra={"child": self.role, "restarts": self.restarts})
+                self.start()
+            return
+        if self.proc is None or self.proc.poll() is None:
+            return
+        if now - self.started_at > 60:
+            self.backoff = 1.0
+        log.error(
+            "role exited; restarting after backoff",
+            extra={"child": self.role, "exit_code": self.proc.returncode, "backoff_seconds": self.backoff},
+        )
+        self.restart_at = now + self.backoff
+        self.backoff = min(self.backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, deadline: float) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("role did not stop in time; killing it", extra={"child": self.role})
+            self.proc.kill()
+            self.proc.wait()
+
+
+def serving(addr: str) -> bool:
+    with grpc.insecure_channel(addr) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def banner(settings: Settings, database_url: str, nats_url: str) -> str:
+    cmd, query = settings.command_addr, settings.query_addr
+    return f"""
+Orders is up.
+  CommandService  {cmd}
+  QueryService    {query}
+  PostgreSQL      {database_url}
+  NATS JetStream  {nats_url}
+
+Try it (grpcurl ships with `make test`'s tools in .venv/bin):
+  grpcurl -plaintext {cmd} list
+  grpcurl -plaintext {cmd} grpc.health.v1.Health/Check
+  grpcurl -plaintext -d '{{"request_id":"r-1","customer_id":"c-1","display_name":"Ada","email":"ada@example.com"}}' {cmd} orders.v1.CommandService/RegisterCustomer
+  grpcurl -plaintext -d '{{"request_id":"r-2","order_id":"o-1","customer_id":"c-1","lines":[{{"product_id":"p-1","quantity":"2","unit_price":{{"currency_code":"EUR","units":"9","nanos":990000000}}}}]}}' {cmd} orders.v1.CommandService/PlaceOrder
+  grpcurl -plaintext -d '{{"order_id":"o-1","consistency_token":"<token from PlaceOrder>"}}' {query} orders.v1.QueryService/GetOrderSummary
+
+Ctrl-C stops everything.
+"""
+
+
+def up(settings: Settings) -> int:
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    postgres = nats = None
+    children: list[Child] = []
+    try:
+        if settings.database_url:
+            database_url = settings.database_url
+        else:
+            log.info("starting embedded PostgreSQL", extra={"data_dir": str(settings.data_dir)})
+            postgres = EmbeddedPostgres(settings.data_dir)
+            database_url = postgres.start()
+        if settings.nats_url:
+            nats_url = settings.nats_url
+        else:
+            log.info("starting embedded NATS with JetStream")
+            nats = EmbeddedNats(settings.data_dir)
+            nats_url = nats.start()
+        log.info("migrating")
+        upgrade(database_url)
+
+        env = dict(os.environ, DATABASE_URL=database_url, NATS_URL=nats_url,
+                   COMMAND_ADDR=settings.command_addr, QUERY_ADDR=settings.query_addr)
+        children = [Child(role, env) for role in ROLES]
+        for child in children:
+            child.start()
+
+        announced = False
+        while not stopping:
+            for child in children:
+                child.check()
+            if not announced and serving(settings.command_addr) and serving(settings.query_addr):
+                print(banner(settings, database_url, nats_url), flush=True)
+                announced = True
+            time.sleep(0.2)
+        log.info("stopping")
+        return 0
+    finally:
+        for child in children:
+            child.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        for child in children:
+            child.wait(deadline)
+        if nats is not None:
+            nats.stop()
+        if postgres is not None:
+            postgres.stop()
+        log.info("stopped")

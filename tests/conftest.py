@@ -1,0 +1,79 @@
+"""Shared fixtures. PostgreSQL: embedded (or DATABASE_URL, whose server gets a fresh database
+per test module). NATS: a pinned nats-server per test module (or NATS_URL)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from server.config import libpq_url
+from server.migrations import upgrade
+from server.runtime import EmbeddedNats, EmbeddedPostgres
+from tests.harness import Stack
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a maintenance database on a server where tests may create databases."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield libpq_url(external)
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+    server.stop()
+
+
+def _fresh_database(admin_url: str) -> str:
+    name = f"orders_test_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_admin_url: str) -> str:
+    """A freshly migrated database of its own for each test module."""
+    return _fresh_database(postgres_admin_url)
+
+
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("NATS_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """All four roles running for a whole test module."""
+    running = Stack(database_url, nats_url, tmp_path_factory.mktemp("logs")).start_all()
+    yield running
+    running.stop_all()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        yield conn
+
+
+def pytest_report_header() -> list[str]:
+    return [f"postgres: {'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded'}; "
+            f"nats: {'NATS_URL' if os.environ.get('NATS_URL') else 'embedded nats-server'}"]
+
