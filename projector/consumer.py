@@ -26,6 +26,9 @@ DURABLE = "projector"
 FETCH_BATCH = 200
 GAP_DELAY_SECONDS = 1.0
 RETRY_DELAY_SECONDS = 2.0
+# A projector killed mid-batch leaves its messages unacked; another gets them after this long.
+# A batch commits in well under a second, so this leaves a wide margin.
+ACK_WAIT_SECONDS = 5.0
 
 
 class Outcome(enum.Enum):
@@ -88,7 +91,7 @@ def consumer_config() -> api.ConsumerConfig:
         durable_name=DURABLE,
         ack_policy=api.AckPolicy.EXPLICIT,
         deliver_policy=api.DeliverPolicy.ALL,
-        ack_wait=30,
+        ack_wait=ACK_WAIT_SECONDS,
         max_ack_pending=2000,
         filter_subject=f"{messaging.SUBJECT_PREFIX}.>",
     )

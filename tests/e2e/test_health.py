@@ -1,0 +1,35 @@
+"""Health tells the truth: NOT_SERVING until PostgreSQL answers, SERVING once it does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health_pb2
+
+from server.runtime import EmbeddedPostgres, free_port
+from tests.harness import ROOT, health_status, serving, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_command_server_is_not_serving_until_postgres_answers(tmp_path: Path) -> None:
+    pg_port, addr = free_port(), f"127.0.0.1:{free_port()}"
+    env = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{pg_port}/orders", "COMMAND_ADDR": addr, "PATH": ""}
+    server = subprocess.Popen([sys.executable, "-m", "server", "command-server"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    postgres = EmbeddedPostgres(tmp_path, port=pg_port)
+    try:
+        wait_until(lambda: health_status(addr) is not None, what="the server to answer health checks")
+        assert health_status(addr) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert health_status(addr, "orders.v1.CommandService") == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        postgres.start()
+
+        wait_until(lambda: serving(addr), what="SERVING once PostgreSQL answers")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        postgres.stop()

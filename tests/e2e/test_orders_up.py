@@ -1,0 +1,82 @@
+"""`orders up` (what `make run` runs) on a fresh data folder, driven with the real grpcurl."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from server.runtime import free_port
+from tests.harness import ROOT, wait_until
+
+pytestmark = pytest.mark.e2e
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+
+
+@pytest.fixture(scope="module")
+def orders_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
+    data = tmp_path_factory.mktemp("up")
+    command_addr, query_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
+    env.update(ORDERS_DATA_DIR=str(data), COMMAND_ADDR=command_addr, QUERY_ADDR=query_addr)
+    out = (data / "out.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
+    )
+    wait_until(lambda: "Orders is up." in (data / "out.log").read_text(), timeout=120, what="the banner")
+    yield command_addr, query_addr, proc
+    if proc.poll() is None:
+        proc.kill()
+
+
+def grpcurl(*args: str) -> str:
+    result = subprocess.run([GRPCURL, "-plaintext", "-max-time", "10", *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_grpcurl_lists_each_service_and_both_report_serving(orders_up: tuple[str, str, subprocess.Popen[str]]) -> None:
+    command_addr, query_addr, _ = orders_up
+
+    assert "orders.v1.CommandService" in grpcurl(command_addr, "list").split()
+    assert "orders.v1.QueryService" in grpcurl(query_addr, "list").split()
+    for addr in (command_addr, query_addr):
+        assert json.loads(grpcurl(addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
+
+
+def test_grpcurl_registers_places_and_reads_an_order_with_its_exact_total(
+    orders_up: tuple[str, str, subprocess.Popen[str]],
+) -> None:
+    command_addr, query_addr, _ = orders_up
+    grpcurl("-d", json.dumps({"request_id": "r-1", "customer_id": "c-1", "display_name": "Ada", "email": "ada@example.com"}),
+            command_addr, "orders.v1.CommandService/RegisterCustomer")
+    line = {"product_id": "p-1", "quantity": "3", "unit_price": {"currency_code": "EUR", "units": "9", "nanos": 990000000}}
+
+    placed = json.loads(grpcurl("-d", json.dumps({"request_id": "r-2", "order_id": "o-1", "customer_id": "c-1", "lines": [line]}),
+                                command_addr, "orders.v1.CommandService/PlaceOrder"))
+    summary = json.loads(grpcurl("-d", json.dumps({"order_id": "o-1", "consistency_token": placed["consistency_token"]}),
+                                 query_addr, "orders.v1.QueryService/GetOrderSummary"))["summary"]
+
+    assert placed["version"] == "1"
+    assert summary["state"] == "ORDER_STATE_PLACED"
+    assert summary["total"] == {"currency_code": "EUR", "units": "29", "nanos": 970000000}
+    assert summary["lines"] == [line]
+
+
+def test_sigterm_stops_every_child_and_leaves_no_process_behind(orders_up: tuple[str, str, subprocess.Popen[str]]) -> None:
+    _, _, proc = orders_up
+    descendants = psutil.Process(proc.pid).children(recursive=True)
+    assert len(descendants) >= 6  # four roles, postgres, nats-server
+
+    proc.send_signal(signal.SIGTERM)
+
+    assert proc.wait(timeout=60) == 0
+    _, alive = psutil.wait_procs(descendants, timeout=10)
+    assert alive == []
