@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -49,11 +50,44 @@ async def order_placed(conn: AsyncConnection, env: events_pb2.Envelope, stream_s
     )
 
 
+async def _set_state(conn: AsyncConnection, env: events_pb2.Envelope, stream_seq: int, state: str) -> None:
+    await conn.execute(
+        update(OrderSummaryRow)
+        .where(OrderSummaryRow.tenant_id == env.tenant_id, OrderSummaryRow.order_id == env.aggregate_id)
+        .values(
+            state=state,
+            version=env.aggregate_version,
+            updated_at=env.occur_time.ToDatetime(dt.timezone.utc),
+            stream_seq=stream_seq,
+        )
+    )
+
+
+async def order_confirmed(conn: AsyncConnection, env: events_pb2.Envelope, stream_seq: int) -> None:
+    await _set_state(conn, env, stream_seq, "CONFIRMED")
+
+
+async def order_cancelled(conn: AsyncConnection, env: events_pb2.Envelope, stream_seq: int) -> None:
+    await _set_state(conn, env, stream_seq, "CANCELLED")
+
+
+async def order_shipped(conn: AsyncConnection, env: events_pb2.Envelope, stream_seq: int) -> None:
+    await _set_state(conn, env, stream_seq, "SHIPPED")
+
+
 async def ignore(conn: AsyncConnection, env: events_pb2.Envelope, stream_seq: int) -> None:
     """Events no read model needs yet still advance the aggregate's applied version."""
 
 
 APPLY: dict[str, Apply] = {
     "customer_registered": ignore,
+    "credit_reserved": ignore,
+    "credit_released": ignore,
+    "stock_added": ignore,
+    "stock_reserved": ignore,
+    "stock_released": ignore,
     "order_placed": order_placed,
+    "order_confirmed": order_confirmed,
+    "order_cancelled": order_cancelled,
+    "order_shipped": order_shipped,
 }

@@ -28,7 +28,10 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from server.domain.model import Customer, Money, NANOS_PER_UNIT, Order, OrderLine, OrderState
+from server.domain.commands import OrderLine
+from server.domain.errors import NotFoundError, VersionConflictError
+from server.domain.model import Customer, Order, OrderState, Product
+from server.domain.money import NANOS_PER_UNIT, Money
 
 NOTIFY_CHANNEL = "orders_events"
 
@@ -57,8 +60,23 @@ class CustomerRow(Base):
     customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     display_name: Mapped[str] = mapped_column(Text)
     email: Mapped[str] = mapped_column(Text)
+    credit_currency: Mapped[str] = mapped_column(String(3))
+    credit_limit: Mapped[Decimal] = mapped_column(Numeric(38, 9))
+    credit_reserved: Mapped[Decimal] = mapped_column(Numeric(38, 9))
     version: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class ProductRow(Base):
+    __tablename__ = "products"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    on_hand: Mapped[int] = mapped_column(BigInteger)
+    reserved: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
 
 
 class OrderRow(Base):
@@ -177,39 +195,123 @@ async def store_response(conn: AsyncConnection, tenant_id: str, request_id: str,
 # --- aggregates -------------------------------------------------------------------------------
 
 
+async def _insert_new(conn: AsyncConnection, row: type[Base], values: dict[str, Any]) -> bool:
+    """Inserts a new aggregate's row; False when its id is taken."""
+    table = row.__table__
+    inserted = await conn.execute(insert(table).values(**values).on_conflict_do_nothing().returning(table.c.version))
+    return inserted.first() is not None
+
+
+async def _update_guarded(
+    conn: AsyncConnection,
+    row: type[Base],
+    key: dict[str, str],
+    expected: int,
+    values: dict[str, Any],
+    aggregate_type: str,
+) -> None:
+    """The optimistic-concurrency write: changes the row only if it is still at `expected`.
+
+    A concurrent writer holding the row makes this wait, then match nothing: exactly one of
+    several commands with the same expected version wins, the others get VERSION_CONFLICT.
+    """
+    table = row.__table__
+    where = [table.c[name] == value for name, value in key.items()]
+    result = await conn.execute(
+        update(table).where(*where, table.c.version == expected).values(**values, updated_at=func.now())
+    )
+    if result.rowcount == 1:
+        return
+    aggregate_id = key[f"{aggregate_type}_id"]
+    actual = (await conn.execute(select(table.c.version).where(*where))).scalar_one_or_none()
+    if actual is None:
+        raise NotFoundError(aggregate_type, aggregate_id)
+    raise VersionConflictError(aggregate_type, aggregate_id, expected, int(actual))
+
+
 async def load_customer(conn: AsyncConnection, tenant_id: str, customer_id: str) -> Customer | None:
+    t = CustomerRow.__table__
     row = (
-        await conn.execute(
-            select(
-                CustomerRow.customer_id, CustomerRow.display_name, CustomerRow.email, CustomerRow.version
-            ).where(CustomerRow.tenant_id == tenant_id, CustomerRow.customer_id == customer_id)
-        )
+        await conn.execute(select(t).where(t.c.tenant_id == tenant_id, t.c.customer_id == customer_id))
     ).first()
-    return None if row is None else Customer(*row)
+    if row is None:
+        return None
+    return Customer(
+        customer_id=row.customer_id,
+        display_name=row.display_name,
+        email=row.email,
+        credit_limit=from_decimal(row.credit_currency, row.credit_limit),
+        credit_reserved=from_decimal(row.credit_currency, row.credit_reserved),
+        version=row.version,
+    )
+
+
+def _customer_values(customer: Customer) -> dict[str, Any]:
+    return dict(
+        credit_currency=customer.credit_limit.currency_code,
+        credit_limit=to_decimal(customer.credit_limit),
+        credit_reserved=to_decimal(customer.credit_reserved),
+        version=customer.version,
+    )
 
 
 async def insert_customer(conn: AsyncConnection, tenant_id: str, customer: Customer) -> bool:
-    """Inserts a new customer; False when the id is taken."""
-    inserted = await conn.execute(
-        insert(CustomerRow)
-        .values(
+    return await _insert_new(
+        conn,
+        CustomerRow,
+        dict(
             tenant_id=tenant_id,
             customer_id=customer.customer_id,
             display_name=customer.display_name,
             email=customer.email,
-            version=customer.version,
-        )
-        .on_conflict_do_nothing()
-        .returning(CustomerRow.customer_id)
+            **_customer_values(customer),
+        ),
     )
-    return inserted.first() is not None
+
+
+async def save_customer(conn: AsyncConnection, tenant_id: str, customer: Customer, expected: int) -> None:
+    key = dict(tenant_id=tenant_id, customer_id=customer.customer_id)
+    await _update_guarded(conn, CustomerRow, key, expected, _customer_values(customer), "customer")
+
+
+async def load_product(conn: AsyncConnection, tenant_id: str, product_id: str) -> Product | None:
+    t = ProductRow.__table__
+    row = (
+        await conn.execute(
+            select(t.c.product_id, t.c.on_hand, t.c.reserved, t.c.version).where(
+                t.c.tenant_id == tenant_id, t.c.product_id == product_id
+            )
+        )
+    ).first()
+    return None if row is None else Product(*row)
+
+
+async def insert_product(conn: AsyncConnection, tenant_id: str, product: Product) -> bool:
+    return await _insert_new(
+        conn,
+        ProductRow,
+        dict(
+            tenant_id=tenant_id,
+            product_id=product.product_id,
+            on_hand=product.on_hand,
+            reserved=product.reserved,
+            version=product.version,
+        ),
+    )
+
+
+async def save_product(conn: AsyncConnection, tenant_id: str, product: Product, expected: int) -> None:
+    key = dict(tenant_id=tenant_id, product_id=product.product_id)
+    values = dict(on_hand=product.on_hand, reserved=product.reserved, version=product.version)
+    await _update_guarded(conn, ProductRow, key, expected, values, "product")
 
 
 async def insert_order(conn: AsyncConnection, tenant_id: str, order: Order) -> bool:
     """Inserts a new order and its lines; False when the id is taken."""
-    inserted = await conn.execute(
-        insert(OrderRow)
-        .values(
+    inserted = await _insert_new(
+        conn,
+        OrderRow,
+        dict(
             tenant_id=tenant_id,
             order_id=order.order_id,
             customer_id=order.customer_id,
@@ -217,11 +319,9 @@ async def insert_order(conn: AsyncConnection, tenant_id: str, order: Order) -> b
             currency_code=order.total.currency_code,
             total=to_decimal(order.total),
             version=order.version,
-        )
-        .on_conflict_do_nothing()
-        .returning(OrderRow.order_id)
+        ),
     )
-    if inserted.first() is None:
+    if not inserted:
         return False
     await conn.execute(
         insert(OrderLineRow),
@@ -241,18 +341,21 @@ async def insert_order(conn: AsyncConnection, tenant_id: str, order: Order) -> b
     return True
 
 
+async def save_order(conn: AsyncConnection, tenant_id: str, order: Order, expected: int) -> None:
+    """Saves a state change; lines and total never change after placement."""
+    key = dict(tenant_id=tenant_id, order_id=order.order_id)
+    await _update_guarded(conn, OrderRow, key, expected, dict(state=order.state.value, version=order.version), "order")
+
+
 async def load_order(conn: AsyncConnection, tenant_id: str, order_id: str) -> Order | None:
-    row = (
-        await conn.execute(
-            select(OrderRow.__table__).where(OrderRow.tenant_id == tenant_id, OrderRow.order_id == order_id)
-        )
-    ).first()
+    t, lt = OrderRow.__table__, OrderLineRow.__table__
+    row = (await conn.execute(select(t).where(t.c.tenant_id == tenant_id, t.c.order_id == order_id))).first()
     if row is None:
         return None
     lines = await conn.execute(
-        select(OrderLineRow.product_id, OrderLineRow.quantity, OrderLineRow.currency_code, OrderLineRow.unit_price)
-        .where(OrderLineRow.tenant_id == tenant_id, OrderLineRow.order_id == order_id)
-        .order_by(OrderLineRow.line_no)
+        select(lt.c.product_id, lt.c.quantity, lt.c.currency_code, lt.c.unit_price)
+        .where(lt.c.tenant_id == tenant_id, lt.c.order_id == order_id)
+        .order_by(lt.c.line_no)
     )
     return Order(
         order_id=row.order_id,

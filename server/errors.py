@@ -40,6 +40,9 @@ def to_status(exc: errors.DomainError) -> status_pb2.Status:
         case errors.RequestIdReusedError():
             details = [_info("REQUEST_ID_REUSED", request_id=exc.request_id)]
             return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc), details=details)
+        case errors.VersionConflictError():
+            details = [_info("VERSION_CONFLICT", expected=str(exc.expected), actual=str(exc.actual))]
+            return status_pb2.Status(code=code_pb2.ABORTED, message=str(exc), details=details)
         case errors.NotFoundError():
             details = [
                 _any(error_details_pb2.ResourceInfo(resource_type=exc.aggregate_type, resource_name=exc.aggregate_id))

@@ -13,7 +13,10 @@ from google.protobuf.message import Message
 
 from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import events_pb2, types_pb2
+from server.domain import commands as c
+from server.domain import events as e
 from server.domain import model
+from server.domain.money import Money
 from server.domain.errors import FieldViolation, InvalidCommandError
 
 ORDER_STATES = {
@@ -22,42 +25,69 @@ ORDER_STATES = {
     model.OrderState.SHIPPED: types_pb2.ORDER_STATE_SHIPPED,
     model.OrderState.CANCELLED: types_pb2.ORDER_STATE_CANCELLED,
 }
+REASONS = {
+    types_pb2.CANCELLATION_REASON_CUSTOMER_REQUEST: c.CancellationReason.CUSTOMER_REQUEST,
+    types_pb2.CANCELLATION_REASON_OUT_OF_STOCK: c.CancellationReason.OUT_OF_STOCK,
+    types_pb2.CANCELLATION_REASON_CREDIT_DECLINED: c.CancellationReason.CREDIT_DECLINED,
+    types_pb2.CANCELLATION_REASON_OTHER: c.CancellationReason.OTHER,
+}
+REASON_NUMBERS = {reason: number for number, reason in REASONS.items()}
 
 
-def money_to_domain(m: types_pb2.Money) -> model.Money:
-    return model.Money(m.currency_code, m.units, m.nanos)
+def money_to_domain(m: types_pb2.Money) -> Money:
+    return Money(m.currency_code, m.units, m.nanos)
 
 
-def money_to_proto(m: model.Money) -> types_pb2.Money:
+def money_to_proto(m: Money) -> types_pb2.Money:
     return types_pb2.Money(currency_code=m.currency_code, units=m.units, nanos=m.nanos)
 
 
-def line_to_proto(line: model.OrderLine) -> types_pb2.OrderLine:
+def line_to_proto(line: c.OrderLine) -> types_pb2.OrderLine:
     return types_pb2.OrderLine(
         product_id=line.product_id, quantity=line.quantity, unit_price=money_to_proto(line.unit_price)
     )
 
 
-def register_customer(req: cmd_pb.RegisterCustomerRequest) -> model.RegisterCustomer:
-    return model.RegisterCustomer(req.customer_id, req.display_name, req.email)
+def to_command(request: Message) -> c.Command:
+    """The domain command a request asks for; fields are copied as sent, checked by the command."""
+    match request:
+        case cmd_pb.RegisterCustomerRequest():
+            limit = request.credit_limit if request.HasField("credit_limit") else types_pb2.Money(currency_code="XXX")
+            return c.RegisterCustomer(request.customer_id, request.display_name, request.email, money_to_domain(limit))
+        case cmd_pb.ReserveCreditRequest():
+            return c.ReserveCredit(
+                request.customer_id, request.expected_version, money_to_domain(request.amount), request.order_id
+            )
+        case cmd_pb.ReleaseCreditRequest():
+            return c.ReleaseCredit(
+                request.customer_id, request.expected_version, money_to_domain(request.amount), request.order_id
+            )
+        case cmd_pb.AddStockRequest():
+            return c.AddStock(request.product_id, request.expected_version, request.quantity)
+        case cmd_pb.ReserveStockRequest():
+            return c.ReserveStock(request.product_id, request.expected_version, request.quantity, request.order_id)
+        case cmd_pb.ReleaseStockRequest():
+            return c.ReleaseStock(request.product_id, request.expected_version, request.quantity, request.order_id)
+        case cmd_pb.PlaceOrderRequest():
+            lines = tuple(
+                c.OrderLine(line.product_id, line.quantity, money_to_domain(line.unit_price)) for line in request.lines
+            )
+            return c.PlaceOrder(request.order_id, request.customer_id, lines)
+        case cmd_pb.ConfirmOrderRequest():
+            return c.ConfirmOrder(request.order_id, request.expected_version)
+        case cmd_pb.ShipOrderRequest():
+            return c.ShipOrder(request.order_id, request.expected_version)
+        case cmd_pb.CancelOrderRequest():
+            return c.CancelOrder(request.order_id, request.expected_version, REASONS.get(request.reason), request.note)
+    raise TypeError(f"no command for {type(request).__name__}")
 
 
-def place_order(req: cmd_pb.PlaceOrderRequest) -> model.PlaceOrder:
-    return model.PlaceOrder(
-        order_id=req.order_id,
-        customer_id=req.customer_id,
-        lines=tuple(
-            model.OrderLine(line.product_id, line.quantity, money_to_domain(line.unit_price))
-            for line in req.lines
-        ),
-    )
-
-
-def check_request_id(request_id: str) -> None:
+def request_id_violations(request_id: str) -> list[FieldViolation]:
     if not request_id:
-        raise InvalidCommandError([FieldViolation("request_id", "must be set (a UUID is a good choice)")])
+        return [FieldViolation("request_id", "must be set (a UUID is a good choice)")]
     if len(request_id) > 128 or not request_id.isprintable():
-        raise InvalidCommandError([FieldViolation("request_id", "must be at most 128 printable characters")])
+        return [FieldViolation("request_id", "must be at most 128 printable characters")]
+    return []
 
 
 def request_hash(method: str, request: Message) -> bytes:
@@ -81,7 +111,7 @@ class EventContext:
 
 
 def envelope(
-    event: model.Event, ctx: EventContext, aggregate_type: str, aggregate_id: str, version: int
+    event: e.Event, ctx: EventContext, aggregate_type: str, aggregate_id: str, version: int
 ) -> events_pb2.Envelope:
     occur_time = timestamp_pb2.Timestamp()
     occur_time.FromDatetime(dt.datetime.now(dt.timezone.utc))
@@ -97,14 +127,44 @@ def envelope(
         correlation_id=ctx.correlation_id,
         causation_id=ctx.causation_id,
     )
+    _set_payload(env, event)
+    return env
+
+
+def _set_payload(env: events_pb2.Envelope, event: e.Event) -> None:
     match event:
-        case model.CustomerRegistered():
+        case e.CustomerRegistered():
             env.customer_registered.CopyFrom(
                 events_pb2.CustomerRegistered(
-                    customer_id=event.customer_id, display_name=event.display_name, email=event.email
+                    customer_id=event.customer_id,
+                    display_name=event.display_name,
+                    email=event.email,
+                    credit_limit=money_to_proto(event.credit_limit),
                 )
             )
-        case model.OrderPlaced():
+        case e.CreditReserved():
+            env.credit_reserved.CopyFrom(
+                events_pb2.CreditReserved(
+                    customer_id=event.customer_id, order_id=event.order_id, amount=money_to_proto(event.amount)
+                )
+            )
+        case e.CreditReleased():
+            env.credit_released.CopyFrom(
+                events_pb2.CreditReleased(
+                    customer_id=event.customer_id, order_id=event.order_id, amount=money_to_proto(event.amount)
+                )
+            )
+        case e.StockAdded():
+            env.stock_added.CopyFrom(events_pb2.StockAdded(product_id=event.product_id, quantity=event.quantity))
+        case e.StockReserved():
+            env.stock_reserved.CopyFrom(
+                events_pb2.StockReserved(product_id=event.product_id, order_id=event.order_id, quantity=event.quantity)
+            )
+        case e.StockReleased():
+            env.stock_released.CopyFrom(
+                events_pb2.StockReleased(product_id=event.product_id, order_id=event.order_id, quantity=event.quantity)
+            )
+        case e.OrderPlaced():
             env.order_placed.CopyFrom(
                 events_pb2.OrderPlaced(
                     order_id=event.order_id,
@@ -113,7 +173,14 @@ def envelope(
                     total=money_to_proto(event.total),
                 )
             )
-    return env
+        case e.OrderConfirmed():
+            env.order_confirmed.CopyFrom(events_pb2.OrderConfirmed(order_id=event.order_id))
+        case e.OrderShipped():
+            env.order_shipped.CopyFrom(events_pb2.OrderShipped(order_id=event.order_id))
+        case e.OrderCancelled():
+            env.order_cancelled.CopyFrom(
+                events_pb2.OrderCancelled(order_id=event.order_id, reason=REASON_NUMBERS[event.reason], note=event.note)
+            )
 
 
 # --- consistency tokens -----------------------------------------------------------------------

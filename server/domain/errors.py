@@ -59,3 +59,14 @@ class RequestIdReusedError(DomainError):
     def __init__(self, request_id: str) -> None:
         super().__init__(f"request_id {request_id!r} was already used for a different request")
         self.request_id = request_id
+
+
+class VersionConflictError(DomainError):
+    """The aggregate changed since the caller read it: re-read, decide again, retry."""
+
+    def __init__(self, aggregate_type: str, aggregate_id: str, expected: int, actual: int) -> None:
+        super().__init__(f"{aggregate_type} {aggregate_id!r} is at version {actual}, not {expected}")
+        self.aggregate_type = aggregate_type
+        self.aggregate_id = aggregate_id
+        self.expected = expected
+        self.actual = actual

@@ -1,48 +1,15 @@
-"""Aggregates, commands and events of the order domain, and the rules that guard them."""
+"""Aggregates and the rules that guard them. Each decision takes the current state and a
+command and returns the new state with the one event that records the change, or raises."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
-from server.domain.errors import FieldViolation, InvalidCommandError, PreconditionFailedError
-
-NANOS_PER_UNIT = 1_000_000_000
-MAX_UNITS = 2**63 - 1
-MAX_LINES = 100
-MAX_QUANTITY = 1_000_000
-MAX_NAME_LENGTH = 200
-MAX_EMAIL_LENGTH = 254
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-
-
-@dataclass(frozen=True)
-class Money:
-    """An exact amount: `units` + `nanos`/10^9 of `currency_code`."""
-
-    currency_code: str
-    units: int
-    nanos: int
-
-    @classmethod
-    def of_nanos(cls, currency_code: str, total_nanos: int) -> Money:
-        units, nanos = divmod(abs(total_nanos), NANOS_PER_UNIT)
-        sign = -1 if total_nanos < 0 else 1
-        return cls(currency_code, sign * units, sign * nanos)
-
-    @property
-    def total_nanos(self) -> int:
-        return self.units * NANOS_PER_UNIT + self.nanos
-
-    def times(self, quantity: int) -> Money:
-        return Money.of_nanos(self.currency_code, self.total_nanos * quantity)
-
-    def __add__(self, other: Money) -> Money:
-        if other.currency_code != self.currency_code:
-            raise ValueError("cannot add amounts in different currencies")
-        return Money.of_nanos(self.currency_code, self.total_nanos + other.total_nanos)
+from server.domain import commands as c
+from server.domain import events as e
+from server.domain.errors import PreconditionFailedError, VersionConflictError
+from server.domain.money import Money
 
 
 class OrderState(Enum):
@@ -52,56 +19,12 @@ class OrderState(Enum):
     CANCELLED = "CANCELLED"
 
 
-@dataclass(frozen=True)
-class OrderLine:
-    product_id: str
-    quantity: int
-    unit_price: Money
-
-    @property
-    def amount(self) -> Money:
-        return self.unit_price.times(self.quantity)
-
-
-# --- commands ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegisterCustomer:
-    customer_id: str
-    display_name: str
-    email: str
-
-
-@dataclass(frozen=True)
-class PlaceOrder:
-    order_id: str
-    customer_id: str
-    lines: tuple[OrderLine, ...]
-
-
-# --- events -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CustomerRegistered:
-    customer_id: str
-    display_name: str
-    email: str
-
-
-@dataclass(frozen=True)
-class OrderPlaced:
-    order_id: str
-    customer_id: str
-    lines: tuple[OrderLine, ...]
-    total: Money
-
-
-Event = CustomerRegistered | OrderPlaced
-
-
-# --- aggregates -------------------------------------------------------------------------------
+# The lifecycle: PLACED -> CONFIRMED -> SHIPPED; PLACED or CONFIRMED -> CANCELLED.
+TRANSITIONS: dict[type[c.Command], tuple[frozenset[OrderState], OrderState]] = {
+    c.ConfirmOrder: (frozenset({OrderState.PLACED}), OrderState.CONFIRMED),
+    c.ShipOrder: (frozenset({OrderState.CONFIRMED}), OrderState.SHIPPED),
+    c.CancelOrder: (frozenset({OrderState.PLACED, OrderState.CONFIRMED}), OrderState.CANCELLED),
+}
 
 
 @dataclass(frozen=True)
@@ -109,96 +32,147 @@ class Customer:
     customer_id: str
     display_name: str
     email: str
+    credit_limit: Money
+    credit_reserved: Money
     version: int
+
+
+@dataclass(frozen=True)
+class Product:
+    product_id: str
+    on_hand: int
+    reserved: int
+    version: int
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
 
 
 @dataclass(frozen=True)
 class Order:
     order_id: str
     customer_id: str
-    lines: tuple[OrderLine, ...]
+    lines: tuple[c.OrderLine, ...]
     total: Money
     state: OrderState
     version: int
 
 
-def register_customer(cmd: RegisterCustomer) -> tuple[Customer, CustomerRegistered]:
-    """A new customer at version 1, or InvalidCommandError naming every bad field."""
-    violations = _check_id("customer_id", cmd.customer_id)
-    if not cmd.display_name.strip():
-        violations.append(FieldViolation("display_name", "must not be empty"))
-    elif len(cmd.display_name) > MAX_NAME_LENGTH:
-        violations.append(FieldViolation("display_name", f"must be at most {MAX_NAME_LENGTH} characters"))
-    if len(cmd.email) > MAX_EMAIL_LENGTH or not re.fullmatch(r"[^@\s]+@[^@\s]+", cmd.email):
-        violations.append(FieldViolation("email", "must be an email address"))
-    if violations:
-        raise InvalidCommandError(violations)
-    event = CustomerRegistered(cmd.customer_id, cmd.display_name, cmd.email)
-    return Customer(cmd.customer_id, cmd.display_name, cmd.email, version=1), event
+def check_version(aggregate_type: str, aggregate_id: str, actual: int, expected: int) -> None:
+    if actual != expected:
+        raise VersionConflictError(aggregate_type, aggregate_id, expected, actual)
 
 
-def validate_place_order(cmd: PlaceOrder) -> None:
-    """Raises InvalidCommandError naming every malformed field of the command."""
-    violations = _check_id("order_id", cmd.order_id) + _check_id("customer_id", cmd.customer_id)
-    if not cmd.lines:
-        violations.append(FieldViolation("lines", "an order needs at least one line"))
-    elif len(cmd.lines) > MAX_LINES:
-        violations.append(FieldViolation("lines", f"at most {MAX_LINES} lines per order"))
-    for i, line in enumerate(cmd.lines[:MAX_LINES]):
-        violations += _check_id(f"lines[{i}].product_id", line.product_id)
-        if not 0 < line.quantity <= MAX_QUANTITY:
-            violations.append(
-                FieldViolation(f"lines[{i}].quantity", f"must be between 1 and {MAX_QUANTITY}")
-            )
-        violations += _check_price(f"lines[{i}].unit_price", line.unit_price)
-    currencies = {line.unit_price.currency_code for line in cmd.lines}
-    if len(currencies) > 1:
-        violations.append(FieldViolation("lines", "all lines must use one currency"))
-    if not violations:
-        total = _sum(cmd.lines)
-        if abs(total.units) > MAX_UNITS:
-            violations.append(FieldViolation("lines", "the order total is too large"))
-    if violations:
-        raise InvalidCommandError(violations)
+# --- customers --------------------------------------------------------------------------------
 
 
-def place_order(cmd: PlaceOrder, customer: Customer | None) -> tuple[Order, OrderPlaced]:
+def register_customer(cmd: c.RegisterCustomer) -> tuple[Customer, e.CustomerRegistered]:
+    cmd.check()
+    customer = Customer(
+        cmd.customer_id, cmd.display_name, cmd.email, cmd.credit_limit, Money.zero(cmd.credit_limit.currency_code), 1
+    )
+    return customer, e.CustomerRegistered(cmd.customer_id, cmd.display_name, cmd.email, cmd.credit_limit)
+
+
+def reserve_credit(customer: Customer, cmd: c.ReserveCredit) -> tuple[Customer, e.CreditReserved]:
+    check_version("customer", customer.customer_id, customer.version, cmd.expected_version)
+    _same_currency(customer, cmd.amount)
+    reserved = customer.credit_reserved + cmd.amount
+    if reserved.total_nanos > customer.credit_limit.total_nanos:
+        raise PreconditionFailedError(
+            "CREDIT_LIMIT", f"customers/{customer.customer_id}", "the reservation would exceed the credit limit"
+        )
+    changed = replace(customer, credit_reserved=reserved, version=customer.version + 1)
+    return changed, e.CreditReserved(customer.customer_id, cmd.order_id, cmd.amount)
+
+
+def release_credit(customer: Customer, cmd: c.ReleaseCredit) -> tuple[Customer, e.CreditReleased]:
+    check_version("customer", customer.customer_id, customer.version, cmd.expected_version)
+    _same_currency(customer, cmd.amount)
+    if cmd.amount.total_nanos > customer.credit_reserved.total_nanos:
+        raise PreconditionFailedError(
+            "CREDIT_RESERVED", f"customers/{customer.customer_id}", "cannot release more credit than is reserved"
+        )
+    changed = replace(customer, credit_reserved=customer.credit_reserved - cmd.amount, version=customer.version + 1)
+    return changed, e.CreditReleased(customer.customer_id, cmd.order_id, cmd.amount)
+
+
+def _same_currency(customer: Customer, amount: Money) -> None:
+    if amount.currency_code != customer.credit_limit.currency_code:
+        raise PreconditionFailedError(
+            "CREDIT_CURRENCY",
+            f"customers/{customer.customer_id}",
+            f"the customer's credit is in {customer.credit_limit.currency_code}",
+        )
+
+
+# --- products ---------------------------------------------------------------------------------
+
+
+def add_stock(product: Product | None, cmd: c.AddStock) -> tuple[Product, e.StockAdded]:
+    """Adds units; with expected_version 0 the product is new (the handler checks it is)."""
+    current = product or Product(cmd.product_id, 0, 0, 0)
+    check_version("product", cmd.product_id, current.version, cmd.expected_version)
+    changed = replace(current, on_hand=current.on_hand + cmd.quantity, version=current.version + 1)
+    return changed, e.StockAdded(cmd.product_id, cmd.quantity)
+
+
+def reserve_stock(product: Product, cmd: c.ReserveStock) -> tuple[Product, e.StockReserved]:
+    check_version("product", product.product_id, product.version, cmd.expected_version)
+    if cmd.quantity > product.available:
+        raise PreconditionFailedError(
+            "STOCK_AVAILABLE", f"products/{product.product_id}", f"only {product.available} units are available"
+        )
+    changed = replace(product, reserved=product.reserved + cmd.quantity, version=product.version + 1)
+    return changed, e.StockReserved(product.product_id, cmd.order_id, cmd.quantity)
+
+
+def release_stock(product: Product, cmd: c.ReleaseStock) -> tuple[Product, e.StockReleased]:
+    check_version("product", product.product_id, product.version, cmd.expected_version)
+    if cmd.quantity > product.reserved:
+        raise PreconditionFailedError(
+            "STOCK_RESERVED", f"products/{product.product_id}", f"only {product.reserved} units are reserved"
+        )
+    changed = replace(product, reserved=product.reserved - cmd.quantity, version=product.version + 1)
+    return changed, e.StockReleased(product.product_id, cmd.order_id, cmd.quantity)
+
+
+# --- orders -----------------------------------------------------------------------------------
+
+
+def place_order(cmd: c.PlaceOrder, customer: Customer | None) -> tuple[Order, e.OrderPlaced]:
     """A new order at version 1 for an existing customer, with its exact total."""
-    validate_place_order(cmd)
+    cmd.check()
     if customer is None:
         raise PreconditionFailedError(
             "CUSTOMER_EXISTS", f"customers/{cmd.customer_id}", "the customer must be registered first"
         )
-    total = _sum(cmd.lines)
+    total = c.order_total(cmd.lines)
     order = Order(cmd.order_id, cmd.customer_id, cmd.lines, total, OrderState.PLACED, version=1)
-    return order, OrderPlaced(cmd.order_id, cmd.customer_id, cmd.lines, total)
+    return order, e.OrderPlaced(cmd.order_id, cmd.customer_id, cmd.lines, total)
 
 
-def _sum(lines: tuple[OrderLine, ...]) -> Money:
-    total = Money.of_nanos(lines[0].unit_price.currency_code, 0)
-    for line in lines:
-        total = total + line.amount
-    return total
+def _transition(order: Order, cmd: c.ConfirmOrder | c.CancelOrder) -> Order:
+    check_version("order", order.order_id, order.version, cmd.expected_version)
+    allowed_from, to = TRANSITIONS[type(cmd)]
+    if order.state not in allowed_from:
+        raise PreconditionFailedError(
+            "ORDER_STATE",
+            f"orders/{order.order_id}",
+            f"cannot move an order from {order.state.value} to {to.value}",
+        )
+    return replace(order, state=to, version=order.version + 1)
 
 
-def _check_id(field: str, value: str) -> list[FieldViolation]:
-    if not value:
-        return [FieldViolation(field, "must not be empty")]
-    if not _ID.match(value):
-        return [
-            FieldViolation(field, "must be 1-64 letters, digits or _.:- and start with a letter or digit")
-        ]
-    return []
+def confirm_order(order: Order, cmd: c.ConfirmOrder) -> tuple[Order, e.OrderConfirmed]:
+    return _transition(order, cmd), e.OrderConfirmed(order.order_id)
 
 
-def _check_price(field: str, price: Money) -> list[FieldViolation]:
-    violations = []
-    if not _CURRENCY.match(price.currency_code):
-        violations.append(FieldViolation(f"{field}.currency_code", "must be a 3-letter ISO 4217 code"))
-    if not -NANOS_PER_UNIT < price.nanos < NANOS_PER_UNIT:
-        violations.append(FieldViolation(f"{field}.nanos", "must be between -999999999 and 999999999"))
-    elif (price.units > 0 and price.nanos < 0) or (price.units < 0 and price.nanos > 0):
-        violations.append(FieldViolation(f"{field}.nanos", "must have the same sign as units"))
-    elif price.total_nanos <= 0:
-        violations.append(FieldViolation(field, "must be greater than zero"))
-    return violations
+def ship_order(order: Order, cmd: c.ShipOrder) -> tuple[Order, e.OrderShipped]:
+    return _transition(order, cmd), e.OrderShipped(order.order_id)
+
+
+def cancel_order(order: Order, cmd: c.CancelOrder) -> tuple[Order, e.OrderCancelled]:
+    assert cmd.reason is not None  # cmd.check() rejected a missing reason
+    return _transition(order, cmd), e.OrderCancelled(order.order_id, cmd.reason, cmd.note)

@@ -25,21 +25,53 @@ _sym_db = _symbol_database.Default()
 from orders.v1 import types_pb2 as orders_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1forders/v1/command_service.proto\x12\torders.v1\x1a\x15orders/v1/types.proto\"g\n\x17RegisterCustomerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05\x65mail\x18\x04 \x01(\t\"[\n\x18RegisterCustomerResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"s\n\x11PlaceOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12#\n\x05lines\x18\x04 \x03(\x0b\x32\x14.orders.v1.OrderLine\"R\n\x12PlaceOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t2\xb8\x01\n\x0e\x43ommandService\x12[\n\x10RegisterCustomer\x12\".orders.v1.RegisterCustomerRequest\x1a#.orders.v1.RegisterCustomerResponse\x12I\n\nPlaceOrder\x12\x1c.orders.v1.PlaceOrderRequest\x1a\x1d.orders.v1.PlaceOrderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1forders/v1/command_service.proto\x12\torders.v1\x1a\x15orders/v1/types.proto\"\x8f\x01\n\x17RegisterCustomerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05\x65mail\x18\x04 \x01(\t\x12&\n\x0c\x63redit_limit\x18\x05 \x01(\x0b\x32\x10.orders.v1.Money\"[\n\x18RegisterCustomerResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"\x8d\x01\n\x14ReserveCreditRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12 \n\x06\x61mount\x18\x04 \x01(\x0b\x32\x10.orders.v1.Money\x12\x10\n\x08order_id\x18\x05 \x01(\t\"X\n\x15ReserveCreditResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"\x8d\x01\n\x14ReleaseCreditRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12 \n\x06\x61mount\x18\x04 \x01(\x0b\x32\x10.orders.v1.Money\x12\x10\n\x08order_id\x18\x05 \x01(\t\"X\n\x15ReleaseCreditResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"e\n\x0f\x41\x64\x64StockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x10\n\x08quantity\x18\x04 \x01(\x03\"R\n\x10\x41\x64\x64StockResponse\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"{\n\x13ReserveStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x10\n\x08order_id\x18\x05 \x01(\t\"V\n\x14ReserveStockResponse\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"{\n\x13ReleaseStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x10\n\x08order_id\x18\x05 \x01(\t\"V\n\x14ReleaseStockResponse\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"s\n\x11PlaceOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12#\n\x05lines\x18\x04 \x03(\x0b\x32\x14.orders.v1.OrderLine\"R\n\x12PlaceOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"U\n\x13\x43onfirmOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"T\n\x14\x43onfirmOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"\x91\x01\n\x12\x43\x61ncelOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12-\n\x06reason\x18\x04 \x01(\x0e\x32\x1d.orders.v1.CancellationReason\x12\x0c\n\x04note\x18\x05 \x01(\t\"S\n\x13\x43\x61ncelOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"R\n\x10ShipOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"Q\n\x11ShipOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t2\xae\x06\n\x0e\x43ommandService\x12[\n\x10RegisterCustomer\x12\".orders.v1.RegisterCustomerRequest\x1a#.orders.v1.RegisterCustomerResponse\x12R\n\rReserveCredit\x12\x1f.orders.v1.ReserveCreditRequest\x1a .orders.v1.ReserveCreditResponse\x12R\n\rReleaseCredit\x12\x1f.orders.v1.ReleaseCreditRequest\x1a .orders.v1.ReleaseCreditResponse\x12\x43\n\x08\x41\x64\x64Stock\x12\x1a.orders.v1.AddStockRequest\x1a\x1b.orders.v1.AddStockResponse\x12O\n\x0cReserveStock\x12\x1e.orders.v1.ReserveStockRequest\x1a\x1f.orders.v1.ReserveStockResponse\x12O\n\x0cReleaseStock\x12\x1e.orders.v1.ReleaseStockRequest\x1a\x1f.orders.v1.ReleaseStockResponse\x12I\n\nPlaceOrder\x12\x1c.orders.v1.PlaceOrderRequest\x1a\x1d.orders.v1.PlaceOrderResponse\x12O\n\x0c\x43onfirmOrder\x12\x1e.orders.v1.ConfirmOrderRequest\x1a\x1f.orders.v1.ConfirmOrderResponse\x12L\n\x0b\x43\x61ncelOrder\x12\x1d.orders.v1.CancelOrderRequest\x1a\x1e.orders.v1.CancelOrderResponse\x12\x46\n\tShipOrder\x12\x1b.orders.v1.ShipOrderRequest\x1a\x1c.orders.v1.ShipOrderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orders.v1.command_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGISTERCUSTOMERREQUEST']._serialized_start=69
-  _globals['_REGISTERCUSTOMERREQUEST']._serialized_end=172
-  _globals['_REGISTERCUSTOMERRESPONSE']._serialized_start=174
-  _globals['_REGISTERCUSTOMERRESPONSE']._serialized_end=265
-  _globals['_PLACEORDERREQUEST']._serialized_start=267
-  _globals['_PLACEORDERREQUEST']._serialized_end=382
-  _globals['_PLACEORDERRESPONSE']._serialized_start=384
-  _globals['_PLACEORDERRESPONSE']._serialized_end=466
-  _globals['_COMMANDSERVICE']._serialized_start=469
-  _globals['_COMMANDSERVICE']._serialized_end=653
+  _globals['_REGISTERCUSTOMERREQUEST']._serialized_start=70
+  _globals['_REGISTERCUSTOMERREQUEST']._serialized_end=213
+  _globals['_REGISTERCUSTOMERRESPONSE']._serialized_start=215
+  _globals['_REGISTERCUSTOMERRESPONSE']._serialized_end=306
+  _globals['_RESERVECREDITREQUEST']._serialized_start=309
+  _globals['_RESERVECREDITREQUEST']._serialized_end=450
+  _globals['_RESERVECREDITRESPONSE']._serialized_start=452
+  _globals['_RESERVECREDITRESPONSE']._serialized_end=540
+  _globals['_RELEASECREDITREQUEST']._serialized_start=543
+  _globals['_RELEASECREDITREQUEST']._serialized_end=684
+  _globals['_RELEASECREDITRESPONSE']._serialized_start=686
+  _globals['_RELEASECREDITRESPONSE']._serialized_end=774
+  _globals['_ADDSTOCKREQUEST']._serialized_start=776
+  _globals['_ADDSTOCKREQUEST']._serialized_end=877
+  _globals['_ADDSTOCKRESPONSE']._serialized_start=879
+  _globals['_ADDSTOCKRESPONSE']._serialized_end=961
+  _globals['_RESERVESTOCKREQUEST']._serialized_start=963
+  _globals['_RESERVESTOCKREQUEST']._serialized_end=1086
+  _globals['_RESERVESTOCKRESPONSE']._serialized_start=1088
+  _globals['_RESERVESTOCKRESPONSE']._serialized_end=1174
+  _globals['_RELEASESTOCKREQUEST']._serialized_start=1176
+  _globals['_RELEASESTOCKREQUEST']._serialized_end=1299
+  _globals['_RELEASESTOCKRESPONSE']._serialized_start=1301
+  _globals['_RELEASESTOCKRESPONSE']._serialized_end=1387
+  _globals['_PLACEORDERREQUEST']._serialized_start=1389
+  _globals['_PLACEORDERREQUEST']._serialized_end=1504
+  _globals['_PLACEORDERRESPONSE']._serialized_start=1506
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1588
+  _globals['_CONFIRMORDERREQUEST']._serialized_start=1590
+  _globals['_CONFIRMORDERREQUEST']._serialized_end=1675
+  _globals['_CONFIRMORDERRESPONSE']._serialized_start=1677
+  _globals['_CONFIRMORDERRESPONSE']._serialized_end=1761
+  _globals['_CANCELORDERREQUEST']._serialized_start=1764
+  _globals['_CANCELORDERREQUEST']._serialized_end=1909
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1911
+  _globals['_CANCELORDERRESPONSE']._serialized_end=1994
+  _globals['_SHIPORDERREQUEST']._serialized_start=1996
+  _globals['_SHIPORDERREQUEST']._serialized_end=2078
+  _globals['_SHIPORDERRESPONSE']._serialized_start=2080
+  _globals['_SHIPORDERRESPONSE']._serialized_end=2161
+  _globals['_COMMANDSERVICE']._serialized_start=2164
+  _globals['_COMMANDSERVICE']._serialized_end=2978
 # @@protoc_insertion_point(module_scope)

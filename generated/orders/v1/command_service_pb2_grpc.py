@@ -26,8 +26,12 @@ if _version_not_supported:
 
 
 class CommandServiceStub:
-    """Changes the state of customers and orders. Every call carries a client-chosen `request_id`
-    (AIP-155): a retry with the same id returns the first response and changes nothing.
+    """Changes the state of customers, products and orders.
+
+    Every call carries a client-chosen `request_id` (AIP-155): a retry with the same id returns the
+    first response and changes nothing; the same id with a different payload is INVALID_ARGUMENT
+    with ErrorInfo reason REQUEST_ID_REUSED. Commands on an existing aggregate carry
+    `expected_version`; a mismatch is ABORTED with ErrorInfo reason VERSION_CONFLICT.
     The tenant is taken from the `x-tenant-id` call metadata ("default" when absent).
     """
 
@@ -42,21 +46,100 @@ class CommandServiceStub:
                 request_serializer=orders_dot_v1_dot_command__service__pb2.RegisterCustomerRequest.SerializeToString,
                 response_deserializer=orders_dot_v1_dot_command__service__pb2.RegisterCustomerResponse.FromString,
                 _registered_method=True)
+        self.ReserveCredit = channel.unary_unary(
+                '/orders.v1.CommandService/ReserveCredit',
+                request_serializer=orders_dot_v1_dot_command__service__pb2.ReserveCreditRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_command__service__pb2.ReserveCreditResponse.FromString,
+                _registered_method=True)
+        self.ReleaseCredit = channel.unary_unary(
+                '/orders.v1.CommandService/ReleaseCredit',
+                request_serializer=orders_dot_v1_dot_command__service__pb2.ReleaseCreditRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_command__service__pb2.ReleaseCreditResponse.FromString,
+                _registered_method=True)
+        self.AddStock = channel.unary_unary(
+                '/orders.v1.CommandService/AddStock',
+                request_serializer=orders_dot_v1_dot_command__service__pb2.AddStockRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_command__service__pb2.AddStockResponse.FromString,
+                _registered_method=True)
+        self.ReserveStock = channel.unary_unary(
+                '/orders.v1.CommandService/ReserveStock',
+                request_serializer=orders_dot_v1_dot_command__service__pb2.ReserveStockRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_command__service__pb2.ReserveStockResponse.FromString,
+                _registered_method=True)
+        self.ReleaseStock = channel.unary_unary(
+                '/orders.v1.CommandService/ReleaseStock',
+                request_serializer=orders_dot_v1_dot_command__service__pb2.ReleaseStockRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_command__service__pb2.ReleaseStockResponse.FromString,
+                _registered_method=True)
         self.PlaceOrder = channel.unary_unary(
                 '/orders.v1.CommandService/PlaceOrder',
                 request_serializer=orders_dot_v1_dot_command__service__pb2.PlaceOrderRequest.SerializeToString,
                 response_deserializer=orders_dot_v1_dot_command__service__pb2.PlaceOrderResponse.FromString,
                 _registered_method=True)
+        self.ConfirmOrder = channel.unary_unary(
+                '/orders.v1.CommandService/ConfirmOrder',
+                request_serializer=orders_dot_v1_dot_command__service__pb2.ConfirmOrderRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_command__service__pb2.ConfirmOrderResponse.FromString,
+                _registered_method=True)
+        self.CancelOrder = channel.unary_unary(
+                '/orders.v1.CommandService/CancelOrder',
+                request_serializer=orders_dot_v1_dot_command__service__pb2.CancelOrderRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_command__service__pb2.CancelOrderResponse.FromString,
+                _registered_method=True)
+        self.ShipOrder = channel.unary_unary(
+                '/orders.v1.CommandService/ShipOrder',
+                request_serializer=orders_dot_v1_dot_command__service__pb2.ShipOrderRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_command__service__pb2.ShipOrderResponse.FromString,
+                _registered_method=True)
 
 
 class CommandServiceServicer:
-    """Changes the state of customers and orders. Every call carries a client-chosen `request_id`
-    (AIP-155): a retry with the same id returns the first response and changes nothing.
+    """Changes the state of customers, products and orders.
+
+    Every call carries a client-chosen `request_id` (AIP-155): a retry with the same id returns the
+    first response and changes nothing; the same id with a different payload is INVALID_ARGUMENT
+    with ErrorInfo reason REQUEST_ID_REUSED. Commands on an existing aggregate carry
+    `expected_version`; a mismatch is ABORTED with ErrorInfo reason VERSION_CONFLICT.
     The tenant is taken from the `x-tenant-id` call metadata ("default" when absent).
     """
 
     def RegisterCustomer(self, request, context):
-        """Registers a new customer.
+        """Registers a new customer with a credit limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReserveCredit(self, request, context):
+        """Reserves part of a customer's credit for an order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseCredit(self, request, context):
+        """Gives back credit reserved earlier.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddStock(self, request, context):
+        """Adds units of a product to stock; `expected_version` 0 creates the product.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReserveStock(self, request, context):
+        """Reserves units of a product for an order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseStock(self, request, context):
+        """Gives back units reserved earlier.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -64,6 +147,27 @@ class CommandServiceServicer:
 
     def PlaceOrder(self, request, context):
         """Places a new order for an existing customer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmOrder(self, request, context):
+        """Confirms a placed order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelOrder(self, request, context):
+        """Cancels a placed or confirmed order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShipOrder(self, request, context):
+        """Ships a confirmed order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,10 +181,50 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     request_deserializer=orders_dot_v1_dot_command__service__pb2.RegisterCustomerRequest.FromString,
                     response_serializer=orders_dot_v1_dot_command__service__pb2.RegisterCustomerResponse.SerializeToString,
             ),
+            'ReserveCredit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveCredit,
+                    request_deserializer=orders_dot_v1_dot_command__service__pb2.ReserveCreditRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_command__service__pb2.ReserveCreditResponse.SerializeToString,
+            ),
+            'ReleaseCredit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseCredit,
+                    request_deserializer=orders_dot_v1_dot_command__service__pb2.ReleaseCreditRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_command__service__pb2.ReleaseCreditResponse.SerializeToString,
+            ),
+            'AddStock': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddStock,
+                    request_deserializer=orders_dot_v1_dot_command__service__pb2.AddStockRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_command__service__pb2.AddStockResponse.SerializeToString,
+            ),
+            'ReserveStock': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveStock,
+                    request_deserializer=orders_dot_v1_dot_command__service__pb2.ReserveStockRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_command__service__pb2.ReserveStockResponse.SerializeToString,
+            ),
+            'ReleaseStock': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseStock,
+                    request_deserializer=orders_dot_v1_dot_command__service__pb2.ReleaseStockRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_command__service__pb2.ReleaseStockResponse.SerializeToString,
+            ),
             'PlaceOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.PlaceOrder,
                     request_deserializer=orders_dot_v1_dot_command__service__pb2.PlaceOrderRequest.FromString,
                     response_serializer=orders_dot_v1_dot_command__service__pb2.PlaceOrderResponse.SerializeToString,
+            ),
+            'ConfirmOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmOrder,
+                    request_deserializer=orders_dot_v1_dot_command__service__pb2.ConfirmOrderRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_command__service__pb2.ConfirmOrderResponse.SerializeToString,
+            ),
+            'CancelOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOrder,
+                    request_deserializer=orders_dot_v1_dot_command__service__pb2.CancelOrderRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_command__service__pb2.CancelOrderResponse.SerializeToString,
+            ),
+            'ShipOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShipOrder,
+                    request_deserializer=orders_dot_v1_dot_command__service__pb2.ShipOrderRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_command__service__pb2.ShipOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,8 +235,12 @@ def add_CommandServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CommandService:
-    """Changes the state of customers and orders. Every call carries a client-chosen `request_id`
-    (AIP-155): a retry with the same id returns the first response and changes nothing.
+    """Changes the state of customers, products and orders.
+
+    Every call carries a client-chosen `request_id` (AIP-155): a retry with the same id returns the
+    first response and changes nothing; the same id with a different payload is INVALID_ARGUMENT
+    with ErrorInfo reason REQUEST_ID_REUSED. Commands on an existing aggregate carry
+    `expected_version`; a mismatch is ABORTED with ErrorInfo reason VERSION_CONFLICT.
     The tenant is taken from the `x-tenant-id` call metadata ("default" when absent).
     """
 
@@ -124,6 +272,141 @@ class CommandService:
             _registered_method=True)
 
     @staticmethod
+    def ReserveCredit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.CommandService/ReserveCredit',
+            orders_dot_v1_dot_command__service__pb2.ReserveCreditRequest.SerializeToString,
+            orders_dot_v1_dot_command__service__pb2.ReserveCreditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseCredit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.CommandService/ReleaseCredit',
+            orders_dot_v1_dot_command__service__pb2.ReleaseCreditRequest.SerializeToString,
+            orders_dot_v1_dot_command__service__pb2.ReleaseCreditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddStock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.CommandService/AddStock',
+            orders_dot_v1_dot_command__service__pb2.AddStockRequest.SerializeToString,
+            orders_dot_v1_dot_command__service__pb2.AddStockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveStock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.CommandService/ReserveStock',
+            orders_dot_v1_dot_command__service__pb2.ReserveStockRequest.SerializeToString,
+            orders_dot_v1_dot_command__service__pb2.ReserveStockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseStock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.CommandService/ReleaseStock',
+            orders_dot_v1_dot_command__service__pb2.ReleaseStockRequest.SerializeToString,
+            orders_dot_v1_dot_command__service__pb2.ReleaseStockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PlaceOrder(request,
             target,
             options=(),
@@ -140,6 +423,87 @@ class CommandService:
             '/orders.v1.CommandService/PlaceOrder',
             orders_dot_v1_dot_command__service__pb2.PlaceOrderRequest.SerializeToString,
             orders_dot_v1_dot_command__service__pb2.PlaceOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.CommandService/ConfirmOrder',
+            orders_dot_v1_dot_command__service__pb2.ConfirmOrderRequest.SerializeToString,
+            orders_dot_v1_dot_command__service__pb2.ConfirmOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.CommandService/CancelOrder',
+            orders_dot_v1_dot_command__service__pb2.CancelOrderRequest.SerializeToString,
+            orders_dot_v1_dot_command__service__pb2.CancelOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShipOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.CommandService/ShipOrder',
+            orders_dot_v1_dot_command__service__pb2.ShipOrderRequest.SerializeToString,
+            orders_dot_v1_dot_command__service__pb2.ShipOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

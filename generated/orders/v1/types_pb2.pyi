@@ -13,11 +13,24 @@ class OrderState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_STATE_CONFIRMED: _ClassVar[OrderState]
     ORDER_STATE_SHIPPED: _ClassVar[OrderState]
     ORDER_STATE_CANCELLED: _ClassVar[OrderState]
+
+class CancellationReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CANCELLATION_REASON_UNSPECIFIED: _ClassVar[CancellationReason]
+    CANCELLATION_REASON_CUSTOMER_REQUEST: _ClassVar[CancellationReason]
+    CANCELLATION_REASON_OUT_OF_STOCK: _ClassVar[CancellationReason]
+    CANCELLATION_REASON_CREDIT_DECLINED: _ClassVar[CancellationReason]
+    CANCELLATION_REASON_OTHER: _ClassVar[CancellationReason]
 ORDER_STATE_UNSPECIFIED: OrderState
 ORDER_STATE_PLACED: OrderState
 ORDER_STATE_CONFIRMED: OrderState
 ORDER_STATE_SHIPPED: OrderState
 ORDER_STATE_CANCELLED: OrderState
+CANCELLATION_REASON_UNSPECIFIED: CancellationReason
+CANCELLATION_REASON_CUSTOMER_REQUEST: CancellationReason
+CANCELLATION_REASON_OUT_OF_STOCK: CancellationReason
+CANCELLATION_REASON_CREDIT_DECLINED: CancellationReason
+CANCELLATION_REASON_OTHER: CancellationReason
 
 class Money(_message.Message):
     __slots__ = ("currency_code", "units", "nanos")
