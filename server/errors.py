@@ -66,6 +66,14 @@ def unavailable(message: str, reason: str, **metadata: str) -> status_pb2.Status
     return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=[_info(reason, **metadata)])
 
 
+def resource_exhausted(message: str, reason: str, **metadata: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=[_info(reason, **metadata)])
+
+
+def invalid(message: str, reason: str, **metadata: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[_info(reason, **metadata)])
+
+
 def internal(message: str) -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INTERNAL, message=message)
 

@@ -16,7 +16,8 @@ from orders.v1 import types_pb2
 from projector import read_model
 from server import db, errors, serving, wire
 from server.config import Settings
-from server.domain.errors import DomainError, NotFoundError
+from server.domain.commands import id_violations
+from server.domain.errors import DomainError, InvalidCommandError, NotFoundError
 
 # Leave this much of the caller's deadline to answer "not caught up yet" instead of timing out.
 ANSWER_MARGIN_SECONDS = 0.05
@@ -56,6 +57,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
     ) -> pb.GetOrderSummaryResponse:
         tenant_id = serving.tenant_of(context)
         try:
+            if found := id_violations("order_id", request.order_id):
+                raise InvalidCommandError(found)
             if request.consistency_token:
                 await self._wait_for(context, tenant_id, wire.ConsistencyToken.decode(request.consistency_token))
             async with self._engine.connect() as conn:

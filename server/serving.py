@@ -14,15 +14,24 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server import errors
+
 log = logging.getLogger(__name__)
 
 _UNDECODABLE = object()
+_OVERSIZE = object()
+# gRPC itself refuses anything larger, without details; below it, RequestGuard answers with them.
+TRANSPORT_LIMIT_BYTES = 4 * 1024 * 1024
 TENANT_KEY = "x-tenant-id"
 DEFAULT_TENANT = "default"
 
 
-class RejectUndecodable(grpc.aio.ServerInterceptor):
-    """Bytes that are not the request message get INVALID_ARGUMENT, not UNKNOWN."""
+class RequestGuard(grpc.aio.ServerInterceptor):
+    """Requests over the size limit get RESOURCE_EXHAUSTED with ErrorInfo, and bytes that are not
+    the request message INVALID_ARGUMENT (grpc.aio alone would answer UNKNOWN), for every method."""
+
+    def __init__(self, max_request_bytes: int) -> None:
+        self.max_request_bytes = max_request_bytes
 
     async def intercept_service(
         self,
@@ -34,21 +43,30 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):
             return handler
         deserialize = handler.request_deserializer
 
+        limit = self.max_request_bytes
+
         def safe(data: bytes) -> Any:
+            if len(data) > limit:
+                return _OVERSIZE
             try:
                 return deserialize(data)
             except (DecodeError, ValueError, RuntimeError):
                 return _UNDECODABLE
 
-        async def reject(context: grpc.aio.ServicerContext) -> None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protobuf message")
+        async def reject(request: Any, context: grpc.aio.ServicerContext) -> None:
+            if request is _OVERSIZE:
+                await errors.abort(
+                    context,
+                    errors.resource_exhausted(f"the request is larger than {limit} bytes", "REQUEST_TOO_LARGE", limit=str(limit)),
+                )
+            await errors.abort(context, errors.invalid("the request is not a valid protobuf message", "UNDECODABLE_REQUEST"))
 
         if handler.unary_unary is not None:
             unary = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if request is _UNDECODABLE:
-                    await reject(context)
+                if request is _UNDECODABLE or request is _OVERSIZE:
+                    await reject(request, context)
                 return await unary(request, context)
 
             return handler._replace(request_deserializer=safe, unary_unary=unary_unary)  # type: ignore[attr-defined,no-any-return]
@@ -56,8 +74,8 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):
             stream = handler.unary_stream
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if request is _UNDECODABLE:
-                    await reject(context)
+                if request is _UNDECODABLE or request is _OVERSIZE:
+                    await reject(request, context)
                 async for item in stream(request, context):
                     yield item
 
@@ -91,9 +109,9 @@ async def serve(
 ) -> None:
     """Runs a server until SIGTERM/SIGINT. Health stays NOT_SERVING while `ready()` is false."""
     server = grpc.aio.server(
-        interceptors=[RejectUndecodable(), *interceptors],
+        interceptors=[RequestGuard(max_request_bytes), *interceptors],
         options=[
-            ("grpc.max_receive_message_length", max_request_bytes),
+            ("grpc.max_receive_message_length", max(TRANSPORT_LIMIT_BYTES, max_request_bytes)),
             ("grpc.so_reuseport", 0),
         ],
     )

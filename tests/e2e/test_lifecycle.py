@@ -1,0 +1,140 @@
+"""The whole lifecycle against the real servers: each rule's status and details, and the read
+model following every change."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from orders.v1 import command_service_pb2 as pb
+from orders.v1 import query_service_pb2 as query_pb
+from orders.v1 import types_pb2
+from tests.e2e.client import (
+    ErrorInfo,
+    PreconditionFailure,
+    commands,
+    detail,
+    eur,
+    new_id,
+    place_request,
+    queries,
+    status_of,
+)
+from tests.harness import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def rid() -> str:
+    return new_id("r")
+
+
+def test_an_order_goes_from_placed_to_shipped_with_stock_and_credit_reserved(stack: Stack) -> None:
+    _, cmd = commands(stack.command_addr)
+    _, query = queries(stack.query_addr)
+    customer_id, product_id, order_id = new_id("c"), new_id("p"), new_id("o")
+    customer = cmd.RegisterCustomer(pb.RegisterCustomerRequest(
+        request_id=rid(), customer_id=customer_id, display_name="Ada", email="ada@example.com", credit_limit=eur(100)))
+    stock = cmd.AddStock(pb.AddStockRequest(request_id=rid(), product_id=product_id, expected_version=0, quantity=10))
+    line = types_pb2.OrderLine(product_id=product_id, quantity=3, unit_price=eur(9, 990_000_000))
+    placed = cmd.PlaceOrder(place_request(order_id, customer_id, line))
+
+    credit = cmd.ReserveCredit(pb.ReserveCreditRequest(
+        request_id=rid(), customer_id=customer_id, expected_version=customer.version, amount=eur(29, 970_000_000), order_id=order_id))
+    reserved = cmd.ReserveStock(pb.ReserveStockRequest(
+        request_id=rid(), product_id=product_id, expected_version=stock.version, quantity=3, order_id=order_id))
+    confirmed = cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=rid(), order_id=order_id, expected_version=placed.version))
+    shipped = cmd.ShipOrder(pb.ShipOrderRequest(request_id=rid(), order_id=order_id, expected_version=confirmed.version))
+    summary = query.GetOrderSummary(
+        query_pb.GetOrderSummaryRequest(order_id=order_id, consistency_token=shipped.consistency_token), timeout=10).summary
+
+    assert (credit.customer_id, credit.version) == (customer_id, 2)
+    assert (reserved.product_id, reserved.version) == (product_id, 2)
+    assert [placed.version, confirmed.version, shipped.version] == [1, 2, 3]
+    assert (summary.state, summary.version) == (types_pb2.ORDER_STATE_SHIPPED, 3)
+
+
+def test_a_stale_expected_version_is_aborted_with_both_versions(stack: Stack) -> None:
+    _, cmd = commands(stack.command_addr)
+    order_id = _placed_order(cmd)
+    cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=rid(), order_id=order_id, expected_version=1))
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cmd.CancelOrder(pb.CancelOrderRequest(
+            request_id=rid(), order_id=order_id, expected_version=1, reason=types_pb2.CANCELLATION_REASON_CUSTOMER_REQUEST))
+
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    info = detail(status_of(caught.value), ErrorInfo)
+    assert (info.reason, dict(info.metadata)) == ("VERSION_CONFLICT", {"expected": "1", "actual": "2"})  # type: ignore[attr-defined]
+
+
+def test_shipping_a_placed_order_fails_its_precondition_and_changes_nothing(stack: Stack) -> None:
+    _, cmd = commands(stack.command_addr)
+    order_id = _placed_order(cmd)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cmd.ShipOrder(pb.ShipOrderRequest(request_id=rid(), order_id=order_id, expected_version=1))
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    violation = detail(status_of(caught.value), PreconditionFailure).violations[0]  # type: ignore[attr-defined]
+    assert (violation.type, violation.subject) == ("ORDER_STATE", f"orders/{order_id}")
+    confirmed = cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=rid(), order_id=order_id, expected_version=1))
+    assert confirmed.version == 2  # the failed command left version 1 as it was
+
+
+def test_cancelling_a_shipped_order_fails_its_precondition(stack: Stack) -> None:
+    _, cmd = commands(stack.command_addr)
+    order_id = _placed_order(cmd)
+    cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=rid(), order_id=order_id, expected_version=1))
+    cmd.ShipOrder(pb.ShipOrderRequest(request_id=rid(), order_id=order_id, expected_version=2))
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cmd.CancelOrder(pb.CancelOrderRequest(
+            request_id=rid(), order_id=order_id, expected_version=3, reason=types_pb2.CANCELLATION_REASON_OTHER))
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_an_unknown_order_is_not_found_and_an_existing_product_already_exists(stack: Stack) -> None:
+    _, cmd = commands(stack.command_addr)
+    product_id = new_id("p")
+    cmd.AddStock(pb.AddStockRequest(request_id=rid(), product_id=product_id, expected_version=0, quantity=1))
+
+    with pytest.raises(grpc.RpcError) as missing:
+        cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=rid(), order_id=new_id("o"), expected_version=1))
+    with pytest.raises(grpc.RpcError) as taken:
+        cmd.AddStock(pb.AddStockRequest(request_id=rid(), product_id=product_id, expected_version=0, quantity=1))
+
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_reserving_beyond_the_credit_limit_fails_its_precondition(stack: Stack) -> None:
+    _, cmd = commands(stack.command_addr)
+    customer_id = new_id("c")
+    cmd.RegisterCustomer(pb.RegisterCustomerRequest(
+        request_id=rid(), customer_id=customer_id, display_name="Ada", email="ada@example.com", credit_limit=eur(10)))
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cmd.ReserveCredit(pb.ReserveCreditRequest(
+            request_id=rid(), customer_id=customer_id, expected_version=1, amount=eur(10, 1), order_id="o-1"))
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert detail(status_of(caught.value), PreconditionFailure).violations[0].type == "CREDIT_LIMIT"  # type: ignore[attr-defined]
+
+
+def test_a_cancellation_without_a_reason_names_the_field(stack: Stack) -> None:
+    _, cmd = commands(stack.command_addr)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cmd.CancelOrder(pb.CancelOrderRequest(request_id=rid(), order_id="o-1", expected_version=1, reason=99))  # type: ignore[arg-type]
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _placed_order(cmd: object) -> str:
+    customer_id, order_id = new_id("c"), new_id("o")
+    cmd.RegisterCustomer(pb.RegisterCustomerRequest(  # type: ignore[attr-defined]
+        request_id=rid(), customer_id=customer_id, display_name="Ada", email="ada@example.com"))
+    cmd.PlaceOrder(place_request(order_id, customer_id))  # type: ignore[attr-defined]
+    return order_id
