@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from pathlib import Path
 
 from server.config import Settings
 from server.telemetry import setup_logging
@@ -20,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("query-server", help="serve orders.v1.QueryService on QUERY_ADDR")
     sub.add_parser("relay", help="publish the outbox (events table) to JetStream")
     sub.add_parser("projector", help="build the read models from JetStream")
+    bench = sub.add_parser("bench", help="measure throughput and latency against same-run baselines")
+    bench.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
+    bench.add_argument("--concurrency", default="1,16,64", help="comma-separated client concurrencies")
+    bench.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    bench.add_argument("--running", action="store_true", help="measure the servers at COMMAND_ADDR/QUERY_ADDR")
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
@@ -29,6 +36,16 @@ def main(argv: list[str] | None = None) -> int:
             from server.supervisor import up
 
             return up(settings)
+        case "bench":
+            from server import bench as benchmark
+
+            return benchmark.run(
+                settings,
+                seconds=0.5 if args.quick else args.seconds,
+                concurrencies=[int(c) for c in args.concurrency.split(",")],
+                json_path=args.json,
+                use_running=args.running,
+            )
         case "migrate":
             from server.migrations import upgrade
 

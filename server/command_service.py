@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from typing import Any
 
 import grpc
+import psycopg
 from google.protobuf.message import Message
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
-from server import db, errors, handlers, serving, wire
-from server.config import Settings
+from server import errors, handlers, serving, wire
+from server import write_store as store
+from server.config import Settings, libpq_url
+from server.db import NOTIFY_CHANNEL
 from server.domain.errors import DomainError, FieldViolation, InvalidCommandError, RequestIdReusedError
 
 log = logging.getLogger(__name__)
@@ -25,11 +28,37 @@ MIN_USEFUL_SECONDS = 0.005
 ID_FIELDS = {"customer": "customer_id", "product": "product_id", "order": "order_id"}
 
 
+class Notifier:
+    """Wakes the relay after commits: one NOTIFY for however many commits happened meanwhile.
+
+    Kept out of the commands' transactions, where NOTIFY would serialise every commit behind one
+    lock. If this process dies between a commit and its NOTIFY, the relay's poll finds the event.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+        self._pending = asyncio.Event()
+
+    def poke(self) -> None:
+        self._pending.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            try:
+                async with self._pool.connection(timeout=5) as conn:
+                    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            except (psycopg.Error, PoolTimeout):
+                await asyncio.sleep(0.5)
+
+
 class CommandService(pb_grpc.CommandServiceServicer):
     """Every RPC is the same pipeline; the request's type picks the command and its handler."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, pool: AsyncConnectionPool, notifier: Notifier) -> None:
+        self._pool = pool
+        self._notifier = notifier
 
     async def RegisterCustomer(self, request: pb.RegisterCustomerRequest, context: grpc.aio.ServicerContext) -> Any:
         return await self._execute(request, context)
@@ -62,49 +91,15 @@ class CommandService(pb_grpc.CommandServiceServicer):
         return await self._execute(request, context)
 
     async def _execute(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
-        """One command, one transaction: claim the request id, run the handler, store the response."""
         method = type(request).__name__.removesuffix("Request")
-        response_type: type[Message] = getattr(pb, f"{method}Response")
-        request_id: str = getattr(request, "request_id")
         try:
-            cmd = wire.to_command(request)
-            tenant_id = serving.tenant_of(context)
-            violations = wire.request_id_violations(request_id) + _tenant_violations(tenant_id) + cmd.violations()
-            if violations:
-                raise InvalidCommandError(violations)
-            ctx = wire.EventContext(
-                tenant_id=tenant_id,
-                correlation_id=serving.metadata_value(context, "x-correlation-id") or str(uuid.uuid4()),
-                causation_id=request_id,
-            )
-            digest = wire.request_hash(method, request)
-            remaining = context.time_remaining()
-            budget = DEFAULT_DEADLINE_SECONDS if remaining is None else remaining
-            if budget < MIN_USEFUL_SECONDS:
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "too little time left to run the command")
-            async with self._engine.begin() as conn:
-                # Never run past the caller's deadline: the database gives up when the caller would.
-                await conn.execute(text(f"SET LOCAL statement_timeout = {max(1, int(budget * 1000))}"))
-                prior = await db.claim_request(conn, tenant_id, request_id, method, digest)
-                if prior is not None:
-                    if prior.method != method or prior.request_hash != digest or prior.response is None:
-                        raise RequestIdReusedError(request_id)
-                    return response_type.FromString(prior.response)
-                written = await handlers.HANDLERS[type(cmd)](conn, ctx, cmd)
-                token = wire.ConsistencyToken(written.aggregate_type, written.aggregate_id, written.version)
-                response = response_type(
-                    **{ID_FIELDS[written.aggregate_type]: written.aggregate_id},
-                    version=written.version,
-                    consistency_token=token.encode(),
-                )
-                await db.store_response(conn, tenant_id, request_id, response.SerializeToString())
-                return response
+            return await self._run(method, request, context)
         except DomainError as exc:
             await errors.abort(context, errors.to_status(exc))
-        except DBAPIError as exc:
-            log.warning("database error", extra={"method": method, "error": type(exc.orig).__name__})
-            if "statement timeout" in str(exc.orig) or "canceling statement" in str(exc.orig):
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the command did not finish within the deadline")
+        except psycopg.errors.QueryCanceled:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the command did not finish within the deadline")
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            log.warning("database unavailable", extra={"method": method, "error": type(exc).__name__})
             await errors.abort(
                 context,
                 errors.unavailable("the database is unavailable; retry with the same request_id", "DATABASE_UNAVAILABLE"),
@@ -116,6 +111,44 @@ class CommandService(pb_grpc.CommandServiceServicer):
             await errors.abort(context, errors.internal("internal error; the command was not applied"))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _run(self, method: str, request: Message, context: grpc.aio.ServicerContext) -> Message:
+        """One command, one transaction: claim the request id, run the handler, store the response."""
+        response_type: type[Message] = getattr(pb, f"{method}Response")
+        request_id: str = getattr(request, "request_id")
+        cmd = wire.to_command(request)
+        tenant_id = serving.tenant_of(context)
+        violations = wire.request_id_violations(request_id) + _tenant_violations(tenant_id) + cmd.violations()
+        if violations:
+            raise InvalidCommandError(violations)
+        ctx = wire.EventContext(
+            tenant_id=tenant_id,
+            correlation_id=serving.metadata_value(context, "x-correlation-id") or str(uuid.uuid4()),
+            causation_id=request_id,
+        )
+        digest = wire.request_hash(method, request)
+        remaining = context.time_remaining()
+        budget = DEFAULT_DEADLINE_SECONDS if remaining is None else remaining
+        if budget < MIN_USEFUL_SECONDS:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "too little time left to run the command")
+        async with self._pool.connection(timeout=budget) as conn:
+            session = store.Session(conn, tenant_id, request_id, method, digest, timeout_ms=budget * 1000)
+            try:
+                written = await handlers.HANDLERS[type(cmd)](session, ctx, cmd)
+                token = wire.ConsistencyToken(written.aggregate_type, written.aggregate_id, written.version)
+                response = response_type(
+                    **{ID_FIELDS[written.aggregate_type]: written.aggregate_id},
+                    version=written.version,
+                    consistency_token=token.encode(),
+                )
+                await session.commit(response.SerializeToString())
+            except store.Replayed as replay:
+                prior = replay.prior or await store.prior_request(conn, tenant_id, request_id)
+                if prior is None or (prior.method, prior.request_hash) != (method, digest) or prior.response is None:
+                    raise RequestIdReusedError(request_id) from None
+                return response_type.FromString(prior.response)
+        self._notifier.poke()
+        return response
+
 
 def _tenant_violations(tenant_id: str) -> list[FieldViolation]:
     if 0 < len(tenant_id) <= 64 and tenant_id.replace("-", "").replace("_", "").isalnum() and tenant_id.isascii():
@@ -125,21 +158,34 @@ def _tenant_violations(tenant_id: str) -> list[FieldViolation]:
 
 async def run(settings: Settings) -> None:
     """Composition root of the command-server process."""
-    engine = db.create_engine(settings.require_database_url())
+    pool = AsyncConnectionPool(
+        libpq_url(settings.require_database_url()),
+        min_size=4,
+        max_size=20,
+        kwargs={"autocommit": True},
+        open=False,
+        name="commands",
+    )
+    await pool.open(wait=False)
+    notifier = Notifier(pool)
+    notifying = asyncio.create_task(notifier.run())
 
     async def ready() -> bool:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with pool.connection(timeout=1) as conn:
+            await conn.execute("SELECT 1")
         return True
 
     try:
         await serving.serve(
             addr=settings.command_addr,
             service_names=[pb.DESCRIPTOR.services_by_name["CommandService"].full_name],
-            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(engine), server),
+            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pool, notifier), server),
             ready=ready,
             max_request_bytes=settings.max_request_bytes,
             grace_seconds=settings.grace_seconds,
         )
     finally:
-        await engine.dispose()
+        notifying.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await notifying
+        await pool.close()

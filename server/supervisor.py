@@ -106,6 +106,70 @@ Ctrl-C stops everything.
 """
 
 
+class LocalStack:
+    """Embedded services (unless configured), migrations and every role, as one context."""
+
+    def __init__(self, settings: Settings, roles: tuple[str, ...] = ROLES) -> None:
+        self.settings = settings
+        self.roles = roles
+        self.postgres: EmbeddedPostgres | None = None
+        self.nats: EmbeddedNats | None = None
+        self.children: list[Child] = []
+        self.database_url = settings.database_url or ""
+        self.nats_url = settings.nats_url or ""
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if not self.database_url:
+            log.info("starting embedded PostgreSQL", extra={"data_dir": str(self.settings.data_dir)})
+            self.postgres = EmbeddedPostgres(self.settings.data_dir)
+            self.database_url = self.postgres.start()
+        if not self.nats_url:
+            log.info("starting embedded NATS with JetStream")
+            self.nats = EmbeddedNats(self.settings.data_dir)
+            self.nats_url = self.nats.start()
+        log.info("migrating")
+        upgrade(self.database_url)
+        env = dict(
+            os.environ,
+            DATABASE_URL=self.database_url,
+            NATS_URL=self.nats_url,
+            COMMAND_ADDR=self.settings.command_addr,
+            QUERY_ADDR=self.settings.query_addr,
+        )
+        self.children = [Child(role, env) for role in self.roles]
+        for child in self.children:
+            child.start()
+
+    def supervise(self) -> None:
+        for child in self.children:
+            child.check()
+
+    def serving(self) -> bool:
+        return serving(self.settings.command_addr) and serving(self.settings.query_addr)
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        for child in self.children:
+            child.wait(deadline)
+        if self.nats is not None:
+            self.nats.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
 def up(settings: Settings) -> int:
     stopping = False
 
@@ -115,49 +179,14 @@ def up(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-
-    postgres = nats = None
-    children: list[Child] = []
-    try:
-        if settings.database_url:
-            database_url = settings.database_url
-        else:
-            log.info("starting embedded PostgreSQL", extra={"data_dir": str(settings.data_dir)})
-            postgres = EmbeddedPostgres(settings.data_dir)
-            database_url = postgres.start()
-        if settings.nats_url:
-            nats_url = settings.nats_url
-        else:
-            log.info("starting embedded NATS with JetStream")
-            nats = EmbeddedNats(settings.data_dir)
-            nats_url = nats.start()
-        log.info("migrating")
-        upgrade(database_url)
-
-        env = dict(os.environ, DATABASE_URL=database_url, NATS_URL=nats_url,
-                   COMMAND_ADDR=settings.command_addr, QUERY_ADDR=settings.query_addr)
-        children = [Child(role, env) for role in ROLES]
-        for child in children:
-            child.start()
-
+    with LocalStack(settings) as stack:
         announced = False
         while not stopping:
-            for child in children:
-                child.check()
-            if not announced and serving(settings.command_addr) and serving(settings.query_addr):
-                print(banner(settings, database_url, nats_url), flush=True)
+            stack.supervise()
+            if not announced and stack.serving():
+                print(banner(settings, stack.database_url, stack.nats_url), flush=True)
                 announced = True
             time.sleep(0.2)
         log.info("stopping")
-        return 0
-    finally:
-        for child in children:
-            child.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        for child in children:
-            child.wait(deadline)
-        if nats is not None:
-            nats.stop()
-        if postgres is not None:
-            postgres.stop()
-        log.info("stopped")
+    log.info("stopped")
+    return 0

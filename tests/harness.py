@@ -30,6 +30,8 @@ def wait_until(check: Callable[[], T], timeout: float = 30.0, what: str = "condi
             result = check()
             if result:
                 return result
+        except AssertionError:
+            raise
         except Exception as exc:  # the condition may not be checkable yet
             last_error = exc
         time.sleep(0.05)
@@ -90,9 +92,16 @@ class Stack:
     def start_all(self) -> Stack:
         for role in ("command-server", "query-server", "relay", "projector"):
             self.start(role)
-        wait_until(lambda: serving(self.command_addr), what="command-server SERVING")
-        wait_until(lambda: serving(self.query_addr), what="query-server SERVING")
+        wait_until(lambda: self.alive() and serving(self.command_addr), what="command-server SERVING")
+        wait_until(lambda: self.alive() and serving(self.query_addr), what="query-server SERVING")
         return self
+
+    def alive(self) -> bool:
+        """True while every started role runs; a role that died fails the test with its log."""
+        for role, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{role} exited with {proc.returncode}:\n{self.log(role)[-3000:]}")
+        return True
 
     def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[role]

@@ -1,0 +1,250 @@
+"""The command side's storage: two statements per command on one pooled psycopg connection.
+
+The first reads the aggregate together with any earlier use of the request id (and sets the
+statement timeout from the caller's deadline). The second writes everything the command changes
+as one atomic statement: the idempotency claim, the version-guarded state change, the event
+(the outbox row), all or nothing. `orders_command_guard` undoes the statement when the request
+id was taken meanwhile or the state change matched nothing, so optimistic concurrency needs no
+open transaction between the read and the write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from server.db import from_decimal, to_decimal
+from server.domain.commands import OrderLine
+from server.domain.errors import AlreadyExistsError, NotFoundError, VersionConflictError
+from server.domain.model import Customer, Order, OrderState, Product
+
+Connection = psycopg.AsyncConnection[TupleRow]
+Aggregate = Customer | Product | Order
+
+_PRIOR = "i.method, i.request_hash, i.response"
+_FROM = """FROM (SELECT 1) AS one
+LEFT JOIN idempotency i ON i.tenant_id = %(tenant_id)s AND i.request_id = %(request_id)s"""
+_TIMEOUT = "set_config('statement_timeout', %(timeout_ms)s, false)"
+
+READ = {
+    "customer": f"""SELECT {_TIMEOUT}, {_PRIOR},
+        a.customer_id, a.display_name, a.email, a.credit_currency, a.credit_limit, a.credit_reserved, a.version
+        {_FROM}
+        LEFT JOIN customers a ON a.tenant_id = %(tenant_id)s AND a.customer_id = %(aggregate_id)s""",
+    "product": f"""SELECT {_TIMEOUT}, {_PRIOR}, a.product_id, a.on_hand, a.reserved, a.version
+        {_FROM}
+        LEFT JOIN products a ON a.tenant_id = %(tenant_id)s AND a.product_id = %(aggregate_id)s""",
+    "order": f"""SELECT {_TIMEOUT}, {_PRIOR},
+        a.order_id, a.customer_id, a.currency_code, a.total, a.state, a.version,
+        (SELECT json_agg(json_build_array(l.product_id, l.quantity, l.currency_code, l.unit_price::text)
+                         ORDER BY l.line_no)
+           FROM order_lines l WHERE l.tenant_id = a.tenant_id AND l.order_id = a.order_id)
+        {_FROM}
+        LEFT JOIN orders a ON a.tenant_id = %(tenant_id)s AND a.order_id = %(aggregate_id)s""",
+}
+PRIOR_REQUEST = (
+    "SELECT method, request_hash, response FROM idempotency WHERE tenant_id = %(tenant_id)s AND request_id = %(request_id)s"
+)
+VERSION = {
+    "customer": "SELECT version FROM customers WHERE tenant_id = %(tenant_id)s AND customer_id = %(aggregate_id)s",
+    "product": "SELECT version FROM products WHERE tenant_id = %(tenant_id)s AND product_id = %(aggregate_id)s",
+    "order": "SELECT version FROM orders WHERE tenant_id = %(tenant_id)s AND order_id = %(aggregate_id)s",
+}
+
+_CHANGES = {
+    ("customer", "insert"): """INSERT INTO customers
+        (tenant_id, customer_id, display_name, email, credit_currency, credit_limit, credit_reserved, version)
+        VALUES (%(tenant_id)s, %(aggregate_id)s, %(display_name)s, %(email)s, %(credit_currency)s,
+                %(credit_limit)s, %(credit_reserved)s, %(version)s)
+        ON CONFLICT DO NOTHING""",
+    ("customer", "update"): """UPDATE customers
+        SET credit_reserved = %(credit_reserved)s, version = %(version)s, updated_at = now()
+        WHERE tenant_id = %(tenant_id)s AND customer_id = %(aggregate_id)s AND version = %(expected)s""",
+    ("product", "insert"): """INSERT INTO products (tenant_id, product_id, on_hand, reserved, version)
+        VALUES (%(tenant_id)s, %(aggregate_id)s, %(on_hand)s, %(reserved)s, %(version)s)
+        ON CONFLICT DO NOTHING""",
+    ("product", "update"): """UPDATE products
+        SET on_hand = %(on_hand)s, reserved = %(reserved)s, version = %(version)s, updated_at = now()
+        WHERE tenant_id = %(tenant_id)s AND product_id = %(aggregate_id)s AND version = %(expected)s""",
+    ("order", "insert"): """INSERT INTO orders (tenant_id, order_id, customer_id, state, currency_code, total, version)
+        VALUES (%(tenant_id)s, %(aggregate_id)s, %(customer_id)s, %(state)s, %(currency_code)s, %(total)s, %(version)s)
+        ON CONFLICT DO NOTHING""",
+    ("order", "update"): """UPDATE orders SET state = %(state)s, version = %(version)s, updated_at = now()
+        WHERE tenant_id = %(tenant_id)s AND order_id = %(aggregate_id)s AND version = %(expected)s""",
+}
+_ORDER_LINES = """,
+lines AS (
+    INSERT INTO order_lines (tenant_id, order_id, line_no, product_id, quantity, currency_code, unit_price)
+    SELECT %(tenant_id)s, %(aggregate_id)s, l.no - 1, l.product_id, l.quantity, %(currency_code)s, l.unit_price
+    FROM change, unnest(%(line_products)s::text[], %(line_quantities)s::bigint[], %(line_prices)s::numeric[])
+         WITH ORDINALITY AS l(product_id, quantity, unit_price, no))"""
+
+
+def _write_sql(aggregate_type: str, kind: str) -> str:
+    # The event is inserted from `change`, after the guarded row is locked: within one aggregate,
+    # event ids are handed out in commit order, which the relay's id order relies on.
+    lines = _ORDER_LINES if (aggregate_type, kind) == ("order", "insert") else ""
+    return f"""WITH claim AS (
+    INSERT INTO idempotency (tenant_id, request_id, method, request_hash, response)
+    VALUES (%(tenant_id)s, %(request_id)s, %(method)s, %(request_hash)s, %(response)s)
+    ON CONFLICT DO NOTHING RETURNING 1),
+change AS ({_CHANGES[(aggregate_type, kind)]} RETURNING 1){lines},
+event AS (
+    INSERT INTO events (event_id, tenant_id, aggregate_type, aggregate_id, aggregate_version, event_type, payload, headers)
+    SELECT %(event_id)s, %(tenant_id)s, %(aggregate_type)s, %(aggregate_id)s, %(version)s, %(event_type)s,
+           %(payload)s, %(headers)s
+    FROM change)
+SELECT orders_command_guard(EXISTS (SELECT FROM claim), EXISTS (SELECT FROM change))"""
+
+
+WRITE = {key: _write_sql(*key) for key in _CHANGES}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """An earlier request with the same id: what it was and what it answered."""
+
+    method: str
+    request_hash: bytes
+    response: bytes | None
+
+
+class Replayed(Exception):
+    """The request id was used before; `prior` says how (None: read it with prior_request)."""
+
+    def __init__(self, prior: Prior | None) -> None:
+        super().__init__("request id already used")
+        self.prior = prior
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a command changed: the aggregate and the version it is at now."""
+
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+
+
+class Session:
+    """One command's unit of work: reads that also detect a replayed request id, then one
+    pending change and its event, written by `commit` in one atomic statement."""
+
+    def __init__(self, conn: Connection, tenant_id: str, request_id: str, method: str, request_hash: bytes, timeout_ms: int) -> None:
+        self.conn = conn
+        self.base = dict(tenant_id=tenant_id, request_id=request_id, method=method, request_hash=request_hash)
+        self.timeout_ms = str(max(1, int(timeout_ms)))
+        self._change: tuple[str, str, dict[str, Any]] | None = None
+        self._event: dict[str, Any] | None = None
+
+    async def _read(self, aggregate_type: str, aggregate_id: str) -> tuple[Any, ...]:
+        cursor = await self.conn.execute(
+            READ[aggregate_type], dict(self.base, aggregate_id=aggregate_id, timeout_ms=self.timeout_ms)
+        )
+        row = await cursor.fetchone()
+        assert row is not None  # the query always returns its one row
+        if row[1] is not None:
+            raise Replayed(Prior(row[1], bytes(row[2]), None if row[3] is None else bytes(row[3])))
+        return row[4:]
+
+    async def customer(self, customer_id: str) -> Customer | None:
+        row = await self._read("customer", customer_id)
+        if row[0] is None:
+            return None
+        customer_id, name, email, currency, limit, reserved, version = row
+        return Customer(customer_id, name, email, from_decimal(currency, limit), from_decimal(currency, reserved), version)
+
+    async def product(self, product_id: str) -> Product | None:
+        row = await self._read("product", product_id)
+        return None if row[0] is None else Product(*row)
+
+    async def order(self, order_id: str) -> Order | None:
+        row = await self._read("order", order_id)
+        if row[0] is None:
+            return None
+        order_id, customer_id, currency, total, state, version, lines = row
+        return Order(
+            order_id=order_id,
+            customer_id=customer_id,
+            lines=tuple(OrderLine(p, q, from_decimal(c, Decimal(price))) for p, q, c, price in lines or ()),
+            total=from_decimal(currency, total),
+            state=OrderState(state),
+            version=version,
+        )
+
+    def insert(self, aggregate: Aggregate) -> None:
+        """A new aggregate; the write fails with ALREADY_EXISTS if its id is taken meanwhile."""
+        self._change = (_type_of(aggregate), "insert", _values(aggregate))
+
+    def update(self, aggregate: Aggregate, expected: int) -> None:
+        """A changed aggregate, saved only if it is still at `expected` when written."""
+        self._change = (_type_of(aggregate), "update", dict(_values(aggregate), expected=expected))
+
+    def record(self, *, event_id: uuid.UUID, event_type: str, payload: bytes, headers: dict[str, str]) -> None:
+        self._event = dict(event_id=event_id, event_type=event_type, payload=payload, headers=Jsonb(headers))
+
+    async def commit(self, response: bytes) -> None:
+        """Writes the claim with `response`, the change and the event, all or nothing."""
+        assert self._change is not None and self._event is not None, "a command changes one aggregate"
+        aggregate_type, kind, values = self._change
+        params = dict(self.base, **values, **self._event, response=response, aggregate_type=aggregate_type)
+        try:
+            await self.conn.execute(WRITE[(aggregate_type, kind)], params)
+        except psycopg.Error as exc:
+            if exc.sqlstate == "OR001":
+                raise Replayed(None) from None
+            if exc.sqlstate != "OR002":
+                raise
+            if kind == "insert":
+                raise AlreadyExistsError(aggregate_type, values["aggregate_id"]) from None
+            cursor = await self.conn.execute(VERSION[aggregate_type], params)
+            actual = await cursor.fetchone()
+            if actual is None:
+                raise NotFoundError(aggregate_type, values["aggregate_id"]) from None
+            raise VersionConflictError(aggregate_type, values["aggregate_id"], values["expected"], int(actual[0])) from None
+
+
+async def prior_request(conn: Connection, tenant_id: str, request_id: str) -> Prior | None:
+    cursor = await conn.execute(PRIOR_REQUEST, dict(tenant_id=tenant_id, request_id=request_id))
+    row = await cursor.fetchone()
+    return None if row is None else Prior(row[0], bytes(row[1]), None if row[2] is None else bytes(row[2]))
+
+
+def _type_of(aggregate: Aggregate) -> str:
+    return {Customer: "customer", Product: "product", Order: "order"}[type(aggregate)]
+
+
+def _values(aggregate: Aggregate) -> dict[str, Any]:
+    match aggregate:
+        case Customer():
+            return dict(
+                aggregate_id=aggregate.customer_id,
+                display_name=aggregate.display_name,
+                email=aggregate.email,
+                credit_currency=aggregate.credit_limit.currency_code,
+                credit_limit=to_decimal(aggregate.credit_limit),
+                credit_reserved=to_decimal(aggregate.credit_reserved),
+                version=aggregate.version,
+            )
+        case Product():
+            return dict(
+                aggregate_id=aggregate.product_id, on_hand=aggregate.on_hand, reserved=aggregate.reserved, version=aggregate.version
+            )
+        case Order():
+            return dict(
+                aggregate_id=aggregate.order_id,
+                customer_id=aggregate.customer_id,
+                state=aggregate.state.value,
+                currency_code=aggregate.total.currency_code,
+                total=to_decimal(aggregate.total),
+                version=aggregate.version,
+                line_products=[line.product_id for line in aggregate.lines],
+                line_quantities=[line.quantity for line in aggregate.lines],
+                line_prices=[to_decimal(line.unit_price) for line in aggregate.lines],
+            )
