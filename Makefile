@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTOS := $(sort $(wildcard proto/orders/v1/*.proto))
 GEN_OUT ?= generated
 
-.PHONY: install run test test-fast generate check-generated lint-proto clean
+.PHONY: install run test test-fast bench generate check-generated lint-proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/orders bench --json bench-results/bench.json
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

@@ -29,28 +29,39 @@ ID_FIELDS = {"customer": "customer_id", "product": "product_id", "order": "order
 
 
 class Notifier:
-    """Wakes the relay after commits: one NOTIFY for however many commits happened meanwhile.
+    """Wakes the relay after commits: one NOTIFY, at most every NOTIFY_INTERVAL, for however many
+    commits happened meanwhile.
 
     Kept out of the commands' transactions, where NOTIFY would serialise every commit behind one
     lock. If this process dies between a commit and its NOTIFY, the relay's poll finds the event.
     """
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self._pool = pool
+    NOTIFY_INTERVAL = 0.002
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
         self._pending = asyncio.Event()
 
     def poke(self) -> None:
         self._pending.set()
 
     async def run(self) -> None:
-        while True:
-            await self._pending.wait()
-            self._pending.clear()
-            try:
-                async with self._pool.connection(timeout=5) as conn:
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while True:
+                await self._pending.wait()
+                self._pending.clear()
+                try:
+                    if conn is None or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
                     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-            except (psycopg.Error, PoolTimeout):
-                await asyncio.sleep(0.5)
+                except psycopg.Error:
+                    conn = None
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(self.NOTIFY_INTERVAL)
+        finally:
+            if conn is not None:
+                await conn.close()
 
 
 class CommandService(pb_grpc.CommandServiceServicer):
@@ -158,8 +169,9 @@ def _tenant_violations(tenant_id: str) -> list[FieldViolation]:
 
 async def run(settings: Settings) -> None:
     """Composition root of the command-server process."""
+    conninfo = libpq_url(settings.require_database_url())
     pool = AsyncConnectionPool(
-        libpq_url(settings.require_database_url()),
+        conninfo,
         min_size=4,
         max_size=20,
         kwargs={"autocommit": True},
@@ -167,7 +179,7 @@ async def run(settings: Settings) -> None:
         name="commands",
     )
     await pool.open(wait=False)
-    notifier = Notifier(pool)
+    notifier = Notifier(conninfo)
     notifying = asyncio.create_task(notifier.run())
 
     async def ready() -> bool:

@@ -1,0 +1,30 @@
+"""`orders bench --quick` produces every figure (not that they reach a goal: that is for people)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_quick_bench_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "bench", "--quick", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    report = json.loads(out.read_text())
+    points = {(m["name"], m["concurrency"]) for m in report["write_side"]}
+    assert points == {(name, c) for name in ("noop", "place_order") for c in (1, 16, 64)}
+    assert all(m["calls"] > 0 and m["errors"] == 0 and m["p99_ms"] >= m["p50_ms"] > 0 for m in report["write_side"])
+    assert set(report["ratios"]) == {"place_order_vs_noop_c1", "place_order_vs_noop_c16", "place_order_vs_noop_c64"}
+    assert "place_order" in result.stdout
