@@ -109,6 +109,72 @@ async def write_side(command_addr: str, concurrencies: list[int], seconds: float
         return results
 
 
+# --- relay ------------------------------------------------------------------------------------
+
+_BACKLOG = """
+    INSERT INTO events (event_id, tenant_id, aggregate_type, aggregate_id, aggregate_version, event_type, payload)
+    SELECT gen_random_uuid(), 'bench', 'order', 'bench-' || (i %% %(aggregates)s), i / %(aggregates)s + 1,
+           'OrderPlaced', %(payload)s
+    FROM generate_series(0, %(count)s - 1) AS i
+"""
+
+
+async def raw_publish(nats_url: str, count: int, payload: bytes, batch: int) -> float:
+    """Events/s for plain JetStream publishing with the relay's pattern: batches of concurrent
+    js.publish calls, each awaiting its PubAck, to a stream configured like the events stream."""
+    from server import messaging
+
+    nc = await messaging.connect(nats_url, "bench-raw")
+    js = nc.jetstream()
+    config = messaging.stream_config("BENCH_RAW")
+    config.subjects = ["bench.raw.>"]
+    await js.add_stream(config)
+    started = time.perf_counter()
+    for offset in range(0, count, batch):
+        await asyncio.gather(*(
+            js.publish(f"bench.raw.{i % 16}.bench-{i}", payload, headers={"Nats-Msg-Id": f"raw-{i}"})
+            for i in range(offset, min(count, offset + batch))
+        ))
+    elapsed = time.perf_counter() - started
+    await js.delete_stream("BENCH_RAW")
+    await nc.close()
+    return count / elapsed
+
+
+def relay_stage(stack: Any, count: int, progress: Callable[[str], None]) -> dict[str, float]:
+    """Relay throughput draining a backlog of `count` events, beside raw publishing in the same run."""
+    import psycopg
+
+    from server.config import libpq_url
+    from server.db import NOTIFY_CHANNEL
+    from server.supervisor import Child
+
+    payload = bytes(220)  # about the size of a two-line OrderPlaced envelope
+    progress(f"relay: raw JetStream publishing of {count} events ...")
+    raw = asyncio.run(raw_publish(stack.nats_url, count, payload, stack.settings.relay_batch_size))
+    with psycopg.connect(libpq_url(stack.database_url), autocommit=True) as conn:
+        conn.execute("UPDATE events SET published_at = now() WHERE published_at IS NULL")  # earlier stages
+        relay = Child("relay", dict(stack.env, LOG_LEVEL="WARNING"))
+        relay.start()
+        try:
+            while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'orders-relay%%'").fetchone()[0]:  # type: ignore[index]
+                time.sleep(0.05)  # the relay is up and idle: from here on only publishing counts
+            progress(f"relay: committing a backlog of {count} events and draining it ...")
+            with conn.transaction():
+                conn.execute(_BACKLOG, {"aggregates": max(1, count // 10), "payload": payload, "count": count})
+                conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            started = time.perf_counter()
+            while conn.execute("SELECT count(*) FROM events WHERE published_at IS NULL").fetchone() != (0,):
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
+        finally:
+            relay.terminate()
+            relay.wait(time.monotonic() + 15)
+    relay = count / elapsed
+    return {"events": count, "raw_publish_per_s": round(raw, 1), "relay_per_s": round(relay, 1),
+            "relay_vs_raw": round(relay / raw, 3)}
+
+
 def ratios(results: list[Measurement]) -> dict[str, float]:
     by = {(m.name, m.concurrency): m for m in results}
     return {
@@ -137,7 +203,9 @@ def _wait_serving(stack: Any, timeout: float = 120.0) -> None:
         time.sleep(0.2)
 
 
-def run(settings: Settings, *, seconds: float, concurrencies: list[int], json_path: Path | None, use_running: bool) -> int:
+def run(
+    settings: Settings, *, seconds: float, concurrencies: list[int], backlog: int, json_path: Path | None, use_running: bool
+) -> int:
     """Runs the benchmark against a fresh local stack (or the configured servers) and reports."""
     from server.supervisor import LocalStack
 
@@ -145,6 +213,7 @@ def run(settings: Settings, *, seconds: float, concurrencies: list[int], json_pa
         _say(f"write side: PlaceOrder vs no-op (Health/Check) on {command_addr}")
         return asyncio.run(write_side(command_addr, concurrencies, seconds, _say))
 
+    relay: dict[str, float] = {}
     if use_running:
         results = measure(settings.command_addr)
     else:
@@ -161,13 +230,18 @@ def run(settings: Settings, *, seconds: float, concurrencies: list[int], json_pa
             with LocalStack(local, roles=("command-server", "query-server")) as stack:
                 _wait_serving(stack)
                 results = measure(local.command_addr)
+                relay = relay_stage(stack, backlog, _say)
 
-    report = {
+    report: dict[str, Any] = {
         "write_side": [asdict(m) for m in results],
-        "ratios": ratios(results),
+        "relay": relay,
+        "ratios": ratios(results) | ({"relay_vs_raw_publish": relay["relay_vs_raw"]} if relay else {}),
         "seconds_per_measurement": seconds,
     }
     print(table(results))
+    if relay:
+        print(f"relay: {relay['relay_per_s']:.0f} events/s draining {relay['events']:.0f}, "
+              f"raw JetStream publish {relay['raw_publish_per_s']:.0f} events/s")
     print("ratios (same client, same run): " + json.dumps(report["ratios"]))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

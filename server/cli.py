@@ -21,9 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("query-server", help="serve orders.v1.QueryService on QUERY_ADDR")
     sub.add_parser("relay", help="publish the outbox (events table) to JetStream")
     sub.add_parser("projector", help="build the read models from JetStream")
+    outbox = sub.add_parser("outbox", help="the outbox: status, and republishing for disaster recovery")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    outbox_sub.add_parser("status", help="unpublished events, the oldest one's age, the active relay")
+    again = outbox_sub.add_parser("republish", help="send events created at or after --since again")
+    again.add_argument("--since", required=True, help="a timestamp, e.g. 2026-01-31T12:00:00Z")
+    again.add_argument("--dry-run", action="store_true", help="only count the events")
     bench = sub.add_parser("bench", help="measure throughput and latency against same-run baselines")
     bench.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     bench.add_argument("--concurrency", default="1,16,64", help="comma-separated client concurrencies")
+    bench.add_argument("--backlog", type=int, default=100_000, help="events the relay stage drains")
     bench.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     bench.add_argument("--running", action="store_true", help="measure the servers at COMMAND_ADDR/QUERY_ADDR")
@@ -43,9 +50,19 @@ def main(argv: list[str] | None = None) -> int:
                 settings,
                 seconds=0.5 if args.quick else args.seconds,
                 concurrencies=[int(c) for c in args.concurrency.split(",")],
+                backlog=2_000 if args.quick else args.backlog,
                 json_path=args.json,
                 use_running=args.running,
             )
+        case "outbox":
+            from server import relay as outbox_relay
+
+            if args.outbox_command == "status":
+                print(outbox_relay.outbox_status(settings))
+            else:
+                count = outbox_relay.republish(settings, args.since, args.dry_run)
+                print(f"{count} events {'would be' if args.dry_run else 'are'} marked for republishing")
+            return 0
         case "migrate":
             from server.migrations import upgrade
 

@@ -22,6 +22,12 @@ class Settings:
     read_wait_seconds: float
     relay_poll_seconds: float
     grace_seconds: float
+    metrics_addr: str | None
+    stream_max_msgs: int
+    stream_max_bytes: int
+    relay_batch_size: int
+    relay_publish_timeout: float
+    relay_crash_after_publish: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -39,6 +45,14 @@ class Settings:
             read_wait_seconds=float(env.get("ORDERS_READ_WAIT_SECONDS", "5")),
             relay_poll_seconds=float(env.get("ORDERS_RELAY_POLL_SECONDS", "1")),
             grace_seconds=float(env.get("ORDERS_GRACE_SECONDS", "5")),
+            metrics_addr=env.get("METRICS_ADDR") or None,
+            stream_max_msgs=int(env.get("ORDERS_STREAM_MAX_MSGS", "-1")),
+            stream_max_bytes=int(env.get("ORDERS_STREAM_MAX_BYTES", "-1")),
+            relay_batch_size=int(env.get("ORDERS_RELAY_BATCH_SIZE", "500")),
+            relay_publish_timeout=float(env.get("ORDERS_RELAY_PUBLISH_TIMEOUT_SECONDS", "5")),
+            # Fault injection for the crash tests: the chance that the relay exits right after a
+            # batch is in the stream and before it is marked published. Never set in production.
+            relay_crash_after_publish=float(env.get("ORDERS_RELAY_CRASH_AFTER_PUBLISH", "0")),
         )
 
     def with_services(self, database_url: str, nats_url: str) -> Settings:

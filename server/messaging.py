@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 
@@ -27,7 +28,8 @@ def subject_for(aggregate_type: str, aggregate_id: str, partitions: int) -> str:
 
 
 async def connect(url: str, name: str) -> Client:
-    """A connection that never gives up: a daemon outlives any NATS outage."""
+    """A connection that never gives up: a daemon outlives any NATS outage, including one that
+    is already going on when it starts."""
 
     async def disconnected() -> None:
         log.warning("nats disconnected")
@@ -38,20 +40,30 @@ async def connect(url: str, name: str) -> Client:
     async def error(exc: Exception) -> None:
         log.warning("nats error", extra={"error": repr(exc)})
 
-    return await nats.connect(
-        url,
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-        error_cb=error,
-    )
+    delay = 0.1
+    while True:
+        try:
+            return await nats.connect(
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+            )
+        except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
+            log.warning("nats unreachable; retrying", extra={"error": repr(exc), "retry_in": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
-def stream_config(name: str) -> api.StreamConfig:
+def stream_config(name: str, max_msgs: int = -1, max_bytes: int = -1) -> api.StreamConfig:
+    """The stream as this code owns it: on disk, refusing (never dropping) messages when full."""
     return api.StreamConfig(
         name=name,
+        max_msgs=max_msgs,
+        max_bytes=max_bytes,
         subjects=[f"{SUBJECT_PREFIX}.>"],
         storage=api.StorageType.FILE,
         retention=api.RetentionPolicy.LIMITS,
@@ -61,9 +73,9 @@ def stream_config(name: str) -> api.StreamConfig:
     )
 
 
-async def ensure_stream(js: JetStreamContext, name: str) -> api.StreamInfo:
+async def ensure_stream(js: JetStreamContext, name: str, max_msgs: int = -1, max_bytes: int = -1) -> api.StreamInfo:
     """Creates the events stream, or brings an existing one to the settings this code owns."""
-    config = stream_config(name)
+    config = stream_config(name, max_msgs, max_bytes)
     try:
         await js.stream_info(name)
     except NotFoundError:

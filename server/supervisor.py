@@ -117,6 +117,7 @@ class LocalStack:
         self.children: list[Child] = []
         self.database_url = settings.database_url or ""
         self.nats_url = settings.nats_url or ""
+        self.env: dict[str, str] = {}
 
     def __enter__(self) -> LocalStack:
         try:
@@ -140,14 +141,14 @@ class LocalStack:
             self.nats_url = self.nats.start()
         log.info("migrating")
         upgrade(self.database_url)
-        env = dict(
+        self.env = dict(
             os.environ,
             DATABASE_URL=self.database_url,
             NATS_URL=self.nats_url,
             COMMAND_ADDR=self.settings.command_addr,
             QUERY_ADDR=self.settings.query_addr,
         )
-        self.children = [Child(role, env) for role in self.roles]
+        self.children = [Child(role, self.env) for role in self.roles]
         for child in self.children:
             child.start()
 

@@ -36,3 +36,13 @@ def setup_logging(role: str, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def serve_metrics(addr: str | None) -> None:
+    """Serves this process's Prometheus metrics on `addr` (host:port); no address, no endpoint."""
+    if not addr:
+        return
+    from prometheus_client import start_http_server
+
+    host, _, port = addr.rpartition(":")
+    start_http_server(int(port), addr=host or "0.0.0.0")

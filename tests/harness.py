@@ -76,17 +76,19 @@ class Stack:
             **self.extra_env,
         )
 
-    def start(self, role: str) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"{role}.log").open("ab")
+    def start(self, role: str, name: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+        """Starts `role` as process `name` (default: the role), with extra environment."""
+        name = name or role
+        log = (self.log_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "server", role],
-            env=self.env(),
+            env={**self.env(), **env},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,
         )
-        self.procs[role] = proc
+        self.procs[name] = proc
         return proc
 
     def start_all(self) -> Stack:
@@ -103,8 +105,8 @@ class Stack:
                 raise AssertionError(f"{role} exited with {proc.returncode}:\n{self.log(role)[-3000:]}")
         return True
 
-    def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs[role]
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
         proc.send_signal(sig)
         proc.wait(timeout=30)
 
@@ -119,5 +121,5 @@ class Stack:
                 proc.kill()
                 proc.wait()
 
-    def log(self, role: str) -> str:
-        return (self.log_dir / f"{role}.log").read_text(errors="replace")
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import nats
 import psycopg
 import pytest
 
 from server.config import libpq_url
 from tests.e2e.client import commands, new_id, place_request, register
+from tests.e2e.streams import stream_messages
 from tests.harness import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 ORDERS = 200
-
-
-def stream_messages(nats_url: str) -> int:
-    async def count() -> int:
-        nc = await nats.connect(nats_url)
-        try:
-            return int((await nc.jetstream().stream_info("ORDERS_EVENTS")).state.messages)
-        finally:
-            await nc.close()
-
-    return asyncio.run(count())
 
 
 def scalar(db: psycopg.Connection, sql: str) -> int:  # type: ignore[type-arg]

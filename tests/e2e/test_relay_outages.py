@@ -1,0 +1,115 @@
+"""The relay when NATS cannot take events: the stream is full, or the server is down."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from server.runtime import EmbeddedNats
+from tests.e2e.client import commands, new_id, place_request, register
+from tests.e2e.streams import read_stream
+from tests.harness import Stack, serving, wait_until
+
+pytestmark = pytest.mark.e2e
+# `make test` takes a short outage; `make test-chaos` the three minutes of the fault plan.
+OUTAGE_SECONDS = float(os.environ.get("ORDERS_TEST_NATS_OUTAGE_SECONDS", "15"))
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stack(database_url: str, own_nats: EmbeddedNats, tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(database_url, own_nats.url, tmp_path)
+    running.start("command-server")
+    wait_until(lambda: running.alive() and serving(running.command_addr), what="command-server SERVING")
+    yield running
+    running.stop_all()
+
+
+def count(db: psycopg.Connection, sql: str) -> int:  # type: ignore[type-arg]
+    row = db.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_full_stream_never_marks_rows_published_and_takes_them_all_when_space_returns(
+    stack: Stack, db: psycopg.Connection, own_nats: EmbeddedNats  # type: ignore[type-arg]
+) -> None:
+    first_id = count(db, "SELECT COALESCE(max(id), 0) FROM events")
+    _, cmd = commands(stack.command_addr)
+    customer_id = new_id("c")
+    register(cmd, customer_id)
+    for _ in range(49):
+        cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10)
+    events = count(db, f"SELECT count(*) FROM events WHERE id > {first_id}")
+    stack.start("relay", "relay-small", ORDERS_STREAM_MAX_MSGS="30")
+
+    wait_until(lambda: "publish refused" in stack.log("relay-small"), what="the stream to refuse")
+    assert count(db, f"SELECT count(*) FROM events WHERE published_at IS NOT NULL AND id > {first_id}") == 30
+    assert len(read_stream(own_nats.url)) == 30
+    stack.kill("relay-small")
+    stack.start("relay", "relay-roomy")  # the stream's limits are owned by the code: back to none
+
+    wait_until(lambda: count(db, "SELECT count(*) FROM events WHERE published_at IS NULL") == 0,
+               what="every event to be published")
+    assert events == 50
+    assert len({s.msg_id for s in read_stream(own_nats.url)}) == events == len(read_stream(own_nats.url))
+
+
+def test_commands_keep_succeeding_through_a_nats_outage_and_every_event_arrives_once(
+    stack: Stack, db: psycopg.Connection, own_nats: EmbeddedNats  # type: ignore[type-arg]
+) -> None:
+    first_id = count(db, "SELECT COALESCE(max(id), 0) FROM events")  # earlier tests used another stream
+    stack.start("relay")
+    stack.start("projector")
+    _, cmd = commands(stack.command_addr)
+    customer_id = new_id("c")
+    register(cmd, customer_id)
+    stop = threading.Event()
+    failures: list[grpc.RpcError] = []
+    placed: list[str] = []
+
+    def write() -> None:
+        while not stop.is_set():
+            try:
+                placed.append(cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10).order_id)
+            except grpc.RpcError as error:
+                failures.append(error)
+            stop.wait(0.05)  # an offered load of ~20 commands/s, not a busy loop
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_until(lambda: len(placed) > 20, what="load before the outage")
+        own_nats.stop()
+        during = len(placed)
+        outage_over = threading.Event()
+        outage_over.wait(OUTAGE_SECONDS)  # the outage itself: time passing is the point here
+        assert len(placed) > during  # commands went on while NATS was down
+        own_nats.start()
+        wait_until(lambda: len(placed) > during + 20, what="load after the outage")
+    finally:
+        stop.set()
+        writer.join()
+
+    assert failures == []
+    wait_until(lambda: count(db, "SELECT count(*) FROM events WHERE published_at IS NULL") == 0,
+               timeout=120, what="the backlog to drain")
+    events = count(db, f"SELECT count(*) FROM events WHERE id > {first_id}")
+    stored = read_stream(own_nats.url)
+    assert len(stored) == events == len({s.msg_id for s in stored})
+    orders = list(placed)
+    wait_until(lambda: db.execute("SELECT count(*) FROM order_summaries WHERE order_id = ANY(%s)", (orders,))
+               .fetchone() == (len(orders),), timeout=120, what="the projector to catch up")
