@@ -8,7 +8,9 @@ import logging
 from pathlib import Path
 
 from server.config import Settings
-from server.telemetry import setup_logging
+from server.telemetry import setup_logging, setup_tracing
+
+ROLES = ("command-server", "query-server", "relay", "projector")
 
 
 
@@ -38,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings.from_env()
     setup_logging(args.command, settings.log_level)
+    provider = setup_tracing(args.command) if args.command in ROLES else None
+    try:
+        return _dispatch(args, settings)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flushes the spans still in the batch
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "up":
             from server.supervisor import up

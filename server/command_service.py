@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
-from server import errors, handlers, serving, wire
+from server import errors, handlers, serving, telemetry, wire
 from server import write_store as store
 from server.config import Settings, libpq_url
 from server.db import NOTIFY_CHANNEL
@@ -133,7 +133,7 @@ class CommandService(pb_grpc.CommandServiceServicer):
             raise InvalidCommandError(violations)
         ctx = wire.EventContext(
             tenant_id=tenant_id,
-            correlation_id=serving.metadata_value(context, "x-correlation-id") or str(uuid.uuid4()),
+            correlation_id=telemetry.correlation_id() or str(uuid.uuid4()),
             causation_id=request_id,
         )
         digest = wire.request_hash(method, request)
@@ -144,14 +144,18 @@ class CommandService(pb_grpc.CommandServiceServicer):
         async with self._pool.connection(timeout=budget) as conn:
             session = store.Session(conn, tenant_id, request_id, method, digest, timeout_ms=budget * 1000)
             try:
-                written = await handlers.HANDLERS[type(cmd)](session, ctx, cmd)
-                token = wire.ConsistencyToken(written.aggregate_type, written.aggregate_id, written.version)
-                response = response_type(
-                    **{ID_FIELDS[written.aggregate_type]: written.aggregate_id},
-                    version=written.version,
-                    consistency_token=token.encode(),
-                )
-                await session.commit(response.SerializeToString())
+                with telemetry.tracer.start_as_current_span(f"command {method}") as span:
+                    written = await handlers.HANDLERS[type(cmd)](session, ctx, cmd)
+                    span.set_attributes({"orders.aggregate_type": written.aggregate_type,
+                                         "orders.aggregate_id": written.aggregate_id,
+                                         "orders.aggregate_version": written.version})
+                    token = wire.ConsistencyToken(written.aggregate_type, written.aggregate_id, written.version)
+                    response = response_type(
+                        **{ID_FIELDS[written.aggregate_type]: written.aggregate_id},
+                        version=written.version,
+                        consistency_token=token.encode(),
+                    )
+                    await session.commit(response.SerializeToString())
             except store.Replayed as replay:
                 prior = replay.prior or await store.prior_request(conn, tenant_id, request_id)
                 if prior is None or (prior.method, prior.request_hash) != (method, digest) or prior.response is None:

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from server import wire
+from server import telemetry, wire
 from server.domain import commands as c
 from server.domain import events as e
 from server.domain import model
@@ -115,6 +115,8 @@ def _record(s: Session, ctx: wire.EventContext, event: e.Event, aggregate_type: 
         event_id=uuid.UUID(env.event_id),
         event_type=env.event_type,
         payload=env.SerializeToString(),
-        headers={"correlation_id": ctx.correlation_id, "causation_id": ctx.causation_id},
+        # The trace context rides with the event, so the relay's publish, minutes later if need
+        # be, joins the trace of the command that caused it.
+        headers=telemetry.inject({"correlation_id": ctx.correlation_id, "causation_id": ctx.causation_id}),
     )
     return Written(aggregate_type, aggregate_id, version)

@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 from nats.aio.client import Client
 from nats.js import api
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Gauge
 
 from server import messaging, telemetry
@@ -103,16 +104,37 @@ class Publisher:
     async def _publish(self, row: Row) -> api.PubAck | None:
         """One publish, awaiting its PubAck. (js.publish_async would pipeline the same way, but
         nats-py 2.16 loses its error replies, so a full stream would look like a timeout.)"""
-        headers = {str(k): str(v) for k, v in (row.headers or {}).items()}
-        headers["Nats-Msg-Id"] = row.event_id
         subject = messaging.subject_for(row.aggregate_type, row.aggregate_id, self.partitions)
-        try:
-            return await self.js.publish(subject, row.payload, headers=headers, timeout=self.timeout)
-        except TimeoutError:
+        stored = {str(k): str(v) for k, v in (row.headers or {}).items()}
+        # A child of the command that wrote the event, however long ago: the trace runs on.
+        with telemetry.tracer.start_as_current_span(
+            f"send {messaging.SUBJECT_PREFIX}.{row.aggregate_type}",
+            context=telemetry.extract(stored),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": subject,
+                "messaging.message.id": row.event_id,
+                "messaging.message.conversation_id": stored.get("correlation_id", ""),
+            },
+        ) as span:
+            headers = telemetry.inject({k: v for k, v in stored.items() if k not in telemetry.TRACE_HEADERS})
+            headers["Nats-Msg-Id"] = row.event_id
+            try:
+                ack = await self.js.publish(subject, row.payload, headers=headers, timeout=self.timeout)
+            except (TimeoutError, messaging.NatsError) as exc:
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                return self._failed(exc)
+            span.set_attribute("messaging.nats.stream.sequence", ack.seq)
+            return ack
+
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, TimeoutError):
             # Unknown, not failed: it may be in the stream. The retry carries the same
             # Nats-Msg-Id, so the stream keeps one copy either way.
             FAILURES.labels("timeout").inc()
-        except messaging.NatsError as exc:
+        else:
             # A definite refusal, e.g. the stream is full (discard: new): nothing was stored.
             FAILURES.labels(type(exc).__name__).inc()
             log.warning("publish refused", extra={"error": str(exc)})

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -13,8 +15,11 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from prometheus_client import Counter, Histogram
 
-from server import errors
+from server import errors, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,85 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         return handler
 
 
+HANDLED = Counter(
+    "grpc_server_handled_total", "RPCs completed on the server, by method and status code",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+HANDLING = Histogram(
+    "grpc_server_handling_seconds", "Time to complete an RPC on the server", ["grpc_service", "grpc_method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CORRELATION_KEY = "x-correlation-id"
+
+
+class Observe(grpc.aio.ServerInterceptor):
+    """Per call: the correlation id (the caller's x-correlation-id, else a new one) is echoed in
+    the response metadata, put on the server span and in baggage for everything the call does
+    (events, logs, spans); the outcome is counted and timed for Prometheus."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        service, _, method = handler_call_details.method.lstrip("/").partition("/")
+        if handler is None or service in (health.SERVICE_NAME, reflection.SERVICE_NAME):
+            return handler
+        labels = (service, method)
+
+        async def begin(request: Any, context: grpc.aio.ServicerContext) -> str:
+            correlation_id = metadata_value(context, CORRELATION_KEY) or str(uuid.uuid4())
+            if len(correlation_id) > 128 or not correlation_id.isprintable():
+                correlation_id = str(uuid.uuid4())
+            await context.send_initial_metadata(((CORRELATION_KEY, correlation_id),))
+            trace.get_current_span().set_attribute(telemetry.CORRELATION_ID, correlation_id)
+            return correlation_id
+
+        def end(context: grpc.aio.ServicerContext, started: float, failed: BaseException | None) -> None:
+            code = context.code() if failed is not None else None
+            name = (code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN") if failed is not None else "OK"
+            HANDLED.labels(*labels, name).inc()
+            HANDLING.labels(*labels).observe(time.perf_counter() - started)
+
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = time.perf_counter()
+                correlation_id = await begin(request, context)
+                failed: BaseException | None = None
+                try:
+                    with telemetry.ids(correlation_id, getattr(request, "request_id", "") or correlation_id):
+                        return await unary(request, context)
+                except BaseException as exc:
+                    failed = exc
+                    raise
+                finally:
+                    end(context, started, failed)
+
+            return handler._replace(unary_unary=unary_unary)  # type: ignore[attr-defined,no-any-return]
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                started = time.perf_counter()
+                correlation_id = await begin(request, context)
+                failed: BaseException | None = None
+                try:
+                    with telemetry.ids(correlation_id, correlation_id):
+                        async for item in stream(request, context):
+                            yield item
+                except BaseException as exc:
+                    failed = exc
+                    raise
+                finally:
+                    end(context, started, failed)
+
+            return handler._replace(unary_stream=unary_stream)  # type: ignore[attr-defined,no-any-return]
+        return handler
+
+
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == TENANT_KEY and value:
@@ -108,8 +192,13 @@ async def serve(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> None:
     """Runs a server until SIGTERM/SIGINT. Health stays NOT_SERVING while `ready()` is false."""
+    traced = aio_server_interceptor(
+        filter_=filters.negate(filters.any_of(
+            filters.service_name(health.SERVICE_NAME), filters.service_name(reflection.SERVICE_NAME)))
+    )
+    # Outermost first: the server span, then the correlation id and metrics, then input checks.
     server = grpc.aio.server(
-        interceptors=[RequestGuard(max_request_bytes), *interceptors],
+        interceptors=[traced, Observe(), RequestGuard(max_request_bytes), *interceptors],
         options=[
             ("grpc.max_receive_message_length", max(TRANSPORT_LIMIT_BYTES, max_request_bytes)),
             ("grpc.so_reuseport", 0),

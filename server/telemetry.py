@@ -1,28 +1,55 @@
-"""Process-wide observability set-up: JSON log lines on stderr, one object per line."""
+"""Observability set-up for every process: traces (OpenTelemetry, OTLP), JSON logs that carry the
+trace and correlation ids, Prometheus metrics; plus helpers to carry trace context through the
+outbox and NATS headers."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 
+from opentelemetry import baggage, context, propagate, trace
+from opentelemetry.processor.baggage import BaggageSpanProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
+CORRELATION_ID = "correlation_id"
+CAUSATION_ID = "causation_id"
+_CARRIED = (CORRELATION_ID, CAUSATION_ID)
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+tracer = trace.get_tracer("orders")
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, role, trace and span ids, correlation id, extras."""
+
     def __init__(self, role: str) -> None:
         super().__init__()
         self.role = role
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "role": self.role,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
+        correlation = baggage.get_baggage(CORRELATION_ID)
+        if correlation:
+            entry[CORRELATION_ID] = correlation
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -38,6 +65,28 @@ def setup_logging(role: str, level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def setup_tracing(role: str, env: Mapping[str, str] | None = None) -> TracerProvider | None:
+    """A tracer provider for this process, honouring the OTEL_ variables.
+
+    Spans are exported over OTLP when an endpoint is configured (OTEL_EXPORTER_OTLP_ENDPOINT or
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn
+    tracing off. Without an endpoint, spans still give logs their trace ids and still propagate.
+    """
+    env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true" or env.get("OTEL_TRACES_EXPORTER", "") == "none":
+        return None
+    attributes = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": f"orders-{role}"}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    # Only these two baggage entries become span attributes: never tokens or personal data.
+    provider.add_span_processor(BaggageSpanProcessor(lambda key: key in _CARRIED))
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
 def serve_metrics(addr: str | None) -> None:
     """Serves this process's Prometheus metrics on `addr` (host:port); no address, no endpoint."""
     if not addr:
@@ -46,3 +95,34 @@ def serve_metrics(addr: str | None) -> None:
 
     host, _, port = addr.rpartition(":")
     start_http_server(int(port), addr=host or "0.0.0.0")
+
+
+# --- context across the outbox and NATS --------------------------------------------------------
+
+
+def inject(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """The current trace context and baggage as W3C headers (traceparent, tracestate, baggage)."""
+    carrier: dict[str, str] = dict(headers or {})
+    propagate.inject(carrier)
+    return carrier
+
+
+def extract(headers: Mapping[str, Any] | None) -> context.Context:
+    return propagate.extract({str(k).lower(): str(v) for k, v in (headers or {}).items()})
+
+
+def correlation_id() -> str | None:
+    value = baggage.get_baggage(CORRELATION_ID)
+    return None if value is None else str(value)
+
+
+@contextmanager
+def ids(correlation_id: str, causation_id: str) -> Iterator[None]:
+    """Puts the correlation and causation ids in baggage for everything done inside."""
+    ctx = baggage.set_baggage(CORRELATION_ID, correlation_id)
+    ctx = baggage.set_baggage(CAUSATION_ID, causation_id, ctx)
+    token = context.attach(ctx)
+    try:
+        yield
+    finally:
+        context.detach(token)

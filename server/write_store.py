@@ -17,9 +17,11 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
+from opentelemetry.trace import SpanKind
 from psycopg.types.json import Jsonb
 
 from server.db import from_decimal, to_decimal
+from server.telemetry import tracer
 from server.domain.commands import OrderLine
 from server.domain.errors import AlreadyExistsError, NotFoundError, VersionConflictError
 from server.domain.model import Customer, Order, OrderState, Product
@@ -144,10 +146,11 @@ class Session:
         self._event: dict[str, Any] | None = None
 
     async def _read(self, aggregate_type: str, aggregate_id: str) -> tuple[Any, ...]:
-        cursor = await self.conn.execute(
-            READ[aggregate_type], dict(self.base, aggregate_id=aggregate_id, timeout_ms=self.timeout_ms)
-        )
-        row = await cursor.fetchone()
+        with _db_span(f"SELECT {aggregate_type}"):
+            cursor = await self.conn.execute(
+                READ[aggregate_type], dict(self.base, aggregate_id=aggregate_id, timeout_ms=self.timeout_ms)
+            )
+            row = await cursor.fetchone()
         assert row is not None  # the query always returns its one row
         if row[1] is not None:
             raise Replayed(Prior(row[1], bytes(row[2]), None if row[3] is None else bytes(row[3])))
@@ -195,7 +198,8 @@ class Session:
         aggregate_type, kind, values = self._change
         params = dict(self.base, **values, **self._event, response=response, aggregate_type=aggregate_type)
         try:
-            await self.conn.execute(WRITE[(aggregate_type, kind)], params)
+            with _db_span(f"outbox write {aggregate_type}", event_type=self._event["event_type"]):
+                await self.conn.execute(WRITE[(aggregate_type, kind)], params)
         except psycopg.Error as exc:
             if exc.sqlstate == "OR001":
                 raise Replayed(None) from None
@@ -214,6 +218,12 @@ async def prior_request(conn: Connection, tenant_id: str, request_id: str) -> Pr
     cursor = await conn.execute(PRIOR_REQUEST, dict(tenant_id=tenant_id, request_id=request_id))
     row = await cursor.fetchone()
     return None if row is None else Prior(row[0], bytes(row[1]), None if row[2] is None else bytes(row[2]))
+
+
+def _db_span(name: str, **attributes: str) -> Any:
+    return tracer.start_as_current_span(
+        name, kind=SpanKind.CLIENT, attributes={"db.system.name": "postgresql", **{f"orders.{k}": v for k, v in attributes.items()}}
+    )
 
 
 def _type_of(aggregate: Aggregate) -> str:
