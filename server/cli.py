@@ -1,6 +1,15 @@
+# ruff: noqa: E402  (the environment default below must precede the imports)
 """The `orders` command: `up` runs the whole stack; each role also runs alone."""
 
 from __future__ import annotations
+
+import os
+
+# `orders up` and the roles start child processes (PostgreSQL, nats-server, the roles) with a
+# fork+exec that sets up their parent-death signal. gRPC's fork handlers would restart its
+# pollers in the forked child before the exec, on descriptors the fork has just closed, and
+# abort it. The roles never fork to run gRPC code, so the handlers have nothing to protect.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import argparse
 import asyncio

@@ -106,7 +106,9 @@ class CommandService(pb_grpc.CommandServiceServicer):
         try:
             return await self._run(method, request, context)
         except DomainError as exc:
-            await errors.abort(context, errors.to_status(exc))
+            status = errors.to_status(exc)
+            log.info("command rejected", extra={"method": method, "code": status.code, "error": type(exc).__name__})
+            await errors.abort(context, status)
         except psycopg.errors.QueryCanceled:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the command did not finish within the deadline")
         except (psycopg.OperationalError, PoolTimeout) as exc:
@@ -156,6 +158,9 @@ class CommandService(pb_grpc.CommandServiceServicer):
                         consistency_token=token.encode(),
                     )
                     await session.commit(response.SerializeToString())
+                    log.info("command applied", extra={
+                        "method": method, "aggregate_type": written.aggregate_type,
+                        "aggregate_id": written.aggregate_id, "aggregate_version": written.version})
             except store.Replayed as replay:
                 prior = replay.prior or await store.prior_request(conn, tenant_id, request_id)
                 if prior is None or (prior.method, prior.request_hash) != (method, digest) or prior.response is None:
@@ -199,6 +204,7 @@ async def run(settings: Settings) -> None:
             ready=ready,
             max_request_bytes=settings.max_request_bytes,
             grace_seconds=settings.grace_seconds,
+            metrics_addr=settings.metrics_addr,
         )
     finally:
         notifying.cancel()

@@ -116,6 +116,7 @@ async def run(settings: Settings) -> None:
             ready=ready,
             max_request_bytes=settings.max_request_bytes,
             grace_seconds=settings.grace_seconds,
+            metrics_addr=settings.metrics_addr,
         )
     finally:
         await engine.dispose()

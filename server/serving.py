@@ -189,6 +189,7 @@ async def serve(
     ready: Callable[[], Awaitable[bool]],
     max_request_bytes: int,
     grace_seconds: float,
+    metrics_addr: str | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> None:
     """Runs a server until SIGTERM/SIGINT. Health stays NOT_SERVING while `ready()` is false."""
@@ -218,6 +219,7 @@ async def serve(
             await health_servicer.set(name, status)
 
     await set_health(False)
+    telemetry.serve_metrics(metrics_addr)
     await server.start()
     log.info("listening", extra={"addr": addr})
 

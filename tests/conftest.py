@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import itertools
 import os
+
+# The tests fork+exec servers while their own gRPC channels are live: see server/cli.py.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from collections.abc import Iterator
 
 import psycopg

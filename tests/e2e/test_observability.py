@@ -1,0 +1,119 @@
+"""One trace per order across the processes, correlation ids everywhere, metrics that move, and
+no personal data in logs or spans. Spans go to an in-process OTLP collector via the real exporter."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orders.v1 import command_service_pb2 as pb
+from server.runtime import free_port
+from tests.e2e.client import commands, new_id, place_request
+from tests.e2e.otlp import Collector, Span
+from tests.harness import Stack, serving, wait_until
+
+pytestmark = pytest.mark.e2e
+ROLES = ("command-server", "query-server", "relay", "projector")
+PRODUCER = 4  # opentelemetry.proto.trace.v1.Span.SpanKind
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[Collector]:
+    with Collector() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def traced(database_url: str, nats_url: str, collector: Collector, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(database_url, nats_url, tmp_path_factory.mktemp("traced"),
+                  extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"})
+    stack.metrics = {role: f"127.0.0.1:{free_port()}" for role in ROLES}  # type: ignore[attr-defined]
+    for role in ROLES:
+        stack.start(role, METRICS_ADDR=stack.metrics[role])  # type: ignore[attr-defined]
+    wait_until(lambda: stack.alive() and serving(stack.command_addr) and serving(stack.query_addr), what="SERVING")
+    yield stack
+    stack.stop_all()
+
+
+def scrape(addr: str) -> str:
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as reply:
+        return reply.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample, 0 when it is not there yet."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_one_trace_runs_from_the_call_through_the_outbox_to_the_publish(traced: Stack, collector: Collector) -> None:
+    _, cmd = commands(traced.command_addr)
+    customer_id, order_id = new_id("c"), new_id("o")
+    correlation_id = f"corr-{new_id('x')}"
+    metadata = (("x-correlation-id", correlation_id),)
+    cmd.RegisterCustomer(pb.RegisterCustomerRequest(
+        request_id=new_id("r"), customer_id=customer_id, display_name="Ada", email="ada@example.com"), metadata=metadata)
+
+    _, call = cmd.PlaceOrder.with_call(place_request(order_id, customer_id), metadata=metadata, timeout=10)
+
+    assert dict(call.initial_metadata())["x-correlation-id"] == correlation_id
+    def publish_span() -> Span | None:
+        return next((s for s in collector.spans() if s.kind == PRODUCER
+                     and s.attributes.get("messaging.destination.name", "").endswith(order_id)), None)
+    producer = wait_until(publish_span, what="the relay's publish span")
+    trace = {s.span_id: s for s in collector.spans() if s.trace_id == producer.trace_id}
+    server = next(s for s in trace.values() if s.name == "/orders.v1.CommandService/PlaceOrder")
+    assert server.service == "orders-command-server" and producer.service == "orders-relay"
+    # The publish descends from the call: relay span -> ... -> the gRPC server span.
+    ancestors, span = [], producer
+    while span.parent_id in trace:
+        span = trace[span.parent_id]
+        ancestors.append(span.name)
+    assert "/orders.v1.CommandService/PlaceOrder" in ancestors and "command PlaceOrder" in ancestors
+    assert {s.attributes.get("correlation_id") for s in trace.values()} == {correlation_id}
+    assert producer.attributes["messaging.system"] == "nats"
+    assert producer.attributes["causation_id"] == next(
+        s.attributes["causation_id"] for s in trace.values() if s.name == "command PlaceOrder")
+
+
+def test_metrics_endpoints_move_when_orders_flow(traced: Stack) -> None:
+    _, cmd = commands(traced.command_addr)
+    customer_id = new_id("c")
+    before_command = scrape(traced.metrics["command-server"])  # type: ignore[attr-defined]
+    before_relay = scrape(traced.metrics["relay"])  # type: ignore[attr-defined]
+    cmd.RegisterCustomer(pb.RegisterCustomerRequest(
+        request_id=new_id("r"), customer_id=customer_id, display_name="Ada", email="ada@example.com"))
+
+    cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10)
+
+    labels = {"grpc_service": "orders.v1.CommandService", "grpc_method": "PlaceOrder", "grpc_code": "OK"}
+    after = scrape(traced.metrics["command-server"])  # type: ignore[attr-defined]
+    assert sample(after, "grpc_server_handled_total", **labels) == sample(before_command, "grpc_server_handled_total", **labels) + 1
+    assert sample(after, "grpc_server_handling_seconds_count", grpc_method="PlaceOrder") >= 1
+    wait_until(lambda: sample(scrape(traced.metrics["relay"]), "orders_relay_published_total")  # type: ignore[attr-defined]
+               >= sample(before_relay, "orders_relay_published_total") + 2, what="the relay's counter to move")
+    assert "orders_outbox_depth" in scrape(traced.metrics["relay"])  # type: ignore[attr-defined]
+
+
+def test_names_and_emails_never_reach_logs_or_spans(traced: Stack, collector: Collector) -> None:
+    _, cmd = commands(traced.command_addr)
+    name, email = "Zelda Quux-Private", "zelda.private@example.com"
+    customer_id = new_id("c")
+    cmd.RegisterCustomer(pb.RegisterCustomerRequest(
+        request_id=new_id("r"), customer_id=customer_id, display_name=name, email=email))
+    cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10)
+    wait_until(lambda: any(s.kind == PRODUCER and s.attributes.get("messaging.destination.name", "").endswith(customer_id)
+                           for s in collector.spans()), what="the customer's event to be published")
+
+    logs = "".join(traced.log(role) for role in ROLES)
+    spans = repr(collector.spans())
+    for secret in (name, email, "Zelda", "zelda"):
+        assert secret not in logs and secret not in spans
+    assert re.search(r'"trace_id": "[0-9a-f]{32}"', logs)  # the logs do link to traces
