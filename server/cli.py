@@ -1,5 +1,5 @@
-# ruff: noqa: E402  (the environment default below must precede the imports)
 """The `orders` command: `up` runs the whole stack; each role also runs alone."""
+# ruff: noqa: E402  (the environment default below must precede the imports)
 
 from __future__ import annotations
 
