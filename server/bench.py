@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -81,7 +82,9 @@ def _line(i: int) -> types_pb2.OrderLine:
     )
 
 
-async def write_side(command_addr: str, concurrencies: list[int], seconds: float, progress: Callable[[str], None]) -> list[Measurement]:
+async def write_side(
+    command_addr: str, concurrencies: list[int], seconds: float, progress: Callable[[str], None], noop: bool = True
+) -> list[Measurement]:
     async with grpc.aio.insecure_channel(command_addr) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         commands = pb_grpc.CommandServiceStub(channel)
@@ -97,13 +100,14 @@ async def write_side(command_addr: str, concurrencies: list[int], seconds: float
                                            customer_id=customer_id, lines=[_line(i), _line(i + 1)])
             return commands.PlaceOrder(request, timeout=10)
 
-        def noop() -> Awaitable[Any]:
+        def health_check() -> Awaitable[Any]:
             return health.Check(health_pb2.HealthCheckRequest(), timeout=10)
 
         await closed_loop("warm-up", place, 4, min(1.0, seconds))
         results = []
+        calls = (("noop", health_check), ("place_order", place)) if noop else (("place_order", place),)
         for concurrency in concurrencies:
-            for name, call in (("noop", noop), ("place_order", place)):
+            for name, call in calls:
                 progress(f"  {name:<12} concurrency {concurrency:>3} for {seconds:.0f}s ...")
                 results.append(await closed_loop(name, call, concurrency, seconds))
         return results
@@ -175,6 +179,70 @@ def relay_stage(stack: Any, count: int, progress: Callable[[str], None]) -> dict
             "relay_vs_raw": round(relay / raw, 3)}
 
 
+# --- tracing overhead -------------------------------------------------------------------------
+
+
+class _SpanSink:
+    """A do-nothing OTLP/gRPC collector, so traced servers export for real during the run."""
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        class Sink(trace_service_pb2_grpc.TraceServiceServicer):
+            spans = 0
+
+            def Export(self, request: Any, context: Any) -> Any:
+                Sink.spans += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.sink = Sink
+        self.port = free_port()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), self.server)
+        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self.server.start()
+
+
+def tracing_stage(stack: Any, concurrency: int, seconds: float, progress: Callable[[str], None]) -> dict[str, float]:
+    """PlaceOrder on two command servers over the same database, one tracing (exporting over OTLP)
+    and one not, measured alternately by the same client."""
+    from server.supervisor import Child
+
+    sink = _SpanSink()
+    servers = {}
+    for name, otel in (("traced", {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}"}),
+                       ("untraced", {"OTEL_TRACES_EXPORTER": "none"})):
+        addr = f"127.0.0.1:{free_port()}"
+        child = Child("command-server", dict(stack.env, COMMAND_ADDR=addr, LOG_LEVEL="WARNING", **otel))
+        child.start()
+        servers[name] = (addr, child)
+    try:
+        from server.supervisor import serving
+
+        deadline = time.monotonic() + 60
+        while not all(serving(addr) for addr, _ in servers.values()):
+            if time.monotonic() > deadline:
+                raise SystemExit("the tracing stage's servers did not start")
+            time.sleep(0.1)
+        rates: dict[str, list[float]] = {"traced": [], "untraced": []}
+        for _ in range(2):  # alternate, so drift on a noisy machine hits both alike
+            for name, (addr, _child) in servers.items():
+                progress(f"tracing: PlaceOrder {name} at concurrency {concurrency} for {seconds:.0f}s ...")
+                result = asyncio.run(write_side(addr, [concurrency], seconds, lambda _: None, noop=False))
+                rates[name].append(result[0].rate)
+    finally:
+        for _, child in servers.values():
+            child.terminate()
+        for _, child in servers.values():
+            child.wait(time.monotonic() + 15)
+        sink.server.stop(0)
+    on, off = statistics.mean(rates["traced"]), statistics.mean(rates["untraced"])
+    return {"concurrency": concurrency, "traced_per_s": round(on, 1), "untraced_per_s": round(off, 1),
+            "traced_vs_untraced": round(on / off, 3), "spans_exported": sink.sink.spans}
+
+
 def ratios(results: list[Measurement]) -> dict[str, float]:
     by = {(m.name, m.concurrency): m for m in results}
     return {
@@ -214,6 +282,7 @@ def run(
         return asyncio.run(write_side(command_addr, concurrencies, seconds, _say))
 
     relay: dict[str, float] = {}
+    tracing: dict[str, float] = {}
     if use_running:
         results = measure(settings.command_addr)
     else:
@@ -231,17 +300,24 @@ def run(
                 _wait_serving(stack)
                 results = measure(local.command_addr)
                 relay = relay_stage(stack, backlog, _say)
+                tracing = tracing_stage(stack, max(concurrencies), seconds, _say)
 
     report: dict[str, Any] = {
         "write_side": [asdict(m) for m in results],
         "relay": relay,
-        "ratios": ratios(results) | ({"relay_vs_raw_publish": relay["relay_vs_raw"]} if relay else {}),
+        "tracing": tracing,
+        "ratios": ratios(results)
+        | ({"relay_vs_raw_publish": relay["relay_vs_raw"]} if relay else {})
+        | ({"traced_vs_untraced": tracing["traced_vs_untraced"]} if tracing else {}),
         "seconds_per_measurement": seconds,
     }
     print(table(results))
     if relay:
         print(f"relay: {relay['relay_per_s']:.0f} events/s draining {relay['events']:.0f}, "
               f"raw JetStream publish {relay['raw_publish_per_s']:.0f} events/s")
+    if tracing:
+        print(f"tracing: PlaceOrder at concurrency {tracing['concurrency']:.0f}: {tracing['traced_per_s']:.0f}/s traced "
+              f"(spans exported over OTLP), {tracing['untraced_per_s']:.0f}/s untraced")
     print("ratios (same client, same run): " + json.dumps(report["ratios"]))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,9 @@ def test_the_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert points == {(name, c) for name in ("noop", "place_order") for c in (1, 16, 64)}
     assert all(m["calls"] > 0 and m["errors"] == 0 and m["p99_ms"] >= m["p50_ms"] > 0 for m in report["write_side"])
     assert set(report["ratios"]) == {
-        "place_order_vs_noop_c1", "place_order_vs_noop_c16", "place_order_vs_noop_c64", "relay_vs_raw_publish"}
+        "place_order_vs_noop_c1", "place_order_vs_noop_c16", "place_order_vs_noop_c64", "relay_vs_raw_publish",
+        "traced_vs_untraced"}
+    assert report["tracing"]["spans_exported"] > 0
     assert report["relay"]["events"] == 2000
     assert report["relay"]["relay_per_s"] > 0 and report["relay"]["raw_publish_per_s"] > 0
     assert "place_order" in result.stdout
