@@ -290,6 +290,7 @@ def run(
             local = replace(
                 settings,
                 data_dir=Path(data),
+                metrics_base_port=0,
                 command_addr=f"127.0.0.1:{free_port()}",
                 query_addr=f"127.0.0.1:{free_port()}",
             )

@@ -23,6 +23,7 @@ class Settings:
     relay_poll_seconds: float
     grace_seconds: float
     metrics_addr: str | None
+    metrics_base_port: int
     stream_max_msgs: int
     stream_max_bytes: int
     relay_batch_size: int
@@ -46,6 +47,7 @@ class Settings:
             relay_poll_seconds=float(env.get("ORDERS_RELAY_POLL_SECONDS", "1")),
             grace_seconds=float(env.get("ORDERS_GRACE_SECONDS", "5")),
             metrics_addr=env.get("METRICS_ADDR") or None,
+            metrics_base_port=int(env.get("ORDERS_METRICS_BASE_PORT", "9464")),
             stream_max_msgs=int(env.get("ORDERS_STREAM_MAX_MSGS", "-1")),
             stream_max_bytes=int(env.get("ORDERS_STREAM_MAX_BYTES", "-1")),
             relay_batch_size=int(env.get("ORDERS_RELAY_BATCH_SIZE", "500")),

@@ -14,13 +14,13 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.cli import ROLES
 from server.config import Settings
 from server.migrations import upgrade
 from server.runtime import EmbeddedNats, EmbeddedPostgres, die_with_parent
 
 log = logging.getLogger("orders.up")
 
-ROLES = ("command-server", "query-server", "relay", "projector")
 MAX_BACKOFF_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 
@@ -86,14 +86,18 @@ def serving(addr: str) -> bool:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def banner(settings: Settings, database_url: str, nats_url: str) -> str:
+def banner(stack: LocalStack) -> str:
+    settings, database_url, nats_url = stack.settings, stack.database_url, stack.nats_url
     cmd, query = settings.command_addr, settings.query_addr
+    metrics = "\n".join(f"  metrics         http://{stack.metrics_addr(role)}/metrics  ({role})"
+                         for role in stack.roles if stack.metrics_addr(role))
     return f"""
 Orders is up.
   CommandService  {cmd}
   QueryService    {query}
   PostgreSQL      {database_url}
   NATS JetStream  {nats_url}
+{metrics}
 
 Try it (grpcurl ships with `make test`'s tools in .venv/bin):
   grpcurl -plaintext {cmd} list
@@ -148,9 +152,18 @@ class LocalStack:
             COMMAND_ADDR=self.settings.command_addr,
             QUERY_ADDR=self.settings.query_addr,
         )
-        self.children = [Child(role, self.env) for role in self.roles]
+        self.children = [Child(role, dict(self.env, **self.metrics_env(role))) for role in self.roles]
         for child in self.children:
             child.start()
+
+    def metrics_addr(self, role: str) -> str | None:
+        """Each role's Prometheus endpoint: ORDERS_METRICS_BASE_PORT + its place in ROLES."""
+        base = self.settings.metrics_base_port
+        return f"127.0.0.1:{base + ROLES.index(role)}" if base > 0 and role in ROLES else None
+
+    def metrics_env(self, role: str) -> dict[str, str]:
+        addr = self.metrics_addr(role)
+        return {"METRICS_ADDR": addr} if addr else {}
 
     def supervise(self) -> None:
         for child in self.children:
@@ -185,7 +198,7 @@ def up(settings: Settings) -> int:
         while not stopping:
             stack.supervise()
             if not announced and stack.serving():
-                print(banner(settings, stack.database_url, stack.nats_url), flush=True)
+                print(banner(stack), flush=True)
                 announced = True
             time.sleep(0.2)
         log.info("stopping")

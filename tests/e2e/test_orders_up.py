@@ -25,7 +25,8 @@ def orders_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
     data = tmp_path_factory.mktemp("up")
     command_addr, query_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
-    env.update(ORDERS_DATA_DIR=str(data), COMMAND_ADDR=command_addr, QUERY_ADDR=query_addr)
+    env.update(ORDERS_DATA_DIR=str(data), COMMAND_ADDR=command_addr, QUERY_ADDR=query_addr,
+               ORDERS_METRICS_BASE_PORT="0")
     out = (data / "out.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
