@@ -31,20 +31,40 @@ TENANT_KEY = "x-tenant-id"
 DEFAULT_TENANT = "default"
 
 
-class RequestGuard(grpc.aio.ServerInterceptor):
-    """Requests over the size limit get RESOURCE_EXHAUSTED with ErrorInfo, and bytes that are not
-    the request message INVALID_ARGUMENT (grpc.aio alone would answer UNKNOWN), for every method."""
+class _Wrapping(grpc.aio.ServerInterceptor):
+    """An interceptor that wraps each method's handler once and reuses it for every call."""
 
-    def __init__(self, max_request_bytes: int) -> None:
-        self.max_request_bytes = max_request_bytes
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return handler
+            wrapped = self._wrapped[method] = self.wrap(method, handler)
+        return wrapped
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+class RequestGuard(_Wrapping):
+    """Requests over the size limit get RESOURCE_EXHAUSTED with ErrorInfo, and bytes that are not
+    the request message INVALID_ARGUMENT (grpc.aio alone would answer UNKNOWN), for every method."""
+
+    def __init__(self, max_request_bytes: int) -> None:
+        super().__init__()
+        self.max_request_bytes = max_request_bytes
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.request_deserializer is None:
             return handler
         deserialize = handler.request_deserializer
 
@@ -99,21 +119,17 @@ HANDLING = Histogram(
 CORRELATION_KEY = "x-correlation-id"
 
 
-class Observe(grpc.aio.ServerInterceptor):
+class Observe(_Wrapping):
     """Per call: the correlation id (the caller's x-correlation-id, else a new one) is echoed in
     the response metadata, put on the server span and in baggage for everything the call does
     (events, logs, spans); the outcome is counted and timed for Prometheus."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        service, _, method = handler_call_details.method.lstrip("/").partition("/")
-        if handler is None or service in (health.SERVICE_NAME, reflection.SERVICE_NAME):
+    def wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, _, method = full_method.lstrip("/").partition("/")
+        if service in (health.SERVICE_NAME, reflection.SERVICE_NAME):
             return handler
-        labels = (service, method)
+        handled = {code: HANDLED.labels(service, method, code.name) for code in grpc.StatusCode}
+        handling = HANDLING.labels(service, method)
 
         async def begin(request: Any, context: grpc.aio.ServicerContext) -> str:
             correlation_id = metadata_value(context, CORRELATION_KEY) or str(uuid.uuid4())
@@ -124,10 +140,9 @@ class Observe(grpc.aio.ServerInterceptor):
             return correlation_id
 
         def end(context: grpc.aio.ServicerContext, started: float, failed: BaseException | None) -> None:
-            code = context.code() if failed is not None else None
-            name = (code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN") if failed is not None else "OK"
-            HANDLED.labels(*labels, name).inc()
-            HANDLING.labels(*labels).observe(time.perf_counter() - started)
+            code = grpc.StatusCode.OK if failed is None else context.code()
+            handled[code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN].inc()
+            handling.observe(time.perf_counter() - started)
 
         if handler.unary_unary is not None:
             unary = handler.unary_unary
