@@ -138,3 +138,29 @@ def _placed_order(cmd: object) -> str:
         request_id=rid(), customer_id=customer_id, display_name="Ada", email="ada@example.com"))
     cmd.PlaceOrder(place_request(order_id, customer_id))  # type: ignore[attr-defined]
     return order_id
+
+
+def test_a_command_stalled_past_its_deadline_is_cancelled_in_the_database_too(
+    stack: Stack, database_url: str
+) -> None:
+    import psycopg
+
+    from server.config import libpq_url
+    from tests.harness import wait_until
+
+    _, cmd = commands(stack.command_addr)
+    order_id = _placed_order(cmd)
+    with psycopg.connect(libpq_url(database_url)) as blocker:  # holds the order's row
+        blocker.execute("SELECT 1 FROM orders WHERE order_id = %s FOR UPDATE", (order_id,))
+
+        with pytest.raises(grpc.RpcError) as caught:
+            cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=rid(), order_id=order_id, expected_version=1), timeout=0.5)
+
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The statement timeout came from the deadline: the database gives up too, while the
+        # blocker still holds the lock.
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%UPDATE orders%%'"
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as observer:
+            wait_until(lambda: observer.execute(waiting).fetchone() == (0,), timeout=5, what="the stalled write to be cancelled")
+    confirmed = cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=rid(), order_id=order_id, expected_version=1), timeout=10)
+    assert confirmed.version == 2  # the cancelled attempt changed nothing
