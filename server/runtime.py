@@ -135,6 +135,12 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         _stop(self.proc, signal.SIGINT, timeout=30)  # SIGINT: PostgreSQL's fast shutdown
 
+    def kill(self) -> None:
+        """A crash: SIGKILL to the postmaster and every backend (its own process group)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
 
 def nats_server_binary() -> str:
     candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"]
