@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 from nats.aio.client import Client
 from nats.js import api
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Gauge
 
@@ -106,10 +107,12 @@ class Publisher:
         nats-py 2.16 loses its error replies, so a full stream would look like a timeout.)"""
         subject = messaging.subject_for(row.aggregate_type, row.aggregate_id, self.partitions)
         stored = {str(k): str(v) for k, v in (row.headers or {}).items()}
-        # A child of the command that wrote the event, however long ago: the trace runs on.
-        with telemetry.tracer.start_as_current_span(
+        # A child of the command that wrote the event, however long ago: the trace runs on. The
+        # span is never made current: only its context goes out, in the message's headers.
+        parent = telemetry.extract(stored)
+        span = telemetry.tracer.start_span(
             f"send {messaging.SUBJECT_PREFIX}.{row.aggregate_type}",
-            context=telemetry.extract(stored),
+            context=parent,
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "nats",
@@ -118,18 +121,22 @@ class Publisher:
                 "messaging.message.id": row.event_id,
                 "messaging.message.conversation_id": stored.get("correlation_id", ""),
             },
-        ) as span:
-            headers = telemetry.inject({k: v for k, v in stored.items() if k not in telemetry.TRACE_HEADERS})
-            headers["Nats-Msg-Id"] = row.event_id
-            try:
-                ack = await self.js.publish(subject, row.payload, headers=headers, timeout=self.timeout)
-            except (TimeoutError, messaging.NatsError) as exc:
-                span.set_status(StatusCode.ERROR, type(exc).__name__)
-                return self._failed(exc)
-            span.set_attribute("messaging.nats.stream.sequence", ack.seq)
-            return ack
+        )
+        headers = {k: v for k, v in stored.items() if k not in telemetry.TRACE_HEADERS}
+        telemetry.inject_into(headers, trace.set_span_in_context(span, parent))
+        headers["Nats-Msg-Id"] = row.event_id
+        try:
+            ack = await self.js.publish(subject, row.payload, headers=headers, timeout=self.timeout)
+        except (TimeoutError, messaging.NatsError) as exc:
+            span.set_status(StatusCode.ERROR, type(exc).__name__)
+            span.end()
+            return self._failed(exc)
+        span.set_attribute("messaging.nats.stream.sequence", ack.seq)
+        span.end()
+        return ack
 
-    def _failed(self, exc: Exception) -> None:
+    @staticmethod
+    def _failed(exc: Exception) -> None:
         if isinstance(exc, TimeoutError):
             # Unknown, not failed: it may be in the stream. The retry carries the same
             # Nats-Msg-Id, so the stream keeps one copy either way.

@@ -107,6 +107,11 @@ def inject(headers: dict[str, str] | None = None) -> dict[str, str]:
     return carrier
 
 
+def inject_into(headers: dict[str, str], ctx: context.Context) -> None:
+    """Writes `ctx`'s trace context and baggage into `headers` without making it current."""
+    propagate.inject(headers, context=ctx)
+
+
 def extract(headers: Mapping[str, Any] | None) -> context.Context:
     return propagate.extract({str(k).lower(): str(v) for k, v in (headers or {}).items()})
 
