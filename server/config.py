@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
@@ -22,6 +23,11 @@ class Settings:
     read_wait_seconds: float
     relay_poll_seconds: float
     grace_seconds: float
+    # Signs page and resume tokens. Unset: a random key per process, so tokens do not survive a
+    # restart nor work on another replica; set it (same value on every replica) in production.
+    page_token_key: bytes
+    watch_heartbeat_seconds: float
+    query_pool_size: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -39,6 +45,9 @@ class Settings:
             read_wait_seconds=float(env.get("ORDERS_READ_WAIT_SECONDS", "5")),
             relay_poll_seconds=float(env.get("ORDERS_RELAY_POLL_SECONDS", "1")),
             grace_seconds=float(env.get("ORDERS_GRACE_SECONDS", "5")),
+            page_token_key=(env.get("ORDERS_PAGE_TOKEN_KEY") or secrets.token_hex(32)).encode(),
+            watch_heartbeat_seconds=float(env.get("ORDERS_WATCH_HEARTBEAT_SECONDS", "15")),
+            query_pool_size=int(env.get("ORDERS_QUERY_POOL_SIZE", "10")),
         )
 
     def with_services(self, database_url: str, nats_url: str) -> Settings:
