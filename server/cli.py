@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("relay", help="publish the outbox (events table) to JetStream")
     sub.add_parser("projector", help="build the read models from JetStream")
     bench = sub.add_parser("bench", help="measure throughput and latency against same-run baselines")
+    bench.add_argument("stage", nargs="?", choices=("write", "query"), default="write",
+                       help="write: PlaceOrder vs no-op; query: WatchOrders delay, Get/List vs no-op")
+    bench.add_argument("--watchers", type=int, default=1000, help="query stage: concurrent WatchOrders streams")
+    bench.add_argument("--rate", type=float, default=200.0, help="query stage: commands per second while watching")
     bench.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     bench.add_argument("--concurrency", default="1,16,64", help="comma-separated client concurrencies")
     bench.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
@@ -45,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                 concurrencies=[int(c) for c in args.concurrency.split(",")],
                 json_path=args.json,
                 use_running=args.running,
+                stage=args.stage,
+                watchers=20 if args.quick and args.stage == "query" else args.watchers,
+                rate=args.rate,
             )
         case "migrate":
             from server.migrations import upgrade
