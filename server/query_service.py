@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import psycopg
 from google.protobuf import timestamp_pb2
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -200,18 +201,26 @@ class QueryService(pb_grpc.QueryServiceServicer):
         # Registered before the first read, so a change committed during it still wakes us.
         self._hub.add(watcher)
         heartbeat = self._settings.watch_heartbeat_seconds
-        next_beat = time.monotonic() + heartbeat
+        # The first heartbeat goes out as soon as the initial state is sent: it marks "caught up".
+        next_beat = time.monotonic()
         try:
             while True:
                 watcher.wake.clear()
                 while True:  # catch up from the last delivered stream sequence
-                    async with self._pool.connection() as conn:
-                        rows = await read_store.changes_since(conn, tenant_id, filter_, last, WATCH_BATCH)
+                    try:
+                        async with self._pool.connection(timeout=heartbeat) as conn:
+                            rows = await read_store.changes_since(conn, tenant_id, filter_, last, WATCH_BATCH)
+                    except (PoolTimeout, psycopg.OperationalError):
+                        await errors.abort(context, errors.unavailable(
+                            "the read database is unavailable; call again with the last resume_token",
+                            "DATABASE_UNAVAILABLE", resume_token=resume_token()))
                     for row in rows:
                         last = row.stream_seq
                         yield pb.WatchOrdersResponse(
                             update=pb.OrderUpdate(summary=summary_to_proto(row), resume_token=resume_token())
                         )
+                    if rows and next_beat > time.monotonic():
+                        next_beat = time.monotonic() + heartbeat
                     if len(rows) < WATCH_BATCH:
                         break
                 if self._hub.closing:
