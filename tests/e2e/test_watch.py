@@ -38,6 +38,10 @@ def json_objects(text: str) -> list[dict[str, object]]:
     return found
 
 
+def token_of(message: query_pb.WatchOrdersResponse) -> str:
+    return message.update.resume_token if message.HasField("update") else message.heartbeat.resume_token
+
+
 def restart_query_server(stack: Stack) -> None:
     stack.start("query-server")
     wait_until(lambda: stack.alive() and serving(stack.query_addr), what="query-server SERVING again")
@@ -170,23 +174,24 @@ def test_sigterm_ends_watch_streams_with_shutting_down_and_the_token_resumes(sta
     first = cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10)
     _, query = queries(stack.query_addr)
     stream = query.WatchOrders(query_pb.WatchOrdersRequest(customer_id=customer_id), timeout=60, wait_for_ready=True)
-    token = next(stream).update.resume_token
+    token = next(m for m in stream if m.HasField("update")).update.resume_token
 
     stack.kill("query-server", signal.SIGTERM)
     exit_code = stack.procs["query-server"].returncode
     with pytest.raises(grpc.RpcError) as raised:
         for message in stream:
-            token = message.heartbeat.resume_token or token
+            token = token_of(message)
     info = detail(status_of(raised.value), ErrorInfo)
     second = cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10)
     restart_query_server(stack)
     resumed = query.WatchOrders(query_pb.WatchOrdersRequest(customer_id=customer_id, resume_token=token), timeout=60,
                                 wait_for_ready=True)
-    after = next(resumed).update.summary
+    after = next(m for m in resumed if m.HasField("update")).update.summary
 
     assert exit_code == 0
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
     assert info.reason == "SHUTTING_DOWN"  # type: ignore[attr-defined]
+    assert info.metadata["resume_token"] == token  # type: ignore[attr-defined]
     assert (after.order_id, after.version) == (second.order_id, 1), f"resumed after {first.order_id}, no repeat"
     resumed.cancel()
 
