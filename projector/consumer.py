@@ -24,9 +24,6 @@ log = logging.getLogger(__name__)
 
 DURABLE = "projector"
 FETCH_BATCH = 200
-# nats-py's fetch, finding nothing waiting, long-polls until the whole batch arrives or this
-# passes: with 1 s, a quiet-then-steady stream waited up to a second before its first apply.
-FETCH_WAIT_SECONDS = 0.05
 GAP_DELAY_SECONDS = 1.0
 RETRY_DELAY_SECONDS = 2.0
 # A projector killed mid-batch leaves its messages unacked; another gets them after this long.
@@ -123,7 +120,7 @@ async def run(settings: Settings) -> None:
         log.info("consuming", extra={"durable": DURABLE})
         while sub is not None and not stop.is_set():
             try:
-                msgs = await sub.fetch(batch=FETCH_BATCH, timeout=FETCH_WAIT_SECONDS)
+                msgs = await sub.fetch(batch=FETCH_BATCH, timeout=1)
             except TimeoutError:  # nats-py raises it when no message came; both kinds
                 continue
             except messaging.NatsError as exc:
