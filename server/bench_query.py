@@ -39,6 +39,10 @@ class WatchFigures:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    # The projection pipeline alone, for comparison: ack to readable with the consistency token,
+    # sampled on every 10th command. The watch delay minus this is the fan-out's share.
+    readable_p50_ms: float
+    readable_p99_ms: float
 
 
 def _channel(addr: str) -> grpc.aio.Channel:
@@ -65,17 +69,24 @@ async def watch_stage(
     received: dict[tuple[str, int], float] = {}
     first_seen: dict[str, asyncio.Event] = {c: asyncio.Event() for c in customers}
     order_ids: list[str] = []
+    readable: list[float] = []
 
     async with grpc.aio.insecure_channel(command_addr) as command_channel:
         commands = cmd_grpc.CommandServiceStub(command_channel)
+        reader_channel = _channel(query_addr)
+        reader = pb_grpc.QueryServiceStub(reader_channel)
 
         async def place(customer_id: str) -> None:
             order_id = f"{customer_id}-{uuid.uuid4().hex[:6]}"
             request = cmd_pb.PlaceOrderRequest(request_id=str(uuid.uuid4()), order_id=order_id, customer_id=customer_id,
                                                lines=[_line(len(order_ids)), _line(len(order_ids) + 1)])
             reply = await commands.PlaceOrder(request, timeout=30)
-            acked[(order_id, reply.version)] = time.perf_counter()
+            acked[(order_id, reply.version)] = at = time.perf_counter()
             order_ids.append(order_id)
+            if len(order_ids) % 10 == 0:
+                await reader.GetOrderSummary(pb.GetOrderSummaryRequest(
+                    order_id=order_id, consistency_token=reply.consistency_token), timeout=30)
+                readable.append((time.perf_counter() - at) * 1000)
 
         progress(f"  registering {watchers} customers ...")
         await _gather_bounded([
@@ -102,6 +113,7 @@ async def watch_stage(
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in first_seen.values())), 120)
             acked.clear()
             received.clear()
+            readable.clear()
 
             progress(f"  commands at {rate:.0f}/s for {seconds:.0f}s, delay from ack to update ...")
             pending: list[asyncio.Task[None]] = []
@@ -119,7 +131,7 @@ async def watch_stage(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for channel in channels:
+            for channel in [*channels, reader_channel]:
                 await channel.close()
 
     delays = sorted(max(0.0, received[k] - acked[k]) * 1000 for k in acked if k in received)
@@ -127,6 +139,8 @@ async def watch_stage(
         watchers=watchers, target_rate=rate, commands=len(acked), updates=len(delays),
         missing=len(acked) - len(delays), p50_ms=round(_percentile(delays, 0.5), 3),
         p99_ms=round(_percentile(delays, 0.99), 3), max_ms=round(delays[-1] if delays else float("nan"), 3),
+        readable_p50_ms=round(_percentile(sorted(readable), 0.5), 3),
+        readable_p99_ms=round(_percentile(sorted(readable), 0.99), 3),
     )
     return figures, order_ids
 
@@ -166,4 +180,5 @@ def report(watch: WatchFigures, queries: list[Measurement]) -> dict[str, Any]:
 def table(watch: WatchFigures) -> str:
     return (f"watch: {watch.watchers} watchers, {watch.commands} commands at {watch.target_rate:.0f}/s, "
             f"{watch.updates} updates ({watch.missing} missing); ack->update p50 {watch.p50_ms:.1f} ms, "
-            f"p99 {watch.p99_ms:.1f} ms, max {watch.max_ms:.1f} ms")
+            f"p99 {watch.p99_ms:.1f} ms, max {watch.max_ms:.1f} ms; ack->readable (token) p50 "
+            f"{watch.readable_p50_ms:.1f} ms, p99 {watch.readable_p99_ms:.1f} ms")
