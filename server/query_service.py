@@ -215,7 +215,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                             "the read database is unavailable; call again with the last resume_token",
                             "DATABASE_UNAVAILABLE", resume_token=resume_token()))
                     for row in rows:
-                        last = row.stream_seq
+                        last = row.change_seq
                         yield pb.WatchOrdersResponse(
                             update=pb.OrderUpdate(summary=summary_to_proto(row), resume_token=resume_token())
                         )

@@ -17,7 +17,7 @@ from psycopg.rows import TupleRow
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
-SUMMARY_COLUMNS = "order_id, customer_id, state, currency_code, total, lines, version, updated_at, stream_seq"
+SUMMARY_COLUMNS = "order_id, customer_id, state, currency_code, total, lines, version, updated_at, stream_seq, change_seq"
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Summary:
     version: int
     updated_at: dt.datetime
     stream_seq: int
+    change_seq: int  # commit-ordered (see migration 0005): what watchers page and resume by
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,16 @@ async def list_orders(
 
 
 async def changes_since(conn: Connection, tenant_id: str, filter_: WatchFilter, after_seq: int, limit: int) -> list[Summary]:
-    """Matching rows whose last change came after stream sequence `after_seq`, in stream order.
+    """Matching rows whose last change committed after change sequence `after_seq`, in order.
     A row holds only its latest state, so a reader that fell behind gets each order once, at
     its newest version: updates conflate in the table, not in memory."""
-    where = ["tenant_id = %(tenant_id)s", "stream_seq > %(after)s"]
+    where = ["tenant_id = %(tenant_id)s", "change_seq > %(after)s"]
     if filter_.order_id:
         where.append("order_id = %(order_id)s")
     if filter_.customer_id:
         where.append("customer_id = %(customer_id)s")
     cur = await conn.execute(
-        f"SELECT {SUMMARY_COLUMNS} FROM order_summaries WHERE {' AND '.join(where)} ORDER BY stream_seq LIMIT %(limit)s",
+        f"SELECT {SUMMARY_COLUMNS} FROM order_summaries WHERE {' AND '.join(where)} ORDER BY change_seq LIMIT %(limit)s",
         {"tenant_id": tenant_id, "after": after_seq, "limit": limit, **filter_.as_dict()},
     )
     return [Summary(*row) for row in await cur.fetchall()]
