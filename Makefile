@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTOS := $(sort $(wildcard proto/orders/v1/*.proto))
 GEN_OUT ?= generated
 
-.PHONY: install run test test-fast bench generate check-generated lint-proto clean
+.PHONY: install run test test-fast bench bench-query generate check-generated lint-proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/orders bench --json bench-results/bench.json
+
+bench-query: $(STAMP)
+	$(BIN)/orders bench query --json bench-results/bench-query.json
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
