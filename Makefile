@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTOS := $(sort $(wildcard proto/orders/v1/*.proto))
 GEN_OUT ?= generated
 
-.PHONY: install run test test-chaos test-fast bench generate check-generated lint-proto clean
+.PHONY: install run test test-chaos test-fast bench bench-query generate check-generated lint-proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: $(STAMP)
 # The fault plan's long outages: NATS down for three minutes under load.
 test-chaos: $(STAMP)
 	ORDERS_TEST_NATS_OUTAGE_SECONDS=180 $(BIN)/python -m pytest tests/e2e/test_relay_outages.py
+
+bench-query: $(STAMP)
+	$(BIN)/orders bench query --json bench-results/bench-query.json
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

@@ -16,7 +16,7 @@ from nats.js import api
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from orders.v1 import events_pb2
-from projector import projections, read_model
+from projector import notices, projections, read_model
 from server import messaging
 from server.config import Settings
 
@@ -128,6 +128,11 @@ async def run(settings: Settings) -> None:
                 await asyncio.sleep(0.5)
                 continue
             outcomes = await apply_batch(engine, msgs)
+            # Committed: tell the query servers' watchers which orders changed.
+            await notices.publish_applied(nc, engine, [
+                (events_pb2.Envelope.FromString(m.data), m.metadata.sequence.stream)
+                for m, o in zip(msgs, outcomes) if o is Outcome.APPLIED
+            ])
             for msg, outcome in zip(msgs, outcomes):
                 await settle(msg, outcome)
             applied = sum(o is Outcome.APPLIED for o in outcomes)

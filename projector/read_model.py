@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, MetaData, Numeric, String, func, select
+from sqlalchemy import BigInteger, DateTime, FetchedValue, MetaData, Numeric, String, func, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -32,6 +32,8 @@ class OrderSummaryRow(Base):
     version: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     stream_seq: Mapped[int] = mapped_column(BigInteger)
+    # Stamped by a trigger on every write (migration 0005): commit order, for WatchOrders.
+    change_seq: Mapped[int] = mapped_column(BigInteger, server_default=FetchedValue(), server_onupdate=FetchedValue())
 
 
 class AppliedVersionRow(Base):

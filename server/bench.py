@@ -272,10 +272,23 @@ def _wait_serving(stack: Any, timeout: float = 120.0) -> None:
 
 
 def run(
-    settings: Settings, *, seconds: float, concurrencies: list[int], backlog: int, json_path: Path | None, use_running: bool
+    settings: Settings,
+    *,
+    seconds: float,
+    concurrencies: list[int],
+    backlog: int,
+    json_path: Path | None,
+    use_running: bool,
+    stage: str = "write",
+    watchers: int = 1000,
+    rate: float = 200.0,
 ) -> int:
     """Runs the benchmark against a fresh local stack (or the configured servers) and reports."""
     from server.supervisor import LocalStack
+
+    if stage == "query":
+        return run_query(settings, seconds=seconds, json_path=json_path, use_running=use_running,
+                         watchers=watchers, rate=rate)
 
     def measure(command_addr: str) -> list[Measurement]:
         _say(f"write side: PlaceOrder vs no-op (Health/Check) on {command_addr}")
@@ -319,6 +332,39 @@ def run(
     if tracing:
         print(f"tracing: PlaceOrder at concurrency {tracing['concurrency']:.0f}: {tracing['traced_per_s']:.0f}/s traced "
               f"(spans exported over OTLP), {tracing['untraced_per_s']:.0f}/s untraced")
+    print("ratios (same client, same run): " + json.dumps(report["ratios"]))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2))
+        _say(f"wrote {json_path}")
+    return 0
+
+
+def run_query(settings: Settings, *, seconds: float, json_path: Path | None, use_running: bool,
+              watchers: int, rate: float) -> int:
+    """`orders bench query`: watch delay under a command rate, then query throughput vs no-op."""
+    from server import bench_query
+    from server.supervisor import LocalStack
+
+    async def measure(command_addr: str, query_addr: str) -> dict[str, Any]:
+        _say(f"read side: {watchers} watchers on {query_addr}")
+        watch, order_ids = await bench_query.watch_stage(command_addr, query_addr, watchers, rate, seconds, _say)
+        queries = await bench_query.query_stage(query_addr, order_ids, 16, seconds, _say)
+        print(bench_query.table(watch))
+        print(table(queries))
+        return bench_query.report(watch, queries)
+
+    if use_running:
+        report = asyncio.run(measure(settings.command_addr, settings.query_addr))
+    else:
+        with tempfile.TemporaryDirectory(prefix="orders-bench-") as data:
+            local = replace(settings, data_dir=Path(data), command_addr=f"127.0.0.1:{free_port()}",
+                            query_addr=f"127.0.0.1:{free_port()}")
+            _say("starting a fresh stack ...")
+            with LocalStack(local) as stack:
+                _wait_serving(stack)
+                report = asyncio.run(measure(local.command_addr, local.query_addr))
+    report["seconds_per_measurement"] = seconds
     print("ratios (same client, same run): " + json.dumps(report["ratios"]))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--since", required=True, help="a timestamp, e.g. 2026-01-31T12:00:00Z")
     again.add_argument("--dry-run", action="store_true", help="only count the events")
     bench = sub.add_parser("bench", help="measure throughput and latency against same-run baselines")
+    bench.add_argument("stage", nargs="?", choices=("write", "query"), default="write",
+                       help="write: PlaceOrder vs no-op; query: WatchOrders delay, Get/List vs no-op")
+    bench.add_argument("--watchers", type=int, default=1000, help="query stage: concurrent WatchOrders streams")
+    bench.add_argument("--rate", type=float, default=200.0, help="query stage: commands per second while watching")
     bench.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     bench.add_argument("--concurrency", default="1,16,64", help="comma-separated client concurrencies")
     bench.add_argument("--backlog", type=int, default=100_000, help="events the relay stage drains")
@@ -73,6 +77,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 backlog=2_000 if args.quick else args.backlog,
                 json_path=args.json,
                 use_running=args.running,
+                stage=args.stage,
+                watchers=20 if args.quick and args.stage == "query" else args.watchers,
+                rate=args.rate,
             )
         case "outbox":
             from server import relay as outbox_relay

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
@@ -29,6 +30,11 @@ class Settings:
     relay_batch_size: int
     relay_publish_timeout: float
     relay_crash_after_publish: float
+    # Signs page and resume tokens. Unset: a random key per process, so tokens do not survive a
+    # restart nor work on another replica; set it (same value on every replica) in production.
+    page_token_key: bytes
+    watch_heartbeat_seconds: float
+    query_pool_size: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +61,9 @@ class Settings:
             # Fault injection for the crash tests: the chance that the relay exits right after a
             # batch is in the stream and before it is marked published. Never set in production.
             relay_crash_after_publish=float(env.get("ORDERS_RELAY_CRASH_AFTER_PUBLISH", "0")),
+            page_token_key=(env.get("ORDERS_PAGE_TOKEN_KEY") or secrets.token_hex(32)).encode(),
+            watch_heartbeat_seconds=float(env.get("ORDERS_WATCH_HEARTBEAT_SECONDS", "15")),
+            query_pool_size=int(env.get("ORDERS_QUERY_POOL_SIZE", "10")),
         )
 
     def with_services(self, database_url: str, nats_url: str) -> Settings:

@@ -29,6 +29,16 @@ _OVERSIZE = object()
 TRANSPORT_LIMIT_BYTES = 4 * 1024 * 1024
 TENANT_KEY = "x-tenant-id"
 DEFAULT_TENANT = "default"
+# Long-lived streams (WatchOrders): ping idle connections so proxies and dead peers are noticed,
+# and accept client pings every 10 s or slower (faster ones get GOAWAY too_many_pings).
+STREAM_KEEPALIVE: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+)
 
 
 class _Wrapping(grpc.aio.ServerInterceptor):
@@ -206,6 +216,8 @@ async def serve(
     grace_seconds: float,
     metrics_addr: str | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    before_stop: Callable[[], Awaitable[None]] | None = None,
+    options: Sequence[tuple[str, Any]] = (),
 ) -> None:
     """Runs a server until SIGTERM/SIGINT. Health stays NOT_SERVING while `ready()` is false."""
     traced = aio_server_interceptor(
@@ -218,6 +230,7 @@ async def serve(
         options=[
             ("grpc.max_receive_message_length", max(TRANSPORT_LIMIT_BYTES, max_request_bytes)),
             ("grpc.so_reuseport", 0),
+            *options,
         ],
     )
     register(server)
@@ -261,4 +274,7 @@ async def serve(
     log.info("stopping")
     watcher.cancel()
     await health_servicer.enter_graceful_shutdown()
+    if before_stop is not None:
+        # stop(grace) would cancel open streams; this lets them end with a resumable status.
+        await before_stop()
     await server.stop(grace_seconds)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import itertools
 import os
 
-# The tests fork+exec servers while their own gRPC channels are live: see server/cli.py.
+# The tests spawn the roles with fork+exec while gRPC channels are open in this process. With
+# gRPC's fork support on, the child restarts gRPC's poller between fork and exec, finds its epoll
+# fd closed and aborts (grpc/grpc#43055): a role "exits with -6" at random. Set before gRPC starts.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from collections.abc import Iterator
 

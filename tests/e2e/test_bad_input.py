@@ -87,9 +87,15 @@ def writes(db: psycopg.Connection) -> tuple[object, ...]:  # type: ignore[type-a
 def call(stack: Stack, service: object, method: object, payload: bytes) -> grpc.RpcError | None:
     addr = stack.command_addr if service is SERVICES[0] else stack.query_addr
     with grpc.insecure_channel(addr, options=[("grpc.max_send_message_length", 8 * 1024 * 1024)]) as channel:
-        rpc = channel.unary_unary(f"/{service.full_name}/{method.name}")  # type: ignore[attr-defined]
+        path = f"/{service.full_name}/{method.name}"  # type: ignore[attr-defined]
         try:
-            rpc(payload, timeout=10, metadata=(("x-tenant-id", "fuzz"),))
+            if method.server_streaming:  # type: ignore[attr-defined]
+                # A valid watch streams for ever; its first message (a heartbeat at the latest) shows it is fine.
+                stream = channel.unary_stream(path)(payload, timeout=10, metadata=(("x-tenant-id", "fuzz"),))
+                next(stream)
+                stream.cancel()
+            else:
+                channel.unary_unary(path)(payload, timeout=10, metadata=(("x-tenant-id", "fuzz"),))
         except grpc.RpcError as error:
             return error
     return None

@@ -33,3 +33,20 @@ def test_the_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert report["relay"]["events"] == 2000
     assert report["relay"]["relay_per_s"] > 0 and report["relay"]["raw_publish_per_s"] > 0
     assert "place_order" in result.stdout
+
+
+def test_the_quick_query_bench_reports_watch_delay_and_query_rates_beside_a_no_op(tmp_path: Path) -> None:
+    out = tmp_path / "bench-query.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "bench", "query", "--quick", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    report = json.loads(out.read_text())
+    watch = report["watch"]
+    assert watch["commands"] > 0 and watch["updates"] == watch["commands"] and watch["missing"] == 0
+    assert watch["p99_ms"] >= watch["p50_ms"] >= 0
+    assert {m["name"] for m in report["queries"]} == {"noop", "get_order", "list_orders"}
+    assert all(m["calls"] > 0 and m["errors"] == 0 for m in report["queries"])
+    assert set(report["ratios"]) == {"get_order_vs_noop", "list_orders_vs_noop"}

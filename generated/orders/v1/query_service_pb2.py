@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from orders.v1 import types_pb2 as orders_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dorders/v1/query_service.proto\x12\torders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15orders/v1/types.proto\"E\n\x16GetOrderSummaryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"C\n\x17GetOrderSummaryResponse\x12(\n\x07summary\x18\x01 \x01(\x0b\x32\x17.orders.v1.OrderSummary\"\xe3\x01\n\x0cOrderSummary\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x1f\n\x05total\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.orders.v1.OrderState\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12#\n\x05lines\x18\x06 \x03(\x0b\x32\x14.orders.v1.OrderLine\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2h\n\x0cQueryService\x12X\n\x0fGetOrderSummary\x12!.orders.v1.GetOrderSummaryRequest\x1a\".orders.v1.GetOrderSummaryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dorders/v1/query_service.proto\x12\torders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15orders/v1/types.proto\"E\n\x16GetOrderSummaryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"C\n\x17GetOrderSummaryResponse\x12(\n\x07summary\x18\x01 \x01(\x0b\x32\x17.orders.v1.OrderSummary\"\xe3\x01\n\x0cOrderSummary\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x1f\n\x05total\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.orders.v1.OrderState\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12#\n\x05lines\x18\x06 \x03(\x0b\x32\x14.orders.v1.OrderLine\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.orders.v1.OrderState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"V\n\x12ListOrdersResponse\x12\'\n\x06orders\x18\x01 \x03(\x0b\x32\x17.orders.v1.OrderSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x18GetCustomerOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"m\n\x0fOrderStateTotal\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.orders.v1.OrderState\x12\x13\n\x0border_count\x18\x02 \x01(\x03\x12\x1f\n\x05total\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\"\x91\x01\n\x19GetCustomerOrdersResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12*\n\x06totals\x18\x02 \x03(\x0b\x32\x1a.orders.v1.OrderStateTotal\x12\x33\n\x0flast_order_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x16GetProductSalesRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"Y\n\x0cProductSales\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\nunits_sold\x18\x02 \x01(\x03\x12!\n\x07revenue\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\"A\n\x17GetProductSalesResponse\x12&\n\x05sales\x18\x01 \x03(\x0b\x32\x17.orders.v1.ProductSales\"Q\n\x12WatchOrdersRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\"w\n\x13WatchOrdersResponse\x12(\n\x06update\x18\x01 \x01(\x0b\x32\x16.orders.v1.OrderUpdateH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.orders.v1.WatchHeartbeatH\x00\x42\x06\n\x04kind\"M\n\x0bOrderUpdate\x12(\n\x07summary\x18\x01 \x01(\x0b\x32\x17.orders.v1.OrderSummary\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\"U\n\x0eWatchHeartbeat\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cresume_token\x18\x02 \x01(\t2\xbd\x03\n\x0cQueryService\x12X\n\x0fGetOrderSummary\x12!.orders.v1.GetOrderSummaryRequest\x1a\".orders.v1.GetOrderSummaryResponse\x12I\n\nListOrders\x12\x1c.orders.v1.ListOrdersRequest\x1a\x1d.orders.v1.ListOrdersResponse\x12^\n\x11GetCustomerOrders\x12#.orders.v1.GetCustomerOrdersRequest\x1a$.orders.v1.GetCustomerOrdersResponse\x12X\n\x0fGetProductSales\x12!.orders.v1.GetProductSalesRequest\x1a\".orders.v1.GetProductSalesResponse\x12N\n\x0bWatchOrders\x12\x1d.orders.v1.WatchOrdersRequest\x1a\x1e.orders.v1.WatchOrdersResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETORDERSUMMARYRESPONSE']._serialized_end=238
   _globals['_ORDERSUMMARY']._serialized_start=241
   _globals['_ORDERSUMMARY']._serialized_end=468
-  _globals['_QUERYSERVICE']._serialized_start=470
-  _globals['_QUERYSERVICE']._serialized_end=574
+  _globals['_LISTORDERSREQUEST']._serialized_start=471
+  _globals['_LISTORDERSREQUEST']._serialized_end=615
+  _globals['_LISTORDERSRESPONSE']._serialized_start=617
+  _globals['_LISTORDERSRESPONSE']._serialized_end=703
+  _globals['_GETCUSTOMERORDERSREQUEST']._serialized_start=705
+  _globals['_GETCUSTOMERORDERSREQUEST']._serialized_end=779
+  _globals['_ORDERSTATETOTAL']._serialized_start=781
+  _globals['_ORDERSTATETOTAL']._serialized_end=890
+  _globals['_GETCUSTOMERORDERSRESPONSE']._serialized_start=893
+  _globals['_GETCUSTOMERORDERSRESPONSE']._serialized_end=1038
+  _globals['_GETPRODUCTSALESREQUEST']._serialized_start=1040
+  _globals['_GETPRODUCTSALESREQUEST']._serialized_end=1111
+  _globals['_PRODUCTSALES']._serialized_start=1113
+  _globals['_PRODUCTSALES']._serialized_end=1202
+  _globals['_GETPRODUCTSALESRESPONSE']._serialized_start=1204
+  _globals['_GETPRODUCTSALESRESPONSE']._serialized_end=1269
+  _globals['_WATCHORDERSREQUEST']._serialized_start=1271
+  _globals['_WATCHORDERSREQUEST']._serialized_end=1352
+  _globals['_WATCHORDERSRESPONSE']._serialized_start=1354
+  _globals['_WATCHORDERSRESPONSE']._serialized_end=1473
+  _globals['_ORDERUPDATE']._serialized_start=1475
+  _globals['_ORDERUPDATE']._serialized_end=1552
+  _globals['_WATCHHEARTBEAT']._serialized_start=1554
+  _globals['_WATCHHEARTBEAT']._serialized_end=1639
+  _globals['_QUERYSERVICE']._serialized_start=1642
+  _globals['_QUERYSERVICE']._serialized_end=2087
 # @@protoc_insertion_point(module_scope)

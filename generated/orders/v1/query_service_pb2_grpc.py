@@ -27,7 +27,10 @@ if _version_not_supported:
 
 class QueryServiceStub:
     """Serves the read models built by the projector. The tenant is taken from the
-    `x-tenant-id` call metadata ("default" when absent).
+    `x-tenant-id` call metadata ("default" when absent). Every read accepts a
+    `consistency_token` from a command response: the call then waits, within its
+    deadline, until the read model includes that write, or fails with UNAVAILABLE and
+    ErrorInfo reason READ_MODEL_BEHIND instead of answering with stale data.
     """
 
     def __init__(self, channel):
@@ -41,15 +44,68 @@ class QueryServiceStub:
                 request_serializer=orders_dot_v1_dot_query__service__pb2.GetOrderSummaryRequest.SerializeToString,
                 response_deserializer=orders_dot_v1_dot_query__service__pb2.GetOrderSummaryResponse.FromString,
                 _registered_method=True)
+        self.ListOrders = channel.unary_unary(
+                '/orders.v1.QueryService/ListOrders',
+                request_serializer=orders_dot_v1_dot_query__service__pb2.ListOrdersRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_query__service__pb2.ListOrdersResponse.FromString,
+                _registered_method=True)
+        self.GetCustomerOrders = channel.unary_unary(
+                '/orders.v1.QueryService/GetCustomerOrders',
+                request_serializer=orders_dot_v1_dot_query__service__pb2.GetCustomerOrdersRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_query__service__pb2.GetCustomerOrdersResponse.FromString,
+                _registered_method=True)
+        self.GetProductSales = channel.unary_unary(
+                '/orders.v1.QueryService/GetProductSales',
+                request_serializer=orders_dot_v1_dot_query__service__pb2.GetProductSalesRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_query__service__pb2.GetProductSalesResponse.FromString,
+                _registered_method=True)
+        self.WatchOrders = channel.unary_stream(
+                '/orders.v1.QueryService/WatchOrders',
+                request_serializer=orders_dot_v1_dot_query__service__pb2.WatchOrdersRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_query__service__pb2.WatchOrdersResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
     """Serves the read models built by the projector. The tenant is taken from the
-    `x-tenant-id` call metadata ("default" when absent).
+    `x-tenant-id` call metadata ("default" when absent). Every read accepts a
+    `consistency_token` from a command response: the call then waits, within its
+    deadline, until the read model includes that write, or fails with UNAVAILABLE and
+    ErrorInfo reason READ_MODEL_BEHIND instead of answering with stale data.
     """
 
     def GetOrderSummary(self, request, context):
         """Returns one order's summary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrders(self, request, context):
+        """Lists orders by order id, filtered by customer and state (AIP-158 paging).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustomerOrders(self, request, context):
+        """Returns one customer's dashboard view: count and value of orders by state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProductSales(self, request, context):
+        """Returns units sold and revenue per product over orders that are not cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchOrders(self, request, context):
+        """Streams the current state of the matching orders, then every committed change.
+        Each update carries a `resume_token`; a new call with it continues with no gap and
+        no duplicate. Ends with UNAVAILABLE (ErrorInfo SHUTTING_DOWN) when the server stops.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -63,6 +119,26 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     request_deserializer=orders_dot_v1_dot_query__service__pb2.GetOrderSummaryRequest.FromString,
                     response_serializer=orders_dot_v1_dot_query__service__pb2.GetOrderSummaryResponse.SerializeToString,
             ),
+            'ListOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrders,
+                    request_deserializer=orders_dot_v1_dot_query__service__pb2.ListOrdersRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_query__service__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'GetCustomerOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomerOrders,
+                    request_deserializer=orders_dot_v1_dot_query__service__pb2.GetCustomerOrdersRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_query__service__pb2.GetCustomerOrdersResponse.SerializeToString,
+            ),
+            'GetProductSales': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProductSales,
+                    request_deserializer=orders_dot_v1_dot_query__service__pb2.GetProductSalesRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_query__service__pb2.GetProductSalesResponse.SerializeToString,
+            ),
+            'WatchOrders': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOrders,
+                    request_deserializer=orders_dot_v1_dot_query__service__pb2.WatchOrdersRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_query__service__pb2.WatchOrdersResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'orders.v1.QueryService', rpc_method_handlers)
@@ -73,7 +149,10 @@ def add_QueryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class QueryService:
     """Serves the read models built by the projector. The tenant is taken from the
-    `x-tenant-id` call metadata ("default" when absent).
+    `x-tenant-id` call metadata ("default" when absent). Every read accepts a
+    `consistency_token` from a command response: the call then waits, within its
+    deadline, until the read model includes that write, or fails with UNAVAILABLE and
+    ErrorInfo reason READ_MODEL_BEHIND instead of answering with stale data.
     """
 
     @staticmethod
@@ -93,6 +172,114 @@ class QueryService:
             '/orders.v1.QueryService/GetOrderSummary',
             orders_dot_v1_dot_query__service__pb2.GetOrderSummaryRequest.SerializeToString,
             orders_dot_v1_dot_query__service__pb2.GetOrderSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.QueryService/ListOrders',
+            orders_dot_v1_dot_query__service__pb2.ListOrdersRequest.SerializeToString,
+            orders_dot_v1_dot_query__service__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomerOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.QueryService/GetCustomerOrders',
+            orders_dot_v1_dot_query__service__pb2.GetCustomerOrdersRequest.SerializeToString,
+            orders_dot_v1_dot_query__service__pb2.GetCustomerOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProductSales(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.QueryService/GetProductSales',
+            orders_dot_v1_dot_query__service__pb2.GetProductSalesRequest.SerializeToString,
+            orders_dot_v1_dot_query__service__pb2.GetProductSalesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orders.v1.QueryService/WatchOrders',
+            orders_dot_v1_dot_query__service__pb2.WatchOrdersRequest.SerializeToString,
+            orders_dot_v1_dot_query__service__pb2.WatchOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,46 @@
+"""The notice fan-out: a notice wakes exactly the watchers whose filter matches, in its tenant."""
+
+from __future__ import annotations
+
+import asyncio
+
+from server.watch import Hub, Watcher
+
+
+def test_a_notice_wakes_the_order_its_customer_and_the_tenant_wide_watchers_only() -> None:
+    async def scenario() -> dict[str, bool]:
+        hub = Hub()
+        watchers = {
+            "order": Watcher("t1", "o-1", ""),
+            "customer": Watcher("t1", "", "c-1"),
+            "all": Watcher("t1", "", ""),
+            "other order": Watcher("t1", "o-2", ""),
+            "other customer": Watcher("t1", "", "c-2"),
+            "other tenant": Watcher("t2", "", ""),
+        }
+        for watcher in watchers.values():
+            hub.add(watcher)
+
+        hub.notify("t1", "o-1", "c-1")
+
+        return {name: w.wake.is_set() for name, w in watchers.items()}
+
+    woken = asyncio.run(scenario())
+
+    assert woken == {"order": True, "customer": True, "all": True,
+                     "other order": False, "other customer": False, "other tenant": False}
+
+
+def test_closing_wakes_every_watcher_and_removed_watchers_are_forgotten() -> None:
+    async def scenario() -> tuple[bool, int]:
+        hub = Hub()
+        kept, gone = Watcher("t1", "", "c-1"), Watcher("t1", "o-1", "")
+        hub.add(kept)
+        hub.add(gone)
+        hub.remove(gone)
+
+        hub.close()
+
+        return kept.wake.is_set() and hub.closing, hub.count()
+
+    assert asyncio.run(scenario()) == (True, 1)
