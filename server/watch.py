@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from prometheus_client import Counter, Gauge
+
 from server import messaging
 
 log = logging.getLogger(__name__)
 
 NOTICE_SUBJECTS = "orders.views.>"
+WATCHERS = Gauge("orders_watchers_active", "WatchOrders streams open on this query server")
+NOTICES = Counter("orders_view_notices_total", "View-changed notices received from the projector")
 
 Key = tuple[str, str, str]  # (tenant, "order" | "customer" | "all", id)
 
@@ -50,9 +54,12 @@ class Hub:
 
     def add(self, watcher: Watcher) -> None:
         self._watchers[watcher.key()].add(watcher)
+        WATCHERS.inc()
 
     def remove(self, watcher: Watcher) -> None:
         key = watcher.key()
+        if watcher in self._watchers.get(key, ()):
+            WATCHERS.dec()
         self._watchers[key].discard(watcher)
         if not self._watchers[key]:
             del self._watchers[key]
@@ -62,6 +69,7 @@ class Hub:
 
     def notify(self, tenant_id: str, order_id: str, customer_id: str) -> None:
         self.notices += 1
+        NOTICES.inc()
         for key in ((tenant_id, "order", order_id), (tenant_id, "customer", customer_id), (tenant_id, "all", "")):
             for watcher in self._watchers.get(key, ()):
                 watcher.wake.set()
