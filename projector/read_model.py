@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, MetaData, Numeric, String, func, select
+from sqlalchemy import BigInteger, DateTime, Identity, Index, LargeBinary, MetaData, Numeric, String, Text, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -53,6 +53,51 @@ class CheckpointRow(Base):
     consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
     stream_seq: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DeadLetterRow(Base):
+    """An event the projector could not apply, parked with its error, trace headers and stream
+    position; while one is `parked`, later events of its aggregate are parked behind it."""
+
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    stream_seq: Mapped[int] = mapped_column(BigInteger, unique=True)  # a redelivery parks nothing twice
+    subject: Mapped[str] = mapped_column(Text)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    aggregate_type: Mapped[str] = mapped_column(String(32))
+    aggregate_id: Mapped[str] = mapped_column(String(64))
+    aggregate_version: Mapped[int | None] = mapped_column(BigInteger)
+    event_id: Mapped[str | None] = mapped_column(String(64))
+    event_type: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    reason: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'parked'"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        Index("ix_dead_letters_parked", "aggregate_type", "aggregate_id", postgresql_where=text("status = 'parked'")),
+    )
+
+
+class RebuildRow(Base):
+    """A rebuild in progress: its shadow tables exist and the versions it has applied are in
+    `rebuild_versions`; `started_at` bounds which aggregates the catch-up must look at."""
+
+    __tablename__ = "rebuilds"
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    high_water_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class RebuildVersionRow(Base):
+    __tablename__ = "rebuild_versions"
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    aggregate_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    aggregate_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 # --- the projector's writes -------------------------------------------------------------------

@@ -22,6 +22,11 @@ class Settings:
     read_wait_seconds: float
     relay_poll_seconds: float
     grace_seconds: float
+    projector_metrics_addr: str | None = None
+    projector_max_gap_deliveries: int = 30
+    projector_crash_before_commit: int = 0
+    projector_crash_after_commit: int = 0
+    projector_fault_aggregates: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -39,6 +44,13 @@ class Settings:
             read_wait_seconds=float(env.get("ORDERS_READ_WAIT_SECONDS", "5")),
             relay_poll_seconds=float(env.get("ORDERS_RELAY_POLL_SECONDS", "1")),
             grace_seconds=float(env.get("ORDERS_GRACE_SECONDS", "5")),
+            projector_metrics_addr=env.get("PROJECTOR_METRICS_ADDR") or None,
+            projector_max_gap_deliveries=int(env.get("ORDERS_PROJECTOR_MAX_GAP_DELIVERIES", "30")),
+            projector_crash_before_commit=int(env.get("ORDERS_PROJECTOR_CRASH_BEFORE_COMMIT", "0")),
+            projector_crash_after_commit=int(env.get("ORDERS_PROJECTOR_CRASH_AFTER_COMMIT", "0")),
+            projector_fault_aggregates=frozenset(
+                a for a in env.get("ORDERS_PROJECTOR_FAULT_AGGREGATES", "").split(",") if a
+            ),
         )
 
     def with_services(self, database_url: str, nats_url: str) -> Settings:

@@ -29,13 +29,17 @@ _SELECT_BATCH = """
     SELECT id, event_id::text, aggregate_type, aggregate_id, payload, headers
     FROM events WHERE published_at IS NULL ORDER BY id LIMIT %s
 """
-_MARK_PUBLISHED = "UPDATE events SET published_at = now() WHERE id = ANY(%s)"
+_MARK_PUBLISHED = """
+    UPDATE events e SET published_at = now(), stream_seq = p.seq
+    FROM unnest(%s::bigint[], %s::bigint[]) AS p(id, seq) WHERE e.id = p.id
+"""
 
 
 async def publish_batch(conn: psycopg.AsyncConnection[Any], js: JetStreamContext, partitions: int) -> int:
     """Publishes one batch of unpublished events; returns how many were published and marked."""
     rows = await (await conn.execute(_SELECT_BATCH, (BATCH_SIZE,))).fetchall()
     published: list[int] = []
+    sequences: list[int] = []  # a duplicate's PubAck carries the first copy's sequence
     try:
         for row_id, event_id, aggregate_type, aggregate_id, payload, headers in rows:
             nats_headers = {str(k): str(v) for k, v in (headers or {}).items()}
@@ -46,10 +50,11 @@ async def publish_batch(conn: psycopg.AsyncConnection[Any], js: JetStreamContext
             if ack.duplicate:
                 log.info("duplicate publish dropped by the stream", extra={"event_id": event_id})
             published.append(row_id)
+            sequences.append(ack.seq)
     finally:
         # Whatever got a PubAck is in the stream: record it even when a later publish failed.
         if published:
-            await conn.execute(_MARK_PUBLISHED, (published,))
+            await conn.execute(_MARK_PUBLISHED, (published, sequences))
     return len(published)
 
 
