@@ -112,6 +112,9 @@ async def consume(
                 log.warning("fetch failed", extra={"error": repr(exc)})
                 await asyncio.sleep(0.5)
                 continue
+            if not msgs:  # a paused consumer answers a pull with a status, not messages
+                metrics.idle()
+                continue
             try:
                 if conn is None or conn.closed:
                     conn = await conn_factory()
@@ -163,6 +166,10 @@ async def run(settings: Settings, on_committed: OnCommitted | None = None) -> No
                 await consume(js, connect, settings, stop, on_committed=on_committed)
             except (messaging.NatsError, OSError, psycopg.OperationalError) as exc:
                 log.warning("cannot consume yet, retrying", extra={"error": repr(exc)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1)
+            except Exception:  # a bug must not end the process: unacked messages come back
+                log.exception("projector loop failed, restarting it")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1)
     finally:
