@@ -42,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     bench.add_argument("stage", nargs="?", choices=["write", "projector"], default="write")
     bench.add_argument("--events", type=int, default=100_000, help="projector stage: backlog size")
-    bench.add_argument("--rebuild-events", type=int, default=200_000, help="projector stage: events to rebuild")
     bench.add_argument("--running", action="store_true", help="measure the servers at COMMAND_ADDR/QUERY_ADDR")
     args = parser.parse_args(argv)
 
@@ -56,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         case "bench" if args.stage == "projector":
             from projector import bench as projector_bench
 
-            return projector_bench.run(
-                settings, events=2_000 if args.quick else args.events,
-                rebuild_events=2_000 if args.quick else args.rebuild_events, json_path=args.json,
-            )
+            return projector_bench.run(settings, events=2_000 if args.quick else args.events, json_path=args.json)
         case "bench":
             from server import bench as benchmark
 
