@@ -90,11 +90,20 @@ async def load(db_url: str, nats_url: str, stream: str, envelopes: list[events_p
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await messaging.ensure_stream(js, stream)
+    sequences: list[int] = []
     for start in range(0, len(envelopes), PUBLISH_WINDOW):
         window = envelopes[start:start + PUBLISH_WINDOW]
-        await asyncio.gather(*(js.publish(messaging.subject_for(e.aggregate_type, e.aggregate_id, 16),
-                                          e.SerializeToString(), headers={"Nats-Msg-Id": e.event_id}) for e in window))
+        acks = await asyncio.gather(*(js.publish(messaging.subject_for(e.aggregate_type, e.aggregate_id, 16),
+                                                 e.SerializeToString(), headers={"Nats-Msg-Id": e.event_id})
+                                      for e in window))
+        sequences += [ack.seq for ack in acks]
     await nc.close()
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute(  # what the relay records after each publish
+            "UPDATE events e SET stream_seq = p.seq FROM unnest(%s::uuid[], %s::bigint[]) AS p(event_id, seq)"
+            " WHERE e.event_id = p.event_id",
+            [[e.event_id for e in envelopes], sequences],
+        )
 
 
 async def raw_fetch_ack(nats_url: str, stream: str, count: int) -> float:

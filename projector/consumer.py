@@ -20,7 +20,8 @@ from nats.js import JetStreamContext, api
 from projector import metrics
 from projector.decide import Decision, Incoming, Outcome
 from projector.models import MODELS
-from projector.store import Applied, Conn, applied_events, apply_batch, planner
+from projector.models import ReadModel
+from projector.store import Applied, Conn, applied_events, apply_batch, fault_check
 from server import messaging
 from server.config import Settings, libpq_url
 
@@ -91,10 +92,10 @@ async def consume(
     *,
     on_committed: OnCommitted | None = None,
     durable: str = DURABLE,
-    models: Sequence = MODELS,
+    models: Sequence[ReadModel] = MODELS,
 ) -> None:
     """The loop: fetch, apply in one transaction, commit, hook, ack. Reconnects on DB errors."""
-    plan = planner(models, settings.projector_fault_aggregates)
+    check = fault_check(settings.projector_fault_aggregates)
     hooks = CrashHooks(settings.projector_crash_before_commit, settings.projector_crash_after_commit)
     await messaging.ensure_stream(js, settings.stream_name)
     config = consumer_config()
@@ -119,7 +120,7 @@ async def consume(
                 if conn is None or conn.closed:
                     conn = await conn_factory()
                 decisions = await apply_batch(
-                    conn, [incoming(m) for m in msgs], plan, consumer=durable,
+                    conn, [incoming(m) for m in msgs], models, check, consumer=durable,
                     max_gap_deliveries=settings.projector_max_gap_deliveries, before_commit=hooks.before_commit,
                 )
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:

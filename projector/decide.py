@@ -11,7 +11,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from orders.v1 import events_pb2
-from projector.models import EVENT_TYPES, Statement
+from projector.models import EVENT_TYPES
 from server import messaging
 
 Key = tuple[str, str, str]  # tenant_id, aggregate_type, aggregate_id
@@ -41,7 +41,6 @@ class Decision:
     outcome: Outcome
     envelope: events_pb2.Envelope | None = None
     key: Key = ("", "", "")
-    statements: list[Statement] = field(default_factory=list)
     reason: str = ""
     error: str = ""
 
@@ -69,21 +68,27 @@ def decode(item: Incoming) -> tuple[events_pb2.Envelope | None, Key, str, str]:
     return env, (env.tenant_id, env.aggregate_type, env.aggregate_id), "", ""
 
 
-Planner = Callable[[events_pb2.Envelope, int], list[Statement]]
+# Raises for an event no handler may apply (ORDERS_PROJECTOR_FAULT_AGGREGATES in tests).
+Check = Callable[[events_pb2.Envelope], None]
+
+
+def no_check(env: events_pb2.Envelope) -> None:
+    """Every decodable event of a known type may be applied."""
 
 
 def decide(
     items: Sequence[Incoming],
     applied: dict[Key, int],
     parked: set[tuple[str, str]],
-    plan: Planner,
+    check: Check,
     max_gap_deliveries: int,
+    decoded: Sequence[tuple[events_pb2.Envelope | None, Key, str, str]] | None = None,
 ) -> list[Decision]:
     """Decides every item in delivery order; updates `applied` and `parked` as it goes, so a
     batch holding v1 and v2 of one order applies both, and events behind a new dead letter park."""
     decisions: list[Decision] = []
-    for item in items:
-        env, key, reason, error = decode(item)
+    for n, item in enumerate(items):
+        env, key, reason, error = decode(item) if decoded is None else decoded[n]
         park_key = (key[1], key[2])
         if env is None:
             parked.add(park_key)
@@ -105,13 +110,13 @@ def decide(
                 decisions.append(Decision(item, Outcome.GAP, env, key))
         else:
             try:
-                statements = plan(env, item.stream_seq)
+                check(env)
             except Exception as exc:  # a failing handler parks its aggregate, never the projector
                 parked.add(park_key)
                 decisions.append(Decision(item, Outcome.DEAD, env, key, reason="handler_failed", error=repr(exc)))
                 continue
             applied[key] = version
-            decisions.append(Decision(item, Outcome.APPLIED, env, key, statements))
+            decisions.append(Decision(item, Outcome.APPLIED, env, key))
     return decisions
 
 

@@ -17,7 +17,8 @@ import psycopg
 
 from projector.decide import Incoming, Outcome, decide, decode
 from projector.models import MODELS
-from projector.store import PROJECTION_LOCK_KEY, UPSERT_APPLIED, Conn, load_state, planner
+from projector.decide import no_check
+from projector.store import PROJECTION_LOCK_KEY, Conn, apply_models, load_state, upsert_applied
 
 _COLUMNS = ("id, stream_seq, subject, tenant_id, aggregate_type, aggregate_id, aggregate_version, event_id, "
             "event_type, reason, error, status, created_at, resolved_at")
@@ -53,7 +54,6 @@ async def replay(conn: Conn, letter_ids: list[int] | None, *, dry_run: bool) -> 
     """Replays the aggregates of `letter_ids` (None: every parked aggregate) in one transaction;
     with dry_run, reports what would happen and rolls back."""
     report: list[str] = []
-    plan = planner(MODELS)
     tx = conn.transaction(force_rollback=dry_run)
     async with tx:
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK_KEY,))
@@ -63,11 +63,11 @@ async def replay(conn: Conn, letter_ids: list[int] | None, *, dry_run: bool) -> 
             {"ids": letter_ids or []},
         )).fetchall()
         for aggregate_type, aggregate_id in aggregates:
-            report.extend(await _replay_aggregate(conn, aggregate_type, aggregate_id, plan))
+            report.extend(await _replay_aggregate(conn, aggregate_type, aggregate_id))
     return [("(dry run) " if dry_run else "") + line for line in report] or ["nothing parked to replay"]
 
 
-async def _replay_aggregate(conn: Conn, aggregate_type: str, aggregate_id: str, plan: Any) -> list[str]:
+async def _replay_aggregate(conn: Conn, aggregate_type: str, aggregate_id: str) -> list[str]:
     letters = await (await conn.execute(
         """SELECT id, stream_seq, subject, payload, headers FROM dead_letters
            WHERE status = 'parked' AND aggregate_type = %s AND aggregate_id = %s
@@ -78,17 +78,18 @@ async def _replay_aggregate(conn: Conn, aggregate_type: str, aggregate_id: str, 
     for letter_id, seq, subject, payload, headers in letters:
         item = Incoming(seq, subject, bytes(payload), headers or {}, 1)
         applied, _ = await load_state(conn, {_key(item)})
-        [decision] = decide([item], applied, set(), plan, max_gap_deliveries=2**31)
+        [decision] = decide([item], applied, set(), no_check, max_gap_deliveries=2**31)
         error = decision.error
         if decision.outcome is Outcome.APPLIED:
             try:
-                async with conn.transaction():  # a savepoint: a refused statement undoes this event only
-                    for statement in decision.statements:
-                        await conn.execute(statement.sql, statement.params)
-                    assert decision.envelope is not None
-                    await conn.execute(UPSERT_APPLIED, (*decision.key, decision.envelope.aggregate_version))
-            except psycopg.Error as exc:
-                error = f"database refused the event: {exc!r}"
+                assert decision.envelope is not None
+                async with conn.transaction():  # a savepoint: a failure undoes this event only
+                    await apply_models(conn, MODELS, [(decision.envelope, seq)])
+                    await upsert_applied(conn, {decision.key: decision.envelope.aggregate_version})
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise
+            except Exception as exc:
+                error = f"failed to apply: {exc!r}"
             else:
                 await _resolve(conn, letter_id, "replayed")
                 report.append(Step(letter_id, "replayed").line())

@@ -12,6 +12,7 @@ query blocked on a rename reads the new table when it resumes."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Iterable
@@ -25,7 +26,8 @@ CHUNK = 5000
 Key = tuple[str, str, str]
 
 _SAVE_VERSIONS = """
-    INSERT INTO rebuild_versions (model, tenant_id, aggregate_type, aggregate_id, version) VALUES (%s, %s, %s, %s, %s)
+    INSERT INTO rebuild_versions (model, tenant_id, aggregate_type, aggregate_id, version)
+    SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[])
     ON CONFLICT (model, tenant_id, aggregate_type, aggregate_id) DO UPDATE SET version = EXCLUDED.version
 """
 
@@ -71,23 +73,22 @@ async def prepare(conn: Conn, model: ReadModel) -> tuple[int, int]:
 async def _apply(conn: Conn, model: ReadModel, rows: Iterable[tuple[Any, ...]], versions: dict[Key, int]) -> int:
     """Applies rows (tenant, type, id, version, payload, stream_seq, live_version) that are next
     for the shadow and already applied live; pipelined, in the caller's transaction."""
-    tables = model.shadow()
     changed: dict[Key, int] = {}
-    applied = 0
-    async with conn.pipeline():
-        async with conn.cursor() as cur:
-            for tenant, agg_type, agg_id, version, payload, seq, live_version in rows:
-                key = (tenant, agg_type, agg_id)
-                if live_version is None or version > live_version or version != versions.get(key, 0) + 1:
-                    continue  # not applied live yet (the catch-up will see it), or behind a skipped one
-                env = events_pb2.Envelope.FromString(payload)
-                for statement in model.plan(env, seq, tables):
-                    await cur.execute(statement.sql, statement.params)
-                versions[key] = changed[key] = version
-                applied += 1
-            if changed:
-                await cur.executemany(_SAVE_VERSIONS, [(model.name, *k, v) for k, v in changed.items()])
-    return applied
+    batch: list[tuple[events_pb2.Envelope, int]] = []
+    for tenant, agg_type, agg_id, version, payload, seq, live_version in rows:
+        key = (tenant, agg_type, agg_id)
+        if seq is None or live_version is None or version > live_version or version != versions.get(key, 0) + 1:
+            # Not applied live yet, or its stream position not yet recorded by the relay (the
+            # catch-up will see it), or behind a skipped one.
+            continue
+        batch.append((events_pb2.Envelope.FromString(payload), seq))
+        versions[key] = changed[key] = version
+    await model.apply(conn, batch, model.shadow())
+    if changed:
+        keys = list(changed)
+        await conn.execute(_SAVE_VERSIONS, [model.name, [k[0] for k in keys], [k[1] for k in keys],
+                                            [k[2] for k in keys], [changed[k] for k in keys]])
+    return len(batch)
 
 
 async def first_pass(conn: Conn, model: ReadModel, low: int, high: int, progress: Progress | None) -> int:
@@ -96,7 +97,7 @@ async def first_pass(conn: Conn, model: ReadModel, low: int, high: int, progress
     while after < high:
         rows = await (await conn.execute(
             """SELECT e.id, e.tenant_id, e.aggregate_type, e.aggregate_id, e.aggregate_version, e.payload,
-                      coalesce(e.stream_seq, 0), a.version
+                      e.stream_seq, a.version
                FROM events e LEFT JOIN applied_versions a USING (tenant_id, aggregate_type, aggregate_id)
                WHERE e.id > %s AND e.id <= %s ORDER BY e.id LIMIT %s""",
             (after, high, CHUNK),
@@ -114,23 +115,34 @@ async def first_pass(conn: Conn, model: ReadModel, low: int, high: int, progress
     return applied
 
 
-async def catch_up(conn: Conn, model: ReadModel) -> int:
-    """Applies what the live side applied since the rebuild began and the shadow lacks."""
-    rows = await (await conn.execute(
-        """SELECT e.tenant_id, e.aggregate_type, e.aggregate_id, e.aggregate_version, e.payload,
-                  coalesce(e.stream_seq, 0), a.version, coalesce(r.version, 0)
-           FROM rebuilds b
-           JOIN applied_versions a ON a.applied_at >= b.started_at
-           LEFT JOIN rebuild_versions r ON r.model = b.model AND r.tenant_id = a.tenant_id
-                AND r.aggregate_type = a.aggregate_type AND r.aggregate_id = a.aggregate_id
-           JOIN events e ON e.tenant_id = a.tenant_id AND e.aggregate_type = a.aggregate_type
-                AND e.aggregate_id = a.aggregate_id
-                AND e.aggregate_version > coalesce(r.version, 0) AND e.aggregate_version <= a.version
-           WHERE b.model = %s ORDER BY e.id""",
-        (model.name,),
-    )).fetchall()
+async def catch_up(conn: Conn, model: ReadModel, patience: float = 30.0) -> int:
+    """Applies what the live side applied since the rebuild began and the shadow lacks. The
+    projector may apply an event before the relay has recorded its stream sequence (that comes
+    right after the publish), so this waits for those positions rather than guess them."""
+    deadline = time.monotonic() + patience
+    while True:
+        rows = await (await conn.execute(_CATCH_UP, (model.name,))).fetchall()
+        if all(r[5] is not None for r in rows):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit("the relay has not recorded the stream position of applied events; is it running?")
+        await asyncio.sleep(0.1)
     versions = {(r[0], r[1], r[2]): int(r[7]) for r in rows}
     return await _apply(conn, model, (r[:7] for r in rows), versions)
+
+
+_CATCH_UP = """
+    SELECT e.tenant_id, e.aggregate_type, e.aggregate_id, e.aggregate_version, e.payload,
+           e.stream_seq, a.version, coalesce(r.version, 0)
+    FROM rebuilds b
+    JOIN applied_versions a ON a.applied_at >= b.started_at
+    LEFT JOIN rebuild_versions r ON r.model = b.model AND r.tenant_id = a.tenant_id
+         AND r.aggregate_type = a.aggregate_type AND r.aggregate_id = a.aggregate_id
+    JOIN events e ON e.tenant_id = a.tenant_id AND e.aggregate_type = a.aggregate_type
+         AND e.aggregate_id = a.aggregate_id
+         AND e.aggregate_version > coalesce(r.version, 0) AND e.aggregate_version <= a.version
+    WHERE b.model = %s ORDER BY e.id
+"""
 
 
 async def rebuild(conn: Conn, model: ReadModel, out: TextIO = sys.stderr) -> dict[str, Any]:

@@ -4,6 +4,7 @@ statement, the version upserts, the dead letters and the checkpoint pipelined to
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +13,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from orders.v1 import events_pb2
-from projector.decide import Decision, Incoming, Key, Outcome, dead_letter_params, decide, decode
-from projector.models import ReadModel, Statement
+from projector.decide import Check, Decision, Incoming, Key, Outcome, dead_letter_params, decide, decode
+from projector.models import ReadModel
 
 # Batches take it shared; a swap or a dead-letter replay takes it exclusive, so neither ever
 # interleaves with a batch (and a swap sees every batch either wholly before or wholly after).
@@ -31,7 +32,7 @@ _PARKED = """
 """
 UPSERT_APPLIED = """
     INSERT INTO applied_versions (tenant_id, aggregate_type, aggregate_id, version, applied_at)
-    VALUES (%s, %s, %s, %s, now())
+    SELECT *, now() FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[])
     ON CONFLICT (tenant_id, aggregate_type, aggregate_id)
     DO UPDATE SET version = EXCLUDED.version, applied_at = now()
 """
@@ -59,17 +60,28 @@ class Applied:
     stream_seq: int
 
 
-def planner(models: Sequence[ReadModel], faults: frozenset[str] = frozenset()) -> Callable[[events_pb2.Envelope, int], list[Statement]]:
-    """All models' statements for one event, into their live tables. `faults` names aggregates
-    whose handler must fail: ORDERS_PROJECTOR_FAULT_AGGREGATES, the tests' way to break a handler."""
-    tables = [(m, m.live()) for m in models]
+def fault_check(faults: frozenset[str]) -> Check:
+    """`faults` names aggregates whose handler must fail: ORDERS_PROJECTOR_FAULT_AGGREGATES, the
+    tests' way to break a handler in a real process."""
 
-    def plan(env: events_pb2.Envelope, stream_seq: int) -> list[Statement]:
+    def check(env: events_pb2.Envelope) -> None:
         if env.aggregate_id in faults:
             raise RuntimeError(f"injected handler fault for {env.aggregate_id}")
-        return [s for model, names in tables for s in model.plan(env, stream_seq, names)]
 
-    return plan
+    return check
+
+
+async def apply_models(conn: Conn, models: Sequence[ReadModel], batch: Sequence[tuple[events_pb2.Envelope, int]],
+                       shadow: bool = False) -> None:
+    for model in models:
+        await model.apply(conn, batch, model.shadow() if shadow else model.live())
+
+
+async def upsert_applied(conn: Conn, final: dict[Key, int]) -> None:
+    if final:
+        keys = list(final)
+        await conn.execute(UPSERT_APPLIED, [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                                            [final[k] for k in keys]])
 
 
 async def load_state(conn: Conn, keys: set[Key]) -> tuple[dict[Key, int], set[tuple[str, str]]]:
@@ -79,35 +91,36 @@ async def load_state(conn: Conn, keys: set[Key]) -> tuple[dict[Key, int], set[tu
     return {(r[0], r[1], r[2]): int(r[3]) for r in rows}, {(r[0], r[1]) for r in parked_rows}
 
 
-async def write(conn: Conn, decisions: Sequence[Decision], consumer: str | None, checkpoint: int) -> None:
-    """Sends everything a batch changes in one pipeline: no round trip per event."""
+async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[ReadModel], consumer: str | None,
+                checkpoint: int) -> None:
+    """Everything a batch changes, in a few set-based statements: no round trip per event."""
     final: dict[Key, int] = {}
+    batch: list[tuple[events_pb2.Envelope, int]] = []
     for d in decisions:
         if d.outcome is Outcome.APPLIED and d.envelope is not None:
             final[d.key] = d.envelope.aggregate_version
+            batch.append((d.envelope, d.item.stream_seq))
+    await apply_models(conn, models, batch)
+    await upsert_applied(conn, final)
     dead = [dict(dead_letter_params(d), headers=Jsonb(dict(d.item.headers))) for d in decisions if d.outcome is Outcome.DEAD]
-    async with conn.pipeline():
-        async with conn.cursor() as cur:
-            for d in decisions:
-                for statement in d.statements:
-                    await cur.execute(statement.sql, statement.params)
-            if final:
-                await cur.executemany(UPSERT_APPLIED, [(*k, v) for k, v in final.items()])
-            if dead:
-                await cur.executemany(INSERT_DEAD, dead)
-            if consumer is not None:
-                await cur.execute(_CHECKPOINT, (consumer, checkpoint))
+    async with conn.cursor() as cur:
+        if dead:
+            await cur.executemany(INSERT_DEAD, dead)
+        if consumer is not None:
+            await cur.execute(_CHECKPOINT, (consumer, checkpoint))
 
 
 def _is_event_fault(exc: BaseException) -> bool:
-    """A statement the database refused for this event's data, not a lost connection."""
-    return isinstance(exc, psycopg.Error) and not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+    """A statement the database refused, or a handler that raised, for some event of the batch;
+    not a lost connection (then nothing is the events' fault and the batch is simply retried)."""
+    return not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, asyncio.CancelledError))
 
 
 async def apply_batch(
     conn: Conn,
     items: Sequence[Incoming],
-    plan: Callable[[events_pb2.Envelope, int], list[Statement]],
+    models: Sequence[ReadModel],
+    check: Check,
     *,
     consumer: str | None,
     max_gap_deliveries: int,
@@ -115,20 +128,18 @@ async def apply_batch(
 ) -> list[Decision]:
     """Decides and writes `items` in one transaction. When the database refuses a statement,
     retries each item alone, so the one bad event becomes a dead letter and the rest apply."""
-    failed: dict[int, str] = {}
-
-    async def attempt(batch: Sequence[Incoming]) -> list[Decision]:
-        def guarded(env: events_pb2.Envelope, seq: int) -> list[Statement]:
-            if seq in failed:
-                raise RuntimeError(failed[seq])
-            return plan(env, seq)
+    async def attempt(batch: Sequence[Incoming], forced: str | None = None) -> list[Decision]:
+        def guarded(env: events_pb2.Envelope) -> None:
+            if forced is not None:  # this lone event failed to apply: make it a dead letter
+                raise RuntimeError(forced)
+            check(env)
 
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK_KEY,))
-            keys = {decode_key(i) for i in batch}
-            applied, parked = await load_state(conn, keys)
-            decisions = decide(batch, applied, parked, guarded, max_gap_deliveries)
-            await write(conn, decisions, consumer, max(i.stream_seq for i in batch))
+            decoded = [decode(i) for i in batch]
+            applied, parked = await load_state(conn, {d[1] for d in decoded})
+            decisions = decide(batch, applied, parked, guarded, max_gap_deliveries, decoded)
+            await write(conn, decisions, models, consumer, max(i.stream_seq for i in batch))
             if before_commit is not None:
                 before_commit()
         return decisions
@@ -141,15 +152,10 @@ async def apply_batch(
         if len(items) > 1:
             out: list[Decision] = []
             for item in items:
-                out.extend(await apply_batch(conn, [item], plan, consumer=consumer,
+                out.extend(await apply_batch(conn, [item], models, check, consumer=consumer,
                                              max_gap_deliveries=max_gap_deliveries, before_commit=before_commit))
             return out
-        failed[items[0].stream_seq] = f"database refused the event: {exc!r}"
-        return await attempt(items)
-
-
-def decode_key(item: Incoming) -> Key:
-    return decode(item)[1]
+        return await attempt(items, forced=f"failed to apply: {exc!r}")
 
 
 def applied_events(decisions: Sequence[Decision]) -> list[Applied]:

@@ -8,13 +8,15 @@ this model then depends on nothing but the events."""
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from sqlalchemy import BigInteger, DateTime, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orders.v1 import events_pb2
-from projector.models import ReadModel, Statement, Tables
+from projector.models import Conn, ReadModel, Tables
 from projector.models._money import amount, occurred
 from projector.read_model import Base
 
@@ -51,54 +53,83 @@ class CustomerOrderStateRow(Base):
 
 DASH = CustomerOrdersRow.__tablename__
 INDEX = CustomerOrderStateRow.__tablename__
-_ZEROES = ", ".join("0, 0" for _ in STATES[1:])
+Key = tuple[str, str]
+Bucket = tuple[str, str, str]  # tenant, customer, currency
 
 
-def order_placed(env: events_pb2.Envelope, stream_seq: int, tables: Tables) -> list[Statement]:
+@dataclass
+class Changes:
+    placed: dict[Key, tuple[str, str, Decimal, dt.datetime]] = field(default_factory=dict)
+    moved: dict[Key, str] = field(default_factory=dict)  # the order's last state in the batch
+
+    async def flush(self, conn: Conn, tables: Tables) -> None:
+        d, i = tables[DASH], tables[INDEX]
+        earlier = [k for k in self.moved if k not in self.placed]
+        known: dict[Key, tuple[str, str, Decimal, str]] = {}
+        if earlier:
+            rows = await (await conn.execute(
+                f"""SELECT tenant_id, order_id, customer_id, currency_code, total, state FROM {i}
+                    WHERE (tenant_id, order_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
+                [[k[0] for k in earlier], [k[1] for k in earlier]],
+            )).fetchall()
+            known = {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
+        counts: dict[Bucket, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATES, 0))
+        values: dict[Bucket, dict[str, Decimal]] = defaultdict(lambda: {s: Decimal(0) for s in STATES})
+        last: dict[Bucket, dt.datetime | None] = defaultdict(lambda: None)
+        index: list[tuple[str, str, str, str, Decimal, str]] = []
+        for key, (customer, currency, total, at) in self.placed.items():
+            bucket, state = (key[0], customer, currency), self.moved.get(key, "placed")
+            counts[bucket][state] += 1
+            values[bucket][state] += total
+            last[bucket] = max(filter(None, (last[bucket], at)))
+            index.append((*key, customer, currency, total, state))
+        for key in earlier:
+            if key not in known:
+                continue  # an order this model never saw placed: nothing to move
+            customer, currency, total, old = known[key]
+            bucket, new = (key[0], customer, currency), self.moved[key]
+            counts[bucket][old] -= 1
+            values[bucket][old] -= total
+            counts[bucket][new] += 1
+            values[bucket][new] += total
+            index.append((*key, customer, currency, total, new))
+        if index:
+            await conn.execute(
+                f"""INSERT INTO {i} (tenant_id, order_id, customer_id, currency_code, total, state)
+                    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::text[])
+                    ON CONFLICT (tenant_id, order_id) DO UPDATE SET state = EXCLUDED.state""",
+                [list(c) for c in zip(*index)],
+            )
+        buckets = list(counts)
+        if buckets:
+            columns = [c for s in STATES for c in (f"{s}_count", f"{s}_value")]
+            arrays = [[b[n] for b in buckets] for n in range(3)]
+            for s in STATES:
+                arrays += [[counts[b][s] for b in buckets], [values[b][s] for b in buckets]]
+            arrays.append([last[b] for b in buckets])
+            types = ["text", "text", "text"] + ["bigint", "numeric"] * len(STATES) + ["timestamptz"]
+            await conn.execute(
+                # NOT NULL is checked before ON CONFLICT: a bucket with no new order sends -infinity,
+                # which greatest() then ignores.
+                f"""INSERT INTO {d} (tenant_id, customer_id, currency_code, {", ".join(columns)}, last_order_at)
+                    SELECT {", ".join(f"u{n}" for n in range(len(types) - 1))}, coalesce(u{len(types) - 1}, '-infinity')
+                    FROM unnest({", ".join(f"%s::{t}[]" for t in types)}) AS u({", ".join(f"u{n}" for n in range(len(types)))})
+                    ON CONFLICT (tenant_id, customer_id, currency_code) DO UPDATE SET
+                      {", ".join(f"{c} = {d}.{c} + EXCLUDED.{c}" for c in columns)},
+                      last_order_at = greatest({d}.last_order_at, EXCLUDED.last_order_at)""",
+                arrays,
+            )
+
+
+def order_placed(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
     placed = env.order_placed
-    d, i = tables[DASH], tables[INDEX]
-    return [
-        Statement(
-            f"""WITH o AS (
-                  INSERT INTO {i} (tenant_id, order_id, customer_id, currency_code, total, state)
-                  VALUES (%(tenant_id)s, %(order_id)s, %(customer_id)s, %(currency)s, %(total)s, 'placed')
-                  ON CONFLICT DO NOTHING RETURNING 1)
-                INSERT INTO {d} (tenant_id, customer_id, currency_code, placed_count, placed_value,
-                                 {", ".join(f"{s}_count, {s}_value" for s in STATES[1:])}, last_order_at)
-                SELECT %(tenant_id)s, %(customer_id)s, %(currency)s, 1, %(total)s, {_ZEROES}, %(at)s FROM o
-                ON CONFLICT (tenant_id, customer_id, currency_code) DO UPDATE SET
-                  placed_count = {d}.placed_count + 1,
-                  placed_value = {d}.placed_value + EXCLUDED.placed_value,
-                  last_order_at = greatest({d}.last_order_at, EXCLUDED.last_order_at)""",
-            dict(tenant_id=env.tenant_id, order_id=env.aggregate_id, customer_id=placed.customer_id,
-                 currency=placed.total.currency_code, total=amount(placed.total), at=occurred(env)),
-        )
-    ]
+    changes.placed[(env.tenant_id, env.aggregate_id)] = (
+        placed.customer_id, placed.total.currency_code, amount(placed.total), occurred(env))
 
 
 def _to(state: str):  # type: ignore[no-untyped-def]
-    def move(env: events_pb2.Envelope, stream_seq: int, tables: Tables) -> list[Statement]:
-        d, i = tables[DASH], tables[INDEX]
-        # Leave the bucket the order was in (read from the CTE's snapshot), enter the new one.
-        sets = ",\n".join(
-            f"""{s}_count = d.{s}_count + (CASE WHEN '{s}' = %(state)s THEN 1 ELSE 0 END)
-                                        - (CASE WHEN m.state = '{s}' THEN 1 ELSE 0 END),
-                {s}_value = d.{s}_value + (CASE WHEN '{s}' = %(state)s THEN m.total ELSE 0 END)
-                                        - (CASE WHEN m.state = '{s}' THEN m.total ELSE 0 END)"""
-            for s in STATES
-        )
-        return [
-            Statement(
-                f"""WITH prev AS (SELECT * FROM {i} WHERE tenant_id = %(tenant_id)s AND order_id = %(order_id)s),
-                    m AS (UPDATE {i} x SET state = %(state)s FROM prev
-                          WHERE x.tenant_id = prev.tenant_id AND x.order_id = prev.order_id
-                          RETURNING prev.customer_id, prev.currency_code, prev.total, prev.state)
-                    UPDATE {d} d SET {sets}
-                    FROM m WHERE d.tenant_id = %(tenant_id)s AND d.customer_id = m.customer_id
-                      AND d.currency_code = m.currency_code""",
-                dict(tenant_id=env.tenant_id, order_id=env.aggregate_id, state=state),
-            )
-        ]
+    def move(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
+        changes.moved[(env.tenant_id, env.aggregate_id)] = state
 
     return move
 
@@ -106,6 +137,7 @@ def _to(state: str):  # type: ignore[no-untyped-def]
 MODEL = ReadModel(
     name=DASH,
     tables=(CustomerOrdersRow.__table__, CustomerOrderStateRow.__table__),  # type: ignore[arg-type]
+    changes=Changes,
     handlers={
         "order_placed": order_placed,
         "order_confirmed": _to("confirmed"),

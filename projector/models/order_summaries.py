@@ -2,17 +2,54 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
 from psycopg.types.json import Jsonb
 
 from orders.v1 import events_pb2
-from projector.models import ReadModel, Statement, Tables
+from projector.models import Conn, ReadModel, Tables
 from projector.models._money import amount, occurred
 from projector.read_model import OrderSummaryRow
 
 T = OrderSummaryRow.__tablename__
+Key = tuple[str, str]
 
 
-def order_placed(env: events_pb2.Envelope, stream_seq: int, tables: Tables) -> list[Statement]:
+@dataclass
+class Changes:
+    placed: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    moved: dict[Key, tuple[str, int, dt.datetime, int]] = field(default_factory=dict)  # the last state wins
+
+    async def flush(self, conn: Conn, tables: Tables) -> None:
+        for key, row in self.placed.items():  # placed and moved in one batch: insert the final row
+            if key in self.moved:
+                row["state"], row["version"], row["at"], row["seq"] = self.moved.pop(key)
+        if self.placed:
+            rows = list(self.placed.values())
+            await conn.execute(
+                f"""INSERT INTO {tables[T]} (tenant_id, order_id, customer_id, state, currency_code, total, lines,
+                                            version, updated_at, stream_seq)
+                    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[],
+                                         %s::jsonb[], %s::bigint[], %s::timestamptz[], %s::bigint[])
+                    ON CONFLICT DO NOTHING""",
+                [[r[c] for r in rows] for c in ("tenant_id", "order_id", "customer_id", "state", "currency_code",
+                                                "total", "lines", "version", "at", "seq")],
+            )
+        if self.moved:
+            keys = list(self.moved)
+            await conn.execute(
+                f"""UPDATE {tables[T]} s SET state = m.state, version = m.version, updated_at = m.at,
+                           stream_seq = m.seq
+                    FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::bigint[])
+                         AS m(tenant_id, order_id, state, version, at, seq)
+                    WHERE s.tenant_id = m.tenant_id AND s.order_id = m.order_id""",
+                [[k[0] for k in keys], [k[1] for k in keys], *map(list, zip(*(self.moved[k] for k in keys)))],
+            )
+
+
+def order_placed(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
     placed = env.order_placed
     lines = [
         {
@@ -24,40 +61,24 @@ def order_placed(env: events_pb2.Envelope, stream_seq: int, tables: Tables) -> l
         }
         for line in placed.lines
     ]
-    return [
-        Statement(
-            f"""INSERT INTO {tables[T]} (tenant_id, order_id, customer_id, state, currency_code, total, lines,
-                                        version, updated_at, stream_seq)
-                VALUES (%(tenant_id)s, %(order_id)s, %(customer_id)s, 'PLACED', %(currency_code)s, %(total)s,
-                        %(lines)s, %(version)s, %(at)s, %(seq)s)
-                ON CONFLICT DO NOTHING""",
-            dict(
-                tenant_id=env.tenant_id, order_id=env.aggregate_id, customer_id=placed.customer_id,
-                currency_code=placed.total.currency_code, total=amount(placed.total), lines=Jsonb(lines),
-                version=env.aggregate_version, at=occurred(env), seq=stream_seq,
-            ),
-        )
-    ]
+    changes.placed[(env.tenant_id, env.aggregate_id)] = dict(
+        tenant_id=env.tenant_id, order_id=env.aggregate_id, customer_id=placed.customer_id, state="PLACED",
+        currency_code=placed.total.currency_code, total=amount(placed.total), lines=Jsonb(lines),
+        version=env.aggregate_version, at=occurred(env), seq=stream_seq,
+    )
 
 
 def _to(state: str):  # type: ignore[no-untyped-def]
-    def set_state(env: events_pb2.Envelope, stream_seq: int, tables: Tables) -> list[Statement]:
-        return [
-            Statement(
-                f"""UPDATE {tables[T]} SET state = %(state)s, version = %(version)s, updated_at = %(at)s,
-                        stream_seq = %(seq)s
-                    WHERE tenant_id = %(tenant_id)s AND order_id = %(order_id)s""",
-                dict(state=state, version=env.aggregate_version, at=occurred(env), seq=stream_seq,
-                     tenant_id=env.tenant_id, order_id=env.aggregate_id),
-            )
-        ]
+    def move(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
+        changes.moved[(env.tenant_id, env.aggregate_id)] = (state, env.aggregate_version, occurred(env), stream_seq)
 
-    return set_state
+    return move
 
 
 MODEL = ReadModel(
     name=T,
     tables=(OrderSummaryRow.__table__,),  # type: ignore[arg-type]
+    changes=Changes,
     handlers={
         "order_placed": order_placed,
         "order_confirmed": _to("CONFIRMED"),

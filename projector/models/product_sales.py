@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from psycopg.types.json import Jsonb
 from sqlalchemy import BigInteger, DateTime, Numeric, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
-from typing import Any
 
 from orders.v1 import events_pb2
-from projector.models import ReadModel, Statement, Tables
+from projector.models import Conn, ReadModel, Tables
 from projector.models._money import amount, occurred
 from projector.read_model import Base
 
@@ -47,10 +48,11 @@ class ProductSalesOrderRow(Base):
 
 SALES = ProductSalesRow.__tablename__
 ORDERS = ProductSalesOrderRow.__tablename__
+Key = tuple[str, str]
 
 
 def per_product(placed: events_pb2.OrderPlaced) -> list[dict[str, str]]:
-    """One entry per (product, currency), so one upsert never touches a row twice."""
+    """One entry per (product, currency): what the order adds to each product_sales row."""
     units: dict[tuple[str, str], int] = defaultdict(int)
     revenue: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for line in placed.lines:
@@ -63,37 +65,68 @@ def per_product(placed: events_pb2.OrderPlaced) -> list[dict[str, str]]:
     ]
 
 
-def _upsert(into: str, kind: str, source: str) -> str:
-    other = "cancelled" if kind == "ordered" else "ordered"
-    return f"""INSERT INTO {into} (tenant_id, product_id, currency_code, units_{kind}, revenue_{kind},
-                                   units_{other}, revenue_{other}, updated_at)
-               SELECT %(tenant_id)s, l->>'product_id', l->>'currency_code', (l->>'units')::bigint,
-                      (l->>'revenue')::numeric, 0, 0, %(at)s
-               FROM {source}, jsonb_array_elements(lines) l
-               ON CONFLICT (tenant_id, product_id, currency_code) DO UPDATE SET
-                 units_{kind} = {into}.units_{kind} + EXCLUDED.units_{kind},
-                 revenue_{kind} = {into}.revenue_{kind} + EXCLUDED.revenue_{kind},
-                 updated_at = greatest({into}.updated_at, EXCLUDED.updated_at)"""
+@dataclass
+class Changes:
+    placed: dict[Key, tuple[list[dict[str, str]], dt.datetime]] = field(default_factory=dict)
+    cancelled: dict[Key, dt.datetime] = field(default_factory=dict)
+
+    async def flush(self, conn: Conn, tables: Tables) -> None:
+        s, o = tables[SALES], tables[ORDERS]
+        lines = {k: v[0] for k, v in self.placed.items()}
+        earlier = [k for k in self.cancelled if k not in lines]
+        if earlier:
+            rows = await (await conn.execute(
+                f"""SELECT tenant_id, order_id, lines FROM {o}
+                    WHERE (tenant_id, order_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
+                [[k[0] for k in earlier], [k[1] for k in earlier]],
+            )).fetchall()
+            lines.update({(r[0], r[1]): r[2] for r in rows})
+        # (tenant, product, currency) -> [units ordered, revenue ordered, units cancelled, revenue cancelled, at]
+        delta: dict[tuple[str, str, str], list[Any]] = {}
+
+        def add(key: Key, at: dt.datetime, offset: int) -> None:
+            for line in lines.get(key, []):
+                row = delta.setdefault((key[0], line["product_id"], line["currency_code"]), [0, Decimal(0), 0, Decimal(0), at])
+                row[offset] += int(line["units"])
+                row[offset + 1] += Decimal(line["revenue"])
+                row[4] = max(row[4], at)
+
+        for key, (_, at) in self.placed.items():
+            add(key, at, 0)
+        for key, at in self.cancelled.items():
+            add(key, at, 2)
+        if self.placed:
+            keys = list(self.placed)
+            await conn.execute(
+                f"""INSERT INTO {o} (tenant_id, order_id, lines)
+                    SELECT * FROM unnest(%s::text[], %s::text[], %s::jsonb[]) ON CONFLICT DO NOTHING""",
+                [[k[0] for k in keys], [k[1] for k in keys], [Jsonb(self.placed[k][0]) for k in keys]],
+            )
+        if delta:
+            keys3 = list(delta)
+            cols = ("units_ordered", "revenue_ordered", "units_cancelled", "revenue_cancelled")
+            await conn.execute(
+                f"""INSERT INTO {s} (tenant_id, product_id, currency_code, {", ".join(cols)}, updated_at)
+                    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::numeric[],
+                                         %s::bigint[], %s::numeric[], %s::timestamptz[])
+                    ON CONFLICT (tenant_id, product_id, currency_code) DO UPDATE SET
+                      {", ".join(f"{c} = {s}.{c} + EXCLUDED.{c}" for c in cols)},
+                      updated_at = greatest({s}.updated_at, EXCLUDED.updated_at)""",
+                [[k[n] for k in keys3] for n in range(3)] + [[delta[k][n] for k in keys3] for n in range(5)],
+            )
 
 
-def order_placed(env: events_pb2.Envelope, stream_seq: int, tables: Tables) -> list[Statement]:
-    s, o = tables[SALES], tables[ORDERS]
-    sql = f"""WITH o AS (INSERT INTO {o} (tenant_id, order_id, lines)
-                         VALUES (%(tenant_id)s, %(order_id)s, %(lines)s) ON CONFLICT DO NOTHING RETURNING lines)
-              {_upsert(s, "ordered", "o")}"""
-    return [Statement(sql, dict(tenant_id=env.tenant_id, order_id=env.aggregate_id,
-                                lines=Jsonb(per_product(env.order_placed)), at=occurred(env)))]
+def order_placed(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
+    changes.placed[(env.tenant_id, env.aggregate_id)] = (per_product(env.order_placed), occurred(env))
 
 
-def order_cancelled(env: events_pb2.Envelope, stream_seq: int, tables: Tables) -> list[Statement]:
-    s, o = tables[SALES], tables[ORDERS]
-    source = f"(SELECT lines FROM {o} WHERE tenant_id = %(tenant_id)s AND order_id = %(order_id)s) o"
-    return [Statement(_upsert(s, "cancelled", source),
-                      dict(tenant_id=env.tenant_id, order_id=env.aggregate_id, at=occurred(env)))]
+def order_cancelled(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
+    changes.cancelled[(env.tenant_id, env.aggregate_id)] = occurred(env)
 
 
 MODEL = ReadModel(
     name=SALES,
     tables=(ProductSalesRow.__table__, ProductSalesOrderRow.__table__),  # type: ignore[arg-type]
+    changes=Changes,
     handlers={"order_placed": order_placed, "order_cancelled": order_cancelled},
 )
