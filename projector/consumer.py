@@ -102,10 +102,13 @@ async def consume(
     config.durable_name = durable
     sub = await js.pull_subscribe(config.filter_subject or "", durable=durable, stream=settings.stream_name, config=config)
     conn: Conn | None = None
+    # The next batch is fetched while this one is applied, so the stream and the database work
+    # at the same time; batches are still applied strictly one after the other.
+    ahead = asyncio.create_task(sub.fetch(batch=FETCH_BATCH, timeout=1))
     try:
         while not stop.is_set():
             try:
-                msgs = await sub.fetch(batch=FETCH_BATCH, timeout=1)
+                msgs = await ahead
             except TimeoutError:  # nats-py raises it when no message came
                 metrics.idle()
                 continue
@@ -113,6 +116,9 @@ async def consume(
                 log.warning("fetch failed", extra={"error": repr(exc)})
                 await asyncio.sleep(0.5)
                 continue
+            finally:
+                if not stop.is_set():
+                    ahead = asyncio.create_task(sub.fetch(batch=FETCH_BATCH, timeout=1))
             if not msgs:  # a paused consumer answers a pull with a status, not messages
                 metrics.idle()
                 continue
@@ -139,6 +145,8 @@ async def consume(
                 await settle(msg, decision)
             metrics.batch_done(decisions, msgs[-1].metadata.num_pending, msgs[0].metadata.timestamp)
     finally:
+        ahead.cancel()  # whatever it fetched stays unacked and comes back to the next projector
+        await asyncio.gather(ahead, return_exceptions=True)
         with contextlib.suppress(messaging.NatsError, TimeoutError):
             await sub.unsubscribe()
         if conn is not None:

@@ -27,7 +27,7 @@ Key = tuple[str, str, str]
 
 _SAVE_VERSIONS = """
     INSERT INTO rebuild_versions (model, tenant_id, aggregate_type, aggregate_id, version)
-    SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[])
+    SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[])
     ON CONFLICT (model, tenant_id, aggregate_type, aggregate_id) DO UPDATE SET version = EXCLUDED.version
 """
 

@@ -22,17 +22,17 @@ PROJECTION_LOCK_KEY = 0x6F72646572730002
 
 _APPLIED = """
     SELECT tenant_id, aggregate_type, aggregate_id, version FROM applied_versions
-    WHERE (tenant_id, aggregate_type, aggregate_id) IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))
+    WHERE (tenant_id, aggregate_type, aggregate_id) IN (SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]))
     FOR UPDATE
 """
 _PARKED = """
     SELECT DISTINCT aggregate_type, aggregate_id FROM dead_letters
     WHERE status = 'parked'
-      AND (aggregate_type, aggregate_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+      AND (aggregate_type, aggregate_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))
 """
 UPSERT_APPLIED = """
     INSERT INTO applied_versions (tenant_id, aggregate_type, aggregate_id, version, applied_at)
-    SELECT *, now() FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[])
+    SELECT *, now() FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[])
     ON CONFLICT (tenant_id, aggregate_type, aggregate_id)
     DO UPDATE SET version = EXCLUDED.version, applied_at = now()
 """

@@ -69,7 +69,7 @@ class Changes:
         if earlier:
             rows = await (await conn.execute(
                 f"""SELECT tenant_id, order_id, customer_id, currency_code, total, state FROM {i}
-                    WHERE (tenant_id, order_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
+                    WHERE (tenant_id, order_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))""",
                 [[k[0] for k in earlier], [k[1] for k in earlier]],
             )).fetchall()
             known = {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
@@ -96,7 +96,7 @@ class Changes:
         if index:
             await conn.execute(
                 f"""INSERT INTO {i} (tenant_id, order_id, customer_id, currency_code, total, state)
-                    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::text[])
+                    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[], %b::text[])
                     ON CONFLICT (tenant_id, order_id) DO UPDATE SET state = EXCLUDED.state""",
                 [list(c) for c in zip(*index)],
             )
@@ -113,7 +113,7 @@ class Changes:
                 # which greatest() then ignores.
                 f"""INSERT INTO {d} (tenant_id, customer_id, currency_code, {", ".join(columns)}, last_order_at)
                     SELECT {", ".join(f"u{n}" for n in range(len(types) - 1))}, coalesce(u{len(types) - 1}, '-infinity')
-                    FROM unnest({", ".join(f"%s::{t}[]" for t in types)}) AS u({", ".join(f"u{n}" for n in range(len(types)))})
+                    FROM unnest({", ".join(f"%b::{t}[]" for t in types)}) AS u({", ".join(f"u{n}" for n in range(len(types)))})
                     ON CONFLICT (tenant_id, customer_id, currency_code) DO UPDATE SET
                       {", ".join(f"{c} = {d}.{c} + EXCLUDED.{c}" for c in columns)},
                       last_order_at = greatest({d}.last_order_at, EXCLUDED.last_order_at)""",

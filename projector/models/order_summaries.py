@@ -31,8 +31,8 @@ class Changes:
             await conn.execute(
                 f"""INSERT INTO {tables[T]} (tenant_id, order_id, customer_id, state, currency_code, total, lines,
                                             version, updated_at, stream_seq)
-                    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[],
-                                         %s::jsonb[], %s::bigint[], %s::timestamptz[], %s::bigint[])
+                    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[],
+                                         %b::jsonb[], %b::bigint[], %b::timestamptz[], %b::bigint[])
                     ON CONFLICT DO NOTHING""",
                 [[r[c] for r in rows] for c in ("tenant_id", "order_id", "customer_id", "state", "currency_code",
                                                 "total", "lines", "version", "at", "seq")],
@@ -42,7 +42,7 @@ class Changes:
             await conn.execute(
                 f"""UPDATE {tables[T]} s SET state = m.state, version = m.version, updated_at = m.at,
                            stream_seq = m.seq
-                    FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::bigint[])
+                    FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::timestamptz[], %b::bigint[])
                          AS m(tenant_id, order_id, state, version, at, seq)
                     WHERE s.tenant_id = m.tenant_id AND s.order_id = m.order_id""",
                 [[k[0] for k in keys], [k[1] for k in keys], *map(list, zip(*(self.moved[k] for k in keys)))],

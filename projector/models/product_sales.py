@@ -77,7 +77,7 @@ class Changes:
         if earlier:
             rows = await (await conn.execute(
                 f"""SELECT tenant_id, order_id, lines FROM {o}
-                    WHERE (tenant_id, order_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
+                    WHERE (tenant_id, order_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))""",
                 [[k[0] for k in earlier], [k[1] for k in earlier]],
             )).fetchall()
             lines.update({(r[0], r[1]): r[2] for r in rows})
@@ -99,7 +99,7 @@ class Changes:
             keys = list(self.placed)
             await conn.execute(
                 f"""INSERT INTO {o} (tenant_id, order_id, lines)
-                    SELECT * FROM unnest(%s::text[], %s::text[], %s::jsonb[]) ON CONFLICT DO NOTHING""",
+                    SELECT * FROM unnest(%b::text[], %b::text[], %b::jsonb[]) ON CONFLICT DO NOTHING""",
                 [[k[0] for k in keys], [k[1] for k in keys], [Jsonb(self.placed[k][0]) for k in keys]],
             )
         if delta:
@@ -107,8 +107,8 @@ class Changes:
             cols = ("units_ordered", "revenue_ordered", "units_cancelled", "revenue_cancelled")
             await conn.execute(
                 f"""INSERT INTO {s} (tenant_id, product_id, currency_code, {", ".join(cols)}, updated_at)
-                    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::numeric[],
-                                         %s::bigint[], %s::numeric[], %s::timestamptz[])
+                    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::numeric[],
+                                         %b::bigint[], %b::numeric[], %b::timestamptz[])
                     ON CONFLICT (tenant_id, product_id, currency_code) DO UPDATE SET
                       {", ".join(f"{c} = {s}.{c} + EXCLUDED.{c}" for c in cols)},
                       updated_at = greatest({s}.updated_at, EXCLUDED.updated_at)""",
