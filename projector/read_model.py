@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Identity, Index, LargeBinary, MetaData, Numeric, String, Text, func, select, text
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -100,7 +100,7 @@ class RebuildVersionRow(Base):
     version: Mapped[int] = mapped_column(BigInteger)
 
 
-# --- the projector's writes -------------------------------------------------------------------
+# --- the query server's reads -----------------------------------------------------------------
 
 
 async def applied_version(conn: AsyncConnection, tenant_id: str, aggregate_type: str, aggregate_id: str, *, lock: bool = False) -> int:
@@ -113,31 +113,6 @@ async def applied_version(conn: AsyncConnection, tenant_id: str, aggregate_type:
         query = query.with_for_update()
     version = (await conn.execute(query)).scalar_one_or_none()
     return 0 if version is None else int(version)
-
-
-async def set_applied_version(conn: AsyncConnection, tenant_id: str, aggregate_type: str, aggregate_id: str, version: int) -> None:
-    stmt = insert(AppliedVersionRow).values(
-        tenant_id=tenant_id, aggregate_type=aggregate_type, aggregate_id=aggregate_id, version=version
-    )
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["tenant_id", "aggregate_type", "aggregate_id"],
-            set_={"version": stmt.excluded.version, "applied_at": func.now()},
-        )
-    )
-
-
-async def save_checkpoint(conn: AsyncConnection, consumer: str, stream_seq: int) -> None:
-    stmt = insert(CheckpointRow).values(consumer=consumer, stream_seq=stream_seq)
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["consumer"],
-            set_={"stream_seq": func.greatest(CheckpointRow.stream_seq, stmt.excluded.stream_seq), "updated_at": func.now()},
-        )
-    )
-
-
-# --- the query server's reads -----------------------------------------------------------------
 
 
 async def get_order_summary(conn: AsyncConnection, tenant_id: str, order_id: str) -> OrderSummaryRow | None:
