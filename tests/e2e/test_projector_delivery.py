@@ -12,13 +12,13 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import nats
 import psycopg
 import pytest
 from google.protobuf import timestamp_pb2
 
+from orders.v1 import command_service_pb2 as pb
 from orders.v1 import events_pb2, types_pb2
 from server import messaging
 from server.config import libpq_url
@@ -26,23 +26,21 @@ from server.runtime import free_port
 from tests.e2e.client import commands, new_id, place_request, register
 from tests.e2e.projection import scalar
 from tests.harness import ROOT, Stack, wait_until
-from orders.v1 import command_service_pb2 as pb
 
 pytestmark = pytest.mark.e2e
 FAULTY = new_id("o-faulty")
+METRICS_ADDR = f"127.0.0.1:{free_port()}"
 
 
 @pytest.fixture(scope="module")
 def stack(database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The stack with a projector whose handler fails for FAULTY (the fault the tests later fix),
     gaps that give up after 3 deliveries, and metrics on."""
-    metrics = f"127.0.0.1:{free_port()}"
     running = Stack(database_url, nats_url, tmp_path_factory.mktemp("logs"), extra_env={
         "ORDERS_PROJECTOR_FAULT_AGGREGATES": FAULTY,
         "ORDERS_PROJECTOR_MAX_GAP_DELIVERIES": "3",
-        "PROJECTOR_METRICS_ADDR": metrics,
+        "PROJECTOR_METRICS_ADDR": METRICS_ADDR,
     }).start_all()
-    running.extra_env["_metrics"] = metrics
     yield running
     running.stop_all()
 
@@ -54,7 +52,7 @@ def db(database_url: str) -> Iterator[psycopg.Connection]:  # type: ignore[type-
 
 
 def orders(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in stack.env().items() if not k.startswith(("ORDERS_PROJECTOR_FAULT", "_"))}
+    env = {k: v for k, v in stack.env().items() if not k.startswith("ORDERS_PROJECTOR_FAULT")}
     return subprocess.run([sys.executable, "-m", "server", *args], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
 
@@ -160,7 +158,7 @@ def test_poison_is_parked_counted_and_replayable_while_other_orders_flow(stack: 
     status = orders(stack, "status")
     assert status.returncode == 0 and "dead_letters: 5" in status.stdout, status.stdout + status.stderr
     wait_until(lambda: "orders_projector_dead_letters 5.0" in urllib.request.urlopen(
-        f"http://{stack.extra_env['_metrics']}/metrics", timeout=2).read().decode(), timeout=20, what="metric")
+        f"http://{METRICS_ADDR}/metrics", timeout=2).read().decode(), timeout=20, what="metric")
 
     listed = orders(stack, "dlq", "list")
     assert listed.returncode == 0 and listed.stdout.count("\n") == 5
