@@ -72,7 +72,7 @@ async def prepare(conn: Conn, model: ReadModel) -> tuple[int, int]:
 
 async def _apply(conn: Conn, model: ReadModel, rows: Iterable[tuple[Any, ...]], versions: dict[Key, int]) -> int:
     """Applies rows (tenant, type, id, version, payload, stream_seq, live_version) that are next
-    for the shadow and already applied live; pipelined, in the caller's transaction."""
+    for the shadow and already applied live, as one batch, in the caller's transaction."""
     changed: dict[Key, int] = {}
     batch: list[tuple[events_pb2.Envelope, int]] = []
     for tenant, agg_type, agg_id, version, payload, seq, live_version in rows:

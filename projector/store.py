@@ -1,6 +1,7 @@
-"""Applies a batch of events in one PostgreSQL transaction with a fixed number of round trips:
-one SELECT of the batch's applied versions, one of its parked aggregates, then every read-model
-statement, the version upserts, the dead letters and the checkpoint pipelined together."""
+"""Applies a batch of events in one PostgreSQL transaction with a fixed number of round trips,
+whatever its size: one SELECT of the batch's applied versions, one of its parked aggregates, a
+few set-based statements per read model, one upsert of the versions, the dead letters and the
+checkpoint."""
 
 from __future__ import annotations
 
