@@ -1,89 +1,59 @@
 """The durable consumer: applies a batch of events and its checkpoint in one transaction, then
 acks. Event v of an aggregate is applied only on top of v-1: a lower or equal version is a
-duplicate (acked, no effect), a higher one waits for the gap to fill (nak with a delay)."""
+duplicate (acked, no effect), a higher one waits for the gap to fill (nak with a delay) and, after
+ORDERS_PROJECTOR_MAX_GAP_DELIVERIES tries, becomes a dead letter. Fetches take what is there, up
+to FETCH_BATCH: a large backlog goes many events per transaction, a trickle one at a time."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
+import os
 import signal
+from collections.abc import Awaitable, Callable, Sequence
 
-from google.protobuf.message import DecodeError
+import psycopg
 from nats.aio.msg import Msg
-from nats.js import api
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from nats.js import JetStreamContext, api
 
-from orders.v1 import events_pb2
-from projector import notices, projections, read_model
-from server import messaging
-from server.config import Settings
+from projector import metrics, notices
+from projector.decide import Decision, Incoming, Outcome
+from projector.models import MODELS
+from projector.models import ReadModel
+from projector.store import Applied, Conn, applied_events, apply_batch, fault_check
+from server import messaging, telemetry
+from server.config import Settings, libpq_url
 
 log = logging.getLogger(__name__)
 
 DURABLE = "projector"
-FETCH_BATCH = 200
+FETCH_BATCH = 500
 GAP_DELAY_SECONDS = 1.0
-RETRY_DELAY_SECONDS = 2.0
 # A projector killed mid-batch leaves its messages unacked; another gets them after this long.
 # A batch commits in well under a second, so this leaves a wide margin.
 ACK_WAIT_SECONDS = 5.0
 
-
-class Outcome(enum.Enum):
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"
-    GAP = "gap"
-    POISON = "poison"
-    FAILED = "failed"
+# Called after a batch commits and before its messages are acked, with what it applied: the
+# place to tell others (e.g. publish "view changed" notices). It may be called again for the same
+# events after a crash, as acks may not have reached the stream.
+OnCommitted = Callable[[list[Applied]], Awaitable[None]]
 
 
-async def _apply_one(conn: AsyncConnection, msg: Msg) -> Outcome:
-    try:
-        env = events_pb2.Envelope.FromString(msg.data)
-    except DecodeError:
-        return Outcome.POISON
-    apply = projections.APPLY.get(env.WhichOneof("payload") or "")
-    if apply is None or not env.aggregate_id or env.aggregate_version < 1:
-        return Outcome.POISON
-    current = await read_model.applied_version(conn, env.tenant_id, env.aggregate_type, env.aggregate_id, lock=True)
-    if env.aggregate_version <= current:
-        return Outcome.DUPLICATE
-    if env.aggregate_version > current + 1:
-        return Outcome.GAP
-    await apply(conn, env, msg.metadata.sequence.stream)
-    await read_model.set_applied_version(conn, env.tenant_id, env.aggregate_type, env.aggregate_id, env.aggregate_version)
-    return Outcome.APPLIED
+def incoming(msg: Msg) -> Incoming:
+    meta = msg.metadata
+    return Incoming(meta.sequence.stream, msg.subject, msg.data, dict(msg.headers or {}), meta.num_delivered)
 
 
-async def apply_batch(engine: AsyncEngine, msgs: list[Msg]) -> list[Outcome]:
-    """Applies msgs in one transaction; if that fails, each in its own so one bad event can't
-    hold back the others."""
-    try:
-        async with engine.begin() as conn:
-            outcomes = [await _apply_one(conn, msg) for msg in msgs]
-            await read_model.save_checkpoint(conn, DURABLE, max(m.metadata.sequence.stream for m in msgs))
-        return outcomes
-    except Exception:
-        if len(msgs) == 1:
-            log.exception("event failed to apply", extra={"stream_seq": msgs[0].metadata.sequence.stream})
-            return [Outcome.FAILED]
-    return [(await apply_batch(engine, [msg]))[0] for msg in msgs]
-
-
-async def settle(msg: Msg, outcome: Outcome) -> None:
+async def settle(msg: Msg, decision: Decision) -> None:
     """Tells the stream what became of a message, strictly after the transaction committed."""
-    match outcome:
-        case Outcome.APPLIED | Outcome.DUPLICATE:
-            await msg.ack()
-        case Outcome.GAP:
-            await msg.nak(delay=GAP_DELAY_SECONDS)
-        case Outcome.FAILED:
-            await msg.nak(delay=RETRY_DELAY_SECONDS)
-        case Outcome.POISON:
-            log.error("undecodable or unknown event terminated", extra={"stream_seq": msg.metadata.sequence.stream})
-            await msg.term()
+    if decision.outcome is Outcome.GAP:
+        await msg.nak(delay=GAP_DELAY_SECONDS)
+        return
+    if decision.outcome is Outcome.DEAD:
+        log.error("dead letter", extra={"stream_seq": decision.item.stream_seq, "reason": decision.reason,
+                                        "error": decision.error})
+    await msg.ack()
 
 
 def consumer_config() -> api.ConsumerConfig:
@@ -92,55 +62,130 @@ def consumer_config() -> api.ConsumerConfig:
         ack_policy=api.AckPolicy.EXPLICIT,
         deliver_policy=api.DeliverPolicy.ALL,
         ack_wait=ACK_WAIT_SECONDS,
-        max_ack_pending=2000,
+        max_ack_pending=20_000,
         filter_subject=f"{messaging.SUBJECT_PREFIX}.>",
     )
 
 
-async def run(settings: Settings) -> None:
-    """Composition root of the projector process."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    engine = create_async_engine(settings.require_database_url(), pool_size=2, pool_pre_ping=True)
-    nc = await messaging.connect(settings.require_nats_url(), "orders-projector")
-    js = nc.jetstream()
-    sub = None
+class CrashHooks:
+    """ORDERS_PROJECTOR_CRASH_{BEFORE,AFTER}_COMMIT=n: die (os._exit) in the n-th batch, before its
+    commit or between commit and ack; the crash tests' way to hit those exact points."""
+
+    def __init__(self, before: int, after: int) -> None:
+        self.before, self.after, self.batches = before, after, 0
+
+    def before_commit(self) -> None:
+        self.batches += 1
+        if self.before and self.batches >= self.before:
+            os._exit(70)
+
+    def after_commit(self) -> None:
+        if self.after and self.batches >= self.after:
+            os._exit(71)
+
+
+async def consume(
+    js: JetStreamContext,
+    conn_factory: Callable[[], Awaitable[Conn]],
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    on_committed: OnCommitted | None = None,
+    durable: str = DURABLE,
+    models: Sequence[ReadModel] = MODELS,
+) -> None:
+    """The loop: fetch, apply in one transaction, commit, hook, ack. Reconnects on DB errors."""
+    check = fault_check(settings.projector_fault_aggregates)
+    hooks = CrashHooks(settings.projector_crash_before_commit, settings.projector_crash_after_commit)
+    await messaging.ensure_stream(js, settings.stream_name)
+    config = consumer_config()
+    config.durable_name = durable
+    sub = await js.pull_subscribe(config.filter_subject or "", durable=durable, stream=settings.stream_name, config=config)
+    conn: Conn | None = None
+    # The next batch is fetched while this one is applied, so the stream and the database work
+    # at the same time; batches are still applied strictly one after the other.
+    ahead = asyncio.create_task(sub.fetch(batch=FETCH_BATCH, timeout=1))
     try:
-        while sub is None and not stop.is_set():
+        while not stop.is_set():
             try:
-                await messaging.ensure_stream(js, settings.stream_name)
-                sub = await js.pull_subscribe(
-                    f"{messaging.SUBJECT_PREFIX}.>", durable=DURABLE, stream=settings.stream_name, config=consumer_config()
-                )
-            except (messaging.NatsError, OSError) as exc:
-                log.warning("cannot bind the consumer yet", extra={"error": repr(exc)})
-                await asyncio.sleep(1)
-        log.info("consuming", extra={"durable": DURABLE})
-        while sub is not None and not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch=FETCH_BATCH, timeout=1)
-            except TimeoutError:  # nats-py raises it when no message came; both kinds
+                msgs = await ahead
+            except TimeoutError:  # nats-py raises it when no message came
+                metrics.idle()
                 continue
             except messaging.NatsError as exc:
                 log.warning("fetch failed", extra={"error": repr(exc)})
                 await asyncio.sleep(0.5)
                 continue
-            outcomes = await apply_batch(engine, msgs)
-            # Committed: tell the query servers' watchers which orders changed.
-            await notices.publish_applied(nc, engine, [
-                (events_pb2.Envelope.FromString(m.data), m.metadata.sequence.stream)
-                for m, o in zip(msgs, outcomes) if o is Outcome.APPLIED
-            ])
-            for msg, outcome in zip(msgs, outcomes):
-                await settle(msg, outcome)
-            applied = sum(o is Outcome.APPLIED for o in outcomes)
-            if applied:
-                log.info("applied", extra={"events": applied, "last_seq": msgs[-1].metadata.sequence.stream})
+            finally:
+                if not stop.is_set():
+                    ahead = asyncio.create_task(sub.fetch(batch=FETCH_BATCH, timeout=1))
+            if not msgs:  # a paused consumer answers a pull with a status, not messages
+                metrics.idle()
+                continue
+            try:
+                if conn is None or conn.closed:
+                    conn = await conn_factory()
+                decisions = await apply_batch(
+                    conn, [incoming(m) for m in msgs], models, check, consumer=durable,
+                    max_gap_deliveries=settings.projector_max_gap_deliveries, before_commit=hooks.before_commit,
+                )
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                # Nothing committed: leave the messages unacked; they come back after ack_wait.
+                log.warning("database unavailable, batch left for redelivery", extra={"error": repr(exc)})
+                if conn is not None:
+                    await conn.close()
+                conn = None
+                await asyncio.sleep(0.5)
+                continue
+            applied = applied_events(decisions)
+            if on_committed is not None and applied:
+                await on_committed(applied)
+            hooks.after_commit()
+            for msg, decision in zip(msgs, decisions):
+                await settle(msg, decision)
+            metrics.batch_done(decisions, msgs[-1].metadata.num_pending, msgs[0].metadata.timestamp)
     finally:
-        if sub is not None:
-            with contextlib.suppress(messaging.NatsError, TimeoutError):
-                await sub.unsubscribe()
+        ahead.cancel()  # whatever it fetched stays unacked and comes back to the next projector
+        await asyncio.gather(ahead, return_exceptions=True)
+        with contextlib.suppress(messaging.NatsError, TimeoutError):
+            await sub.unsubscribe()
+        if conn is not None:
+            await conn.close()
+
+
+async def run(settings: Settings, on_committed: OnCommitted | None = None) -> None:
+    """Composition root of the projector process."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    url = libpq_url(settings.require_database_url())
+    telemetry.serve_metrics(settings.metrics_addr)
+
+    async def connect() -> Conn:
+        return await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+    nc = await messaging.connect(settings.require_nats_url(), "orders-projector")
+    js = nc.jetstream()
+    views = notices.Notices(nc, connect)
+    on_committed = on_committed or views.publish_applied
+    counter = asyncio.create_task(metrics.count_dead_letters(connect, stop))
+    try:
+        while not stop.is_set():
+            try:
+                log.info("consuming", extra={"durable": DURABLE})
+                await consume(js, connect, settings, stop, on_committed=on_committed)
+            except (messaging.NatsError, OSError, psycopg.OperationalError) as exc:
+                log.warning("cannot consume yet, retrying", extra={"error": repr(exc)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1)
+            except Exception:  # a bug must not end the process: unacked messages come back
+                log.exception("projector loop failed, restarting it")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1)
+    finally:
+        counter.cancel()
+        await asyncio.gather(counter, return_exceptions=True)
+        await views.close()
         await messaging.close(nc)
-        await engine.dispose()
+

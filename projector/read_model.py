@@ -6,7 +6,21 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, FetchedValue, MetaData, Numeric, String, func, select
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    FetchedValue,
+    Identity,
+    Index,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -57,7 +71,52 @@ class CheckpointRow(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-# --- the projector's writes -------------------------------------------------------------------
+class DeadLetterRow(Base):
+    """An event the projector could not apply, parked with its error, trace headers and stream
+    position; while one is `parked`, later events of its aggregate are parked behind it."""
+
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    stream_seq: Mapped[int] = mapped_column(BigInteger, unique=True)  # a redelivery parks nothing twice
+    subject: Mapped[str] = mapped_column(Text)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    aggregate_type: Mapped[str] = mapped_column(String(32))
+    aggregate_id: Mapped[str] = mapped_column(String(64))
+    aggregate_version: Mapped[int | None] = mapped_column(BigInteger)
+    event_id: Mapped[str | None] = mapped_column(String(64))
+    event_type: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    reason: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'parked'"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        Index("ix_dead_letters_parked", "aggregate_type", "aggregate_id", postgresql_where=text("status = 'parked'")),
+    )
+
+
+class RebuildRow(Base):
+    """A rebuild in progress: its shadow tables exist and the versions it has applied are in
+    `rebuild_versions`; `started_at` bounds which aggregates the catch-up must look at."""
+
+    __tablename__ = "rebuilds"
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    high_water_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class RebuildVersionRow(Base):
+    __tablename__ = "rebuild_versions"
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    aggregate_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    aggregate_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- the query server's reads -----------------------------------------------------------------
 
 
 async def applied_version(conn: AsyncConnection, tenant_id: str, aggregate_type: str, aggregate_id: str, *, lock: bool = False) -> int:
@@ -70,31 +129,6 @@ async def applied_version(conn: AsyncConnection, tenant_id: str, aggregate_type:
         query = query.with_for_update()
     version = (await conn.execute(query)).scalar_one_or_none()
     return 0 if version is None else int(version)
-
-
-async def set_applied_version(conn: AsyncConnection, tenant_id: str, aggregate_type: str, aggregate_id: str, version: int) -> None:
-    stmt = insert(AppliedVersionRow).values(
-        tenant_id=tenant_id, aggregate_type=aggregate_type, aggregate_id=aggregate_id, version=version
-    )
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["tenant_id", "aggregate_type", "aggregate_id"],
-            set_={"version": stmt.excluded.version, "applied_at": func.now()},
-        )
-    )
-
-
-async def save_checkpoint(conn: AsyncConnection, consumer: str, stream_seq: int) -> None:
-    stmt = insert(CheckpointRow).values(consumer=consumer, stream_seq=stream_seq)
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["consumer"],
-            set_={"stream_seq": func.greatest(CheckpointRow.stream_seq, stmt.excluded.stream_seq), "updated_at": func.now()},
-        )
-    )
-
-
-# --- the query server's reads -----------------------------------------------------------------
 
 
 async def get_order_summary(conn: AsyncConnection, tenant_id: str, order_id: str) -> OrderSummaryRow | None:

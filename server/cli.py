@@ -31,7 +31,21 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("command-server", help="serve orders.v1.CommandService on COMMAND_ADDR")
     sub.add_parser("query-server", help="serve orders.v1.QueryService on QUERY_ADDR")
     sub.add_parser("relay", help="publish the outbox (events table) to JetStream")
-    sub.add_parser("projector", help="build the read models from JetStream")
+    projector = sub.add_parser("projector", help="build the read models from JetStream (or pause/resume it)")
+    projector.add_argument("action", nargs="?", choices=["run", "pause", "resume"], default="run")
+    sub.add_parser("status", help="projection lag (events, seconds), checkpoint, pause state, dead letters")
+    dlq = sub.add_parser("dlq", help="dead letters: list | show ID | replay ID|--all | discard ID")
+    dlq.add_argument("action", choices=["list", "show", "replay", "discard"])
+    dlq.add_argument("id", nargs="?", help="dead letter id")
+    dlq.add_argument("--all", action="store_true", help="replay every parked aggregate")
+    dlq.add_argument("--dry-run", action="store_true", help="report what would happen, change nothing")
+    for name, text in (("rebuild", "rebuild a read model from the events table into shadow tables"),
+                       ("parity", "compare a rebuilt shadow with the live read model; non-zero exit on differences"),
+                       ("swap", "swap a rebuilt shadow in, in one transaction")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("model", help="order_summaries | customer_orders | product_sales")
+        if name == "rebuild":
+            cmd.add_argument("--swap", action="store_true", help="then check parity and swap if equal")
     outbox = sub.add_parser("outbox", help="the outbox: status, and republishing for disaster recovery")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
     outbox_sub.add_parser("status", help="unpublished events, the oldest one's age, the active relay")
@@ -39,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--since", required=True, help="a timestamp, e.g. 2026-01-31T12:00:00Z")
     again.add_argument("--dry-run", action="store_true", help="only count the events")
     bench = sub.add_parser("bench", help="measure throughput and latency against same-run baselines")
-    bench.add_argument("stage", nargs="?", choices=("write", "query"), default="write",
-                       help="write: PlaceOrder vs no-op; query: WatchOrders delay, Get/List vs no-op")
+    bench.add_argument("stage", nargs="?", choices=("write", "query", "projector"), default="write",
+                       help="write: commands, relay, database ceiling, tracing; query: watchers and reads; "
+                            "projector: projector and rebuild rates")
     bench.add_argument("--watchers", type=int, default=1000, help="query stage: concurrent WatchOrders streams")
     bench.add_argument("--rate", type=float, default=200.0, help="query stage: commands per second while watching")
     bench.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
@@ -48,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--backlog", type=int, default=100_000, help="events the relay stage drains")
     bench.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    bench.add_argument("--events", type=int, default=100_000, help="projector stage: backlog size")
     bench.add_argument("--running", action="store_true", help="measure the servers at COMMAND_ADDR/QUERY_ADDR")
     args = parser.parse_args(argv)
 
@@ -67,6 +83,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from server.supervisor import up
 
             return up(settings)
+        case "bench" if args.stage == "projector":
+            from projector import bench as projector_bench
+
+            return projector_bench.run(settings, events=2_000 if args.quick else args.events, json_path=args.json)
         case "bench":
             from server import bench as benchmark
 
@@ -108,8 +128,29 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from server import relay
 
             asyncio.run(relay.run(settings))
+        case "projector" if args.action in ("pause", "resume"):
+            from projector import ops
+
+            print(asyncio.run(ops.pause(settings, resume=args.action == "resume")))
         case "projector":
             from projector import consumer
 
             asyncio.run(consumer.run(settings))
+        case "status":
+            from projector import ops
+
+            figures = asyncio.run(ops.status(settings))
+            for key, value in figures.items():
+                print(f"{key}: {value}")
+            return 0
+        case "dlq":
+            from projector import ops
+
+            if args.action != "list" and not (args.id or (args.action == "replay" and args.all)):
+                raise SystemExit(f"orders dlq {args.action} needs an id" + (" or --all" if args.action == "replay" else ""))
+            return asyncio.run(ops.dlq_command(settings, args.action, args.id, args.dry_run, args.all))
+        case "rebuild" | "parity" | "swap":
+            from projector import ops
+
+            return asyncio.run(ops.rebuild_command(settings, args.command, args.model, getattr(args, "swap", False)))
     return 0

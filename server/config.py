@@ -35,6 +35,10 @@ class Settings:
     page_token_key: bytes
     watch_heartbeat_seconds: float
     query_pool_size: int
+    projector_max_gap_deliveries: int = 30
+    projector_crash_before_commit: int = 0
+    projector_crash_after_commit: int = 0
+    projector_fault_aggregates: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -64,6 +68,12 @@ class Settings:
             page_token_key=(env.get("ORDERS_PAGE_TOKEN_KEY") or secrets.token_hex(32)).encode(),
             watch_heartbeat_seconds=float(env.get("ORDERS_WATCH_HEARTBEAT_SECONDS", "15")),
             query_pool_size=int(env.get("ORDERS_QUERY_POOL_SIZE", "10")),
+            projector_max_gap_deliveries=int(env.get("ORDERS_PROJECTOR_MAX_GAP_DELIVERIES", "30")),
+            projector_crash_before_commit=int(env.get("ORDERS_PROJECTOR_CRASH_BEFORE_COMMIT", "0")),
+            projector_crash_after_commit=int(env.get("ORDERS_PROJECTOR_CRASH_AFTER_COMMIT", "0")),
+            projector_fault_aggregates=frozenset(
+                a for a in env.get("ORDERS_PROJECTOR_FAULT_AGGREGATES", "").split(",") if a
+            ),
         )
 
     def with_services(self, database_url: str, nats_url: str) -> Settings:

@@ -125,6 +125,8 @@ class EventRow(Base):
     headers: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     created_at: Mapped[dt.datetime] = _now()
     published_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The stream sequence the relay got back; lets a rebuild reproduce order_summaries.stream_seq.
+    stream_seq: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (
         UniqueConstraint("tenant_id", "aggregate_type", "aggregate_id", "aggregate_version"),
     )

@@ -44,7 +44,12 @@ _SELECT_BATCH = """
     SELECT id, event_id::text, aggregate_type, aggregate_id, payload, headers
     FROM events WHERE published_at IS NULL ORDER BY id LIMIT %s
 """
-_MARK_PUBLISHED = "UPDATE events SET published_at = now() WHERE id = ANY(%s)"
+# The stream sequence is kept with the row: a rebuild reproduces where each change came from.
+# A duplicate's PubAck carries the first copy's sequence, so a republish records the same one.
+_MARK_PUBLISHED = """
+    UPDATE events e SET published_at = now(), stream_seq = p.seq
+    FROM unnest(%s::bigint[], %s::bigint[]) AS p(id, seq) WHERE e.id = p.id
+"""
 OUTBOX_STATUS = """
     SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)
     FROM events WHERE published_at IS NULL
@@ -77,14 +82,14 @@ class Publisher:
         self.partitions = partitions
         self.timeout = timeout
 
-    async def publish(self, rows: list[Row]) -> tuple[list[int], int, int]:
-        """Returns the ids the stream acknowledged, how many publishes failed, and how many of
-        the acknowledged ones the stream had already (dropped as duplicates)."""
+    async def publish(self, rows: list[Row]) -> tuple[list[tuple[int, int]], int, int]:
+        """Returns the (id, stream sequence) pairs the stream acknowledged, how many publishes
+        failed, and how many of the acknowledged ones the stream had already (duplicates)."""
         chains: dict[tuple[str, str], list[Row]] = defaultdict(list)
         for row in rows:  # rows come in id order, so each chain is in version order
             chains[(row.aggregate_type, row.aggregate_id)].append(row)
         pending = [chain[::-1] for chain in chains.values()]  # pop() takes the next event
-        acked: list[int] = []
+        acked: list[tuple[int, int]] = []
         failed = duplicates = 0
         while pending:
             wave = [(chain, chain.pop()) for chain in pending]
@@ -92,7 +97,7 @@ class Publisher:
             survivors = []
             for (chain, row), ack in zip(wave, results):
                 if ack is not None:
-                    acked.append(row.id)
+                    acked.append((row.id, ack.seq))
                     duplicates += bool(ack.duplicate)
                     if chain:
                         survivors.append(chain)
@@ -160,7 +165,7 @@ async def relay_batch(conn: psycopg.AsyncConnection[Any], publisher: Publisher, 
     if acked and settings.relay_crash_after_publish and random.random() < settings.relay_crash_after_publish:
         os._exit(3)  # fault injection: in the stream, not yet marked
     if acked:
-        await conn.execute(_MARK_PUBLISHED, (acked,))
+        await conn.execute(_MARK_PUBLISHED, ([i for i, _ in acked], [seq for _, seq in acked]))
         PUBLISHED.inc(len(acked))
         log.info("published", extra={"events": len(acked), "failed": failed, "duplicates": duplicates})
     return len(acked), failed

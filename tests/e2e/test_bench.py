@@ -50,3 +50,20 @@ def test_the_quick_query_bench_reports_watch_delay_and_query_rates_beside_a_no_o
     assert {m["name"] for m in report["queries"]} == {"noop", "get_order", "list_orders"}
     assert all(m["calls"] > 0 and m["errors"] == 0 for m in report["queries"])
     assert set(report["ratios"]) == {"get_order_vs_noop", "list_orders_vs_noop"}
+
+
+def test_the_quick_projector_bench_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "projector.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "bench", "projector", "--quick", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    report = json.loads(out.read_text())
+    assert report["events"] == 2_000
+    assert report["raw_fetch_ack_per_second"] > 0 and report["projector_per_second"] > 0
+    assert report["projector_vs_raw"] > 0
+    assert set(report["rebuild_per_second"]) == {"order_summaries", "customer_orders", "product_sales"}
+    assert report["rebuild_1m_events_all_models_seconds_extrapolated"] > 0
+    assert "projector / raw" in result.stdout

@@ -72,10 +72,11 @@ def test_a_relay_that_dies_between_publish_and_mark_loses_and_duplicates_nothing
     writer = threading.Thread(target=write)
     writer.start()
     crashes = 0
-    # Each incarnation exits right after a batch is in the stream, before marking it, half the
-    # time: the next one publishes the same rows again.
+    # Each incarnation exits right after a batch is in the stream, before marking it: the first one
+    # always, later ones half the time. The next one publishes the same rows again.
     while not (done.is_set() and unpublished(db) == 0):
-        proc = fresh.start("relay", f"relay-{crashes}", ORDERS_RELAY_CRASH_AFTER_PUBLISH="0.5")
+        chance = "1" if crashes == 0 else "0.5"
+        proc = fresh.start("relay", f"relay-{crashes}", ORDERS_RELAY_CRASH_AFTER_PUBLISH=chance)
         try:
             proc.wait(timeout=2)
             crashes += 1

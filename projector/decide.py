@@ -1,0 +1,132 @@
+"""What to do with each event of a batch, decided in memory from the aggregates' applied versions
+and parked set (pure: no I/O, so the rules are tested without a database or a stream)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from orders.v1 import events_pb2
+from projector.models import EVENT_TYPES
+from server import messaging
+
+Key = tuple[str, str, str]  # tenant_id, aggregate_type, aggregate_id
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    GAP = "gap"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A delivered message, reduced to what the decision and a dead letter need."""
+
+    stream_seq: int
+    subject: str
+    data: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    num_delivered: int = 1
+
+
+@dataclass
+class Decision:
+    item: Incoming
+    outcome: Outcome
+    envelope: events_pb2.Envelope | None = None
+    key: Key = ("", "", "")
+    reason: str = ""
+    error: str = ""
+
+
+def key_from_subject(subject: str) -> Key:
+    """orders.events.<type>.<partition>.<id>: who an undecodable message belongs to."""
+    prefix = messaging.SUBJECT_PREFIX + "."
+    parts = subject[len(prefix):].split(".", 2) if subject.startswith(prefix) else []
+    if len(parts) == 3 and parts[0] and parts[2]:
+        return ("", parts[0], parts[2])
+    return ("", "unknown", subject[:64])
+
+
+def decode(item: Incoming) -> tuple[events_pb2.Envelope | None, Key, str, str]:
+    """The envelope and its key, or the reason and error that make it a dead letter."""
+    try:
+        env = events_pb2.Envelope.FromString(item.data)
+    except (DecodeError, ValueError) as exc:
+        return None, key_from_subject(item.subject), "undecodable", repr(exc)
+    kind = env.WhichOneof("payload")
+    if kind is None or kind not in EVENT_TYPES:
+        return None, key_from_subject(item.subject), "unknown_type", "no known payload in the envelope"
+    if not env.aggregate_id or not env.aggregate_type or env.aggregate_version < 1:
+        return None, key_from_subject(item.subject), "invalid", "no aggregate id, type or version >= 1"
+    return env, (env.tenant_id, env.aggregate_type, env.aggregate_id), "", ""
+
+
+# Raises for an event no handler may apply (ORDERS_PROJECTOR_FAULT_AGGREGATES in tests).
+Check = Callable[[events_pb2.Envelope], None]
+
+
+def no_check(env: events_pb2.Envelope) -> None:
+    """Every decodable event of a known type may be applied."""
+
+
+def decide(
+    items: Sequence[Incoming],
+    applied: dict[Key, int],
+    parked: set[tuple[str, str]],
+    check: Check,
+    max_gap_deliveries: int,
+    decoded: Sequence[tuple[events_pb2.Envelope | None, Key, str, str]] | None = None,
+) -> list[Decision]:
+    """Decides every item in delivery order; updates `applied` and `parked` as it goes, so a
+    batch holding v1 and v2 of one order applies both, and events behind a new dead letter park."""
+    decisions: list[Decision] = []
+    for n, item in enumerate(items):
+        env, key, reason, error = decode(item) if decoded is None else decoded[n]
+        park_key = (key[1], key[2])
+        if env is None:
+            parked.add(park_key)
+            decisions.append(Decision(item, Outcome.DEAD, None, key, reason=reason, error=error))
+            continue
+        current = applied.get(key, 0)
+        version = env.aggregate_version
+        if version <= current:
+            decisions.append(Decision(item, Outcome.DUPLICATE, env, key))
+        elif park_key in parked:
+            decisions.append(Decision(item, Outcome.DEAD, env, key, reason="parked_behind",
+                                      error="an earlier event of this aggregate is a dead letter"))
+        elif version > current + 1:
+            if item.num_delivered >= max_gap_deliveries:
+                parked.add(park_key)
+                decisions.append(Decision(item, Outcome.DEAD, env, key, reason="gap",
+                                          error=f"version {version} waited for {current + 1} in vain"))
+            else:
+                decisions.append(Decision(item, Outcome.GAP, env, key))
+        else:
+            try:
+                check(env)
+            except Exception as exc:  # a failing handler parks its aggregate, never the projector
+                parked.add(park_key)
+                decisions.append(Decision(item, Outcome.DEAD, env, key, reason="handler_failed", error=repr(exc)))
+                continue
+            applied[key] = version
+            decisions.append(Decision(item, Outcome.APPLIED, env, key))
+    return decisions
+
+
+def dead_letter_params(d: Decision) -> dict[str, Any]:
+    env = d.envelope
+    return dict(
+        stream_seq=d.item.stream_seq, subject=d.item.subject, tenant_id=d.key[0] if env is None else env.tenant_id,
+        aggregate_type=d.key[1], aggregate_id=d.key[2],
+        aggregate_version=None if env is None else env.aggregate_version,
+        event_id=None if env is None else env.event_id,
+        event_type=None if env is None else (env.WhichOneof("payload") or None),
+        payload=d.item.data, headers=dict(d.item.headers), reason=d.reason, error=d.error[:2000],
+    )

@@ -1,0 +1,132 @@
+"""`product_sales`: units and revenue per product and currency.
+
+Decision on cancellation: a PLACED order's lines count as ordered when it is placed; when it is
+cancelled, the same lines are added to the cancelled columns rather than subtracted, so the table
+keeps both what was asked for and what fell through. Net sales = ordered - cancelled. Confirming
+or shipping changes nothing here. The model keeps each order's lines, summed per product
+(`product_sales_orders`), to know what a cancellation takes back."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from sqlalchemy import BigInteger, DateTime, Numeric, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from orders.v1 import events_pb2
+from projector.models import Conn, ReadModel, Tables
+from projector.models._money import amount, occurred
+from projector.read_model import Base
+
+
+class ProductSalesRow(Base):
+    __tablename__ = "product_sales"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    currency_code: Mapped[str] = mapped_column(String(3), primary_key=True)
+    units_ordered: Mapped[int] = mapped_column(BigInteger)
+    revenue_ordered: Mapped[Decimal] = mapped_column(Numeric(38, 9))
+    units_cancelled: Mapped[int] = mapped_column(BigInteger)
+    revenue_cancelled: Mapped[Decimal] = mapped_column(Numeric(38, 9))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ProductSalesOrderRow(Base):
+    """This model's private index: each order's lines summed per (product, currency)."""
+
+    __tablename__ = "product_sales_orders"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+
+
+SALES = ProductSalesRow.__tablename__
+ORDERS = ProductSalesOrderRow.__tablename__
+Key = tuple[str, str]
+
+
+def per_product(placed: events_pb2.OrderPlaced) -> list[dict[str, str]]:
+    """One entry per (product, currency): what the order adds to each product_sales row."""
+    units: dict[tuple[str, str], int] = defaultdict(int)
+    revenue: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for line in placed.lines:
+        key = (line.product_id, line.unit_price.currency_code)
+        units[key] += line.quantity
+        revenue[key] += amount(line.unit_price) * line.quantity
+    return [
+        {"product_id": p, "currency_code": c, "units": str(units[(p, c)]), "revenue": str(revenue[(p, c)])}
+        for p, c in sorted(units)
+    ]
+
+
+@dataclass
+class Changes:
+    placed: dict[Key, tuple[list[dict[str, str]], dt.datetime]] = field(default_factory=dict)
+    cancelled: dict[Key, dt.datetime] = field(default_factory=dict)
+
+    async def flush(self, conn: Conn, tables: Tables) -> None:
+        s, o = tables[SALES], tables[ORDERS]
+        lines = {k: v[0] for k, v in self.placed.items()}
+        earlier = [k for k in self.cancelled if k not in lines]
+        if earlier:
+            rows = await (await conn.execute(
+                f"""SELECT tenant_id, order_id, lines FROM {o}
+                    WHERE (tenant_id, order_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))""",
+                [[k[0] for k in earlier], [k[1] for k in earlier]],
+            )).fetchall()
+            lines.update({(r[0], r[1]): r[2] for r in rows})
+        # (tenant, product, currency) -> [units ordered, revenue ordered, units cancelled, revenue cancelled, at]
+        delta: dict[tuple[str, str, str], list[Any]] = {}
+
+        def add(key: Key, at: dt.datetime, offset: int) -> None:
+            for line in lines.get(key, []):
+                row = delta.setdefault((key[0], line["product_id"], line["currency_code"]), [0, Decimal(0), 0, Decimal(0), at])
+                row[offset] += int(line["units"])
+                row[offset + 1] += Decimal(line["revenue"])
+                row[4] = max(row[4], at)
+
+        for key, (_, at) in self.placed.items():
+            add(key, at, 0)
+        for key, at in self.cancelled.items():
+            add(key, at, 2)
+        if self.placed:
+            keys = list(self.placed)
+            await conn.execute(
+                f"""INSERT INTO {o} (tenant_id, order_id, lines)
+                    SELECT * FROM unnest(%b::text[], %b::text[], %b::jsonb[]) ON CONFLICT DO NOTHING""",
+                [[k[0] for k in keys], [k[1] for k in keys], [Jsonb(self.placed[k][0]) for k in keys]],
+            )
+        if delta:
+            keys3 = list(delta)
+            cols = ("units_ordered", "revenue_ordered", "units_cancelled", "revenue_cancelled")
+            await conn.execute(
+                f"""INSERT INTO {s} (tenant_id, product_id, currency_code, {", ".join(cols)}, updated_at)
+                    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::numeric[],
+                                         %b::bigint[], %b::numeric[], %b::timestamptz[])
+                    ON CONFLICT (tenant_id, product_id, currency_code) DO UPDATE SET
+                      {", ".join(f"{c} = {s}.{c} + EXCLUDED.{c}" for c in cols)},
+                      updated_at = greatest({s}.updated_at, EXCLUDED.updated_at)""",
+                [[k[n] for k in keys3] for n in range(3)] + [[delta[k][n] for k in keys3] for n in range(5)],
+            )
+
+
+def order_placed(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
+    changes.placed[(env.tenant_id, env.aggregate_id)] = (per_product(env.order_placed), occurred(env))
+
+
+def order_cancelled(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
+    changes.cancelled[(env.tenant_id, env.aggregate_id)] = occurred(env)
+
+
+MODEL = ReadModel(
+    name=SALES,
+    tables=(ProductSalesRow.__table__, ProductSalesOrderRow.__table__),  # type: ignore[arg-type]
+    changes=Changes,
+    handlers={"order_placed": order_placed, "order_cancelled": order_cancelled},
+)

@@ -1,0 +1,165 @@
+"""Applies a batch of events in one PostgreSQL transaction with a fixed number of round trips,
+whatever its size: one SELECT of the batch's applied versions, one of its parked aggregates, a
+few set-based statements per read model, one upsert of the versions, the dead letters and the
+checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from orders.v1 import events_pb2
+from projector.decide import Check, Decision, Incoming, Key, Outcome, dead_letter_params, decide, decode
+from projector.models import ReadModel
+
+# Batches take it shared; a swap or a dead-letter replay takes it exclusive, so neither ever
+# interleaves with a batch (and a swap sees every batch either wholly before or wholly after).
+PROJECTION_LOCK_KEY = 0x6F72646572730002
+
+_APPLIED = """
+    SELECT tenant_id, aggregate_type, aggregate_id, version FROM applied_versions
+    WHERE (tenant_id, aggregate_type, aggregate_id) IN (SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]))
+    FOR UPDATE
+"""
+_PARKED = """
+    SELECT DISTINCT aggregate_type, aggregate_id FROM dead_letters
+    WHERE status = 'parked'
+      AND (aggregate_type, aggregate_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))
+"""
+UPSERT_APPLIED = """
+    INSERT INTO applied_versions (tenant_id, aggregate_type, aggregate_id, version, applied_at)
+    SELECT *, now() FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[])
+    ON CONFLICT (tenant_id, aggregate_type, aggregate_id)
+    DO UPDATE SET version = EXCLUDED.version, applied_at = now()
+"""
+INSERT_DEAD = """
+    INSERT INTO dead_letters (stream_seq, subject, tenant_id, aggregate_type, aggregate_id, aggregate_version,
+                              event_id, event_type, payload, headers, reason, error)
+    VALUES (%(stream_seq)s, %(subject)s, %(tenant_id)s, %(aggregate_type)s, %(aggregate_id)s,
+            %(aggregate_version)s, %(event_id)s, %(event_type)s, %(payload)s, %(headers)s, %(reason)s, %(error)s)
+    ON CONFLICT (stream_seq) DO NOTHING
+"""
+_CHECKPOINT = """
+    INSERT INTO projection_checkpoints (consumer, stream_seq, updated_at) VALUES (%s, %s, now())
+    ON CONFLICT (consumer) DO UPDATE SET stream_seq = greatest(projection_checkpoints.stream_seq, EXCLUDED.stream_seq),
+                                         updated_at = now()
+"""
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """An event the committed batch applied, for whoever is told after the commit."""
+
+    envelope: events_pb2.Envelope
+    stream_seq: int
+
+
+def fault_check(faults: frozenset[str]) -> Check:
+    """`faults` names aggregates whose handler must fail: ORDERS_PROJECTOR_FAULT_AGGREGATES, the
+    tests' way to break a handler in a real process."""
+
+    def check(env: events_pb2.Envelope) -> None:
+        if env.aggregate_id in faults:
+            raise RuntimeError(f"injected handler fault for {env.aggregate_id}")
+
+    return check
+
+
+async def apply_models(conn: Conn, models: Sequence[ReadModel], batch: Sequence[tuple[events_pb2.Envelope, int]],
+                       shadow: bool = False) -> None:
+    for model in models:
+        await model.apply(conn, batch, model.shadow() if shadow else model.live())
+
+
+async def upsert_applied(conn: Conn, final: dict[Key, int]) -> None:
+    if final:
+        keys = list(final)
+        await conn.execute(UPSERT_APPLIED, [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                                            [final[k] for k in keys]])
+
+
+async def load_state(conn: Conn, keys: set[Key]) -> tuple[dict[Key, int], set[tuple[str, str]]]:
+    cols = list(zip(*keys)) if keys else [[], [], []]
+    rows = await (await conn.execute(_APPLIED, [list(c) for c in cols])).fetchall()
+    parked_rows = await (await conn.execute(_PARKED, [list(cols[1]), list(cols[2])])).fetchall()
+    return {(r[0], r[1], r[2]): int(r[3]) for r in rows}, {(r[0], r[1]) for r in parked_rows}
+
+
+async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[ReadModel], consumer: str | None,
+                checkpoint: int) -> None:
+    """Everything a batch changes, in a few set-based statements: no round trip per event."""
+    final: dict[Key, int] = {}
+    batch: list[tuple[events_pb2.Envelope, int]] = []
+    for d in decisions:
+        if d.outcome is Outcome.APPLIED and d.envelope is not None:
+            final[d.key] = d.envelope.aggregate_version
+            batch.append((d.envelope, d.item.stream_seq))
+    await apply_models(conn, models, batch)
+    await upsert_applied(conn, final)
+    dead = [dict(dead_letter_params(d), headers=Jsonb(dict(d.item.headers))) for d in decisions if d.outcome is Outcome.DEAD]
+    async with conn.cursor() as cur:
+        if dead:
+            await cur.executemany(INSERT_DEAD, dead)
+        if consumer is not None:
+            await cur.execute(_CHECKPOINT, (consumer, checkpoint))
+
+
+def _is_event_fault(exc: BaseException) -> bool:
+    """A statement the database refused, or a handler that raised, for some event of the batch;
+    not a lost connection (then nothing is the events' fault and the batch is simply retried)."""
+    return not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, asyncio.CancelledError))
+
+
+async def apply_batch(
+    conn: Conn,
+    items: Sequence[Incoming],
+    models: Sequence[ReadModel],
+    check: Check,
+    *,
+    consumer: str | None,
+    max_gap_deliveries: int,
+    before_commit: Callable[[], None] | None = None,
+) -> list[Decision]:
+    """Decides and writes `items` in one transaction. When the database refuses a statement,
+    retries each item alone, so the one bad event becomes a dead letter and the rest apply."""
+    async def attempt(batch: Sequence[Incoming], forced: str | None = None) -> list[Decision]:
+        def guarded(env: events_pb2.Envelope) -> None:
+            if forced is not None:  # this lone event failed to apply: make it a dead letter
+                raise RuntimeError(forced)
+            check(env)
+
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK_KEY,))
+            decoded = [decode(i) for i in batch]
+            applied, parked = await load_state(conn, {d[1] for d in decoded})
+            decisions = decide(batch, applied, parked, guarded, max_gap_deliveries, decoded)
+            await write(conn, decisions, models, consumer, max(i.stream_seq for i in batch))
+            if before_commit is not None:
+                before_commit()
+        return decisions
+
+    try:
+        return await attempt(items)
+    except Exception as exc:
+        if not _is_event_fault(exc):
+            raise
+        if len(items) > 1:
+            out: list[Decision] = []
+            for item in items:
+                out.extend(await apply_batch(conn, [item], models, check, consumer=consumer,
+                                             max_gap_deliveries=max_gap_deliveries, before_commit=before_commit))
+            return out
+        return await attempt(items, forced=f"failed to apply: {exc!r}")
+
+
+def applied_events(decisions: Sequence[Decision]) -> list[Applied]:
+    return [Applied(d.envelope, d.item.stream_seq) for d in decisions
+            if d.outcome is Outcome.APPLIED and d.envelope is not None]
+
