@@ -11,9 +11,14 @@ import contextlib
 import logging
 import os
 import signal
+import time
+from dataclasses import replace
+from typing import Any
 from collections.abc import Awaitable, Callable, Sequence
 
 import psycopg
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
@@ -122,13 +127,15 @@ async def consume(
             if not msgs:  # a paused consumer answers a pull with a status, not messages
                 metrics.idle()
                 continue
+            started = time.time_ns()
             try:
                 if conn is None or conn.closed:
                     conn = await conn_factory()
-                decisions = await apply_batch(
-                    conn, [incoming(m) for m in msgs], models, check, consumer=durable,
-                    max_gap_deliveries=settings.projector_max_gap_deliveries, before_commit=hooks.before_commit,
-                )
+                with _batch_span(msgs, durable) as batch:
+                    decisions = await apply_batch(
+                        conn, [incoming(m) for m in msgs], models, check, consumer=durable,
+                        max_gap_deliveries=settings.projector_max_gap_deliveries, before_commit=hooks.before_commit,
+                    )
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 # Nothing committed: leave the messages unacked; they come back after ack_wait.
                 log.warning("database unavailable, batch left for redelivery", extra={"error": repr(exc)})
@@ -137,7 +144,7 @@ async def consume(
                 conn = None
                 await asyncio.sleep(0.5)
                 continue
-            applied = applied_events(decisions)
+            applied = _trace_applied(applied_events(decisions), decisions, batch, durable, started)
             if on_committed is not None and applied:
                 await on_committed(applied)
             hooks.after_commit()
@@ -151,6 +158,54 @@ async def consume(
             await sub.unsubscribe()
         if conn is not None:
             await conn.close()
+
+
+def _batch_span(msgs: Sequence[Msg], durable: str) -> Any:
+    """One CONSUMER span for the batch, linked to every message's own trace (semconv)."""
+    links = [trace.Link(trace.get_current_span(telemetry.extract(m.headers)).get_span_context()) for m in msgs]
+    return telemetry.tracer.start_as_current_span(
+        f"process {messaging.SUBJECT_PREFIX}",
+        kind=SpanKind.CONSUMER,
+        links=[link for link in links if link.context.is_valid],
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.type": "process",
+            "messaging.consumer.group.name": durable,
+            "messaging.batch.message_count": len(msgs),
+        },
+    )
+
+
+def _trace_applied(applied: list[Applied], decisions: Sequence[Decision], batch: Any, durable: str,
+                   started: int) -> list[Applied]:
+    """A span per applied event, in the trace of the command that caused it (its parent is the
+    relay's publish), covering the batch's transaction; notices and watchers continue from it."""
+    ended = time.time_ns()
+    by_seq = {d.item.stream_seq: d for d in decisions}
+    traced = []
+    for item in applied:
+        parent = telemetry.extract(by_seq[item.stream_seq].item.headers)
+        env = item.envelope
+        span = telemetry.tracer.start_span(
+            f"apply {env.event_type}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            start_time=started,
+            links=[trace.Link(batch.get_span_context())],
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.consumer.group.name": durable,
+                "messaging.message.id": env.event_id,
+                "messaging.nats.stream.sequence": item.stream_seq,
+                "orders.aggregate_type": env.aggregate_type,
+                "orders.aggregate_id": env.aggregate_id,
+                "orders.aggregate_version": env.aggregate_version,
+            },
+        )
+        span.end(end_time=ended)
+        traced.append(replace(item, trace=trace.set_span_in_context(span, parent)))
+    return traced
 
 
 async def run(settings: Settings, on_committed: OnCommitted | None = None) -> None:

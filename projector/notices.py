@@ -15,8 +15,11 @@ from typing import Any
 
 import psycopg
 from nats.aio.client import Client
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from projector.store import Applied
+from server import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,9 @@ class Notices:
     async def publish_applied(self, applied: Sequence[Applied]) -> None:
         """One notice per order the batch changed, read back from the committed rows so it
         carries the customer even for events that do not."""
-        changed = sorted({(a.envelope.tenant_id, a.envelope.aggregate_id) for a in applied
-                          if a.envelope.aggregate_type == "order"})
+        traces = {(a.envelope.tenant_id, a.envelope.aggregate_id): a.trace for a in applied
+                  if a.envelope.aggregate_type == "order"}  # the last change of each order wins
+        changed = sorted(traces)
         if not changed:
             return
         try:
@@ -51,7 +55,22 @@ class Notices:
             cursor = await self._conn.execute(_CHANGED, ([t for t, _ in changed], [o for _, o in changed]))
             for tenant_id, order_id, customer_id, version, stream_seq in await cursor.fetchall():
                 payload = {"t": tenant_id, "o": order_id, "c": customer_id, "v": version, "s": stream_seq}
-                await self._nc.publish(f"{SUBJECT_PREFIX}.{tenant_id}", json.dumps(payload, separators=(",", ":")).encode())
+                subject = f"{SUBJECT_PREFIX}.{tenant_id}"
+                parent = traces.get((tenant_id, order_id))
+                # The notice continues the trace of the change it announces, so the watcher's
+                # push that it causes lands in the same trace as the command.
+                span = telemetry.tracer.start_span(
+                    f"send {SUBJECT_PREFIX}", context=parent, kind=SpanKind.PRODUCER,
+                    attributes={"messaging.system": "nats", "messaging.operation.type": "send",
+                                "messaging.destination.name": subject, "orders.aggregate_id": order_id,
+                                "orders.aggregate_version": version},
+                )
+                headers: dict[str, str] = {}
+                telemetry.inject_into(headers, trace.set_span_in_context(span, parent))  # baggage too
+                try:
+                    await self._nc.publish(subject, json.dumps(payload, separators=(",", ":")).encode(), headers=headers)
+                finally:
+                    span.end()
         except Exception as exc:  # noqa: BLE001 - notices are best effort by design
             log.warning("view notices not sent", extra={"error": repr(exc)})
             self._conn = None

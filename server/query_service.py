@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 import grpc
 import psycopg
 from google.protobuf import timestamp_pb2
@@ -17,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from orders.v1 import query_service_pb2 as pb
 from orders.v1 import query_service_pb2_grpc as pb_grpc
 from orders.v1 import types_pb2
-from server import db, errors, messaging, read_store, serving, tokens, wire
+from server import db, errors, messaging, read_store, serving, telemetry, tokens, wire
 from server.config import Settings, libpq_url
 from server.domain.commands import id_violations
 from server.domain.errors import DomainError, FieldViolation, InvalidCommandError, NotFoundError
@@ -216,9 +218,13 @@ class QueryService(pb_grpc.QueryServiceServicer):
                             "DATABASE_UNAVAILABLE", resume_token=resume_token()))
                     for row in rows:
                         last = row.change_seq
-                        yield pb.WatchOrdersResponse(
-                            update=pb.OrderUpdate(summary=summary_to_proto(row), resume_token=resume_token())
-                        )
+                        span = _push_span(watcher, row)
+                        try:
+                            yield pb.WatchOrdersResponse(
+                                update=pb.OrderUpdate(summary=summary_to_proto(row), resume_token=resume_token())
+                            )
+                        finally:
+                            span.end()
                     if rows and next_beat > time.monotonic():
                         next_beat = time.monotonic() + heartbeat
                     if len(rows) < WATCH_BATCH:
@@ -336,3 +342,15 @@ async def run(settings: Settings) -> None:
         if subscribing.done() and not subscribing.cancelled() and subscribing.exception() is None:
             await messaging.close(subscribing.result())
         await pool.close()
+
+
+def _push_span(watcher: Watcher, row: Any) -> Any:
+    """The push of one update, in the trace of the change it carries when a notice told us which
+    (else under the stream's own span)."""
+    return telemetry.tracer.start_span(
+        "push WatchOrders",
+        context=watcher.traces.pop(row.order_id, None),
+        kind=SpanKind.PRODUCER,
+        attributes={"rpc.method": "WatchOrders", "orders.aggregate_id": row.order_id,
+                    "orders.aggregate_version": row.version},
+    )

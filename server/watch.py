@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from opentelemetry.context import Context
 
 from prometheus_client import Counter, Gauge
 
-from server import messaging
+from server import messaging, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,26 @@ NOTICES = Counter("orders_view_notices_total", "View-changed notices received fr
 Key = tuple[str, str, str]  # (tenant, "order" | "customer" | "all", id)
 
 
+# Trace contexts a watcher keeps from the notices that woke it, so each push it sends continues
+# the trace of the change it carries; bounded, like everything else per watcher.
+MAX_TRACES_PER_WATCHER = 256
+
+
 @dataclass(eq=False)
 class Watcher:
     tenant_id: str
     order_id: str
     customer_id: str
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    traces: dict[str, Context] = field(default_factory=dict)
+
+    def noticed(self, order_id: str, ctx: Context | None) -> None:
+        if ctx is not None:
+            self.traces.pop(order_id, None)
+            if len(self.traces) >= MAX_TRACES_PER_WATCHER:
+                self.traces.pop(next(iter(self.traces)))
+            self.traces[order_id] = ctx
+        self.wake.set()
 
     def key(self) -> Key:
         if self.order_id:
@@ -67,12 +82,12 @@ class Hub:
     def count(self) -> int:
         return sum(len(group) for group in self._watchers.values())
 
-    def notify(self, tenant_id: str, order_id: str, customer_id: str) -> None:
+    def notify(self, tenant_id: str, order_id: str, customer_id: str, ctx: Context | None = None) -> None:
         self.notices += 1
         NOTICES.inc()
         for key in ((tenant_id, "order", order_id), (tenant_id, "customer", customer_id), (tenant_id, "all", "")):
             for watcher in self._watchers.get(key, ()):
-                watcher.wake.set()
+                watcher.noticed(order_id, ctx)
 
     def close(self) -> None:
         """Wakes every watcher so it ends its stream with a status the client resumes from."""
@@ -84,7 +99,8 @@ class Hub:
     async def on_message(self, msg: Msg) -> None:
         try:
             notice = json.loads(msg.data)
-            self.notify(str(notice["t"]), str(notice["o"]), str(notice.get("c", "")))
+            ctx = telemetry.extract(msg.headers) if msg.headers else None
+            self.notify(str(notice["t"]), str(notice["o"]), str(notice.get("c", "")), ctx)
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed view notice", extra={"subject": msg.subject})
 

@@ -4,6 +4,7 @@ no personal data in logs or spans. Spans go to an in-process OTLP collector via 
 from __future__ import annotations
 
 import re
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,14 +12,15 @@ from pathlib import Path
 import pytest
 
 from orders.v1 import command_service_pb2 as pb
+from orders.v1 import query_service_pb2 as query_pb
 from server.runtime import free_port
-from tests.e2e.client import commands, new_id, place_request
+from tests.e2e.client import commands, new_id, place_request, queries
 from tests.e2e.otlp import Collector, Span
 from tests.harness import Stack, serving, wait_until
 
 pytestmark = pytest.mark.e2e
 ROLES = ("command-server", "query-server", "relay", "projector")
-PRODUCER = 4  # opentelemetry.proto.trace.v1.Span.SpanKind
+PRODUCER, CONSUMER = 4, 5  # opentelemetry.proto.trace.v1.Span.SpanKind
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,68 @@ def test_one_trace_runs_from_the_call_through_the_outbox_to_the_publish(traced: 
     assert producer.attributes["messaging.system"] == "nats"
     assert producer.attributes["causation_id"] == next(
         s.attributes["causation_id"] for s in trace.values() if s.name == "command PlaceOrder")
+
+
+def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, collector: Collector) -> None:
+    _, cmd = commands(traced.command_addr)
+    channel, _ = queries(traced.query_addr)
+    customer_id, order_id = new_id("c"), new_id("o")
+    correlation_id = f"corr-{new_id('x')}"
+    metadata = (("x-correlation-id", correlation_id),)
+    cmd.RegisterCustomer(pb.RegisterCustomerRequest(
+        request_id=new_id("r"), customer_id=customer_id, display_name="Ada", email="ada@example.com"), metadata=metadata)
+    watch = channel.unary_stream("/orders.v1.QueryService/WatchOrders",
+                                 request_serializer=query_pb.WatchOrdersRequest.SerializeToString,
+                                 response_deserializer=query_pb.WatchOrdersResponse.FromString)
+    stream = watch(query_pb.WatchOrdersRequest(customer_id=customer_id), timeout=60)
+    versions: list[int] = []
+    caught_up = threading.Event()
+
+    def read() -> None:
+        for message in stream:
+            if message.HasField("heartbeat"):
+                caught_up.set()
+            elif message.update.summary.order_id == order_id:
+                versions.append(message.update.summary.version)
+                if message.update.summary.version == 2:
+                    return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert caught_up.wait(30), "the watch never caught up"
+
+    placed = cmd.PlaceOrder(place_request(order_id, customer_id), metadata=metadata, timeout=10)
+    cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=new_id("r"), order_id=order_id, expected_version=placed.version),
+                     metadata=metadata, timeout=10)
+    reader.join(30)
+    stream.cancel()
+
+    assert versions[-1] == 2
+    def placed_trace() -> dict[str, Span] | None:
+        spans = collector.spans()
+        producer = next((s for s in spans if s.kind == PRODUCER and s.service == "orders-relay"
+                         and s.attributes.get("messaging.destination.name", "").endswith(order_id)
+                         and s.attributes.get("messaging.message.id")), None)
+        if producer is None:
+            return None
+        trace = {s.span_id: s for s in spans if s.trace_id == producer.trace_id}
+        return trace if any(s.name == "push WatchOrders" for s in trace.values()) else None
+    trace = wait_until(placed_trace, what="a trace reaching the watcher's push")
+    by_name = {s.name: s for s in trace.values()}
+    assert {s.service for s in trace.values()} >= {
+        "orders-command-server", "orders-relay", "orders-projector", "orders-query-server"}
+    # call -> command (which records the event) -> relay publish -> projector apply -> notice -> push
+    chain = ["push WatchOrders", "send orders.views", "apply OrderPlaced", "send orders.events.order",
+             "command PlaceOrder", "/orders.v1.CommandService/PlaceOrder"]
+    assert trace[by_name["outbox write order"].parent_id].name == "command PlaceOrder"
+    for child, parent in zip(chain, chain[1:]):
+        assert trace[by_name[child].parent_id].name == parent, (child, parent)
+    assert by_name["apply OrderPlaced"].kind == CONSUMER
+    missing = sorted((s.service, s.name) for s in trace.values() if s.attributes.get("correlation_id") != correlation_id)
+    assert missing == []
+    batch = next(s for s in collector.spans() if s.name == "process orders.events"
+                 and (by_name["send orders.events.order"].trace_id, by_name["send orders.events.order"].span_id) in s.links)
+    assert batch.kind == CONSUMER and batch.service == "orders-projector"
 
 
 def test_metrics_endpoints_move_when_orders_flow(traced: Stack) -> None:
