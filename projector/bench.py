@@ -164,6 +164,16 @@ async def rebuild_all(db_url: str) -> dict[str, float]:
 
 
 def run(settings: Settings, *, events: int, json_path: Path | None) -> int:
+    report = measure(settings, events)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2))
+        _say(f"wrote {json_path}")
+    return 0
+
+
+def measure(settings: Settings, events: int) -> dict[str, Any]:
+    """Projector and rebuild rates beside raw fetch+ack, on fresh servers; prints and returns them."""
     with tempfile.TemporaryDirectory(prefix="orders-bench-projector-") as data:
         pg, ns = EmbeddedPostgres(Path(data) / "pg"), EmbeddedNats(Path(data) / "nats")
         pg.start()
@@ -201,8 +211,4 @@ def run(settings: Settings, *, events: int, json_path: Path | None) -> int:
         print(f"rebuild {name:<21} {rate:>10,.0f} events/s")
     print(f"1M events, all models rebuilt {report['rebuild_1m_events_all_models_seconds_extrapolated']:>10.1f} s "
           f"(extrapolated from {events}; goal < 180 s)")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2))
-        _say(f"wrote {json_path}")
-    return 0
+    return report

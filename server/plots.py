@@ -74,8 +74,9 @@ def throughput_pairs(report: dict[str, Any]) -> list[tuple[str, float, float, st
     if relay:
         pairs.append(("relay", relay["relay_per_s"], relay["raw_publish_per_s"], "raw publish"))
     projector = report.get("projector") or {}
-    if projector.get("projector_per_s") and projector.get("raw_fetch_ack_per_s"):
-        pairs.append(("projector", projector["projector_per_s"], projector["raw_fetch_ack_per_s"], "raw fetch+ack"))
+    if projector.get("projector_per_second") and projector.get("raw_fetch_ack_per_second"):
+        pairs.append(("projector", projector["projector_per_second"], projector["raw_fetch_ack_per_second"],
+                      "raw fetch+ack"))
     database = report.get("database") or {}
     if database.get("pgbench_tps") and top is not None and ("place_order", top) in by:
         pairs.append(("PlaceOrder", by[("place_order", top)], database["pgbench_tps"], "pgbench ceiling"))

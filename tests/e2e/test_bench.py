@@ -1,4 +1,5 @@
-"""`orders bench --quick` produces every figure (not that they reach a goal: that is for people)."""
+"""`orders bench --quick` (every stage, a few seconds each) produces every figure, the ratios in
+its JSON and the plots. Whether the figures reach their goals is for people to read."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from tests.harness import ROOT
 pytestmark = pytest.mark.e2e
 
 
-def test_the_quick_bench_reports_every_figure(tmp_path: Path) -> None:
+def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "server", "bench", "--quick", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -26,44 +27,19 @@ def test_the_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     points = {(m["name"], m["concurrency"]) for m in report["write_side"]}
     assert points == {(name, c) for name in ("noop", "place_order") for c in (1, 16, 64)}
     assert all(m["calls"] > 0 and m["errors"] == 0 and m["p99_ms"] >= m["p50_ms"] > 0 for m in report["write_side"])
+    assert all(sum(m["histogram"]["counts"]) == m["calls"] for m in report["write_side"])
+    assert report["database"]["pgbench_tps"] > 0
+    assert report["relay"]["events"] == 2000 and report["relay"]["relay_per_s"] > 0
+    assert report["tracing"]["spans_exported"] > 0
+    watch = report["query"]["watch"]
+    assert watch["commands"] > 0 and watch["updates"] == watch["commands"] and watch["missing"] == 0
+    assert {m["name"] for m in report["query"]["queries"]} == {"noop", "get_order", "list_orders"}
+    assert report["projector"]["events"] == 2000
+    assert set(report["projector"]["rebuild_per_second"]) == {"order_summaries", "customer_orders", "product_sales"}
     assert set(report["ratios"]) == {
         "place_order_vs_noop_c1", "place_order_vs_noop_c16", "place_order_vs_noop_c64", "relay_vs_raw_publish",
-        "traced_vs_untraced"}
-    assert report["tracing"]["spans_exported"] > 0
-    assert report["relay"]["events"] == 2000
-    assert report["relay"]["relay_per_s"] > 0 and report["relay"]["raw_publish_per_s"] > 0
-    assert "place_order" in result.stdout
-
-
-def test_the_quick_query_bench_reports_watch_delay_and_query_rates_beside_a_no_op(tmp_path: Path) -> None:
-    out = tmp_path / "bench-query.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "bench", "query", "--quick", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    report = json.loads(out.read_text())
-    watch = report["watch"]
-    assert watch["commands"] > 0 and watch["updates"] == watch["commands"] and watch["missing"] == 0
-    assert watch["p99_ms"] >= watch["p50_ms"] >= 0
-    assert {m["name"] for m in report["queries"]} == {"noop", "get_order", "list_orders"}
-    assert all(m["calls"] > 0 and m["errors"] == 0 for m in report["queries"])
-    assert set(report["ratios"]) == {"get_order_vs_noop", "list_orders_vs_noop"}
-
-
-def test_the_quick_projector_bench_reports_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "projector.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "bench", "projector", "--quick", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    report = json.loads(out.read_text())
-    assert report["events"] == 2_000
-    assert report["raw_fetch_ack_per_second"] > 0 and report["projector_per_second"] > 0
-    assert report["projector_vs_raw"] > 0
-    assert set(report["rebuild_per_second"]) == {"order_summaries", "customer_orders", "product_sales"}
-    assert report["rebuild_1m_events_all_models_seconds_extrapolated"] > 0
-    assert "projector / raw" in result.stdout
+        "traced_vs_untraced", "place_order_vs_database_ceiling", "get_order_vs_noop", "list_orders_vs_noop",
+        "projector_vs_raw_fetch_ack",
+    }
+    assert all(value > 0 for value in report["ratios"].values())
+    assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "throughput.png").stat().st_size > 0
