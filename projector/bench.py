@@ -43,7 +43,7 @@ def _say(message: str) -> None:
 def synthetic_events(count: int) -> list[events_pb2.Envelope]:
     """Orders of three events each (placed, confirmed, shipped or cancelled), interleaved."""
     now = timestamp_pb2.Timestamp()
-    now.FromDatetime(dt.datetime.now(dt.timezone.utc))
+    now.FromDatetime(dt.datetime.now(dt.UTC))
     out: list[events_pb2.Envelope] = []
     order = 0
     while len(out) < count:
@@ -86,7 +86,7 @@ async def load(db_url: str, nats_url: str, stream: str, envelopes: list[events_p
                 for env in envelopes:
                     await copy.write_row((env.event_id, env.tenant_id, env.aggregate_type, env.aggregate_id,
                                           env.aggregate_version, env.event_type, env.SerializeToString(), Jsonb({}),
-                                          dt.datetime.now(dt.timezone.utc)))
+                                          dt.datetime.now(dt.UTC)))
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await messaging.ensure_stream(js, stream)

@@ -12,20 +12,19 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
-from collections.abc import Awaitable, Callable, Sequence
 
 import psycopg
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from projector import metrics, notices
 from projector.decide import Decision, Incoming, Outcome
-from projector.models import MODELS
-from projector.models import ReadModel
+from projector.models import MODELS, ReadModel
 from projector.store import Applied, Conn, applied_events, apply_batch, fault_check
 from server import messaging, telemetry
 from server.config import Settings, libpq_url

@@ -15,9 +15,8 @@ from typing import Any
 
 import psycopg
 
-from projector.decide import Incoming, Outcome, decide, decode
+from projector.decide import Incoming, Outcome, decide, decode, no_check
 from projector.models import MODELS
-from projector.decide import no_check
 from projector.store import PROJECTION_LOCK_KEY, Conn, apply_models, load_state, upsert_applied
 
 _COLUMNS = ("id, stream_seq, subject, tenant_id, aggregate_type, aggregate_id, aggregate_version, event_id, "

@@ -28,7 +28,7 @@ def batch_done(decisions: Sequence[Decision], pending: int, oldest: dt.datetime)
     for d in decisions:
         EVENTS.labels(d.outcome.value).inc()
     LAG_EVENTS.set(pending)
-    age = (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds()
+    age = (dt.datetime.now(dt.UTC) - oldest).total_seconds()
     LAG_SECONDS.set(max(0.0, age) if pending else 0.0)
 
 

@@ -31,7 +31,7 @@ async def pause(settings: Settings, resume: bool = False) -> str:
         if resume:
             await jsm.resume_consumer(settings.stream_name, DURABLE)
             return "projector resumed"
-        until = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3650)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3650)).strftime("%Y-%m-%dT%H:%M:%SZ")
         await jsm.pause_consumer(settings.stream_name, DURABLE, until)
         return "projector paused (orders projector resume to continue)"
     finally:
@@ -60,7 +60,7 @@ async def status(settings: Settings) -> dict[str, Any]:
                 try:
                     oldest = await js._jsm.get_msg(settings.stream_name, seq=floor + 1, next=True)
                     if oldest.time is not None:
-                        out["lag_seconds"] = round((dt.datetime.now(dt.timezone.utc) - oldest.time).total_seconds(), 3)
+                        out["lag_seconds"] = round((dt.datetime.now(dt.UTC) - oldest.time).total_seconds(), 3)
                 except (messaging.NatsError, NotFoundError):
                     pass
     finally:

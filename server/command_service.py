@@ -127,7 +127,7 @@ class CommandService(pb_grpc.CommandServiceServicer):
     async def _run(self, method: str, request: Message, context: grpc.aio.ServicerContext) -> Message:
         """One command, one transaction: claim the request id, run the handler, store the response."""
         response_type: type[Message] = getattr(pb, f"{method}Response")
-        request_id: str = getattr(request, "request_id")
+        request_id: str = request.request_id
         cmd = wire.to_command(request)
         tenant_id = serving.tenant_of(context)
         violations = wire.request_id_violations(request_id) + _tenant_violations(tenant_id) + cmd.violations()

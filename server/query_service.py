@@ -9,11 +9,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from opentelemetry.trace import SpanKind
-
 import grpc
 import psycopg
 from google.protobuf import timestamp_pb2
+from opentelemetry.trace import SpanKind
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from orders.v1 import query_service_pb2 as pb
@@ -242,7 +241,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 if wait <= 0:
                     next_beat = time.monotonic() + heartbeat
                     yield pb.WatchOrdersResponse(
-                        heartbeat=pb.WatchHeartbeat(send_time=_timestamp(dt.datetime.now(dt.timezone.utc)),
+                        heartbeat=pb.WatchHeartbeat(send_time=_timestamp(dt.datetime.now(dt.UTC)),
                                                     resume_token=resume_token())
                     )
                     continue

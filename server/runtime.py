@@ -16,8 +16,8 @@ import sys
 import sysconfig
 import time
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 DATABASE = "orders"

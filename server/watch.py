@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from opentelemetry.context import Context
-
 from prometheus_client import Counter, Gauge
 
 from server import messaging, telemetry

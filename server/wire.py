@@ -16,8 +16,8 @@ from orders.v1 import events_pb2, types_pb2
 from server.domain import commands as c
 from server.domain import events as e
 from server.domain import model
-from server.domain.money import Money
 from server.domain.errors import FieldViolation, InvalidCommandError
+from server.domain.money import Money
 
 ORDER_STATES = {
     model.OrderState.PLACED: types_pb2.ORDER_STATE_PLACED,
@@ -114,7 +114,7 @@ def envelope(
     event: e.Event, ctx: EventContext, aggregate_type: str, aggregate_id: str, version: int
 ) -> events_pb2.Envelope:
     occur_time = timestamp_pb2.Timestamp()
-    occur_time.FromDatetime(dt.datetime.now(dt.timezone.utc))
+    occur_time.FromDatetime(dt.datetime.now(dt.UTC))
     env = events_pb2.Envelope(
         event_id=str(uuid.uuid4()),
         event_type=type(event).__name__,

@@ -16,15 +16,15 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.rows import TupleRow
 from opentelemetry.trace import SpanKind
+from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from server.db import from_decimal, to_decimal
-from server.telemetry import tracer
 from server.domain.commands import OrderLine
 from server.domain.errors import AlreadyExistsError, NotFoundError, VersionConflictError
 from server.domain.model import Customer, Order, OrderState, Product
+from server.telemetry import tracer
 
 Connection = psycopg.AsyncConnection[TupleRow]
 Aggregate = Customer | Product | Order

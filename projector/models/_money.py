@@ -13,4 +13,4 @@ def amount(money: types_pb2.Money) -> Decimal:
 
 
 def occurred(env: events_pb2.Envelope) -> dt.datetime:
-    return env.occur_time.ToDatetime(dt.timezone.utc)
+    return env.occur_time.ToDatetime(dt.UTC)

@@ -3,10 +3,9 @@ duplicates, hold gaps, park what cannot be applied and everything of its aggrega
 
 from __future__ import annotations
 
-from orders.v1 import events_pb2
+from orders.v1 import events_pb2, types_pb2
 from projector.decide import Incoming, Outcome, decide, key_from_subject
 from projector.models.product_sales import per_product
-from orders.v1 import types_pb2
 
 SUBJECT = "orders.events.order.3.o-1"
 
