@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTOS := $(sort $(wildcard proto/orders/v1/*.proto))
 GEN_OUT ?= generated
 
-.PHONY: install run test test-chaos test-fast bench bench-query generate check-generated lint-proto clean
+.PHONY: install run test test-chaos test-fast bench bench-query generate check-generated lint lint-proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ generate: $(STAMP)
 	touch $(GEN_OUT)/orders/__init__.py $(GEN_OUT)/orders/v1/__init__.py
 
 lint-proto: $(STAMP)
+	$(BIN)/buf lint
+
+lint: $(STAMP)
+	$(BIN)/ruff check server projector clients tests
 	$(BIN)/buf lint
 
 check-generated: $(STAMP)
