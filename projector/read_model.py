@@ -18,11 +18,9 @@ from sqlalchemy import (
     String,
     Text,
     func,
-    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 metadata = MetaData(naming_convention={"pk": "pk_%(table_name)s", "ix": "ix_%(column_0_label)s"})
@@ -114,29 +112,3 @@ class RebuildVersionRow(Base):
     aggregate_type: Mapped[str] = mapped_column(String(32), primary_key=True)
     aggregate_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
-
-
-# --- the query server's reads -----------------------------------------------------------------
-
-
-async def applied_version(conn: AsyncConnection, tenant_id: str, aggregate_type: str, aggregate_id: str, *, lock: bool = False) -> int:
-    query = select(AppliedVersionRow.version).where(
-        AppliedVersionRow.tenant_id == tenant_id,
-        AppliedVersionRow.aggregate_type == aggregate_type,
-        AppliedVersionRow.aggregate_id == aggregate_id,
-    )
-    if lock:
-        query = query.with_for_update()
-    version = (await conn.execute(query)).scalar_one_or_none()
-    return 0 if version is None else int(version)
-
-
-async def get_order_summary(conn: AsyncConnection, tenant_id: str, order_id: str) -> OrderSummaryRow | None:
-    row = (
-        await conn.execute(
-            select(OrderSummaryRow.__table__).where(
-                OrderSummaryRow.tenant_id == tenant_id, OrderSummaryRow.order_id == order_id
-            )
-        )
-    ).first()
-    return None if row is None else OrderSummaryRow(**row._mapping)

@@ -1,4 +1,4 @@
-"""Write-side tables (typed SQLAlchemy models) and the helpers that turn them into SQL."""
+"""Write-side tables (typed SQLAlchemy models: the schema Alembic migrates) and money as numeric."""
 
 from __future__ import annotations
 
@@ -23,10 +23,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.sql.expression import Executable
 
 from server.domain.money import NANOS_PER_UNIT, Money
 
@@ -144,10 +141,6 @@ class IdempotencyRow(Base):
     created_at: Mapped[dt.datetime] = _now()
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-
-
 def to_decimal(money: Money) -> Decimal:
     return Decimal(money.total_nanos).scaleb(-9)
 
@@ -155,12 +148,3 @@ def to_decimal(money: Money) -> Decimal:
 def from_decimal(currency_code: str, amount: Decimal) -> Money:
     return Money.of_nanos(currency_code, int(amount * NANOS_PER_UNIT))
 
-
-
-
-def sql(statement: Executable) -> str:
-    """SQL text for psycopg, compiled once from the typed tables; parameters are %(name)s."""
-    return str(statement.compile(dialect=_DIALECT))
-
-
-_DIALECT = psycopg_dialect()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +24,8 @@ from server.config import Settings, libpq_url
 from server.domain.commands import id_violations
 from server.domain.errors import DomainError, FieldViolation, InvalidCommandError, NotFoundError
 from server.watch import Hub, Watcher
+
+log = logging.getLogger(__name__)
 
 # Leave this much of the caller's deadline to answer "not caught up yet" instead of timing out.
 ANSWER_MARGIN_SECONDS = 0.05
@@ -257,11 +260,21 @@ class QueryService(pb_grpc.QueryServiceServicer):
         tenant_id = serving.tenant_of(context)
         try:
             _check(tenant_violations(tenant_id))
-            return await read(tenant_id)
+            try:
+                return await read(tenant_id)
+            except (psycopg.errors.UndefinedTable, psycopg.errors.FeatureNotSupported):
+                # A read model swapped in under this query (orders swap): read the new table.
+                return await read(tenant_id)
         except DomainError as exc:
             await errors.abort(context, errors.to_status(exc))
         except PoolTimeout:
             await errors.abort(context, errors.unavailable("the read database is busy; retry the call", "DATABASE_BUSY"))
+        except psycopg.OperationalError:
+            await errors.abort(context, errors.unavailable("the read database is unavailable; retry the call",
+                                                           "DATABASE_UNAVAILABLE"))
+        except psycopg.Error as exc:
+            log.exception("query failed", extra={"sqlstate": exc.sqlstate})
+            await errors.abort(context, errors.internal("internal error reading the read model"))
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.asynccontextmanager

@@ -85,6 +85,8 @@ def publish(nats_url: str, messages: list[tuple[str, bytes]]) -> None:
     async def go() -> None:
         nc = await nats.connect(nats_url)
         js = nc.jetstream()
+        # The relay and projector create the stream when they start: do not race them to it.
+        await messaging.ensure_stream(js, "ORDERS_EVENTS")
         for subject, data in messages:
             await js.publish(subject, data, headers={"Nats-Msg-Id": str(uuid.uuid4()), "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
         await nc.close()
