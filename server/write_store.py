@@ -146,11 +146,12 @@ class Session:
         self._event: dict[str, Any] | None = None
 
     async def _read(self, aggregate_type: str, aggregate_id: str) -> tuple[Any, ...]:
-        with _db_span(f"SELECT {aggregate_type}"):
-            cursor = await self.conn.execute(
-                READ[aggregate_type], dict(self.base, aggregate_id=aggregate_id, timeout_ms=self.timeout_ms)
-            )
-            row = await cursor.fetchone()
+        # No span of its own: a primary-key read, timed by the call's server span; the write,
+        # where a command spends its database time, has one.
+        cursor = await self.conn.execute(
+            READ[aggregate_type], dict(self.base, aggregate_id=aggregate_id, timeout_ms=self.timeout_ms)
+        )
+        row = await cursor.fetchone()
         assert row is not None  # the query always returns its one row
         if row[1] is not None:
             raise Replayed(Prior(row[1], bytes(row[2]), None if row[3] is None else bytes(row[3])))

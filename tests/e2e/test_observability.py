@@ -77,11 +77,11 @@ def test_one_trace_runs_from_the_call_through_the_outbox_to_the_publish(traced: 
     while span.parent_id in trace:
         span = trace[span.parent_id]
         ancestors.append(span.name)
-    assert "/orders.v1.CommandService/PlaceOrder" in ancestors and "command PlaceOrder" in ancestors
+    assert "/orders.v1.CommandService/PlaceOrder" in ancestors
     assert {s.attributes.get("correlation_id") for s in trace.values()} == {correlation_id}
     assert producer.attributes["messaging.system"] == "nats"
     assert producer.attributes["causation_id"] == next(
-        s.attributes["causation_id"] for s in trace.values() if s.name == "command PlaceOrder")
+        s.attributes["causation_id"] for s in trace.values() if s.name == "outbox write order")
 
 
 def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, collector: Collector) -> None:
@@ -132,10 +132,11 @@ def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, 
     by_name = {s.name: s for s in trace.values()}
     assert {s.service for s in trace.values()} >= {
         "orders-command-server", "orders-relay", "orders-projector", "orders-query-server"}
-    # call -> command (which records the event) -> relay publish -> projector apply -> notice -> push
+    # call (which records the event) -> relay publish -> projector apply -> notice -> push
     chain = ["push WatchOrders", "send orders.views", "apply OrderPlaced", "send orders.events.order",
-             "command PlaceOrder", "/orders.v1.CommandService/PlaceOrder"]
-    assert trace[by_name["outbox write order"].parent_id].name == "command PlaceOrder"
+             "/orders.v1.CommandService/PlaceOrder"]
+    assert trace[by_name["outbox write order"].parent_id].name == "/orders.v1.CommandService/PlaceOrder"
+    assert by_name["/orders.v1.CommandService/PlaceOrder"].attributes["orders.aggregate_id"] == order_id
     for child, parent in zip(chain, chain[1:]):
         assert trace[by_name[child].parent_id].name == parent, (child, parent)
     assert by_name["apply OrderPlaced"].kind == CONSUMER
