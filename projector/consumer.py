@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -130,7 +130,10 @@ async def consume(
             try:
                 if conn is None or conn.closed:
                     conn = await conn_factory()
-                with _batch_span(msgs, durable) as batch:
+                # Each message's trace context, read once: the batch links them, each applied
+                # event's span continues one.
+                contexts = {m.metadata.sequence.stream: telemetry.extract(m.headers) for m in msgs}
+                with _batch_span(contexts.values(), len(msgs), durable) as batch:
                     decisions = await apply_batch(
                         conn, [incoming(m) for m in msgs], models, check, consumer=durable,
                         max_gap_deliveries=settings.projector_max_gap_deliveries, before_commit=hooks.before_commit,
@@ -143,7 +146,7 @@ async def consume(
                 conn = None
                 await asyncio.sleep(0.5)
                 continue
-            applied = _trace_applied(applied_events(decisions), decisions, batch, durable, started)
+            applied = _trace_applied(applied_events(decisions), contexts, batch, durable, started)
             if on_committed is not None and applied:
                 await on_committed(applied)
             hooks.after_commit()
@@ -180,9 +183,9 @@ async def next_batch(sub: JetStreamContext.PullSubscription) -> list[Msg]:
         return first
 
 
-def _batch_span(msgs: Sequence[Msg], durable: str) -> Any:
+def _batch_span(contexts: Iterable[Any], count: int, durable: str) -> Any:
     """One CONSUMER span for the batch, linked to every message's own trace (semconv)."""
-    links = [trace.Link(trace.get_current_span(telemetry.extract(m.headers)).get_span_context()) for m in msgs]
+    links = [trace.Link(trace.get_current_span(ctx).get_span_context()) for ctx in contexts]
     return telemetry.tracer.start_as_current_span(
         f"process {messaging.SUBJECT_PREFIX}",
         kind=SpanKind.CONSUMER,
@@ -191,20 +194,19 @@ def _batch_span(msgs: Sequence[Msg], durable: str) -> Any:
             "messaging.system": "nats",
             "messaging.operation.type": "process",
             "messaging.consumer.group.name": durable,
-            "messaging.batch.message_count": len(msgs),
+            "messaging.batch.message_count": count,
         },
     )
 
 
-def _trace_applied(applied: list[Applied], decisions: Sequence[Decision], batch: Any, durable: str,
+def _trace_applied(applied: list[Applied], contexts: dict[int, Any], batch: Any, durable: str,
                    started: int) -> list[Applied]:
     """A span per applied event, in the trace of the command that caused it (its parent is the
     relay's publish), covering the batch's transaction; notices and watchers continue from it."""
     ended = time.time_ns()
-    by_seq = {d.item.stream_seq: d for d in decisions}
     traced = []
     for item in applied:
-        parent = telemetry.extract(by_seq[item.stream_seq].item.headers)
+        parent = contexts.get(item.stream_seq)
         env = item.envelope
         span = telemetry.tracer.start_span(
             f"apply {env.event_type}",
