@@ -31,11 +31,14 @@ _PARKED = """
     WHERE status = 'parked'
       AND (aggregate_type, aggregate_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))
 """
+# clock_timestamp(), not now(): a batch whose transaction began before a rebuild started but that
+# took the projection lock after it must count as applied after the start, or the rebuild's
+# catch-up would miss it.
 UPSERT_APPLIED = """
     INSERT INTO applied_versions (tenant_id, aggregate_type, aggregate_id, version, applied_at)
-    SELECT *, now() FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[])
+    SELECT *, clock_timestamp() FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[])
     ON CONFLICT (tenant_id, aggregate_type, aggregate_id)
-    DO UPDATE SET version = EXCLUDED.version, applied_at = now()
+    DO UPDATE SET version = EXCLUDED.version, applied_at = clock_timestamp()
 """
 INSERT_DEAD = """
     INSERT INTO dead_letters (stream_seq, subject, tenant_id, aggregate_type, aggregate_id, aggregate_version,
