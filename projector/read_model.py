@@ -46,6 +46,11 @@ class OrderSummaryRow(Base):
     stream_seq: Mapped[int] = mapped_column(BigInteger)
     # Stamped by a trigger on every write (migration 0005): commit order, for WatchOrders.
     change_seq: Mapped[int] = mapped_column(BigInteger, server_default=FetchedValue(), server_onupdate=FetchedValue())
+    __table_args__ = (
+        Index("ix_order_summaries_tenant_change_seq", "tenant_id", "change_seq"),
+        Index("ix_order_summaries_tenant_customer_change_seq", "tenant_id", "customer_id", "change_seq"),
+        Index("ix_order_summaries_tenant_customer_order", "tenant_id", "customer_id", "order_id"),
+    )
 
 
 class AppliedVersionRow(Base):
@@ -57,7 +62,7 @@ class AppliedVersionRow(Base):
     aggregate_type: Mapped[str] = mapped_column(String(32), primary_key=True)
     aggregate_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
-    applied_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    applied_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
 
 
 class CheckpointRow(Base):

@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKeyConstraint,
     Identity,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -126,6 +127,8 @@ class EventRow(Base):
     stream_seq: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (
         UniqueConstraint("tenant_id", "aggregate_type", "aggregate_id", "aggregate_version"),
+        # The relay's scan: only unpublished rows, in id order.
+        Index("ix_events_unpublished", "id", postgresql_where=text("published_at IS NULL")),
     )
 
 
