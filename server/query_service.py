@@ -292,7 +292,21 @@ class QueryService(pb_grpc.QueryServiceServicer):
         budget = self._settings.read_wait_seconds if remaining is None else remaining
         give_up = time.monotonic() + max(0.0, budget - ANSWER_MARGIN_SECONDS)
         pause = 0.002
+        # The projector's notice for an order wakes this read at once; other writes (and a lost
+        # notice) are found by re-reading after a growing pause.
+        waiter = Watcher(tenant_id, token.aggregate_id if token.aggregate_type == "order" else "", "", stream=False)
+        if waiter.order_id:
+            self._hub.add(waiter)
+        try:
+            await self._wait_loop(context, tenant_id, token, waiter, give_up, pause)
+        finally:
+            if waiter.order_id:
+                self._hub.remove(waiter)
+
+    async def _wait_loop(self, context: grpc.aio.ServicerContext, tenant_id: str, token: wire.ConsistencyToken,
+                         waiter: Watcher, give_up: float, pause: float) -> None:
         while True:
+            waiter.wake.clear()
             async with self._connection(context) as conn:
                 version = await read_store.applied_version(conn, tenant_id, token.aggregate_type, token.aggregate_id)
             if version >= token.version:
@@ -308,7 +322,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
                         lag_versions=str(token.version - version),
                     ),
                 )
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wake.wait(), pause)
             pause = min(pause * 2, 0.05)
 
 

@@ -43,6 +43,7 @@ class Watcher:
     customer_id: str
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     traces: dict[str, Context] = field(default_factory=dict)
+    stream: bool = True  # False: a read waiting for its consistency token, not a WatchOrders stream
 
     def noticed(self, order_id: str, ctx: Context | None) -> None:
         if ctx is not None:
@@ -68,12 +69,14 @@ class Hub:
 
     def add(self, watcher: Watcher) -> None:
         self._watchers[watcher.key()].add(watcher)
-        WATCHERS.inc()
+        if watcher.stream:
+            WATCHERS.inc()
 
     def remove(self, watcher: Watcher) -> None:
         key = watcher.key()
         if watcher in self._watchers.get(key, ()):
-            WATCHERS.dec()
+            if watcher.stream:
+                WATCHERS.dec()
         self._watchers[key].discard(watcher)
         if not self._watchers[key]:
             del self._watchers[key]

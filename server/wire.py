@@ -15,16 +15,9 @@ from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import events_pb2, types_pb2
 from server.domain import commands as c
 from server.domain import events as e
-from server.domain import model
 from server.domain.errors import FieldViolation, InvalidCommandError
 from server.domain.money import Money
 
-ORDER_STATES = {
-    model.OrderState.PLACED: types_pb2.ORDER_STATE_PLACED,
-    model.OrderState.CONFIRMED: types_pb2.ORDER_STATE_CONFIRMED,
-    model.OrderState.SHIPPED: types_pb2.ORDER_STATE_SHIPPED,
-    model.OrderState.CANCELLED: types_pb2.ORDER_STATE_CANCELLED,
-}
 REASONS = {
     types_pb2.CANCELLATION_REASON_CUSTOMER_REQUEST: c.CancellationReason.CUSTOMER_REQUEST,
     types_pb2.CANCELLATION_REASON_OUT_OF_STOCK: c.CancellationReason.OUT_OF_STOCK,
