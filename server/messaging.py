@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 SUBJECT_PREFIX = "orders.events"
 MAX_EVENT_BYTES = 1024 * 1024
 DUPLICATE_WINDOW_SECONDS = 120.0
+NatsError = nats.errors.Error  # every nats-py error, JetStream's included
 
 
 def partition_of(aggregate_id: str, partitions: int) -> int:
@@ -90,5 +91,3 @@ async def close(nc: Client) -> None:
     except (NatsError, TimeoutError):
         await nc.close()
 
-
-NatsError = nats.errors.Error
