@@ -18,6 +18,7 @@ from opentelemetry.processor.baggage import BaggageSpanProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 CORRELATION_ID = "correlation_id"
@@ -100,11 +101,24 @@ def serve_metrics(addr: str | None) -> None:
 # --- context across the outbox and NATS --------------------------------------------------------
 
 
-def inject(headers: dict[str, str] | None = None) -> dict[str, str]:
-    """The current trace context and baggage as W3C headers (traceparent, tracestate, baggage)."""
-    carrier: dict[str, str] = dict(headers or {})
-    propagate.inject(carrier)
+_W3C = TraceContextTextMapPropagator()
+
+
+def stored_context(correlation_id: str, causation_id: str) -> dict[str, str]:
+    """What an event row keeps of the command's context: its ids and the W3C trace context, so
+    whatever publishes the event later continues the trace (see `extract_stored`)."""
+    carrier = {CORRELATION_ID: correlation_id, CAUSATION_ID: causation_id}
+    _W3C.inject(carrier)
     return carrier
+
+
+def extract_stored(stored: Mapping[str, str]) -> context.Context:
+    """The context `stored_context` kept: the trace, with the ids back in baggage."""
+    ctx = _W3C.extract(stored)
+    for key in _CARRIED:
+        if stored.get(key):
+            ctx = baggage.set_baggage(key, stored[key], ctx)
+    return ctx
 
 
 def inject_into(headers: dict[str, str], ctx: context.Context) -> None:
