@@ -2,16 +2,19 @@
 fetch+ack by the same client library in the same run, and the rebuild rate from the events table.
 
 A fresh embedded PostgreSQL and nats-server get N synthetic order events (placed, confirmed, then
-shipped or cancelled), written to the events table and published to the stream. Then, in turn:
-a throwaway durable consumer fetches and acks them all (the ceiling any consumer in this process
-can reach), the projector applies them all (all three read models), and each read model is
-rebuilt from the events table. Figures are comparable only as ratios within one run."""
+shipped or cancelled), written to the events table and published to the stream with the headers
+the relay sends (ids, trace context, baggage). Then, ROUNDS times in turn: a new durable consumer
+fetches and acks them all (the ceiling any consumer in this process can reach), and the projector,
+from empty read models, applies them all (all three read models); the medians are reported.
+Last, each read model is rebuilt from the events table. Figures are comparable only as ratios
+within one run."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +37,7 @@ from server.migrations import upgrade
 from server.runtime import EmbeddedNats, EmbeddedPostgres
 
 PUBLISH_WINDOW = 1000
+ROUNDS = 3
 
 
 def _say(message: str) -> None:
@@ -94,7 +98,7 @@ async def load(db_url: str, nats_url: str, stream: str, envelopes: list[events_p
     for start in range(0, len(envelopes), PUBLISH_WINDOW):
         window = envelopes[start:start + PUBLISH_WINDOW]
         acks = await asyncio.gather(*(js.publish(messaging.subject_for(e.aggregate_type, e.aggregate_id, 16),
-                                                 e.SerializeToString(), headers={"Nats-Msg-Id": e.event_id})
+                                                 e.SerializeToString(), headers=relay_headers(e))
                                       for e in window))
         sequences += [ack.seq for ack in acks]
     await nc.close()
@@ -106,13 +110,21 @@ async def load(db_url: str, nats_url: str, stream: str, envelopes: list[events_p
         )
 
 
-async def raw_fetch_ack(nats_url: str, stream: str, count: int) -> float:
+def relay_headers(env: events_pb2.Envelope) -> dict[str, str]:
+    """The headers the relay sends with an event: its ids, a W3C trace context and baggage."""
+    trace_id, span_id = uuid.UUID(env.event_id).hex, uuid.uuid4().hex[:16]
+    ids = f"correlation_id={env.aggregate_id},causation_id={env.event_id}"
+    return {"Nats-Msg-Id": env.event_id, "correlation_id": env.aggregate_id, "causation_id": env.event_id,
+            "traceparent": f"00-{trace_id}-{span_id}-01", "baggage": ids}
+
+
+async def raw_fetch_ack(nats_url: str, stream: str, count: int, durable: str) -> float:
     """The same pull/fetch/ack loop as the projector, doing nothing with the messages."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    config = api.ConsumerConfig(durable_name="bench-raw", ack_policy=api.AckPolicy.EXPLICIT,
+    config = api.ConsumerConfig(durable_name=durable, ack_policy=api.AckPolicy.EXPLICIT,
                                 deliver_policy=api.DeliverPolicy.ALL, max_ack_pending=20_000)
-    sub = await js.pull_subscribe(f"{messaging.SUBJECT_PREFIX}.>", durable="bench-raw", stream=stream, config=config)
+    sub = await js.pull_subscribe(f"{messaging.SUBJECT_PREFIX}.>", durable=durable, stream=stream, config=config)
     began, done = time.perf_counter(), 0
     while done < count:
         try:
@@ -128,8 +140,9 @@ async def raw_fetch_ack(nats_url: str, stream: str, count: int) -> float:
     return elapsed
 
 
-async def project(settings: Settings, count: int) -> float:
-    """The real consumer loop, in this process, until it has applied `count` events."""
+async def project(settings: Settings, count: int, durable: str) -> float:
+    """The real consumer loop, in this process, until it has applied `count` events, from empty
+    read models."""
     stop = asyncio.Event()
     applied = 0
 
@@ -144,9 +157,12 @@ async def project(settings: Settings, count: int) -> float:
     async def connect() -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(url, autocommit=True)
 
+    async with await connect() as conn:
+        tables = [t.name for m in MODELS for t in m.tables]
+        await conn.execute(f"TRUNCATE {', '.join(tables)}, applied_versions, projection_checkpoints, dead_letters")
     nc = await nats.connect(settings.require_nats_url())
     began = time.perf_counter()
-    await consumer.consume(nc.jetstream(), connect, settings, stop, on_committed=on_committed)
+    await consumer.consume(nc.jetstream(), connect, settings, stop, on_committed=on_committed, durable=durable)
     elapsed = time.perf_counter() - began
     await nc.close()
     return elapsed
@@ -185,10 +201,13 @@ def measure(settings: Settings, events: int) -> dict[str, Any]:
             _say(f"generating and publishing {events} events ...")
             envelopes = synthetic_events(events)
             asyncio.run(load(db_url, ns.url, local.stream_name, envelopes))
-            _say("raw JetStream fetch+ack ...")
-            raw = asyncio.run(raw_fetch_ack(ns.url, local.stream_name, events))
-            _say("projector (three read models) ...")
-            projected = asyncio.run(project(local, events))
+            raws, projections = [], []
+            for n in range(ROUNDS):  # alternately, so drift on a noisy machine hits both alike
+                _say(f"round {n + 1}/{ROUNDS}: raw JetStream fetch+ack ...")
+                raws.append(asyncio.run(raw_fetch_ack(ns.url, local.stream_name, events, f"bench-raw-{n}")))
+                _say(f"round {n + 1}/{ROUNDS}: projector (three read models) ...")
+                projections.append(asyncio.run(project(local, events, f"bench-projector-{n}")))
+            raw, projected = statistics.median(raws), statistics.median(projections)
             rebuilt = asyncio.run(rebuild_all(libpq_url(db_url)))
         finally:
             ns.stop()
@@ -199,6 +218,7 @@ def measure(settings: Settings, events: int) -> dict[str, Any]:
         "raw_fetch_ack_per_second": round(events / raw, 1),
         "projector_per_second": round(events / projected, 1),
         "projector_vs_raw": round(raw / projected, 3),
+        "rounds": ROUNDS,
         "rebuild_per_second": {name: round(events / s, 1) for name, s in rebuilt.items()},
         "rebuild_all_models_per_second": round(events / rebuild_total, 1),
         "rebuild_1m_events_all_models_seconds_extrapolated": round(1_000_000 / events * rebuild_total, 1),

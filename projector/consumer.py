@@ -185,11 +185,11 @@ async def next_batch(sub: JetStreamContext.PullSubscription) -> list[Msg]:
 
 def _batch_span(contexts: Iterable[Any], count: int, durable: str) -> Any:
     """One CONSUMER span for the batch, linked to every message's own trace (semconv)."""
-    links = [trace.Link(trace.get_current_span(ctx).get_span_context()) for ctx in contexts]
+    linked = (trace.get_current_span(ctx).get_span_context() for ctx in contexts)
     return telemetry.tracer.start_as_current_span(
         f"process {messaging.SUBJECT_PREFIX}",
         kind=SpanKind.CONSUMER,
-        links=[link for link in links if link.context.is_valid],
+        links=[trace.Link(span) for span in linked if span.is_valid],
         attributes={
             "messaging.system": "nats",
             "messaging.operation.type": "process",
@@ -204,6 +204,7 @@ def _trace_applied(applied: list[Applied], contexts: dict[int, Any], batch: Any,
     """A span per applied event, in the trace of the command that caused it (its parent is the
     relay's publish), covering the batch's transaction; notices and watchers continue from it."""
     ended = time.time_ns()
+    to_batch = [trace.Link(batch.get_span_context())]  # one list for all: spans only read it
     traced = []
     for item in applied:
         parent = contexts.get(item.stream_seq)
@@ -213,7 +214,7 @@ def _trace_applied(applied: list[Applied], contexts: dict[int, Any], batch: Any,
             context=parent,
             kind=SpanKind.CONSUMER,
             start_time=started,
-            links=[trace.Link(batch.get_span_context())],
+            links=to_batch,
             attributes={
                 "messaging.system": "nats",
                 "messaging.operation.type": "process",

@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.processor.baggage import BaggageSpanProcessor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -24,6 +24,7 @@ TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 CORRELATION_ID = "correlation_id"
 CAUSATION_ID = "causation_id"
 _CARRIED = (CORRELATION_ID, CAUSATION_ID)
+MAX_LINKS = 512
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 tracer = trace.get_tracer("orders")
@@ -77,7 +78,10 @@ def setup_tracing(role: str, env: Mapping[str, str] | None = None) -> TracerProv
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true" or env.get("OTEL_TRACES_EXPORTER", "") == "none":
         return None
     attributes = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": f"orders-{role}"}
-    provider = TracerProvider(resource=Resource.create(attributes))
+    # A projector batch span links every message it applied: up to 500, beyond the SDK's default
+    # of 128 (OTEL_SPAN_LINK_COUNT_LIMIT still decides when set).
+    links = int(env.get("OTEL_SPAN_LINK_COUNT_LIMIT") or MAX_LINKS)
+    provider = TracerProvider(resource=Resource.create(attributes), span_limits=SpanLimits(max_links=links))
     # Only these two baggage entries become span attributes: never tokens or personal data.
     provider.add_span_processor(BaggageSpanProcessor(lambda key: key in _CARRIED))
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
@@ -127,6 +131,10 @@ def inject_into(headers: dict[str, str], ctx: context.Context) -> None:
 
 
 def extract(headers: Mapping[str, Any] | None) -> context.Context:
+    """The context in message headers; what this service publishes is read as is, other
+    publishers' headers whatever their case."""
+    if headers and "traceparent" in headers:
+        return propagate.extract(headers)
     return propagate.extract({str(k).lower(): str(v) for k, v in (headers or {}).items()})
 
 

@@ -2,13 +2,14 @@
 
 A read model owns a few tables (the first is the one queries read), an apply function per event
 type that records the event's effect in memory (its `Changes`), and a `flush` that writes a whole
-batch of effects with a few set-based statements (unnest arrays, upserts): a batch of 500 events
-costs a handful of round trips, not 500. Statements name tables through `Tables`, so the same code
+batch of effects with a few set-based statements (upserts over rows sent as one JSON document,
+see `select_json`): a batch of 500 events costs a handful of round trips, not 500. Statements name tables through `Tables`, so the same code
 fills the live tables (the projector) or shadow ones (a rebuild)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,6 +56,28 @@ class ReadModel:
                 touched = True
         if touched:
             await changes.flush(conn, tables)
+
+
+# How a column of `select_json` turns a JSON value into its SQL type.
+_FROM_JSON = {
+    "text": "r->>{n}",
+    "bigint": "(r->>{n})::bigint",
+    "jsonb": "r->{n}",
+    "nanos": "(r->>{n})::numeric * 0.000000001",  # exact: numeric(38, 9) from integer nanos
+    "micros": "'epoch'::timestamptz + (r->>{n})::bigint * interval '1 microsecond'",
+}
+
+
+def select_json(*types: str) -> str:
+    """`SELECT <columns> FROM <rows>` over rows passed as one JSON array of arrays (`rows_json`),
+    the columns in the given types. One json.dumps per statement costs far less than binding
+    arrays value by value."""
+    columns = ", ".join(_FROM_JSON[t].format(n=n) for n, t in enumerate(types))
+    return f"SELECT {columns} FROM jsonb_array_elements(%s::jsonb) AS r"
+
+
+def rows_json(rows: Iterable[Sequence[Any]]) -> str:
+    return json.dumps(list(rows), separators=(",", ":"))
 
 
 def shadow_name(table: str) -> str:

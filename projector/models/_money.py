@@ -1,16 +1,32 @@
-"""Exact amounts from proto Money, shared by the read models."""
+"""Exact amounts and event times in the cheap forms the read models batch them in: money as an
+integer count of nanos (proto Money's units and nanos, exactly) and times as integer microseconds
+since the epoch (PostgreSQL's resolution). `select_json` turns both back into numeric and
+timestamptz in SQL."""
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 
 from orders.v1 import events_pb2, types_pb2
 
-
-def amount(money: types_pb2.Money) -> Decimal:
-    return Decimal(money.units * 1_000_000_000 + money.nanos).scaleb(-9)
+NANOS = 1_000_000_000
 
 
-def occurred(env: events_pb2.Envelope) -> dt.datetime:
-    return env.occur_time.ToDatetime(dt.UTC)
+def nanos(money: types_pb2.Money) -> int:
+    return money.units * NANOS + money.nanos
+
+
+def nanos_of(amount: Decimal) -> int:
+    """A numeric(38, 9) read back from the database, in nanos."""
+    return int(amount.scaleb(9))
+
+
+def nanos_text(value: int) -> str:
+    """Nanos as a plain decimal string with nine places, as stored in JSON lines: '19.980000000'."""
+    sign, value = ("-", -value) if value < 0 else ("", value)
+    return f"{sign}{value // NANOS}.{value % NANOS:09d}"
+
+
+def occurred(env: events_pb2.Envelope) -> int:
+    """When the event happened, in microseconds since the epoch."""
+    return env.occur_time.seconds * 1_000_000 + env.occur_time.nanos // 1000

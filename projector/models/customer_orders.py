@@ -8,16 +8,16 @@ this model then depends on nothing but the events."""
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orders.v1 import events_pb2
-from projector.models import Conn, ReadModel, Tables
-from projector.models._money import amount, occurred
+from projector.models import Conn, ReadModel, Tables, rows_json, select_json
+from projector.models._money import nanos, nanos_of, occurred
 from projector.read_model import Base
 
 STATES = ("placed", "confirmed", "shipped", "cancelled")
@@ -59,72 +59,73 @@ Bucket = tuple[str, str, str]  # tenant, customer, currency
 
 @dataclass
 class Changes:
-    placed: dict[Key, tuple[str, str, Decimal, dt.datetime]] = field(default_factory=dict)
+    placed: dict[Key, tuple[str, str, int, int]] = field(default_factory=dict)  # customer, currency, nanos, micros
     moved: dict[Key, str] = field(default_factory=dict)  # the order's last state in the batch
 
     async def flush(self, conn: Conn, tables: Tables) -> None:
         d, i = tables[DASH], tables[INDEX]
         earlier = [k for k in self.moved if k not in self.placed]
-        known: dict[Key, tuple[str, str, Decimal, str]] = {}
+        known: dict[Key, tuple[str, str, int, str]] = {}
         if earlier:
             rows = await (await conn.execute(
                 f"""SELECT tenant_id, order_id, customer_id, currency_code, total, state FROM {i}
-                    WHERE (tenant_id, order_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))""",
-                [[k[0] for k in earlier], [k[1] for k in earlier]],
+                    WHERE (tenant_id, order_id) IN ({select_json("text", "text")})""",
+                [rows_json(earlier)],
             )).fetchall()
-            known = {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
-        counts: dict[Bucket, dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATES, 0))
-        values: dict[Bucket, dict[str, Decimal]] = defaultdict(lambda: {s: Decimal(0) for s in STATES})
-        last: dict[Bucket, dt.datetime | None] = defaultdict(lambda: None)
-        index: list[tuple[str, str, str, str, Decimal, str]] = []
-        for key, (customer, currency, total, at) in self.placed.items():
-            bucket, state = (key[0], customer, currency), self.moved.get(key, "placed")
-            counts[bucket][state] += 1
-            values[bucket][state] += total
-            last[bucket] = max(filter(None, (last[bucket], at)))
+            known = {(r[0], r[1]): (r[2], r[3], nanos_of(r[4]), r[5]) for r in rows}
+        # bucket -> [count and value (nanos) for each state in STATES..., last order (micros) or None]
+        buckets: dict[Bucket, list[Any]] = {}
+        index: list[tuple[str, str, str, str, int, str]] = []
+
+        def move(bucket: Bucket, state: str, total: int, by: int) -> list[Any]:
+            row = buckets.get(bucket)
+            if row is None:
+                row = buckets[bucket] = [*bucket, *[0] * (2 * len(STATES)), None]
+            at = 3 + 2 * STATES.index(state)
+            row[at] += by
+            row[at + 1] += by * total
+            return row
+
+        for key, (customer, currency, total, when) in self.placed.items():
+            state = self.moved.get(key, "placed")
+            row = move((key[0], customer, currency), state, total, 1)
+            row[-1] = when if row[-1] is None else max(row[-1], when)
             index.append((*key, customer, currency, total, state))
         for key in earlier:
             if key not in known:
                 continue  # an order this model never saw placed: nothing to move
             customer, currency, total, old = known[key]
-            bucket, new = (key[0], customer, currency), self.moved[key]
-            counts[bucket][old] -= 1
-            values[bucket][old] -= total
-            counts[bucket][new] += 1
-            values[bucket][new] += total
+            new = self.moved[key]
+            move((key[0], customer, currency), old, total, -1)
+            move((key[0], customer, currency), new, total, 1)
             index.append((*key, customer, currency, total, new))
         if index:
             await conn.execute(
                 f"""INSERT INTO {i} (tenant_id, order_id, customer_id, currency_code, total, state)
-                    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[], %b::text[])
+                    {select_json("text", "text", "text", "text", "nanos", "text")}
                     ON CONFLICT (tenant_id, order_id) DO UPDATE SET state = EXCLUDED.state""",
-                [list(c) for c in zip(*index)],
+                [rows_json(index)],
             )
-        buckets = list(counts)
         if buckets:
             columns = [c for s in STATES for c in (f"{s}_count", f"{s}_value")]
-            arrays = [[b[n] for b in buckets] for n in range(3)]
-            for s in STATES:
-                arrays += [[counts[b][s] for b in buckets], [values[b][s] for b in buckets]]
-            arrays.append([last[b] for b in buckets])
-            types = ["text", "text", "text"] + ["bigint", "numeric"] * len(STATES) + ["timestamptz"]
+            types = ["text", "text", "text", *["bigint", "nanos"] * len(STATES), "micros"]
             await conn.execute(
                 # NOT NULL is checked before ON CONFLICT: a bucket with no new order sends -infinity,
                 # which greatest() then ignores.
                 f"""INSERT INTO {d} (tenant_id, customer_id, currency_code, {", ".join(columns)}, last_order_at)
                     SELECT {", ".join(f"u{n}" for n in range(len(types) - 1))}, coalesce(u{len(types) - 1}, '-infinity')
-                    FROM unnest({", ".join(f"%b::{t}[]" for t in types)}) AS u({", ".join(f"u{n}" for n in range(len(types)))})
+                    FROM ({select_json(*types)}) AS u({", ".join(f"u{n}" for n in range(len(types)))})
                     ON CONFLICT (tenant_id, customer_id, currency_code) DO UPDATE SET
                       {", ".join(f"{c} = {d}.{c} + EXCLUDED.{c}" for c in columns)},
                       last_order_at = greatest({d}.last_order_at, EXCLUDED.last_order_at)""",
-                arrays,
+                [rows_json(buckets.values())],
             )
 
 
 def order_placed(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
     placed = env.order_placed
     changes.placed[(env.tenant_id, env.aggregate_id)] = (
-        placed.customer_id, placed.total.currency_code, amount(placed.total), occurred(env))
+        placed.customer_id, placed.total.currency_code, nanos(placed.total), occurred(env))
 
 
 def _to(state: str):  # type: ignore[no-untyped-def]

@@ -9,19 +9,17 @@ or shipping changes nothing here. The model keeps each order's lines, summed per
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from psycopg.types.json import Jsonb
 from sqlalchemy import BigInteger, DateTime, Numeric, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orders.v1 import events_pb2
-from projector.models import Conn, ReadModel, Tables
-from projector.models._money import amount, occurred
+from projector.models import Conn, ReadModel, Tables, rows_json, select_json
+from projector.models._money import nanos, nanos_of, nanos_text, occurred
 from projector.read_model import Base
 
 
@@ -53,22 +51,21 @@ Key = tuple[str, str]
 
 def per_product(placed: events_pb2.OrderPlaced) -> list[dict[str, str]]:
     """One entry per (product, currency): what the order adds to each product_sales row."""
-    units: dict[tuple[str, str], int] = defaultdict(int)
-    revenue: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    sums: dict[tuple[str, str], list[int]] = {}  # units, revenue in nanos
     for line in placed.lines:
-        key = (line.product_id, line.unit_price.currency_code)
-        units[key] += line.quantity
-        revenue[key] += amount(line.unit_price) * line.quantity
+        row = sums.setdefault((line.product_id, line.unit_price.currency_code), [0, 0])
+        row[0] += line.quantity
+        row[1] += nanos(line.unit_price) * line.quantity
     return [
-        {"product_id": p, "currency_code": c, "units": str(units[(p, c)]), "revenue": str(revenue[(p, c)])}
-        for p, c in sorted(units)
+        {"product_id": p, "currency_code": c, "units": str(units), "revenue": nanos_text(revenue)}
+        for (p, c), (units, revenue) in sorted(sums.items())
     ]
 
 
 @dataclass
 class Changes:
-    placed: dict[Key, tuple[list[dict[str, str]], dt.datetime]] = field(default_factory=dict)
-    cancelled: dict[Key, dt.datetime] = field(default_factory=dict)
+    placed: dict[Key, tuple[list[dict[str, str]], int]] = field(default_factory=dict)  # lines, micros
+    cancelled: dict[Key, int] = field(default_factory=dict)
 
     async def flush(self, conn: Conn, tables: Tables) -> None:
         s, o = tables[SALES], tables[ORDERS]
@@ -77,42 +74,42 @@ class Changes:
         if earlier:
             rows = await (await conn.execute(
                 f"""SELECT tenant_id, order_id, lines FROM {o}
-                    WHERE (tenant_id, order_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))""",
-                [[k[0] for k in earlier], [k[1] for k in earlier]],
+                    WHERE (tenant_id, order_id) IN ({select_json("text", "text")})""",
+                [rows_json(earlier)],
             )).fetchall()
             lines.update({(r[0], r[1]): r[2] for r in rows})
-        # (tenant, product, currency) -> [units ordered, revenue ordered, units cancelled, revenue cancelled, at]
+        # [tenant, product, currency, units ordered, revenue ordered, units cancelled, revenue cancelled, micros]
         delta: dict[tuple[str, str, str], list[Any]] = {}
 
-        def add(key: Key, at: dt.datetime, offset: int) -> None:
+        def add(key: Key, at: int, offset: int) -> None:
             for line in lines.get(key, []):
-                row = delta.setdefault((key[0], line["product_id"], line["currency_code"]), [0, Decimal(0), 0, Decimal(0), at])
+                bucket = (key[0], line["product_id"], line["currency_code"])
+                row = delta.get(bucket)
+                if row is None:
+                    row = delta[bucket] = [*bucket, 0, 0, 0, 0, at]
                 row[offset] += int(line["units"])
-                row[offset + 1] += Decimal(line["revenue"])
-                row[4] = max(row[4], at)
+                row[offset + 1] += nanos_of(Decimal(line["revenue"]))
+                row[7] = max(row[7], at)
 
         for key, (_, at) in self.placed.items():
-            add(key, at, 0)
+            add(key, at, 3)
         for key, at in self.cancelled.items():
-            add(key, at, 2)
+            add(key, at, 5)
         if self.placed:
-            keys = list(self.placed)
             await conn.execute(
-                f"""INSERT INTO {o} (tenant_id, order_id, lines)
-                    SELECT * FROM unnest(%b::text[], %b::text[], %b::jsonb[]) ON CONFLICT DO NOTHING""",
-                [[k[0] for k in keys], [k[1] for k in keys], [Jsonb(self.placed[k][0]) for k in keys]],
+                f"""INSERT INTO {o} (tenant_id, order_id, lines) {select_json("text", "text", "jsonb")}
+                    ON CONFLICT DO NOTHING""",
+                [rows_json((*k, v[0]) for k, v in self.placed.items())],
             )
         if delta:
-            keys3 = list(delta)
             cols = ("units_ordered", "revenue_ordered", "units_cancelled", "revenue_cancelled")
             await conn.execute(
                 f"""INSERT INTO {s} (tenant_id, product_id, currency_code, {", ".join(cols)}, updated_at)
-                    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::numeric[],
-                                         %b::bigint[], %b::numeric[], %b::timestamptz[])
+                    {select_json("text", "text", "text", "bigint", "nanos", "bigint", "nanos", "micros")}
                     ON CONFLICT (tenant_id, product_id, currency_code) DO UPDATE SET
                       {", ".join(f"{c} = {s}.{c} + EXCLUDED.{c}" for c in cols)},
                       updated_at = greatest({s}.updated_at, EXCLUDED.updated_at)""",
-                [[k[n] for k in keys3] for n in range(3)] + [[delta[k][n] for k in keys3] for n in range(5)],
+                [rows_json(delta.values())],
             )
 
 

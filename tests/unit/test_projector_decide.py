@@ -3,8 +3,15 @@ duplicates, hold gaps, park what cannot be applied and everything of its aggrega
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from orders.v1 import events_pb2, types_pb2
 from projector.decide import Incoming, Outcome, decide, key_from_subject
+from projector.models._money import nanos_of, nanos_text, occurred
 from projector.models.product_sales import per_product
 
 SUBJECT = "orders.events.order.3.o-1"
@@ -72,3 +79,15 @@ def test_product_sales_sums_lines_per_product_so_one_upsert_touches_a_row_once()
     placed = events_pb2.OrderPlaced(lines=[types_pb2.OrderLine(product_id="p", quantity=2, unit_price=price),
                                            types_pb2.OrderLine(product_id="p", quantity=1, unit_price=price)])
     assert per_product(placed) == [{"product_id": "p", "currency_code": "EUR", "units": "3", "revenue": "7.500000000"}]
+
+
+@given(st.integers(min_value=-(10**20), max_value=10**20))
+def test_batched_amounts_round_trip_exactly_through_their_text(value: int) -> None:
+    assert nanos_of(Decimal(nanos_text(value))) == value
+    assert Decimal(nanos_text(value)) == Decimal(value).scaleb(-9)
+
+
+def test_event_times_are_batched_in_whole_microseconds() -> None:
+    env = events_pb2.Envelope()
+    env.occur_time.FromDatetime(dt.datetime(2026, 11, 27, 9, 30, 0, 123456, tzinfo=dt.UTC))
+    assert occurred(env) == int(dt.datetime(2026, 11, 27, 9, 30, 0, 123456, tzinfo=dt.UTC).timestamp()) * 10**6 + 123456
