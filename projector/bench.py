@@ -31,7 +31,7 @@ from psycopg.types.json import Jsonb
 from orders.v1 import events_pb2, types_pb2
 from projector import consumer, rebuild
 from projector.models import MODELS
-from server import messaging
+from server import messaging, telemetry
 from server.config import Settings, libpq_url
 from server.migrations import upgrade
 from server.runtime import EmbeddedNats, EmbeddedPostgres
@@ -201,6 +201,9 @@ def measure(settings: Settings, events: int) -> dict[str, Any]:
             _say(f"generating and publishing {events} events ...")
             envelopes = synthetic_events(events)
             asyncio.run(load(db_url, ns.url, local.stream_name, envelopes))
+            # Traced as the projector process is (OTEL_ variables honoured; without an endpoint
+            # spans are made but not exported), so its figure includes what tracing costs.
+            telemetry.setup_tracing("projector")
             raws, projections = [], []
             for n in range(ROUNDS):  # alternately, so drift on a noisy machine hits both alike
                 _say(f"round {n + 1}/{ROUNDS}: raw JetStream fetch+ack ...")

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import signal
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -126,14 +125,13 @@ async def consume(
             if not msgs:  # a paused consumer answers a pull with a status, not messages
                 metrics.idle()
                 continue
-            started = time.time_ns()
             try:
                 if conn is None or conn.closed:
                     conn = await conn_factory()
                 # Each message's trace context, read once: the batch links them, each applied
                 # event's span continues one.
-                contexts = {m.metadata.sequence.stream: telemetry.extract(m.headers) for m in msgs}
-                with _batch_span(contexts.values(), len(msgs), durable) as batch:
+                contexts = {m.metadata.sequence.stream: telemetry.event_context(m.headers or {}) for m in msgs}
+                with _batch_span(contexts.values(), len(msgs), durable):
                     decisions = await apply_batch(
                         conn, [incoming(m) for m in msgs], models, check, consumer=durable,
                         max_gap_deliveries=settings.projector_max_gap_deliveries, before_commit=hooks.before_commit,
@@ -146,7 +144,7 @@ async def consume(
                 conn = None
                 await asyncio.sleep(0.5)
                 continue
-            applied = _trace_applied(applied_events(decisions), contexts, batch, durable, started)
+            applied = _in_traces(applied_events(decisions), contexts)
             if on_committed is not None and applied:
                 await on_committed(applied)
             hooks.after_commit()
@@ -199,36 +197,11 @@ def _batch_span(contexts: Iterable[Any], count: int, durable: str) -> Any:
     )
 
 
-def _trace_applied(applied: list[Applied], contexts: dict[int, Any], batch: Any, durable: str,
-                   started: int) -> list[Applied]:
-    """A span per applied event, in the trace of the command that caused it (its parent is the
-    relay's publish), covering the batch's transaction; notices and watchers continue from it."""
-    ended = time.time_ns()
-    to_batch = [trace.Link(batch.get_span_context())]  # one list for all: spans only read it
-    traced = []
-    for item in applied:
-        parent = contexts.get(item.stream_seq)
-        env = item.envelope
-        span = telemetry.tracer.start_span(
-            f"apply {env.event_type}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            start_time=started,
-            links=to_batch,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.operation.type": "process",
-                "messaging.consumer.group.name": durable,
-                "messaging.message.id": env.event_id,
-                "messaging.nats.stream.sequence": item.stream_seq,
-                "orders.aggregate_type": env.aggregate_type,
-                "orders.aggregate_id": env.aggregate_id,
-                "orders.aggregate_version": env.aggregate_version,
-            },
-        )
-        span.end(end_time=ended)
-        traced.append(replace(item, trace=trace.set_span_in_context(span, parent)))
-    return traced
+def _in_traces(applied: list[Applied], contexts: dict[int, Any]) -> list[Applied]:
+    """Each applied event with its message's context (the relay's publish, in the trace of the
+    command that caused it): the view-changed notice continues that trace, and the batch's span
+    links it. One span per batch, not one per event, as the messaging conventions allow."""
+    return [replace(item, trace=contexts.get(item.stream_seq)) for item in applied]
 
 
 async def run(settings: Settings, on_committed: OnCommitted | None = None) -> None:

@@ -62,7 +62,7 @@ class Applied:
 
     envelope: events_pb2.Envelope
     stream_seq: int
-    trace: Any = None  # the apply span's context (opentelemetry), for notices that follow it
+    trace: Any = None  # its message's context (opentelemetry), for the notice that follows it
 
 
 def fault_check(faults: frozenset[str]) -> Check:

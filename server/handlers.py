@@ -117,6 +117,6 @@ def _record(s: Session, ctx: wire.EventContext, event: e.Event, aggregate_type: 
         payload=env.SerializeToString(),
         # The trace context rides with the event, so the relay's publish, minutes later if need
         # be, joins the trace of the command that caused it.
-        headers=telemetry.stored_context(ctx.correlation_id, ctx.causation_id),
+        headers=telemetry.event_headers(ctx.correlation_id, ctx.causation_id),
     )
     return Written(aggregate_type, aggregate_id, version)

@@ -114,7 +114,7 @@ class Publisher:
         stored = {str(k): str(v) for k, v in (row.headers or {}).items()}
         # A child of the command that wrote the event, however long ago: the trace runs on. The
         # span is never made current: only its context goes out, in the message's headers.
-        parent = telemetry.extract_stored(stored)
+        parent = telemetry.event_context(stored)
         span = telemetry.tracer.start_span(
             f"send {messaging.SUBJECT_PREFIX}.{row.aggregate_type}",
             context=parent,

@@ -108,20 +108,22 @@ def serve_metrics(addr: str | None) -> None:
 _W3C = TraceContextTextMapPropagator()
 
 
-def stored_context(correlation_id: str, causation_id: str) -> dict[str, str]:
-    """What an event row keeps of the command's context: its ids and the W3C trace context, so
-    whatever publishes the event later continues the trace (see `extract_stored`)."""
+def event_headers(correlation_id: str, causation_id: str) -> dict[str, str]:
+    """What an event carries of the command's context, in its row and then in its NATS headers:
+    the ids and the W3C trace context, so whatever handles the event later continues the trace
+    (see `event_context`)."""
     carrier = {CORRELATION_ID: correlation_id, CAUSATION_ID: causation_id}
     _W3C.inject(carrier)
     return carrier
 
 
-def extract_stored(stored: Mapping[str, str]) -> context.Context:
-    """The context `stored_context` kept: the trace, with the ids back in baggage."""
-    ctx = _W3C.extract(stored)
+def event_context(headers: Mapping[str, str]) -> context.Context:
+    """The context `event_headers` carries: the trace, with the ids back in baggage (read from
+    their own headers, which costs a third of parsing a baggage header)."""
+    ctx = _W3C.extract(headers)
     for key in _CARRIED:
-        if stored.get(key):
-            ctx = baggage.set_baggage(key, stored[key], ctx)
+        if headers.get(key):
+            ctx = baggage.set_baggage(key, headers[key], ctx)
     return ctx
 
 
@@ -131,10 +133,6 @@ def inject_into(headers: dict[str, str], ctx: context.Context) -> None:
 
 
 def extract(headers: Mapping[str, Any] | None) -> context.Context:
-    """The context in message headers; what this service publishes is read as is, other
-    publishers' headers whatever their case."""
-    if headers and "traceparent" in headers:
-        return propagate.extract(headers)
     return propagate.extract({str(k).lower(): str(v) for k, v in (headers or {}).items()})
 
 
