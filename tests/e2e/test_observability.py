@@ -119,6 +119,7 @@ def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, 
     stream.cancel()
 
     assert versions[-1] == 2
+
     def placed_trace() -> dict[str, Span] | None:
         spans = collector.spans()
         producer = next((s for s in spans if s.kind == PRODUCER and s.service == "orders-relay"
@@ -127,13 +128,15 @@ def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, 
         if producer is None:
             return None
         trace = {s.span_id: s for s in spans if s.trace_id == producer.trace_id}
-        return trace if any(s.name == "push WatchOrders" for s in trace.values()) else None
+        # Each process exports on its own schedule: wait for every hop's span to arrive.
+        return trace if {*chain, "outbox write order"} <= {s.name for s in trace.values()} else None
+
+    # call (which records the event) -> relay publish -> projector's notice -> push
+    chain = ["push WatchOrders", "send orders.views", "send orders.events.order", "/orders.v1.CommandService/PlaceOrder"]
     trace = wait_until(placed_trace, what="a trace reaching the watcher's push")
     by_name = {s.name: s for s in trace.values()}
     assert {s.service for s in trace.values()} >= {
         "orders-command-server", "orders-relay", "orders-projector", "orders-query-server"}
-    # call (which records the event) -> relay publish -> projector's notice -> push
-    chain = ["push WatchOrders", "send orders.views", "send orders.events.order", "/orders.v1.CommandService/PlaceOrder"]
     assert trace[by_name["outbox write order"].parent_id].name == "/orders.v1.CommandService/PlaceOrder"
     assert by_name["/orders.v1.CommandService/PlaceOrder"].attributes["orders.aggregate_id"] == order_id
     for child, parent in zip(chain, chain[1:]):
