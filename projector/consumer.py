@@ -128,8 +128,8 @@ async def consume(
             try:
                 if conn is None or conn.closed:
                     conn = await conn_factory()
-                # Each message's trace context, read once: the batch links them, each applied
-                # event's span continues one.
+                # Each message's trace context, read once: the batch's span links them all, and
+                # each applied event's notice continues its own.
                 contexts = {m.metadata.sequence.stream: telemetry.event_context(m.headers or {}) for m in msgs}
                 with _batch_span(contexts.values(), len(msgs), durable):
                     decisions = await apply_batch(
