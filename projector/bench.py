@@ -93,7 +93,7 @@ async def load(db_url: str, nats_url: str, stream: str, envelopes: list[events_p
                                           dt.datetime.now(dt.UTC)))
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    await messaging.ensure_stream(js, stream)
+    await messaging.ensure_stream(js, stream, max_msgs=-1, max_bytes=-1)
     sequences: list[int] = []
     for start in range(0, len(envelopes), PUBLISH_WINDOW):
         window = envelopes[start:start + PUBLISH_WINDOW]

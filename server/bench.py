@@ -143,7 +143,7 @@ async def raw_publish(nats_url: str, count: int, payload: bytes, batch: int) -> 
 
     nc = await messaging.connect(nats_url, "bench-raw")
     js = nc.jetstream()
-    config = messaging.stream_config("BENCH_RAW")
+    config = messaging.stream_config("BENCH_RAW", max_msgs=-1, max_bytes=-1)
     config.subjects = ["bench.raw.>"]
     await js.add_stream(config)
     started = time.perf_counter()

@@ -59,7 +59,7 @@ async def connect(url: str, name: str) -> Client:
             delay = min(delay * 2, 5.0)
 
 
-def stream_config(name: str, max_msgs: int = -1, max_bytes: int = -1) -> api.StreamConfig:
+def stream_config(name: str, max_msgs: int, max_bytes: int) -> api.StreamConfig:
     """The stream as this code owns it: on disk, refusing (never dropping) messages when full."""
     return api.StreamConfig(
         name=name,
@@ -74,8 +74,10 @@ def stream_config(name: str, max_msgs: int = -1, max_bytes: int = -1) -> api.Str
     )
 
 
-async def ensure_stream(js: JetStreamContext, name: str, max_msgs: int = -1, max_bytes: int = -1) -> api.StreamInfo:
-    """Creates the events stream, or brings an existing one to the settings this code owns."""
+async def ensure_stream(js: JetStreamContext, name: str, max_msgs: int, max_bytes: int) -> api.StreamInfo:
+    """Creates the events stream, or brings an existing one to the settings this code owns. Every
+    process that calls it passes the deployment's limits (-1: none): it rewrites the stream's
+    whole configuration."""
     config = stream_config(name, max_msgs, max_bytes)
     try:
         await js.stream_info(name)

@@ -86,7 +86,7 @@ def publish(nats_url: str, messages: list[tuple[str, bytes]]) -> None:
         nc = await nats.connect(nats_url)
         js = nc.jetstream()
         # The relay and projector create the stream when they start: do not race them to it.
-        await messaging.ensure_stream(js, "ORDERS_EVENTS")
+        await messaging.ensure_stream(js, "ORDERS_EVENTS", max_msgs=-1, max_bytes=-1)
         for subject, data in messages:
             await js.publish(subject, data, headers={"Nats-Msg-Id": str(uuid.uuid4()), "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
         await nc.close()

@@ -58,6 +58,10 @@ def test_a_full_stream_never_marks_rows_published_and_takes_them_all_when_space_
 
     published = f"SELECT count(*) FROM events WHERE published_at IS NOT NULL AND id > {first_id}"
     wait_until(lambda: count(db, published) == 30, what="the 30 messages the stream takes")
+    # A projector of the same deployment starting meanwhile must leave the stream's limit alone.
+    stack.start("projector", ORDERS_STREAM_MAX_MSGS="30")
+    projected = f"SELECT count(*) FROM order_summaries WHERE customer_id = '{customer_id}'"
+    wait_until(lambda: count(db, projected) == 29, what="the projector to apply the 29 published orders")
     refusals = stack.log("relay-small").count("publish refused")
     wait_until(lambda: stack.log("relay-small").count("publish refused") > refusals, what="the relay to retry")
     assert count(db, published) == 30  # retried, still refused, still not marked
