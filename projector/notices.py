@@ -19,11 +19,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from projector.store import Applied
-from server import telemetry
+from server import messaging, telemetry
 
 log = logging.getLogger(__name__)
-
-SUBJECT_PREFIX = "orders.views"
 
 _CHANGED = """
     SELECT s.tenant_id, s.order_id, s.customer_id, s.version, s.stream_seq
@@ -55,12 +53,12 @@ class Notices:
             cursor = await self._conn.execute(_CHANGED, ([t for t, _ in changed], [o for _, o in changed]))
             for tenant_id, order_id, customer_id, version, stream_seq in await cursor.fetchall():
                 payload = {"t": tenant_id, "o": order_id, "c": customer_id, "v": version, "s": stream_seq}
-                subject = f"{SUBJECT_PREFIX}.{tenant_id}"
+                subject = f"{messaging.NOTICE_PREFIX}.{tenant_id}"
                 parent = traces.get((tenant_id, order_id))
                 # The notice continues the trace of the change it announces, so the watcher's
                 # push that it causes lands in the same trace as the command.
                 span = telemetry.tracer.start_span(
-                    f"send {SUBJECT_PREFIX}", context=parent, kind=SpanKind.PRODUCER,
+                    f"send {messaging.NOTICE_PREFIX}", context=parent, kind=SpanKind.PRODUCER,
                     attributes={"messaging.system": "nats", "messaging.operation.type": "send",
                                 "messaging.destination.name": subject, "orders.aggregate_id": order_id,
                                 "orders.aggregate_version": version},

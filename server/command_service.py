@@ -20,7 +20,7 @@ from server import errors, handlers, serving, telemetry, wire
 from server import write_store as store
 from server.config import Settings, libpq_url
 from server.db import NOTIFY_CHANNEL
-from server.domain.errors import DomainError, FieldViolation, InvalidCommandError, RequestIdReusedError
+from server.domain.errors import DomainError, InvalidCommandError, RequestIdReusedError
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class CommandService(pb_grpc.CommandServiceServicer):
         request_id: str = request.request_id
         cmd = wire.to_command(request)
         tenant_id = serving.tenant_of(context)
-        violations = wire.request_id_violations(request_id) + _tenant_violations(tenant_id) + cmd.violations()
+        violations = wire.request_id_violations(request_id) + serving.tenant_violations(tenant_id) + cmd.violations()
         if violations:
             raise InvalidCommandError(violations)
         ctx = wire.EventContext(
@@ -172,12 +172,6 @@ class CommandService(pb_grpc.CommandServiceServicer):
                 return response_type.FromString(prior.response)
         self._notifier.poke()
         return response
-
-
-def _tenant_violations(tenant_id: str) -> list[FieldViolation]:
-    if 0 < len(tenant_id) <= 64 and tenant_id.replace("-", "").replace("_", "").isalnum() and tenant_id.isascii():
-        return []
-    return [FieldViolation(serving.TENANT_KEY, "metadata must be 1-64 ASCII letters, digits, - or _")]
 
 
 async def run(settings: Settings) -> None:

@@ -14,6 +14,8 @@ from nats.js.errors import NotFoundError
 log = logging.getLogger(__name__)
 
 SUBJECT_PREFIX = "orders.events"
+# View-changed notices (core NATS): orders.views.<tenant_id>, from the projector to query servers.
+NOTICE_PREFIX = "orders.views"
 MAX_EVENT_BYTES = 1024 * 1024
 DUPLICATE_WINDOW_SECONDS = 120.0
 NatsError = nats.errors.Error  # every nats-py error, JetStream's included

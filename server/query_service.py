@@ -69,12 +69,6 @@ def summary_to_proto(row: read_store.Summary) -> pb.OrderSummary:
     )
 
 
-def tenant_violations(tenant_id: str) -> list[FieldViolation]:
-    if 0 < len(tenant_id) <= 64 and tenant_id.replace("-", "").replace("_", "").isalnum() and tenant_id.isascii():
-        return []
-    return [FieldViolation(serving.TENANT_KEY, "metadata must be 1-64 ASCII letters, digits, - or _")]
-
-
 def _optional_id(field: str, value: str) -> list[FieldViolation]:
     return id_violations(field, value) if value else []
 
@@ -185,7 +179,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
         bound = {"tenant_id": tenant_id, **filter_.as_dict()}
         try:
             _check(
-                tenant_violations(tenant_id),
+                serving.tenant_violations(tenant_id),
                 _optional_id("order_id", request.order_id),
                 _optional_id("customer_id", request.customer_id),
                 [FieldViolation("customer_id", "set order_id or customer_id, not both")]
@@ -259,7 +253,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
     async def _answer(self, context: grpc.aio.ServicerContext, read: Any) -> Any:
         tenant_id = serving.tenant_of(context)
         try:
-            _check(tenant_violations(tenant_id))
+            _check(serving.tenant_violations(tenant_id))
             try:
                 return await read(tenant_id)
             except (psycopg.errors.UndefinedTable, psycopg.errors.FeatureNotSupported):

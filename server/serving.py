@@ -20,6 +20,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from prometheus_client import Counter, Histogram
 
 from server import errors, telemetry
+from server.domain.errors import FieldViolation
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class Observe(_Wrapping):
         handled = {code: HANDLED.labels(service, method, code.name) for code in grpc.StatusCode}
         handling = HANDLING.labels(service, method)
 
-        async def begin(request: Any, context: grpc.aio.ServicerContext) -> str:
+        async def begin(context: grpc.aio.ServicerContext) -> str:
             correlation_id = metadata_value(context, CORRELATION_KEY) or str(uuid.uuid4())
             if len(correlation_id) > 128 or not correlation_id.isprintable():
                 correlation_id = str(uuid.uuid4())
@@ -159,7 +160,7 @@ class Observe(_Wrapping):
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
-                correlation_id = await begin(request, context)
+                correlation_id = await begin(context)
                 failed: BaseException | None = None
                 try:
                     with telemetry.ids(correlation_id, getattr(request, "request_id", "") or correlation_id):
@@ -176,7 +177,7 @@ class Observe(_Wrapping):
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
-                correlation_id = await begin(request, context)
+                correlation_id = await begin(context)
                 failed: BaseException | None = None
                 try:
                     with telemetry.ids(correlation_id, correlation_id):
@@ -193,10 +194,13 @@ class Observe(_Wrapping):
 
 
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == TENANT_KEY and value:
-            return str(value)
-    return DEFAULT_TENANT
+    return metadata_value(context, TENANT_KEY) or DEFAULT_TENANT
+
+
+def tenant_violations(tenant_id: str) -> list[FieldViolation]:
+    if 0 < len(tenant_id) <= 64 and tenant_id.replace("-", "").replace("_", "").isalnum() and tenant_id.isascii():
+        return []
+    return [FieldViolation(TENANT_KEY, "metadata must be 1-64 ASCII letters, digits, - or _")]
 
 
 def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:

@@ -24,7 +24,6 @@ from server import messaging, telemetry
 
 log = logging.getLogger(__name__)
 
-NOTICE_SUBJECTS = "orders.views.>"
 WATCHERS = Gauge("orders_watchers_active", "WatchOrders streams open on this query server")
 NOTICES = Counter("orders_view_notices_total", "View-changed notices received from the projector")
 
@@ -111,7 +110,7 @@ class Hub:
         while True:
             try:
                 nc = await messaging.connect(nats_url, "orders-query-server")
-                await nc.subscribe(NOTICE_SUBJECTS, cb=self.on_message)
+                await nc.subscribe(f"{messaging.NOTICE_PREFIX}.>", cb=self.on_message)
                 return nc
             except (messaging.NatsError, OSError) as exc:
                 log.warning("cannot subscribe to view notices yet", extra={"error": repr(exc)})
