@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--events", type=int, default=100_000, help="projector stage: backlog size")
     bench.add_argument("--running", action="store_true", help="measure the servers at COMMAND_ADDR/QUERY_ADDR")
     args = parser.parse_args(argv)
-    args.all_stages = getattr(args, "stage", None) == "all"
 
     settings = Settings.from_env()
     setup_logging(args.command, settings.log_level)
@@ -86,7 +85,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from server.supervisor import up
 
             return up(settings)
-        case "bench" if args.stage == "projector" and not args.all_stages:
+        case "bench" if args.stage == "projector":
             from projector import bench as projector_bench
 
             return projector_bench.run(settings, events=2_000 if args.quick else args.events, json_path=args.json)
@@ -95,7 +94,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             return benchmark.run(
                 settings,
-                stage="all" if args.all_stages else args.stage,
+                stage=args.stage,
                 seconds=0.5 if args.quick else args.seconds,
                 concurrencies=[int(c) for c in args.concurrency.split(",")],
                 backlog=2_000 if args.quick else args.backlog,

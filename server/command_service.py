@@ -1,4 +1,5 @@
-"""CommandService: translate the request, run its handler in one transaction, translate back."""
+"""CommandService: translate the request, run its handler (a read, then one atomic write of the
+change, its event and the idempotency record), translate back."""
 
 from __future__ import annotations
 
@@ -126,7 +127,8 @@ class CommandService(pb_grpc.CommandServiceServicer):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(self, method: str, request: Message, context: grpc.aio.ServicerContext) -> Message:
-        """One command, one transaction: claim the request id, run the handler, store the response."""
+        """One command: read the aggregate (and any earlier use of the request id), decide, then
+        write the claim with its response, the change and the event in one statement."""
         response_type: type[Message] = getattr(pb, f"{method}Response")
         request_id: str = request.request_id
         cmd = wire.to_command(request)
@@ -191,7 +193,9 @@ async def run(settings: Settings) -> None:
 
     async def ready() -> bool:
         async with pool.connection(timeout=1) as conn:
-            await conn.execute("SELECT 1")
+            # Commands leave their own deadline's statement_timeout on the pooled connection;
+            # the check sets its own rather than inherit a few milliseconds.
+            await conn.execute("SELECT set_config('statement_timeout', '1000', false)")
         return True
 
     try:

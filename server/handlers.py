@@ -22,20 +22,17 @@ async def register_customer(s: Session, ctx: wire.EventContext, cmd: c.RegisterC
     if await s.customer(cmd.customer_id) is not None:
         raise AlreadyExistsError("customer", cmd.customer_id)
     customer, event = model.register_customer(cmd)
-    s.insert(customer)
-    return _record(s, ctx, event, "customer", customer.customer_id, customer.version)
+    return _record(s, ctx, event, s.insert(customer))
 
 
 async def reserve_credit(s: Session, ctx: wire.EventContext, cmd: c.ReserveCredit) -> Written:
     customer, event = model.reserve_credit(_found(await s.customer(cmd.customer_id), "customer", cmd.customer_id), cmd)
-    s.update(customer, cmd.expected_version)
-    return _record(s, ctx, event, "customer", customer.customer_id, customer.version)
+    return _record(s, ctx, event, s.update(customer, cmd.expected_version))
 
 
 async def release_credit(s: Session, ctx: wire.EventContext, cmd: c.ReleaseCredit) -> Written:
     customer, event = model.release_credit(_found(await s.customer(cmd.customer_id), "customer", cmd.customer_id), cmd)
-    s.update(customer, cmd.expected_version)
-    return _record(s, ctx, event, "customer", customer.customer_id, customer.version)
+    return _record(s, ctx, event, s.update(customer, cmd.expected_version))
 
 
 async def add_stock(s: Session, ctx: wire.EventContext, cmd: c.AddStock) -> Written:
@@ -45,47 +42,38 @@ async def add_stock(s: Session, ctx: wire.EventContext, cmd: c.AddStock) -> Writ
     if cmd.expected_version > 0:
         _found(current, "product", cmd.product_id)
     product, event = model.add_stock(current, cmd)
-    if current is None:
-        s.insert(product)
-    else:
-        s.update(product, cmd.expected_version)
-    return _record(s, ctx, event, "product", product.product_id, product.version)
+    written = s.insert(product) if current is None else s.update(product, cmd.expected_version)
+    return _record(s, ctx, event, written)
 
 
 async def reserve_stock(s: Session, ctx: wire.EventContext, cmd: c.ReserveStock) -> Written:
     product, event = model.reserve_stock(_found(await s.product(cmd.product_id), "product", cmd.product_id), cmd)
-    s.update(product, cmd.expected_version)
-    return _record(s, ctx, event, "product", product.product_id, product.version)
+    return _record(s, ctx, event, s.update(product, cmd.expected_version))
 
 
 async def release_stock(s: Session, ctx: wire.EventContext, cmd: c.ReleaseStock) -> Written:
     product, event = model.release_stock(_found(await s.product(cmd.product_id), "product", cmd.product_id), cmd)
-    s.update(product, cmd.expected_version)
-    return _record(s, ctx, event, "product", product.product_id, product.version)
+    return _record(s, ctx, event, s.update(product, cmd.expected_version))
 
 
 async def place_order(s: Session, ctx: wire.EventContext, cmd: c.PlaceOrder) -> Written:
     order, event = model.place_order(cmd, await s.customer(cmd.customer_id))
-    s.insert(order)
-    return _record(s, ctx, event, "order", order.order_id, order.version)
+    return _record(s, ctx, event, s.insert(order))
 
 
 async def confirm_order(s: Session, ctx: wire.EventContext, cmd: c.ConfirmOrder) -> Written:
     order, event = model.confirm_order(_found(await s.order(cmd.order_id), "order", cmd.order_id), cmd)
-    s.update(order, cmd.expected_version)
-    return _record(s, ctx, event, "order", order.order_id, order.version)
+    return _record(s, ctx, event, s.update(order, cmd.expected_version))
 
 
 async def ship_order(s: Session, ctx: wire.EventContext, cmd: c.ShipOrder) -> Written:
     order, event = model.ship_order(_found(await s.order(cmd.order_id), "order", cmd.order_id), cmd)
-    s.update(order, cmd.expected_version)
-    return _record(s, ctx, event, "order", order.order_id, order.version)
+    return _record(s, ctx, event, s.update(order, cmd.expected_version))
 
 
 async def cancel_order(s: Session, ctx: wire.EventContext, cmd: c.CancelOrder) -> Written:
     order, event = model.cancel_order(_found(await s.order(cmd.order_id), "order", cmd.order_id), cmd)
-    s.update(order, cmd.expected_version)
-    return _record(s, ctx, event, "order", order.order_id, order.version)
+    return _record(s, ctx, event, s.update(order, cmd.expected_version))
 
 
 Handler = Callable[[Session, wire.EventContext, Any], Awaitable[Written]]
@@ -109,14 +97,15 @@ def _found(aggregate: A | None, aggregate_type: str, aggregate_id: str) -> A:
     return aggregate
 
 
-def _record(s: Session, ctx: wire.EventContext, event: e.Event, aggregate_type: str, aggregate_id: str, version: int) -> Written:
-    env = wire.envelope(event, ctx, aggregate_type, aggregate_id, version)
+def _record(s: Session, ctx: wire.EventContext, event: e.Event, written: Written) -> Written:
+    event_id = uuid.uuid4()
+    env = wire.envelope(event, ctx, written.aggregate_type, written.aggregate_id, written.version, event_id)
     s.record(
-        event_id=uuid.UUID(env.event_id),
+        event_id=event_id,
         event_type=env.event_type,
         payload=env.SerializeToString(),
         # The trace context rides with the event, so the relay's publish, minutes later if need
         # be, joins the trace of the command that caused it.
         headers=telemetry.event_headers(ctx.correlation_id, ctx.causation_id),
     )
-    return Written(aggregate_type, aggregate_id, version)
+    return written

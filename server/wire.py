@@ -104,12 +104,12 @@ class EventContext:
 
 
 def envelope(
-    event: e.Event, ctx: EventContext, aggregate_type: str, aggregate_id: str, version: int
+    event: e.Event, ctx: EventContext, aggregate_type: str, aggregate_id: str, version: int, event_id: uuid.UUID
 ) -> events_pb2.Envelope:
     occur_time = timestamp_pb2.Timestamp()
     occur_time.FromDatetime(dt.datetime.now(dt.UTC))
     env = events_pb2.Envelope(
-        event_id=str(uuid.uuid4()),
+        event_id=str(event_id),
         event_type=type(event).__name__,
         schema_version=1,
         tenant_id=ctx.tenant_id,

@@ -28,6 +28,7 @@ from server.telemetry import tracer
 
 Connection = psycopg.AsyncConnection[TupleRow]
 Aggregate = Customer | Product | Order
+_TYPES: dict[type, str] = {Customer: "customer", Product: "product", Order: "order"}
 
 _PRIOR = "i.method, i.request_hash, i.response"
 _FROM = """FROM (SELECT 1) AS one
@@ -54,9 +55,8 @@ PRIOR_REQUEST = (
     "SELECT method, request_hash, response FROM idempotency WHERE tenant_id = %(tenant_id)s AND request_id = %(request_id)s"
 )
 VERSION = {
-    "customer": "SELECT version FROM customers WHERE tenant_id = %(tenant_id)s AND customer_id = %(aggregate_id)s",
-    "product": "SELECT version FROM products WHERE tenant_id = %(tenant_id)s AND product_id = %(aggregate_id)s",
-    "order": "SELECT version FROM orders WHERE tenant_id = %(tenant_id)s AND order_id = %(aggregate_id)s",
+    kind: f"SELECT version FROM {kind}s WHERE tenant_id = %(tenant_id)s AND {kind}_id = %(aggregate_id)s"
+    for kind in ("customer", "product", "order")
 }
 
 _CHANGES = {
@@ -116,6 +116,12 @@ class Prior:
     request_hash: bytes
     response: bytes | None
 
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Prior:
+        """From (method, request_hash, response) as the database returns them."""
+        method, request_hash, response = row
+        return cls(method, bytes(request_hash), None if response is None else bytes(response))
+
 
 class Replayed(Exception):
     """The request id was used before; `prior` says how (None: read it with prior_request)."""
@@ -154,7 +160,7 @@ class Session:
         row = await cursor.fetchone()
         assert row is not None  # the query always returns its one row
         if row[1] is not None:
-            raise Replayed(Prior(row[1], bytes(row[2]), None if row[3] is None else bytes(row[3])))
+            raise Replayed(Prior.from_row(row[1:4]))
         return row[4:]
 
     async def customer(self, customer_id: str) -> Customer | None:
@@ -182,13 +188,18 @@ class Session:
             version=version,
         )
 
-    def insert(self, aggregate: Aggregate) -> None:
+    def insert(self, aggregate: Aggregate) -> Written:
         """A new aggregate; the write fails with ALREADY_EXISTS if its id is taken meanwhile."""
-        self._change = (_type_of(aggregate), "insert", _values(aggregate))
+        return self._stage(aggregate, "insert", _values(aggregate))
 
-    def update(self, aggregate: Aggregate, expected: int) -> None:
+    def update(self, aggregate: Aggregate, expected: int) -> Written:
         """A changed aggregate, saved only if it is still at `expected` when written."""
-        self._change = (_type_of(aggregate), "update", dict(_values(aggregate), expected=expected))
+        return self._stage(aggregate, "update", dict(_values(aggregate), expected=expected))
+
+    def _stage(self, aggregate: Aggregate, kind: str, values: dict[str, Any]) -> Written:
+        aggregate_type = _TYPES[type(aggregate)]
+        self._change = (aggregate_type, kind, values)
+        return Written(aggregate_type, values["aggregate_id"], values["version"])
 
     def record(self, *, event_id: uuid.UUID, event_type: str, payload: bytes, headers: dict[str, str]) -> None:
         self._event = dict(event_id=event_id, event_type=event_type, payload=payload, headers=Jsonb(headers))
@@ -226,11 +237,7 @@ class Session:
 async def prior_request(conn: Connection, tenant_id: str, request_id: str) -> Prior | None:
     cursor = await conn.execute(PRIOR_REQUEST, dict(tenant_id=tenant_id, request_id=request_id))
     row = await cursor.fetchone()
-    return None if row is None else Prior(row[0], bytes(row[1]), None if row[2] is None else bytes(row[2]))
-
-
-def _type_of(aggregate: Aggregate) -> str:
-    return {Customer: "customer", Product: "product", Order: "order"}[type(aggregate)]
+    return None if row is None else Prior.from_row(row)
 
 
 def _values(aggregate: Aggregate) -> dict[str, Any]:
