@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 PROTOS := $(sort $(wildcard proto/orders/v1/*.proto))
 GEN_OUT ?= generated
 
-.PHONY: install run test test-chaos test-fast bench bench-query generate check-generated lint lint-proto clean
+.PHONY: install run test test-chaos test-fast bench bench-query generate lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,15 +43,9 @@ generate: $(STAMP)
 		--grpc_python_out=$(GEN_OUT) $(PROTOS)
 	touch $(GEN_OUT)/orders/__init__.py $(GEN_OUT)/orders/v1/__init__.py
 
-lint-proto: $(STAMP)
-	$(BIN)/buf lint
-
 lint: $(STAMP)
 	$(BIN)/ruff check server projector clients tests
 	$(BIN)/buf lint
-
-check-generated: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit/test_contracts.py
 
 clean:
 	rm -rf $(VENV) .data
