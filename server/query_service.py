@@ -7,8 +7,8 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 import psycopg
@@ -26,6 +26,7 @@ from server.domain.errors import DomainError, FieldViolation, InvalidCommandErro
 from server.watch import Hub, Watcher
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Leave this much of the caller's deadline to answer "not caught up yet" instead of timing out.
 ANSWER_MARGIN_SECONDS = 0.05
@@ -36,6 +37,7 @@ WATCH_BATCH = 200
 # The documented answer to a stream ended by shutdown: resume with the last token.
 SHUTTING_DOWN = "SHUTTING_DOWN"
 STATE_NAMES = {v: types_pb2.OrderState.Name(v).removeprefix("ORDER_STATE_") for v in types_pb2.OrderState.values()}
+STATE_NUMBERS = {name: v for v, name in STATE_NAMES.items()}
 
 
 def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -53,7 +55,7 @@ def summary_to_proto(row: read_store.Summary) -> pb.OrderSummary:
         order_id=row.order_id,
         customer_id=row.customer_id,
         total=_money(row.currency_code, row.total),
-        state=types_pb2.OrderState.Value(f"ORDER_STATE_{row.state}"),
+        state=STATE_NUMBERS[row.state],
         version=row.version,
         lines=[
             types_pb2.OrderLine(
@@ -93,9 +95,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
     ) -> pb.GetOrderSummaryResponse:
         async def read(tenant_id: str) -> pb.GetOrderSummaryResponse:
             _check(id_violations("order_id", request.order_id))
-            await self._wait_for(context, tenant_id, request.consistency_token)
-            async with self._connection(context) as conn:
-                row = await read_store.order_summary(conn, tenant_id, request.order_id)
+            row = await self._read(context, tenant_id, request.consistency_token,
+                                   read_store.order_summary, request.order_id)
             if row is None:
                 raise NotFoundError("order", request.order_id)
             return pb.GetOrderSummaryResponse(summary=summary_to_proto(row))
@@ -117,9 +118,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
             if request.page_token:
                 after = str(tokens.verify(self._key, request.page_token, "page", filter_, "page_token")["after"])
             size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-            await self._wait_for(context, tenant_id, request.consistency_token)
-            async with self._connection(context) as conn:
-                rows = await read_store.list_orders(conn, tenant_id, request.customer_id, state, after, size + 1)
+            rows = await self._read(context, tenant_id, request.consistency_token,
+                                    read_store.list_orders, request.customer_id, state, after, size + 1)
             response = pb.ListOrdersResponse(orders=[summary_to_proto(r) for r in rows[:size]])
             if len(rows) > size:
                 response.next_page_token = tokens.sign(self._key, "page", filter_, after=rows[size - 1].order_id)
@@ -132,14 +132,13 @@ class QueryService(pb_grpc.QueryServiceServicer):
     ) -> pb.GetCustomerOrdersResponse:
         async def read(tenant_id: str) -> pb.GetCustomerOrdersResponse:
             _check(id_violations("customer_id", request.customer_id))
-            await self._wait_for(context, tenant_id, request.consistency_token)
-            async with self._connection(context) as conn:
-                rows = await read_store.customer_orders(conn, tenant_id, request.customer_id)
+            rows = await self._read(context, tenant_id, request.consistency_token,
+                                    read_store.customer_orders, request.customer_id)
             response = pb.GetCustomerOrdersResponse(
                 customer_id=request.customer_id,
                 totals=[
                     pb.OrderStateTotal(
-                        state=types_pb2.OrderState.Value(f"ORDER_STATE_{r.state}"),
+                        state=STATE_NUMBERS[r.state],
                         order_count=r.order_count,
                         total=_money(r.currency_code, r.total),
                     )
@@ -157,9 +156,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
     ) -> pb.GetProductSalesResponse:
         async def read(tenant_id: str) -> pb.GetProductSalesResponse:
             _check(_optional_id("product_id", request.product_id))
-            await self._wait_for(context, tenant_id, request.consistency_token)
-            async with self._connection(context) as conn:
-                rows = await read_store.product_sales(conn, tenant_id, request.product_id)
+            rows = await self._read(context, tenant_id, request.consistency_token,
+                                    read_store.product_sales, request.product_id)
             return pb.GetProductSalesResponse(
                 sales=[
                     pb.ProductSales(product_id=r.product_id, units_sold=r.units_sold, revenue=_money(r.currency_code, r.revenue))
@@ -204,7 +202,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
         try:
             while True:
                 watcher.wake.clear()
-                while True:  # catch up from the last delivered stream sequence
+                while True:  # catch up from the last delivered change_seq
                     try:
                         async with self._pool.connection(timeout=heartbeat) as conn:
                             rows = await read_store.changes_since(conn, tenant_id, filter_, last, WATCH_BATCH)
@@ -271,6 +269,13 @@ class QueryService(pb_grpc.QueryServiceServicer):
             await errors.abort(context, errors.internal("internal error reading the read model"))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _read(self, context: grpc.aio.ServicerContext, tenant_id: str, consistency_token: str,
+                    query: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`query(conn, tenant_id, *args)` once the read models include the token's write."""
+        await self._wait_for(context, tenant_id, consistency_token)
+        async with self._connection(context) as conn:
+            return await query(conn, tenant_id, *args)
+
     @contextlib.asynccontextmanager
     async def _connection(self, context: grpc.aio.ServicerContext) -> AsyncIterator[read_store.Connection]:
         remaining = context.time_remaining()
@@ -292,33 +297,29 @@ class QueryService(pb_grpc.QueryServiceServicer):
         if waiter.order_id:
             self._hub.add(waiter)
         try:
-            await self._wait_loop(context, tenant_id, token, waiter, give_up, pause)
+            while True:
+                waiter.wake.clear()
+                async with self._connection(context) as conn:
+                    version = await read_store.applied_version(conn, tenant_id, token.aggregate_type, token.aggregate_id)
+                if version >= token.version:
+                    return
+                if time.monotonic() + pause > give_up:
+                    await errors.abort(
+                        context,
+                        errors.unavailable(
+                            "the read model has not caught up with this write yet; retry the call",
+                            "READ_MODEL_BEHIND",
+                            wanted_version=str(token.version),
+                            current_version=str(version),
+                            lag_versions=str(token.version - version),
+                        ),
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wake.wait(), pause)
+                pause = min(pause * 2, 0.05)
         finally:
             if waiter.order_id:
                 self._hub.remove(waiter)
-
-    async def _wait_loop(self, context: grpc.aio.ServicerContext, tenant_id: str, token: wire.ConsistencyToken,
-                         waiter: Watcher, give_up: float, pause: float) -> None:
-        while True:
-            waiter.wake.clear()
-            async with self._connection(context) as conn:
-                version = await read_store.applied_version(conn, tenant_id, token.aggregate_type, token.aggregate_id)
-            if version >= token.version:
-                return
-            if time.monotonic() + pause > give_up:
-                await errors.abort(
-                    context,
-                    errors.unavailable(
-                        "the read model has not caught up with this write yet; retry the call",
-                        "READ_MODEL_BEHIND",
-                        wanted_version=str(token.version),
-                        current_version=str(version),
-                        lag_versions=str(token.version - version),
-                    ),
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wake.wait(), pause)
-            pause = min(pause * 2, 0.05)
 
 
 async def run(settings: Settings) -> None:

@@ -1,8 +1,10 @@
 """The query side's storage: the SQL the query server runs on the read models, on pooled psycopg
 connections (the hot path skips the ORM; projector/read_model.py's typed tables stay the schema).
 
-GetCustomerOrders and GetProductSales aggregate `order_summaries` for now; `customer_orders` and
-`product_sales` are the only functions to repoint when the dedicated read tables exist.
+GetCustomerOrders and GetProductSales still aggregate `order_summaries`: the projector already
+maintains dedicated `customer_orders` and `product_sales` tables (projector/models), but the query
+side does not read them yet; the functions `customer_orders` and `product_sales` are the only ones
+to repoint when it does.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from psycopg.rows import TupleRow
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
-SUMMARY_COLUMNS = "order_id, customer_id, state, currency_code, total, lines, version, updated_at, stream_seq, change_seq"
+SUMMARY_COLUMNS = "order_id, customer_id, state, currency_code, total, lines, version, updated_at, change_seq"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,6 @@ class Summary:
     lines: list[dict[str, Any]]
     version: int
     updated_at: dt.datetime
-    stream_seq: int
     change_seq: int  # commit-ordered (see migration 0005): what watchers page and resume by
 
 
@@ -72,11 +73,8 @@ async def list_orders(
         where.append("customer_id = %(customer_id)s")
     if state:
         where.append("state = %(state)s")
-    cur = await conn.execute(
-        f"SELECT {SUMMARY_COLUMNS} FROM order_summaries WHERE {' AND '.join(where)} ORDER BY order_id LIMIT %(limit)s",
-        {"tenant_id": tenant_id, "after": after_order_id, "customer_id": customer_id, "state": state, "limit": limit},
-    )
-    return [Summary(*row) for row in await cur.fetchall()]
+    params = {"tenant_id": tenant_id, "after": after_order_id, "customer_id": customer_id, "state": state}
+    return await _summaries(conn, where, "order_id", limit, params)
 
 
 async def changes_since(conn: Connection, tenant_id: str, filter_: WatchFilter, after_seq: int, limit: int) -> list[Summary]:
@@ -88,9 +86,14 @@ async def changes_since(conn: Connection, tenant_id: str, filter_: WatchFilter, 
         where.append("order_id = %(order_id)s")
     if filter_.customer_id:
         where.append("customer_id = %(customer_id)s")
+    return await _summaries(conn, where, "change_seq", limit, {"tenant_id": tenant_id, "after": after_seq, **filter_.as_dict()})
+
+
+async def _summaries(conn: Connection, where: list[str], order_by: str, limit: int, params: dict[str, Any]) -> list[Summary]:
+    """The first `limit` order_summaries rows matching every condition in `where`, by `order_by`."""
     cur = await conn.execute(
-        f"SELECT {SUMMARY_COLUMNS} FROM order_summaries WHERE {' AND '.join(where)} ORDER BY change_seq LIMIT %(limit)s",
-        {"tenant_id": tenant_id, "after": after_seq, "limit": limit, **filter_.as_dict()},
+        f"SELECT {SUMMARY_COLUMNS} FROM order_summaries WHERE {' AND '.join(where)} ORDER BY {order_by} LIMIT %(limit)s",
+        {**params, "limit": limit},
     )
     return [Summary(*row) for row in await cur.fetchall()]
 

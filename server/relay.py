@@ -128,7 +128,7 @@ class Publisher:
             },
         )
         headers = {k: v for k, v in stored.items() if k not in telemetry.TRACE_HEADERS}
-        telemetry.inject_into(headers, trace.set_span_in_context(span, parent))
+        telemetry.event_trace_into(headers, trace.set_span_in_context(span, parent))
         headers["Nats-Msg-Id"] = row.event_id
         try:
             ack = await self.js.publish(subject, row.payload, headers=headers, timeout=self.timeout)

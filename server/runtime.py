@@ -71,6 +71,10 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
     def start(self) -> str:
         with warnings.catch_warnings():  # the package warns about XDG_RUNTIME_DIR at import
             warnings.simplefilter("ignore")
@@ -120,7 +124,7 @@ class EmbeddedPostgres:
         import psycopg
 
         try:
-            psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", connect_timeout=2).close()
+            psycopg.connect(self.admin_url, connect_timeout=2).close()
             return True
         except psycopg.OperationalError:
             return False
@@ -128,7 +132,7 @@ class EmbeddedPostgres:
     def _create_database(self) -> None:
         import psycopg
 
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
 
@@ -198,9 +202,3 @@ class EmbeddedNats:
 
     def stop(self) -> None:
         _stop(self.proc, signal.SIGTERM, timeout=15)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 
 import grpc
@@ -33,7 +33,7 @@ class Child:
     backoff: float = 1.0
     started_at: float = 0.0
     restart_at: float | None = None
-    restarts: int = field(default=0)
+    restarts: int = 0
 
     def start(self) -> None:
         self.proc = subprocess.Popen(

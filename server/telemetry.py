@@ -78,8 +78,8 @@ def setup_tracing(role: str, env: Mapping[str, str] | None = None) -> TracerProv
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true" or env.get("OTEL_TRACES_EXPORTER", "") == "none":
         return None
     attributes = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": f"orders-{role}"}
-    # A projector batch span links every message it applied: up to 500, beyond the SDK's default
-    # of 128 (OTEL_SPAN_LINK_COUNT_LIMIT still decides when set).
+    # A projector batch span links every message of its batch (duplicates and dead letters too):
+    # up to 500, beyond the SDK's default of 128 (OTEL_SPAN_LINK_COUNT_LIMIT still decides when set).
     links = int(env.get("OTEL_SPAN_LINK_COUNT_LIMIT") or MAX_LINKS)
     provider = TracerProvider(resource=Resource.create(attributes), span_limits=SpanLimits(max_links=links))
     # Only these two baggage entries become span attributes: never tokens or personal data.
@@ -127,12 +127,19 @@ def event_context(headers: Mapping[str, str]) -> context.Context:
     return ctx
 
 
+def event_trace_into(headers: dict[str, str], ctx: context.Context) -> None:
+    """Writes `ctx`'s W3C trace context (no baggage: the ids travel as their own headers) into
+    `headers`, as `event_context` reads it."""
+    _W3C.inject(headers, context=ctx)
+
+
 def inject_into(headers: dict[str, str], ctx: context.Context) -> None:
     """Writes `ctx`'s trace context and baggage into `headers` without making it current."""
     propagate.inject(headers, context=ctx)
 
 
 def extract(headers: Mapping[str, Any] | None) -> context.Context:
+    """The trace context and baggage in `headers` (names matched case-insensitively), as `inject_into` writes them."""
     return propagate.extract({str(k).lower(): str(v) for k, v in (headers or {}).items()})
 
 

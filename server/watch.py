@@ -1,8 +1,8 @@
 """Fan-out of the projector's "view changed" notices to this replica's WatchOrders streams.
 
-Core NATS is at-most-once, so a notice is only a wake-up: a woken watcher reads the rows that
-changed after its last delivered stream sequence from PostgreSQL (Get and Watch never disagree),
-and every watcher re-checks on its heartbeat timer as well, so a lost notice costs at most one
+Core NATS is at-most-once, so a notice is only a wake-up: a woken watcher reads from PostgreSQL
+the rows whose change_seq is past the last one it delivered (Get and Watch never disagree), and
+every watcher re-checks on its heartbeat timer as well, so a lost notice costs at most one
 heartbeat interval of delay, never an update. Per watcher the hub holds one event: memory does
 not grow with the rate of changes or with how slowly a client reads.
 """
@@ -45,7 +45,7 @@ class Watcher:
     stream: bool = True  # False: a read waiting for its consistency token, not a WatchOrders stream
 
     def noticed(self, order_id: str, ctx: Context | None) -> None:
-        if ctx is not None:
+        if ctx is not None and self.stream:  # a consistency-token waiter pushes nothing
             self.traces.pop(order_id, None)
             if len(self.traces) >= MAX_TRACES_PER_WATCHER:
                 self.traces.pop(next(iter(self.traces)))
@@ -64,7 +64,6 @@ class Hub:
     def __init__(self) -> None:
         self._watchers: dict[Key, set[Watcher]] = defaultdict(set)
         self.closing = False
-        self.notices = 0
 
     def add(self, watcher: Watcher) -> None:
         self._watchers[watcher.key()].add(watcher)
@@ -84,7 +83,6 @@ class Hub:
         return sum(len(group) for group in self._watchers.values())
 
     def notify(self, tenant_id: str, order_id: str, customer_id: str, ctx: Context | None = None) -> None:
-        self.notices += 1
         NOTICES.inc()
         for key in ((tenant_id, "order", order_id), (tenant_id, "customer", customer_id), (tenant_id, "all", "")):
             for watcher in self._watchers.get(key, ()):
