@@ -3,7 +3,7 @@ fetch+ack by the same client library in the same run, and the rebuild rate from 
 
 A fresh embedded PostgreSQL and nats-server get N synthetic order events (placed, confirmed, then
 shipped or cancelled), written to the events table and published to the stream with the headers
-the relay sends (ids, trace context, baggage). Then, ROUNDS times in turn: a new durable consumer
+the relay sends (ids, trace context). Then, ROUNDS times in turn: a new durable consumer
 fetches and acks them all (the ceiling any consumer in this process can reach), and the projector,
 from empty read models, applies them all (all three read models); the medians are reported.
 Last, each read model is rebuilt from the events table. Figures are comparable only as ratios
@@ -26,6 +26,7 @@ import nats
 import psycopg
 from google.protobuf import timestamp_pb2
 from nats.js import api
+from opentelemetry import trace
 from psycopg.types.json import Jsonb
 
 from orders.v1 import events_pb2, types_pb2
@@ -111,15 +112,19 @@ async def load(db_url: str, nats_url: str, stream: str, envelopes: list[events_p
 
 
 def relay_headers(env: events_pb2.Envelope) -> dict[str, str]:
-    """The headers the relay sends with an event: its ids, a W3C trace context and baggage."""
-    trace_id, span_id = uuid.UUID(env.event_id).hex, uuid.uuid4().hex[:16]
-    ids = f"correlation_id={env.aggregate_id},causation_id={env.event_id}"
-    return {"Nats-Msg-Id": env.event_id, "correlation_id": env.aggregate_id, "causation_id": env.event_id,
-            "traceparent": f"00-{trace_id}-{span_id}-01", "baggage": ids}
+    """The headers the relay sends with an event: its message id, its ids and a W3C trace context
+    (here a made-up publish span in a trace of its own)."""
+    publish = trace.SpanContext(uuid.UUID(env.event_id).int, uuid.uuid4().int >> 64 | 1, is_remote=False,
+                                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+    headers = {"Nats-Msg-Id": env.event_id, "correlation_id": env.aggregate_id, "causation_id": env.event_id}
+    telemetry.event_trace_into(headers, trace.set_span_in_context(trace.NonRecordingSpan(publish)))
+    return headers
 
 
 async def raw_fetch_ack(nats_url: str, stream: str, count: int, durable: str) -> float:
-    """The same pull/fetch/ack loop as the projector, doing nothing with the messages."""
+    """A plain pull loop, fetching up to the projector's FETCH_BATCH at a time and acking each
+    message, doing nothing with them: what the stream alone allows. (The projector's next_batch
+    instead waits for one message, then fetches what is pending behind it.)"""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     config = api.ConsumerConfig(durable_name=durable, ack_policy=api.AckPolicy.EXPLICIT,

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -125,15 +124,21 @@ async def consume(
             if not msgs:  # a paused consumer answers a pull with a status, not messages
                 metrics.idle()
                 continue
+            # Each message's trace context, read once: the batch's span links them all, and each
+            # applied event's notice continues its own (the relay's publish, in the trace of the
+            # command that caused it). One span per batch, as the messaging conventions allow.
+            items: list[Incoming] = []
+            contexts: dict[int, Any] = {}
+            for m in msgs:
+                item = incoming(m)
+                items.append(item)
+                contexts[item.stream_seq] = telemetry.event_context(item.headers)
             try:
                 if conn is None or conn.closed:
                     conn = await conn_factory()
-                # Each message's trace context, read once: the batch's span links them all, and
-                # each applied event's notice continues its own.
-                contexts = {m.metadata.sequence.stream: telemetry.event_context(m.headers or {}) for m in msgs}
                 with _batch_span(contexts.values(), len(msgs), durable):
                     decisions = await apply_batch(
-                        conn, [incoming(m) for m in msgs], models, check, consumer=durable,
+                        conn, items, models, check, consumer=durable,
                         max_gap_deliveries=settings.projector_max_gap_deliveries, before_commit=hooks.before_commit,
                     )
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -144,7 +149,7 @@ async def consume(
                 conn = None
                 await asyncio.sleep(0.5)
                 continue
-            applied = _in_traces(applied_events(decisions), contexts)
+            applied = applied_events(decisions, contexts)
             if on_committed is not None and applied:
                 await on_committed(applied)
             hooks.after_commit()
@@ -195,13 +200,6 @@ def _batch_span(contexts: Iterable[Any], count: int, durable: str) -> Any:
             "messaging.batch.message_count": count,
         },
     )
-
-
-def _in_traces(applied: list[Applied], contexts: dict[int, Any]) -> list[Applied]:
-    """Each applied event with its message's context (the relay's publish, in the trace of the
-    command that caused it): the view-changed notice continues that trace, and the batch's span
-    links it. One span per batch, not one per event, as the messaging conventions allow."""
-    return [replace(item, trace=contexts.get(item.stream_seq)) for item in applied]
 
 
 async def run(settings: Settings, on_committed: OnCommitted | None = None) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -119,14 +118,3 @@ def decide(
             decisions.append(Decision(item, Outcome.APPLIED, env, key))
     return decisions
 
-
-def dead_letter_params(d: Decision) -> dict[str, Any]:
-    env = d.envelope
-    return dict(
-        stream_seq=d.item.stream_seq, subject=d.item.subject, tenant_id=d.key[0] if env is None else env.tenant_id,
-        aggregate_type=d.key[1], aggregate_id=d.key[2],
-        aggregate_version=None if env is None else env.aggregate_version,
-        event_id=None if env is None else env.event_id,
-        event_type=None if env is None else (env.WhichOneof("payload") or None),
-        payload=d.item.data, headers=dict(d.item.headers), reason=d.reason, error=d.error[:2000],
-    )

@@ -10,26 +10,21 @@ effect. It runs under the projection lock, so it never interleaves with a projec
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from projector.decide import Incoming, Outcome, decide, decode, no_check
 from projector.models import MODELS
-from projector.store import PROJECTION_LOCK_KEY, Conn, apply_models, load_state, upsert_applied
+from projector.store import Conn, apply_models, load_applied, lock_projection, upsert_applied
 
 _COLUMNS = ("id, stream_seq, subject, tenant_id, aggregate_type, aggregate_id, aggregate_version, event_id, "
             "event_type, reason, error, status, created_at, resolved_at")
 
 
-@dataclass(frozen=True)
-class Step:
-    letter_id: int
-    result: str  # replayed | duplicate | still parked
-
-    def line(self, detail: str = "") -> str:
-        return f"#{self.letter_id}: {self.result}{(' - ' + detail) if detail else ''}"
+def _step(letter_id: int, result: str, detail: str = "") -> str:
+    """A report line; result is replayed, duplicate or still parked."""
+    return f"#{letter_id}: {result}{(' - ' + detail) if detail else ''}"
 
 
 async def list_letters(conn: Conn, include_resolved: bool = False) -> list[dict[str, Any]]:
@@ -55,7 +50,7 @@ async def replay(conn: Conn, letter_ids: list[int] | None, *, dry_run: bool) -> 
     report: list[str] = []
     tx = conn.transaction(force_rollback=dry_run)
     async with tx:
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK_KEY,))
+        await lock_projection(conn)
         picked = "" if letter_ids is None else "AND id = ANY(%(ids)s)"
         aggregates = await (await conn.execute(
             f"SELECT DISTINCT aggregate_type, aggregate_id FROM dead_letters WHERE status = 'parked' {picked}",
@@ -76,8 +71,9 @@ async def _replay_aggregate(conn: Conn, aggregate_type: str, aggregate_id: str) 
     report = []
     for letter_id, seq, subject, payload, headers in letters:
         item = Incoming(seq, subject, bytes(payload), headers or {}, 1)
-        applied, _ = await load_state(conn, {_key(item)})
-        [decision] = decide([item], applied, set(), no_check, max_gap_deliveries=2**31)
+        decoded = decode(item)
+        applied = await load_applied(conn, [decoded[1]])
+        [decision] = decide([item], applied, set(), no_check, max_gap_deliveries=2**31, decoded=[decoded])
         error = decision.error
         if decision.outcome is Outcome.APPLIED:
             try:
@@ -91,22 +87,18 @@ async def _replay_aggregate(conn: Conn, aggregate_type: str, aggregate_id: str) 
                 error = f"failed to apply: {exc!r}"
             else:
                 await _resolve(conn, letter_id, "replayed")
-                report.append(Step(letter_id, "replayed").line())
+                report.append(_step(letter_id, "replayed"))
                 continue
         elif decision.outcome is Outcome.DUPLICATE:
             await _resolve(conn, letter_id, "replayed")
-            report.append(Step(letter_id, "duplicate").line("already applied, no effect"))
+            report.append(_step(letter_id, "duplicate", "already applied, no effect"))
             continue
         elif decision.outcome is Outcome.GAP:
             error = f"still waiting for version {applied.get(decision.key, 0) + 1}"
         await conn.execute("UPDATE dead_letters SET error = %s WHERE id = %s", (error[:2000], letter_id))
-        report.append(Step(letter_id, "still parked").line(error))
+        report.append(_step(letter_id, "still parked", error))
         break  # everything behind it stays parked behind it
     return report
-
-
-def _key(item: Incoming) -> tuple[str, str, str]:
-    return decode(item)[1]
 
 
 async def _resolve(conn: Conn, letter_id: int, status: str) -> None:
@@ -117,7 +109,7 @@ async def discard(conn: Conn, letter_id: int, *, dry_run: bool) -> str:
     """Marks a letter discarded: its event will never apply. Letters parked behind it stay parked
     until replayed (they may now apply, or wait for a version that will never come)."""
     async with conn.transaction(force_rollback=dry_run):
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK_KEY,))
+        await lock_projection(conn)
         row = await (await conn.execute(
             "UPDATE dead_letters SET status = 'discarded', resolved_at = now() WHERE id = %s AND status = 'parked' "
             "RETURNING aggregate_type, aggregate_id", (letter_id,),

@@ -4,9 +4,9 @@ Served on METRICS_ADDR (host:port) like every process's metrics; off when unset.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -15,18 +15,15 @@ from prometheus_client import Counter, Gauge
 
 from projector.decide import Decision
 
-log = logging.getLogger(__name__)
-
 LAG_EVENTS = Gauge("orders_projector_lag_events", "Events in the stream the projector has not yet processed")
 LAG_SECONDS = Gauge("orders_projector_lag_seconds", "Age of the oldest event in the last batch while a backlog remains")
 DEAD_LETTERS = Gauge("orders_projector_dead_letters", "Dead letters still parked")
 EVENTS = Counter("orders_projector_events_total", "Events processed, by outcome", ["outcome"])
 
 
-
 def batch_done(decisions: Sequence[Decision], pending: int, oldest: dt.datetime) -> None:
-    for d in decisions:
-        EVENTS.labels(d.outcome.value).inc()
+    for outcome, n in collections.Counter(d.outcome.value for d in decisions).items():
+        EVENTS.labels(outcome).inc(n)
     LAG_EVENTS.set(pending)
     age = (dt.datetime.now(dt.UTC) - oldest).total_seconds()
     LAG_SECONDS.set(max(0.0, age) if pending else 0.0)

@@ -19,11 +19,11 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from orders.v1 import events_pb2
+from projector.decide import Key
 from projector.models import ReadModel
-from projector.store import PROJECTION_LOCK_KEY, Conn
+from projector.store import Conn, key_columns, lock_projection
 
 CHUNK = 5000
-Key = tuple[str, str, str]
 
 _SAVE_VERSIONS = """
     INSERT INTO rebuild_versions (model, tenant_id, aggregate_type, aggregate_id, version)
@@ -55,7 +55,7 @@ async def prepare(conn: Conn, model: ReadModel) -> tuple[int, int]:
     """Fresh, empty shadow tables; records when the rebuild began. Returns (low, high) event ids."""
     async with conn.transaction():
         # No batch is in flight while the start is recorded: any batch after it has a later applied_at.
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK_KEY,))
+        await lock_projection(conn)
         for live, shadow in model.shadow().items():
             await conn.execute(f"DROP TABLE IF EXISTS {shadow}")
             await conn.execute(f"CREATE TABLE {shadow} (LIKE {live} INCLUDING ALL)")
@@ -85,9 +85,7 @@ async def _apply(conn: Conn, model: ReadModel, rows: Iterable[tuple[Any, ...]], 
         versions[key] = changed[key] = version
     await model.apply(conn, batch, model.shadow())
     if changed:
-        keys = list(changed)
-        await conn.execute(_SAVE_VERSIONS, [model.name, [k[0] for k in keys], [k[1] for k in keys],
-                                            [k[2] for k in keys], [changed[k] for k in keys]])
+        await conn.execute(_SAVE_VERSIONS, [model.name, *key_columns(changed), list(changed.values())])
     return len(batch)
 
 
@@ -168,7 +166,7 @@ async def parity(conn: Conn, model: ReadModel, limit: int = 50) -> list[str]:
     await _require_rebuild(conn, model)
     differences: list[str] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK_KEY,))
+        await lock_projection(conn)
         await catch_up(conn, model)
         for live, shadow in model.shadow().items():
             columns = ", ".join(await _compared_columns(conn, live))
@@ -190,7 +188,7 @@ async def swap(conn: Conn, model: ReadModel) -> int:
     Indexes and constraints get the live tables' names back, so later migrations still find them."""
     await _require_rebuild(conn, model)
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK_KEY,))
+        await lock_projection(conn)
         caught_up = await catch_up(conn, model)
         for live, shadow in model.shadow().items():
             live_indexes = await _indexes(conn, live)

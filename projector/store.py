@@ -5,8 +5,7 @@ checkpoint."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from orders.v1 import events_pb2
-from projector.decide import Check, Decision, Incoming, Key, Outcome, dead_letter_params, decide, decode
+from projector.decide import Check, Decision, Incoming, Key, Outcome, decide, decode
 from projector.models import ReadModel
 
 # Batches take it shared; a swap or a dead-letter replay takes it exclusive, so neither ever
@@ -65,6 +64,13 @@ class Applied:
     trace: Any = None  # its message's context (opentelemetry), for the notice that follows it
 
 
+async def lock_projection(conn: Conn, *, shared: bool = False) -> None:
+    """Takes the projection lock until the transaction ends: shared for a batch, exclusive for
+    whatever must not interleave with one."""
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await conn.execute(f"SELECT {fn}(%s)", (PROJECTION_LOCK_KEY,))
+
+
 def fault_check(faults: frozenset[str]) -> Check:
     """`faults` names aggregates whose handler must fail: ORDERS_PROJECTOR_FAULT_AGGREGATES, the
     tests' way to break a handler in a real process."""
@@ -82,18 +88,28 @@ async def apply_models(conn: Conn, models: Sequence[ReadModel], batch: Sequence[
         await model.apply(conn, batch, model.shadow() if shadow else model.live())
 
 
+def key_columns(keys: Iterable[Key]) -> list[list[str]]:
+    """Keys as three arrays (tenant ids, aggregate types, aggregate ids), for unnest()."""
+    keys = list(keys)
+    return [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]]
+
+
 async def upsert_applied(conn: Conn, final: dict[Key, int]) -> None:
     if final:
-        keys = list(final)
-        await conn.execute(UPSERT_APPLIED, [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-                                            [final[k] for k in keys]])
+        await conn.execute(UPSERT_APPLIED, [*key_columns(final), list(final.values())])
+
+
+async def load_applied(conn: Conn, keys: Iterable[Key]) -> dict[Key, int]:
+    rows = await (await conn.execute(_APPLIED, key_columns(keys))).fetchall()
+    return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
 
 
 async def load_state(conn: Conn, keys: set[Key]) -> tuple[dict[Key, int], set[tuple[str, str]]]:
-    cols = list(zip(*keys)) if keys else [[], [], []]
-    rows = await (await conn.execute(_APPLIED, [list(c) for c in cols])).fetchall()
-    parked_rows = await (await conn.execute(_PARKED, [list(cols[1]), list(cols[2])])).fetchall()
-    return {(r[0], r[1], r[2]): int(r[3]) for r in rows}, {(r[0], r[1]) for r in parked_rows}
+    """The keys' applied versions, and which of their aggregates are parked."""
+    applied = await load_applied(conn, keys)
+    _, types, ids = key_columns(keys)
+    parked = await (await conn.execute(_PARKED, [types, ids])).fetchall()
+    return applied, {(r[0], r[1]) for r in parked}
 
 
 async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[ReadModel], consumer: str | None,
@@ -107,7 +123,7 @@ async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[Read
             batch.append((d.envelope, d.item.stream_seq))
     await apply_models(conn, models, batch)
     await upsert_applied(conn, final)
-    dead = [dict(dead_letter_params(d), headers=Jsonb(dict(d.item.headers))) for d in decisions if d.outcome is Outcome.DEAD]
+    dead = [dead_letter_params(d) for d in decisions if d.outcome is Outcome.DEAD]
     async with conn.cursor() as cur:
         if dead:
             await cur.executemany(INSERT_DEAD, dead)
@@ -115,10 +131,22 @@ async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[Read
             await cur.execute(_CHECKPOINT, (consumer, checkpoint))
 
 
+def dead_letter_params(d: Decision) -> dict[str, Any]:
+    env = d.envelope  # when there is one, the key holds its tenant, type and id (see decode)
+    return dict(
+        stream_seq=d.item.stream_seq, subject=d.item.subject, tenant_id=d.key[0],
+        aggregate_type=d.key[1], aggregate_id=d.key[2],
+        aggregate_version=None if env is None else env.aggregate_version,
+        event_id=None if env is None else env.event_id,
+        event_type=None if env is None else (env.WhichOneof("payload") or None),
+        payload=d.item.data, headers=Jsonb(dict(d.item.headers)), reason=d.reason, error=d.error[:2000],
+    )
+
+
 def _is_event_fault(exc: BaseException) -> bool:
     """A statement the database refused, or a handler that raised, for some event of the batch;
     not a lost connection (then nothing is the events' fault and the batch is simply retried)."""
-    return not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, asyncio.CancelledError))
+    return not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 async def apply_batch(
@@ -140,7 +168,7 @@ async def apply_batch(
             check(env)
 
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK_KEY,))
+            await lock_projection(conn, shared=True)
             decoded = [decode(i) for i in batch]
             applied, parked = await load_state(conn, {d[1] for d in decoded})
             decisions = decide(batch, applied, parked, guarded, max_gap_deliveries, decoded)
@@ -163,7 +191,8 @@ async def apply_batch(
         return await attempt(items, forced=f"failed to apply: {exc!r}")
 
 
-def applied_events(decisions: Sequence[Decision]) -> list[Applied]:
-    return [Applied(d.envelope, d.item.stream_seq) for d in decisions
+def applied_events(decisions: Sequence[Decision], contexts: Mapping[int, Any]) -> list[Applied]:
+    """Each applied event with its message's trace context (`contexts`, by stream sequence)."""
+    return [Applied(d.envelope, d.item.stream_seq, contexts.get(d.item.stream_seq)) for d in decisions
             if d.outcome is Outcome.APPLIED and d.envelope is not None]
 

@@ -80,6 +80,17 @@ def rows_json(rows: Iterable[Sequence[Any]]) -> str:
     return json.dumps(list(rows), separators=(",", ":"))
 
 
+async def rows_by_order(conn: Conn, table: str, columns: str, keys: Sequence[tuple[str, str]]) -> list[tuple[Any, ...]]:
+    """The rows of a table keyed by (tenant_id, order_id) for `keys`: those two, then `columns`."""
+    if not keys:
+        return []
+    return await (await conn.execute(
+        f"""SELECT tenant_id, order_id, {columns} FROM {table}
+            WHERE (tenant_id, order_id) IN ({select_json("text", "text")})""",
+        [rows_json(keys)],
+    )).fetchall()
+
+
 def shadow_name(table: str) -> str:
     return f"{table}__shadow"
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 from orders.v1 import events_pb2, types_pb2
-
-NANOS = 1_000_000_000
+from server.domain.money import NANOS_PER_UNIT
 
 
 def nanos(money: types_pb2.Money) -> int:
-    return money.units * NANOS + money.nanos
+    return money.units * NANOS_PER_UNIT + money.nanos
 
 
 def nanos_of(amount: Decimal) -> int:
@@ -24,7 +23,7 @@ def nanos_of(amount: Decimal) -> int:
 def nanos_text(value: int) -> str:
     """Nanos as a plain decimal string with nine places, as stored in JSON lines: '19.980000000'."""
     sign, value = ("-", -value) if value < 0 else ("", value)
-    return f"{sign}{value // NANOS}.{value % NANOS:09d}"
+    return f"{sign}{value // NANOS_PER_UNIT}.{value % NANOS_PER_UNIT:09d}"
 
 
 def occurred(env: events_pb2.Envelope) -> int:

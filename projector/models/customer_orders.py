@@ -16,7 +16,7 @@ from sqlalchemy import BigInteger, DateTime, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orders.v1 import events_pb2
-from projector.models import Conn, ReadModel, Tables, rows_json, select_json
+from projector.models import Apply, Conn, ReadModel, Tables, rows_by_order, rows_json, select_json
 from projector.models._money import nanos, nanos_of, occurred
 from projector.read_model import Base
 
@@ -65,14 +65,8 @@ class Changes:
     async def flush(self, conn: Conn, tables: Tables) -> None:
         d, i = tables[DASH], tables[INDEX]
         earlier = [k for k in self.moved if k not in self.placed]
-        known: dict[Key, tuple[str, str, int, str]] = {}
-        if earlier:
-            rows = await (await conn.execute(
-                f"""SELECT tenant_id, order_id, customer_id, currency_code, total, state FROM {i}
-                    WHERE (tenant_id, order_id) IN ({select_json("text", "text")})""",
-                [rows_json(earlier)],
-            )).fetchall()
-            known = {(r[0], r[1]): (r[2], r[3], nanos_of(r[4]), r[5]) for r in rows}
+        rows = await rows_by_order(conn, i, "customer_id, currency_code, total, state", earlier)
+        known = {(r[0], r[1]): (r[2], r[3], nanos_of(r[4]), r[5]) for r in rows}
         # bucket -> [count and value (nanos) for each state in STATES..., last order (micros) or None]
         buckets: dict[Bucket, list[Any]] = {}
         index: list[tuple[str, str, str, str, int, str]] = []
@@ -128,7 +122,7 @@ def order_placed(changes: Changes, env: events_pb2.Envelope, stream_seq: int) ->
         placed.customer_id, placed.total.currency_code, nanos(placed.total), occurred(env))
 
 
-def _to(state: str):  # type: ignore[no-untyped-def]
+def _to(state: str) -> Apply:
     def move(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
         changes.moved[(env.tenant_id, env.aggregate_id)] = state
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orders.v1 import events_pb2
-from projector.models import Conn, ReadModel, Tables, rows_json, select_json
+from projector.models import Apply, Conn, ReadModel, Tables, rows_json, select_json
 from projector.models._money import nanos, occurred
 from projector.read_model import OrderSummaryRow
 
@@ -62,7 +62,7 @@ def order_placed(changes: Changes, env: events_pb2.Envelope, stream_seq: int) ->
     ]
 
 
-def _to(state: str):  # type: ignore[no-untyped-def]
+def _to(state: str) -> Apply:
     def move(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
         changes.moved[(env.tenant_id, env.aggregate_id)] = (state, env.aggregate_version, occurred(env), stream_seq)
 

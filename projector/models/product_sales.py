@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orders.v1 import events_pb2
-from projector.models import Conn, ReadModel, Tables, rows_json, select_json
+from projector.models import Conn, ReadModel, Tables, rows_by_order, rows_json, select_json
 from projector.models._money import nanos, nanos_of, nanos_text, occurred
 from projector.read_model import Base
 
@@ -49,46 +49,51 @@ ORDERS = ProductSalesOrderRow.__tablename__
 Key = tuple[str, str]
 
 
-def per_product(placed: events_pb2.OrderPlaced) -> list[dict[str, str]]:
+Line = tuple[str, str, int, int]  # product, currency, units, revenue in nanos
+
+
+def sums(placed: events_pb2.OrderPlaced) -> list[Line]:
     """One entry per (product, currency): what the order adds to each product_sales row."""
-    sums: dict[tuple[str, str], list[int]] = {}  # units, revenue in nanos
+    totals: dict[tuple[str, str], list[int]] = {}  # units, revenue in nanos
     for line in placed.lines:
-        row = sums.setdefault((line.product_id, line.unit_price.currency_code), [0, 0])
+        row = totals.setdefault((line.product_id, line.unit_price.currency_code), [0, 0])
         row[0] += line.quantity
         row[1] += nanos(line.unit_price) * line.quantity
-    return [
-        {"product_id": p, "currency_code": c, "units": str(units), "revenue": nanos_text(revenue)}
-        for (p, c), (units, revenue) in sorted(sums.items())
-    ]
+    return [(p, c, units, revenue) for (p, c), (units, revenue) in sorted(totals.items())]
+
+
+def stored(lines: list[Line]) -> list[dict[str, str]]:
+    """The lines as product_sales_orders keeps them (JSON, amounts as exact decimal strings)."""
+    return [{"product_id": p, "currency_code": c, "units": str(units), "revenue": nanos_text(revenue)}
+            for p, c, units, revenue in lines]
+
+
+def loaded(rows: list[dict[str, str]]) -> list[Line]:
+    """Lines read back from product_sales_orders."""
+    return [(r["product_id"], r["currency_code"], int(r["units"]), nanos_of(Decimal(r["revenue"]))) for r in rows]
 
 
 @dataclass
 class Changes:
-    placed: dict[Key, tuple[list[dict[str, str]], int]] = field(default_factory=dict)  # lines, micros
+    placed: dict[Key, tuple[list[Line], int]] = field(default_factory=dict)  # lines, micros
     cancelled: dict[Key, int] = field(default_factory=dict)
 
     async def flush(self, conn: Conn, tables: Tables) -> None:
         s, o = tables[SALES], tables[ORDERS]
         lines = {k: v[0] for k, v in self.placed.items()}
         earlier = [k for k in self.cancelled if k not in lines]
-        if earlier:
-            rows = await (await conn.execute(
-                f"""SELECT tenant_id, order_id, lines FROM {o}
-                    WHERE (tenant_id, order_id) IN ({select_json("text", "text")})""",
-                [rows_json(earlier)],
-            )).fetchall()
-            lines.update({(r[0], r[1]): r[2] for r in rows})
+        lines.update({(r[0], r[1]): loaded(r[2]) for r in await rows_by_order(conn, o, "lines", earlier)})
         # [tenant, product, currency, units ordered, revenue ordered, units cancelled, revenue cancelled, micros]
         delta: dict[tuple[str, str, str], list[Any]] = {}
 
         def add(key: Key, at: int, offset: int) -> None:
-            for line in lines.get(key, []):
-                bucket = (key[0], line["product_id"], line["currency_code"])
+            for product, currency, units, revenue in lines.get(key, []):
+                bucket = (key[0], product, currency)
                 row = delta.get(bucket)
                 if row is None:
                     row = delta[bucket] = [*bucket, 0, 0, 0, 0, at]
-                row[offset] += int(line["units"])
-                row[offset + 1] += nanos_of(Decimal(line["revenue"]))
+                row[offset] += units
+                row[offset + 1] += revenue
                 row[7] = max(row[7], at)
 
         for key, (_, at) in self.placed.items():
@@ -99,7 +104,7 @@ class Changes:
             await conn.execute(
                 f"""INSERT INTO {o} (tenant_id, order_id, lines) {select_json("text", "text", "jsonb")}
                     ON CONFLICT DO NOTHING""",
-                [rows_json((*k, v[0]) for k, v in self.placed.items())],
+                [rows_json((*k, stored(v[0])) for k, v in self.placed.items())],
             )
         if delta:
             cols = ("units_ordered", "revenue_ordered", "units_cancelled", "revenue_cancelled")
@@ -114,7 +119,7 @@ class Changes:
 
 
 def order_placed(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
-    changes.placed[(env.tenant_id, env.aggregate_id)] = (per_product(env.order_placed), occurred(env))
+    changes.placed[(env.tenant_id, env.aggregate_id)] = (sums(env.order_placed), occurred(env))
 
 
 def order_cancelled(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:

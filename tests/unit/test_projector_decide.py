@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from orders.v1 import events_pb2, types_pb2
 from projector.decide import Incoming, Outcome, decide, key_from_subject
 from projector.models._money import nanos_of, nanos_text, occurred
-from projector.models.product_sales import per_product
+from projector.models.product_sales import stored, sums
 
 SUBJECT = "orders.events.order.3.o-1"
 
@@ -78,7 +78,7 @@ def test_product_sales_sums_lines_per_product_so_one_upsert_touches_a_row_once()
     price = types_pb2.Money(currency_code="EUR", units=2, nanos=500_000_000)
     placed = events_pb2.OrderPlaced(lines=[types_pb2.OrderLine(product_id="p", quantity=2, unit_price=price),
                                            types_pb2.OrderLine(product_id="p", quantity=1, unit_price=price)])
-    assert per_product(placed) == [{"product_id": "p", "currency_code": "EUR", "units": "3", "revenue": "7.500000000"}]
+    assert stored(sums(placed)) == [{"product_id": "p", "currency_code": "EUR", "units": "3", "revenue": "7.500000000"}]
 
 
 @given(st.integers(min_value=-(10**20), max_value=10**20))
