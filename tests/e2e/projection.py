@@ -12,13 +12,9 @@ import psycopg
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import types_pb2
-from tests.e2e.client import commands, eur, new_id, place_request, register
+from tests.e2e.client import commands, eur, new_id, place_request, register, rid
 
 Db = psycopg.Connection[Any]
-
-
-def rid() -> str:
-    return new_id("r")
 
 
 class Traffic:
@@ -134,9 +130,3 @@ def read_model_differences(db: Db) -> dict[str, list[Any]]:
             UNION ALL (SELECT 'read', * FROM (SELECT * FROM r EXCEPT SELECT * FROM w) y)""",
     }
     return {name: rows for name, sql in checks.items() if (rows := db.execute(sql).fetchall())}
-
-
-def scalar(db: Db, sql: str, *params: Any) -> Any:
-    row = db.execute(sql, params).fetchone()
-    assert row is not None
-    return row[0]

@@ -12,16 +12,10 @@ import pytest
 from server.config import libpq_url
 from tests.e2e.client import commands, new_id, place_request, register
 from tests.e2e.streams import stream_messages
-from tests.harness import Stack, wait_until
+from tests.harness import Stack, scalar, wait_until
 
 pytestmark = pytest.mark.e2e
 ORDERS = 200
-
-
-def scalar(db: psycopg.Connection, sql: str) -> int:  # type: ignore[type-arg]
-    row = db.execute(sql).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def test_relay_and_projector_killed_mid_stream_lose_and_duplicate_nothing(

@@ -18,15 +18,12 @@ from tests.e2e.client import (
     new_id,
     place_request,
     queries,
+    rid,
     status_of,
 )
 from tests.harness import Stack
 
 pytestmark = pytest.mark.e2e
-
-
-def rid() -> str:
-    return new_id("r")
 
 
 def test_an_order_goes_from_placed_to_shipped_with_stock_and_credit_reserved(stack: Stack) -> None:

@@ -14,7 +14,7 @@ from orders.v1 import command_service_pb2 as pb
 from orders.v1 import query_service_pb2 as query_pb
 from server.runtime import free_port
 from tests.e2e.client import commands, new_id, place_request, queries
-from tests.e2e.otlp import Collector, Span
+from tests.e2e.otlp import Collector, Span, by_trace
 from tests.harness import Stack, serving, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -65,11 +65,19 @@ def test_one_trace_runs_from_the_call_through_the_outbox_to_the_publish(traced: 
     _, call = cmd.PlaceOrder.with_call(place_request(order_id, customer_id), metadata=metadata, timeout=10)
 
     assert dict(call.initial_metadata())["x-correlation-id"] == correlation_id
-    def publish_span() -> Span | None:
-        return next((s for s in collector.spans() if s.kind == PRODUCER
-                     and s.attributes.get("messaging.destination.name", "").endswith(order_id)), None)
-    producer = wait_until(publish_span, what="the relay's publish span")
-    trace = {s.span_id: s for s in collector.spans() if s.trace_id == producer.trace_id}
+
+    def publish_trace() -> tuple[Span, dict[str, Span]] | None:
+        spans = collector.spans()
+        producer = next((s for s in spans if s.kind == PRODUCER
+                         and s.attributes.get("messaging.destination.name", "").endswith(order_id)), None)
+        if producer is None:
+            return None
+        trace = {s.span_id: s for s in by_trace(spans, producer.trace_id)}
+        # Each process exports on its own schedule: wait for the command server's spans too.
+        return (producer, trace) if needed <= {s.name for s in trace.values()} else None
+
+    needed = {"/orders.v1.CommandService/PlaceOrder", "outbox write order"}
+    producer, trace = wait_until(publish_trace, what="the relay's publish span and the command server's spans")
     server = next(s for s in trace.values() if s.name == "/orders.v1.CommandService/PlaceOrder")
     assert server.service == "orders-command-server" and producer.service == "orders-relay"
     # The publish descends from the call: relay span -> ... -> the gRPC server span.
@@ -117,6 +125,7 @@ def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, 
                      metadata=metadata, timeout=10)
     reader.join(30)
     stream.cancel()
+    assert not reader.is_alive(), f"the watch did not deliver version 2 within 30 s (saw {versions})"
 
     assert versions[-1] == 2
 
@@ -127,7 +136,7 @@ def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, 
                          and s.attributes.get("messaging.message.id")), None)
         if producer is None:
             return None
-        trace = {s.span_id: s for s in spans if s.trace_id == producer.trace_id}
+        trace = {s.span_id: s for s in by_trace(spans, producer.trace_id)}
         # Each process exports on its own schedule: wait for every hop's span to arrive.
         return trace if {*chain, "outbox write order"} <= {s.name for s in trace.values()} else None
 
@@ -143,8 +152,10 @@ def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, 
         assert trace[by_name[child].parent_id].name == parent, (child, parent)
     missing = sorted((s.service, s.name) for s in trace.values() if s.attributes.get("correlation_id") != correlation_id)
     assert missing == []
-    batch = next(s for s in collector.spans() if s.name == "process orders.events"
-                 and (by_name["send orders.events.order"].trace_id, by_name["send orders.events.order"].span_id) in s.links)
+    sent = by_name["send orders.events.order"]
+    batch = wait_until(lambda: next((s for s in collector.spans() if s.name == "process orders.events"
+                                     and (sent.trace_id, sent.span_id) in s.links), None),
+                       what="the projector's batch span linking the publish")
     assert batch.kind == CONSUMER and batch.service == "orders-projector"
 
 

@@ -8,16 +8,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
 from server.runtime import free_port
-from tests.harness import ROOT, wait_until
+from tests.harness import GRPCURL, ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from server.config import libpq_url
-from tests.e2e.projection import Traffic, lagging_aggregates, read_model_differences, scalar
-from tests.harness import Stack, wait_until
+from tests.e2e.projection import Traffic, lagging_aggregates, read_model_differences
+from tests.harness import Stack, scalar, wait_until
 
 pytestmark = pytest.mark.e2e
 EVENTS = 2_000

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -24,8 +23,7 @@ from server import messaging
 from server.config import libpq_url
 from server.runtime import free_port
 from tests.e2e.client import commands, new_id, place_request, register
-from tests.e2e.projection import scalar
-from tests.harness import ROOT, Stack, serving, wait_until
+from tests.harness import Stack, scalar, serving, wait_until
 
 pytestmark = pytest.mark.e2e
 FAULTY = new_id("o-faulty")
@@ -49,16 +47,9 @@ def stack(database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFac
     running.stop_all()
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[psycopg.Connection]:  # type: ignore[type-arg]
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
-        yield conn
-
-
 def orders(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in stack.env().items() if not k.startswith("ORDERS_PROJECTOR_FAULT")}
-    return subprocess.run([sys.executable, "-m", "server", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    """`orders <args>` as the operator runs it: with the fix, i.e. without the injected fault."""
+    return stack.cli(*args, timeout=120, unset=("ORDERS_PROJECTOR_FAULT",))
 
 
 def envelope(order_id: str, version: int, customer_id: str = "c-direct") -> events_pb2.Envelope:
@@ -105,10 +96,13 @@ def test_events_out_of_order_and_twice_end_at_v3_and_never_go_backwards(stack: S
 
     def watch() -> None:
         with psycopg.connect(libpq_url(stack.database_url), autocommit=True) as conn:
-            while not done.is_set():
+            while True:
+                last_round = done.is_set()  # one more read after v3 was seen, so `seen` ends with it
                 row = conn.execute("SELECT version FROM order_summaries WHERE order_id = %s", (order_id,)).fetchone()
                 if row is not None:
                     seen.append(int(row[0]))
+                if last_round:
+                    return
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -116,14 +110,14 @@ def test_events_out_of_order_and_twice_end_at_v3_and_never_go_backwards(stack: S
         v1, v2, v3 = (envelope(order_id, v).SerializeToString() for v in (1, 2, 3))
         publish(stack.nats_url, [(subject(order_id), v3), (subject(order_id), v1), (subject(order_id), v2),
                                  (subject(order_id), v2)])
-        wait_until(lambda: scalar(db, "SELECT version FROM order_summaries WHERE order_id = %s", order_id) == 3
-                   if db.execute("SELECT 1 FROM order_summaries WHERE order_id = %s", (order_id,)).fetchone() else False,
-                   timeout=30, what="v3 applied")
+        wait_until(lambda: db.execute("SELECT version FROM order_summaries WHERE order_id = %s", (order_id,))
+                   .fetchone() == (3,), timeout=30, what="v3 applied")
     finally:
         done.set()
         watcher.join()
     state = db.execute("SELECT state, version FROM order_summaries WHERE order_id = %s", (order_id,)).fetchone()
     assert state == ("SHIPPED", 3)
+    assert seen and seen[-1] == 3, seen
     assert seen == sorted(seen), "a row went backwards"
     assert scalar(db, "SELECT units_ordered FROM product_sales WHERE product_id = 'p-direct'") == 2  # not doubled
     assert scalar(db, "SELECT shipped_count FROM customer_orders WHERE customer_id = 'c-direct'") == 1

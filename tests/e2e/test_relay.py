@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-import sys
 import threading
 import uuid
 from collections import defaultdict
@@ -22,15 +21,9 @@ from orders.v1 import events_pb2
 from server.config import libpq_url
 from tests.e2e.client import ErrorInfo, commands, detail, new_id, place_request, register, status_of
 from tests.e2e.streams import read_stream, stream_messages
-from tests.harness import ROOT, Stack, serving, wait_until
+from tests.harness import Stack, scalar, serving, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def scalar(db: psycopg.Connection, sql: str, *args: object) -> int:  # type: ignore[type-arg]
-    row = db.execute(sql, args).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def unpublished(db: psycopg.Connection) -> int:  # type: ignore[type-arg]
@@ -179,13 +172,12 @@ def test_outbox_status_names_the_active_relay_and_republish_is_deduplicated(
     register(cmd, new_id("c"))
     wait_until(lambda: unpublished(db) == 0, what="the outbox to drain")
     before = stream_messages(nats_url)
-    env = {"DATABASE_URL": database_url, "PATH": ""}
+    env = {"DATABASE_URL": database_url, "PATH": ""}  # the operator's CLI needs the database only
 
-    status = subprocess.run([sys.executable, "-m", "server", "outbox", "status"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, check=True).stdout
-    republished = subprocess.run(
-        [sys.executable, "-m", "server", "outbox", "republish", "--since", "1970-01-01T00:00:00Z"],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    status_run = fresh.cli("outbox", "status", env=env)
+    republish_run = fresh.cli("outbox", "republish", "--since", "1970-01-01T00:00:00Z", env=env)
+    assert status_run.returncode == 0 and republish_run.returncode == 0, status_run.stderr + republish_run.stderr
+    status, republished = status_run.stdout, republish_run.stdout
 
     assert "unpublished events: 0" in status and "orders-relay" in status
     assert int(republished.split()[0]) == scalar(db, "SELECT count(*) FROM events")

@@ -7,7 +7,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -20,10 +19,9 @@ from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import query_service_pb2_grpc as query_grpc
 from orders.v1 import types_pb2
 from tests.e2e.client import ErrorInfo, commands, detail, eur, new_id, place_request, queries, register, status_of
-from tests.harness import Stack, serving, wait_until
+from tests.harness import GRPCURL, Stack, serving, wait_until
 
 pytestmark = pytest.mark.e2e
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 
 def json_objects(text: str) -> list[dict[str, object]]:

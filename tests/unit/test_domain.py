@@ -309,7 +309,7 @@ credit_moves = st.lists(st.tuples(st.booleans(), st.integers(1, 50 * NANOS_PER_U
 
 @given(credit_moves)
 def test_credit_never_loses_a_nano_and_never_exceeds_the_limit(moves: list[tuple[bool, int]]) -> None:
-    customer, held = ADA, 0
+    customer, held, limit = ADA, 0, ADA.credit_limit.total_nanos
     for reserve, nanos in moves:
         amount = Money.of_nanos(EUR, nanos)
         kind = c.ReserveCredit if reserve else c.ReleaseCredit
@@ -317,6 +317,8 @@ def test_credit_never_loses_a_nano_and_never_exceeds_the_limit(moves: list[tuple
         try:
             customer, _ = (model.reserve_credit if reserve else model.release_credit)(customer, cmd)  # type: ignore[arg-type]
         except PreconditionFailedError:
+            # Only a deserved rejection: over the limit, or releasing more than is held.
+            assert (held + nanos > limit) if reserve else (nanos > held)
             continue
         held += nanos if reserve else -nanos
         assert customer.credit_reserved.total_nanos == held
@@ -326,6 +328,7 @@ def test_credit_never_loses_a_nano_and_never_exceeds_the_limit(moves: list[tuple
 @given(st.lists(st.tuples(st.sampled_from(["add", "reserve", "release"]), st.integers(1, 20)), max_size=30))
 def test_stock_never_goes_negative_and_reserved_never_exceeds_on_hand(moves: list[tuple[str, int]]) -> None:
     product = WIDGET
+    on_hand, reserved = WIDGET.on_hand, WIDGET.reserved  # an independent count to check the model against
     for kind, quantity in moves:
         try:
             if kind == "add":
@@ -335,5 +338,12 @@ def test_stock_never_goes_negative_and_reserved_never_exceeds_on_hand(moves: lis
             else:
                 product, _ = model.release_stock(product, c.ReleaseStock("p-1", product.version, quantity, "o-1"))
         except PreconditionFailedError:
+            # Only a deserved rejection: more than is available, or releasing more than is reserved.
+            assert (kind == "reserve" and quantity > on_hand - reserved) or (kind == "release" and quantity > reserved)
             continue
+        if kind == "add":
+            on_hand += quantity
+        else:
+            reserved += quantity if kind == "reserve" else -quantity
+        assert (product.on_hand, product.reserved) == (on_hand, reserved)
         assert 0 <= product.reserved <= product.on_hand
