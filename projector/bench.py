@@ -157,7 +157,7 @@ async def project(settings: Settings, count: int, durable: str) -> float:
         if applied >= count:
             stop.set()
 
-    url = libpq_url(settings.require_database_url())
+    url = settings.require_database_url()
 
     async def connect() -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(url, autocommit=True)

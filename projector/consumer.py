@@ -25,7 +25,7 @@ from projector.decide import Decision, Incoming, Outcome
 from projector.models import MODELS, ReadModel
 from projector.store import Applied, Conn, applied_events, apply_batch, fault_check
 from server import messaging, telemetry
-from server.config import Settings, libpq_url
+from server.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ async def run(settings: Settings, on_committed: OnCommitted | None = None) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    url = libpq_url(settings.require_database_url())
+    url = settings.require_database_url()
     telemetry.serve_metrics(settings.metrics_addr)
 
     async def connect() -> Conn:

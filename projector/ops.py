@@ -15,11 +15,11 @@ from projector import dlq, rebuild
 from projector.consumer import DURABLE
 from projector.models import by_name
 from server import messaging
-from server.config import Settings, libpq_url
+from server.config import Settings
 
 
 async def _db(settings: Settings) -> psycopg.AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(libpq_url(settings.require_database_url()), autocommit=True)
+    return await psycopg.AsyncConnection.connect(settings.require_database_url(), autocommit=True)
 
 
 async def pause(settings: Settings, resume: bool = False) -> str:

@@ -19,7 +19,7 @@ from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from server import errors, handlers, serving, telemetry, wire
 from server import write_store as store
-from server.config import Settings, libpq_url
+from server.config import Settings
 from server.db import NOTIFY_CHANNEL
 from server.domain.errors import DomainError, InvalidCommandError, RequestIdReusedError
 
@@ -178,7 +178,7 @@ class CommandService(pb_grpc.CommandServiceServicer):
 
 async def run(settings: Settings) -> None:
     """Composition root of the command-server process."""
-    conninfo = libpq_url(settings.require_database_url())
+    conninfo = settings.require_database_url()
     pool = AsyncConnectionPool(
         conninfo,
         min_size=4,

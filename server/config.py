@@ -80,10 +80,11 @@ class Settings:
         return replace(self, database_url=database_url, nats_url=nats_url)
 
     def require_database_url(self) -> str:
-        """The SQLAlchemy URL for psycopg 3, whatever scheme the operator wrote."""
+        """The URL in the form psycopg's connect() takes, whatever scheme the operator wrote
+        (`upgrade` turns it into SQLAlchemy's own)."""
         if not self.database_url:
             raise SystemExit("DATABASE_URL is not set (orders up sets it for its children)")
-        return sqlalchemy_url(self.database_url)
+        return libpq_url(self.database_url)
 
     def require_nats_url(self) -> str:
         if not self.nats_url:

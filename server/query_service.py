@@ -20,7 +20,7 @@ from orders.v1 import query_service_pb2 as pb
 from orders.v1 import query_service_pb2_grpc as pb_grpc
 from orders.v1 import types_pb2
 from server import db, errors, messaging, read_store, serving, telemetry, tokens, wire
-from server.config import Settings, libpq_url
+from server.config import Settings
 from server.domain.commands import id_violations
 from server.domain.errors import DomainError, FieldViolation, InvalidCommandError, NotFoundError
 from server.watch import Hub, Watcher
@@ -325,7 +325,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
 async def run(settings: Settings) -> None:
     """Composition root of the query-server process."""
     pool = AsyncConnectionPool(
-        libpq_url(settings.require_database_url()),
+        settings.require_database_url(),
         min_size=2,
         max_size=settings.query_pool_size,
         kwargs={"autocommit": True},

@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Gauge
 
 from server import messaging, telemetry
-from server.config import Settings, libpq_url
+from server.config import Settings
 from server.db import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
 
 async def _serve(settings: Settings, publisher: Publisher, stop: asyncio.Event) -> None:
     """Standby until this relay holds the lock; then publish until stopped or the session ends."""
-    url = libpq_url(settings.require_database_url())
+    url = settings.require_database_url()
     name = f"orders-relay {socket.gethostname()}:{os.getpid()}"
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, application_name=name) as conn:
         while not stop.is_set():
@@ -268,7 +268,7 @@ _ACTIVE_RELAY = """
 
 def outbox_status(settings: Settings) -> str:
     """Depth, age of the oldest unpublished event, and which relay is active."""
-    with psycopg.connect(libpq_url(settings.require_database_url())) as conn:
+    with psycopg.connect(settings.require_database_url()) as conn:
         depth, age = conn.execute(OUTBOX_STATUS).fetchone()  # type: ignore[misc]
         active = conn.execute(_ACTIVE_RELAY, {"key": RELAY_LOCK_KEY}).fetchone()
     relay = f"{active[0]} (backend pid {active[2]}, since {active[3]:%Y-%m-%d %H:%M:%S})" if active else "none"
@@ -282,7 +282,7 @@ def republish(settings: Settings, since: str, dry_run: bool) -> int:
     copies it still has (Nats-Msg-Id, within the duplicate window) and the projector ignores
     versions it has applied, so republishing too much is safe; too little is not.
     """
-    with psycopg.connect(libpq_url(settings.require_database_url())) as conn:
+    with psycopg.connect(settings.require_database_url()) as conn:
         if dry_run:
             row = conn.execute(
                 "SELECT count(*) FROM events WHERE created_at >= %s::timestamptz AND published_at IS NOT NULL", (since,)
