@@ -142,13 +142,17 @@ class Observe(_Wrapping):
         handled = {code: HANDLED.labels(service, method, code.name) for code in grpc.StatusCode}
         handling = HANDLING.labels(service, method)
 
-        async def begin(context: grpc.aio.ServicerContext) -> str:
+        async def begin(request: Any, context: grpc.aio.ServicerContext) -> tuple[str, str]:
+            """The call's correlation id and causation id (its request_id, else the correlation
+            id), echoed to the caller and set on the server span, which starts before them."""
             correlation_id = metadata_value(context, CORRELATION_KEY) or str(uuid.uuid4())
             if len(correlation_id) > 128 or not correlation_id.isprintable():
                 correlation_id = str(uuid.uuid4())
+            causation_id = getattr(request, "request_id", "") or correlation_id
             await context.send_initial_metadata(((CORRELATION_KEY, correlation_id),))
-            trace.get_current_span().set_attribute(telemetry.CORRELATION_ID, correlation_id)
-            return correlation_id
+            trace.get_current_span().set_attributes(
+                {telemetry.CORRELATION_ID: correlation_id, telemetry.CAUSATION_ID: causation_id})
+            return correlation_id, causation_id
 
         def end(context: grpc.aio.ServicerContext, started: float, failed: BaseException | None) -> None:
             code = grpc.StatusCode.OK if failed is None else context.code()
@@ -160,10 +164,10 @@ class Observe(_Wrapping):
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
-                correlation_id = await begin(context)
+                ids = await begin(request, context)
                 failed: BaseException | None = None
                 try:
-                    with telemetry.ids(correlation_id, getattr(request, "request_id", "") or correlation_id):
+                    with telemetry.ids(*ids):
                         return await unary(request, context)
                 except BaseException as exc:
                     failed = exc
@@ -177,10 +181,10 @@ class Observe(_Wrapping):
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
-                correlation_id = await begin(context)
+                ids = await begin(request, context)
                 failed: BaseException | None = None
                 try:
-                    with telemetry.ids(correlation_id, correlation_id):
+                    with telemetry.ids(*ids):
                         async for item in stream(request, context):
                             yield item
                 except BaseException as exc:

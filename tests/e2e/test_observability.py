@@ -120,7 +120,8 @@ def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, 
     reader.start()
     assert caught_up.wait(30), "the watch never caught up"
 
-    placed = cmd.PlaceOrder(place_request(order_id, customer_id), metadata=metadata, timeout=10)
+    place = place_request(order_id, customer_id)
+    placed = cmd.PlaceOrder(place, metadata=metadata, timeout=10)
     cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=new_id("r"), order_id=order_id, expected_version=placed.version),
                      metadata=metadata, timeout=10)
     reader.join(30)
@@ -151,6 +152,9 @@ def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, 
     for child, parent in zip(chain, chain[1:]):
         assert trace[by_name[child].parent_id].name == parent, (child, parent)
     missing = sorted((s.service, s.name) for s in trace.values() if s.attributes.get("correlation_id") != correlation_id)
+    assert missing == []
+    # The command caused everything in its trace: its request id is every span's causation id.
+    missing = sorted((s.service, s.name) for s in trace.values() if s.attributes.get("causation_id") != place.request_id)
     assert missing == []
     sent = by_name["send orders.events.order"]
     batch = wait_until(lambda: next((s for s in collector.spans() if s.name == "process orders.events"
