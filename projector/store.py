@@ -167,7 +167,9 @@ async def apply_batch(
                 raise RuntimeError(forced)
             check(env)
 
-        async with conn.transaction():
+        # Pipeline mode: statements go out as they are built, so the database works on one while
+        # the next is prepared; only the reads (and the commit) wait for the server.
+        async with conn.pipeline(), conn.transaction():
             await lock_projection(conn, shared=True)
             decoded = [decode(i) for i in batch]
             applied, parked = await load_state(conn, {d[1] for d in decoded})

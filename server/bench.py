@@ -218,6 +218,9 @@ class _SpanSink:
         self.server.start()
 
 
+TRACING_ROUNDS = 5
+
+
 def tracing_stage(stack: Any, concurrency: int, seconds: float, progress: Callable[[str], None]) -> dict[str, float]:
     """PlaceOrder on two command servers over the same database, one tracing (exporting over OTLP)
     and one not, measured alternately by the same client."""
@@ -240,9 +243,10 @@ def tracing_stage(stack: Any, concurrency: int, seconds: float, progress: Callab
                 raise SystemExit("the tracing stage's servers did not start")
             time.sleep(0.1)
         rates: dict[str, list[float]] = {"traced": [], "untraced": []}
-        for _ in range(2):  # alternate, so drift on a noisy machine hits both alike
-            for name, (addr, _child) in servers.items():
-                progress(f"tracing: PlaceOrder {name} at concurrency {concurrency} for {seconds:.0f}s ...")
+        for n in range(TRACING_ROUNDS):  # alternate (ABBA), so drift on a noisy machine hits both alike
+            for name, (addr, _child) in list(servers.items())[::1 if n % 2 == 0 else -1]:
+                progress(f"tracing {n + 1}/{TRACING_ROUNDS}: PlaceOrder {name} at concurrency {concurrency} "
+                         f"for {seconds:.0f}s ...")
                 result = asyncio.run(write_side(addr, [concurrency], seconds, lambda _: None, noop=False))
                 rates[name].append(result[0].rate)
     finally:
@@ -251,9 +255,12 @@ def tracing_stage(stack: Any, concurrency: int, seconds: float, progress: Callab
         for _, child in servers.values():
             child.wait(time.monotonic() + 15)
         sink.server.stop(0)
-    on, off = statistics.mean(rates["traced"]), statistics.mean(rates["untraced"])
-    return {"concurrency": concurrency, "traced_per_s": round(on, 1), "untraced_per_s": round(off, 1),
-            "traced_vs_untraced": round(on / off, 3), "spans_exported": sink.sink.spans}
+    # Each round's two runs are neighbours in time: the median of their ratios shrugs off a round
+    # that a burst of other work on the machine hit.
+    ratio = statistics.median(on / off for on, off in zip(rates["traced"], rates["untraced"]))
+    return {"concurrency": concurrency, "traced_per_s": round(statistics.median(rates["traced"]), 1),
+            "untraced_per_s": round(statistics.median(rates["untraced"]), 1), "traced_vs_untraced": round(ratio, 3),
+            "rounds": TRACING_ROUNDS, "spans_exported": sink.sink.spans}
 
 
 def ratios(results: list[Measurement]) -> dict[str, float]:

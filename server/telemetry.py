@@ -17,7 +17,6 @@ from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.processor.baggage import BaggageSpanProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
@@ -85,9 +84,10 @@ def setup_tracing(role: str, env: Mapping[str, str] | None = None) -> TracerProv
     # Only these two baggage entries become span attributes: never tokens or personal data.
     provider.add_span_processor(BaggageSpanProcessor(lambda key: key in _CARRIED))
     if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from server.span_export import ShippingSpanProcessor
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        # Encoded and exported over OTLP by a helper process, not under this process's GIL.
+        provider.add_span_processor(ShippingSpanProcessor(env))
     trace.set_tracer_provider(provider)
     return provider
 

@@ -1,0 +1,75 @@
+"""The exporting child process delivers every span to a real OTLP collector: on a flush, on
+shutdown, and after a child that died is replaced."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from server.span_export import ShippingSpanProcessor
+from tests.e2e.otlp import Collector
+from tests.harness import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    with Collector() as running:
+        yield running
+
+
+def shipping(collector: Collector) -> ShippingSpanProcessor:
+    """Batches only when full or flushed; the child's exporter sends to `collector`."""
+    return ShippingSpanProcessor(dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint,
+                                      OTEL_BSP_SCHEDULE_DELAY="60000"))
+
+
+def provider_with(processor: ShippingSpanProcessor) -> TracerProvider:
+    provider = TracerProvider(resource=Resource.create({"service.name": "orders-span-export-test"}))
+    provider.add_span_processor(processor)
+    return provider
+
+
+def make_spans(provider: TracerProvider, count: int, prefix: str) -> set[str]:
+    tracer = provider.get_tracer("orders")
+    ids = set()
+    for n in range(count):
+        with tracer.start_as_current_span(f"{prefix}-{n}", attributes={"n": n}) as span:
+            ids.add(format(span.get_span_context().span_id, "016x"))
+    return ids
+
+
+def exported(collector: Collector, prefix: str) -> set[str]:
+    return {s.span_id for s in collector.spans() if s.name.startswith(prefix) and s.service == "orders-span-export-test"}
+
+
+def test_shutdown_delivers_every_span(collector: Collector) -> None:
+    provider = provider_with(shipping(collector))
+    made = make_spans(provider, 1_300, "shutdown")  # two full batches and a remainder
+
+    provider.shutdown()  # returns once the child has exported and exited
+
+    assert exported(collector, "shutdown") == made
+
+
+def test_a_flush_hands_over_the_queue_and_a_dead_child_is_replaced(collector: Collector) -> None:
+    processor = shipping(collector)
+    provider = provider_with(processor)
+    try:
+        first = make_spans(provider, 10, "first")
+        assert processor.force_flush(10_000)
+        wait_until(lambda: exported(collector, "first") == first, what="the flushed spans at the collector")
+
+        assert processor._child is not None
+        processor._child.kill()
+        processor._child.wait()
+        second = make_spans(provider, 10, "second")
+        assert processor.force_flush(10_000)
+        wait_until(lambda: exported(collector, "second") == second, what="spans after the child was replaced")
+    finally:
+        provider.shutdown()

@@ -1,0 +1,68 @@
+"""Spans shipped to the exporting process encode to exactly the OTLP the originals would."""
+
+from __future__ import annotations
+
+import marshal
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
+
+from server.span_export import from_wire, to_wire
+
+
+def finished_spans() -> list[ReadableSpan]:
+    """Spans with everything the encoder reads: remote and local parents, links, events, an error,
+    trace state, every attribute type, and limits that drop attributes, events and links."""
+    memory = InMemorySpanExporter()
+    limits = SpanLimits(max_attributes=6, max_events=2, max_links=2, max_event_attributes=1, max_link_attributes=1)
+    provider = TracerProvider(resource=Resource.create({"service.name": "orders-test"}), span_limits=limits)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("orders", "1.2.3", schema_url="https://opentelemetry.io/schemas/1.26.0")
+    remote = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True,
+                         trace_flags=TraceFlags(TraceFlags.SAMPLED), trace_state=TraceState([("vendor", "opaque1")]))
+    linked = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    parent_ctx = trace.set_span_in_context(trace.NonRecordingSpan(remote))
+    with tracer.start_as_current_span("/orders.v1.CommandService/PlaceOrder", context=parent_ctx, kind=SpanKind.SERVER,
+                                      attributes={"rpc.system": "grpc", "rpc.grpc.status_code": 0}) as server:
+        server.set_attributes({"orders.aggregate_version": 3, "ratio": 0.5, "ok": True, "ids": ("a", "b"),
+                               "counts": (1, 2), "one.too.many": "x", "two.too.many": "y"})
+        child = tracer.start_span("outbox write order", kind=SpanKind.CLIENT,
+                                  links=[Link(linked, {"kept": "1", "dropped": "2"}), Link(remote), Link(linked)])
+        child.add_event("retry", {"attempt": 1, "dropped": True})
+        child.add_event("second")
+        child.add_event("third")
+        child.set_status(StatusCode.ERROR, "OperationalError")
+        child.end()
+    with tracer.start_as_current_span("process orders.events", kind=SpanKind.CONSUMER):
+        pass
+    return list(memory.get_finished_spans())
+
+
+def test_shipped_spans_encode_as_the_originals() -> None:
+    spans = finished_spans()
+    assert [s.dropped_attributes for s in spans] == [0, 3, 0]
+    assert spans[0].dropped_events == 1 and spans[0].dropped_links == 1
+
+    received = from_wire(marshal.loads(marshal.dumps(to_wire(spans))))
+
+    assert encode_spans(received) == encode_spans(spans)
+    assert encode_spans(received).SerializeToString() == encode_spans(spans).SerializeToString()
+
+
+def test_spans_of_different_resources_stay_apart() -> None:
+    spans = finished_spans()
+    other = TracerProvider(resource=Resource.create({"service.name": "orders-other"}))
+    memory = InMemorySpanExporter()
+    other.add_span_processor(SimpleSpanProcessor(memory))
+    other.get_tracer("orders").start_span("elsewhere").end()
+    mixed = [spans[0], *memory.get_finished_spans(), spans[1]]
+
+    request = encode_spans(from_wire(marshal.loads(marshal.dumps(to_wire(mixed)))))
+
+    assert request == encode_spans(mixed)
+    assert len(request.resource_spans) == 2
