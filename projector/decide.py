@@ -53,7 +53,11 @@ def key_from_subject(subject: str) -> Key:
     return ("", "unknown", subject[:64])
 
 
-def decode(item: Incoming) -> tuple[events_pb2.Envelope | None, Key, str, str]:
+# An item decoded: its envelope and key, or no envelope and the reason and error of a dead letter.
+Decoded = tuple[events_pb2.Envelope | None, Key, str, str]
+
+
+def decode(item: Incoming) -> Decoded:
     """The envelope and its key, or the reason and error that make it a dead letter."""
     try:
         env = events_pb2.Envelope.FromString(item.data)
@@ -81,7 +85,7 @@ def decide(
     parked: set[tuple[str, str]],
     check: Check,
     max_gap_deliveries: int,
-    decoded: Sequence[tuple[events_pb2.Envelope | None, Key, str, str]] | None = None,
+    decoded: Sequence[Decoded] | None = None,
 ) -> list[Decision]:
     """Decides every item in delivery order; updates `applied` and `parked` as it goes, so a
     batch holding v1 and v2 of one order applies both, and events behind a new dead letter park."""

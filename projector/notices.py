@@ -42,9 +42,9 @@ class Notices:
     async def publish_applied(self, applied: Sequence[Applied]) -> None:
         """One notice per order the batch changed, read back from the committed rows so it
         carries the customer even for events that do not."""
-        traces = {(a.envelope.tenant_id, a.envelope.aggregate_id): a.trace for a in applied
-                  if a.envelope.aggregate_type == "order"}  # the last change of each order wins
-        changed = sorted(traces)
+        carried = {(a.envelope.tenant_id, a.envelope.aggregate_id): a.headers for a in applied
+                   if a.envelope.aggregate_type == "order"}  # the last change of each order wins
+        changed = sorted(carried)
         if not changed:
             return
         try:
@@ -54,7 +54,7 @@ class Notices:
             for tenant_id, order_id, customer_id, version, stream_seq in await cursor.fetchall():
                 payload = {"t": tenant_id, "o": order_id, "c": customer_id, "v": version, "s": stream_seq}
                 subject = f"{messaging.NOTICE_PREFIX}.{tenant_id}"
-                parent = traces.get((tenant_id, order_id))
+                parent = telemetry.event_context(carried.get((tenant_id, order_id), {}))
                 # The notice continues the trace of the change it announces, so the watcher's
                 # push that it causes lands in the same trace as the command.
                 span = telemetry.tracer.start_span(

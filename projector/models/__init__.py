@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 import psycopg
 from sqlalchemy import Table
 
@@ -77,7 +78,14 @@ def select_json(*types: str) -> str:
 
 
 def rows_json(rows: Iterable[Sequence[Any]]) -> str:
-    return json.dumps(list(rows), separators=(",", ":"))
+    """Rows as one JSON array of arrays. orjson encodes a batch ten times faster than json (a
+    twentieth of the projector's time); integers beyond 64 bits (amounts in nanos above nine
+    billion units) are left to json, which has no such limit."""
+    rows = list(rows)
+    try:
+        return orjson.dumps(rows).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(rows, separators=(",", ":"))
 
 
 async def rows_by_order(conn: Conn, table: str, columns: str, keys: Sequence[tuple[str, str]]) -> list[tuple[Any, ...]]:

@@ -4,6 +4,7 @@ duplicates, hold gaps, park what cannot be applied and everything of its aggrega
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from orders.v1 import events_pb2, types_pb2
 from projector.decide import Incoming, Outcome, decide, key_from_subject
+from projector.models import rows_json
 from projector.models._money import nanos_of, nanos_text, occurred
 from projector.models.product_sales import stored, sums
 
@@ -91,3 +93,16 @@ def test_event_times_are_batched_in_whole_microseconds() -> None:
     env = events_pb2.Envelope()
     env.occur_time.FromDatetime(dt.datetime(2026, 11, 27, 9, 30, 0, 123456, tzinfo=dt.UTC))
     assert occurred(env) == int(dt.datetime(2026, 11, 27, 9, 30, 0, 123456, tzinfo=dt.UTC).timestamp()) * 10**6 + 123456
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**100), max_value=2**100) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.lists(st.lists(json_values, max_size=6), max_size=5))
+def test_rows_travel_as_json_exactly_whatever_their_values(rows: list[list[object]]) -> None:
+    # Amounts in nanos pass 64 bits above nine billion units; text may be anything.
+    assert json.loads(rows_json(iter(rows))) == rows
