@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from prometheus_client import Counter, Histogram
 
 from server import errors, telemetry
@@ -214,6 +214,15 @@ def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
     return None
 
 
+_UNTRACED = (f"/{health.SERVICE_NAME}/", "/grpc.reflection.")  # reflection: v1 and v1alpha
+
+
+def _traced_method(details: grpc.HandlerCallDetails) -> bool:
+    """Every method but health checks and reflection gets a server span. (The instrumentation's
+    composable filters cost a twentieth of a command's time, run on every call.)"""
+    return not details.method.startswith(_UNTRACED)
+
+
 async def serve(
     *,
     addr: str,
@@ -228,10 +237,7 @@ async def serve(
     options: Sequence[tuple[str, Any]] = (),
 ) -> None:
     """Runs a server until SIGTERM/SIGINT. Health stays NOT_SERVING while `ready()` is false."""
-    traced = aio_server_interceptor(
-        filter_=filters.negate(filters.any_of(
-            filters.service_name(health.SERVICE_NAME), filters.service_name(reflection.SERVICE_NAME)))
-    )
+    traced = aio_server_interceptor(filter_=_traced_method)
     # Outermost first: the server span, then the correlation id and metrics, then input checks.
     server = grpc.aio.server(
         interceptors=[traced, Observe(), RequestGuard(max_request_bytes), *interceptors],
