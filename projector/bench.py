@@ -209,6 +209,7 @@ def measure(settings: Settings, events: int) -> dict[str, Any]:
             # Traced as the projector process is (OTEL_ variables honoured; without an endpoint
             # spans are made but not exported), so its figure includes what tracing costs.
             telemetry.setup_tracing("projector")
+            consumer.collect_less()  # as the projector process does once it is set up
             raws, projections = [], []
             for n in range(ROUNDS):  # alternately, so drift on a noisy machine hits both alike
                 _say(f"round {n + 1}/{ROUNDS}: raw JetStream fetch+ack ...")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -31,7 +32,7 @@ from server.config import Settings
 log = logging.getLogger(__name__)
 
 DURABLE = "projector"
-FETCH_BATCH = 500
+FETCH_BATCH = 1000  # a batch's span links every message: telemetry.MAX_LINKS must not be smaller
 GAP_DELAY_SECONDS = 1.0
 # A projector killed mid-batch leaves its messages unacked; another gets them after this long.
 # A batch commits in well under a second, so this leaves a wide margin.
@@ -222,6 +223,17 @@ def _batch_span(batch: Batch, durable: str) -> Any:
     )
 
 
+def collect_less() -> None:
+    """Garbage collection tuned for batches: a batch makes tens of thousands of short-lived
+    objects that reference counting frees at its end, yet at the default threshold (700) they set
+    off collections mid-batch that also scanned everything the process had built before (over a
+    tenth of the projector's time). What exists now, once set up, is frozen out of collections,
+    and the young generation is collected every 50,000 net allocations: cycles are still freed."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000)
+
+
 async def run(settings: Settings, on_committed: OnCommitted | None = None) -> None:
     """Composition root of the projector process."""
     stop = asyncio.Event()
@@ -239,6 +251,7 @@ async def run(settings: Settings, on_committed: OnCommitted | None = None) -> No
     views = notices.Notices(nc, connect)
     on_committed = on_committed or views.publish_applied
     counter = asyncio.create_task(metrics.count_dead_letters(connect, stop))
+    collect_less()
     try:
         while not stop.is_set():
             try:

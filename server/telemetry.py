@@ -24,7 +24,7 @@ TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 CORRELATION_ID = "correlation_id"
 CAUSATION_ID = "causation_id"
 _CARRIED = (CORRELATION_ID, CAUSATION_ID)
-MAX_LINKS = 512
+MAX_LINKS = 1024
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 tracer = trace.get_tracer("orders")
@@ -79,7 +79,7 @@ def setup_tracing(role: str, env: Mapping[str, str] | None = None) -> TracerProv
         return None
     attributes = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": f"orders-{role}"}
     # A projector batch span links every message of its batch (duplicates and dead letters too):
-    # up to 500, beyond the SDK's default of 128 (OTEL_SPAN_LINK_COUNT_LIMIT still decides when set).
+    # up to projector.consumer.FETCH_BATCH (1,000), beyond the SDK's default of 128 (OTEL_SPAN_LINK_COUNT_LIMIT still decides when set).
     links = int(env.get("OTEL_SPAN_LINK_COUNT_LIMIT") or MAX_LINKS)
     provider = TracerProvider(resource=Resource.create(attributes), span_limits=SpanLimits(max_links=links))
     # Only these two baggage entries become span attributes: never tokens or personal data.
