@@ -179,6 +179,7 @@ class Batch:
 
 
 def read(msgs: list[Msg]) -> Batch:
+    """Everything the batch's transaction and span need from the messages, read before either."""
     items = [incoming(m) for m in msgs]
     # Each message's own trace: the relay's publish, in the trace of the command that caused it.
     linked = (telemetry.event_span_context(item.headers) for item in items)

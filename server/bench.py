@@ -218,7 +218,7 @@ class _SpanSink:
         self.server.start()
 
 
-TRACING_ROUNDS = 5
+TRACING_ROUNDS = 6
 
 
 def tracing_stage(stack: Any, concurrency: int, seconds: float, progress: Callable[[str], None]) -> dict[str, float]:
