@@ -113,6 +113,8 @@ class ShippingSpanProcessor(SpanProcessor):
             pipe.flush()
         except OSError as exc:  # the child died: these spans are lost, the next batch starts a new one
             log.warning("span export process unavailable", extra={"error": repr(exc), "spans": len(spans)})
+            if self._child is not None:
+                _close(self._child)
             self._child = None
 
 
