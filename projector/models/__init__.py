@@ -3,8 +3,9 @@
 A read model owns a few tables (the first is the one queries read), an apply function per event
 type that records the event's effect in memory (its `Changes`), and a `flush` that writes a whole
 batch of effects with a few set-based statements (upserts over rows sent as one JSON document,
-see `select_json`): a batch of 1,000 events costs a handful of round trips, not 1,000. Statements name tables through `Tables`, so the same code
-fills the live tables (the projector) or shadow ones (a rebuild)."""
+see `select_json`): a batch of 1,000 events costs a handful of round trips, not 1,000. Statements
+name tables through `Tables`, so the same code fills the live tables (the projector) or shadow
+ones (a rebuild)."""
 
 from __future__ import annotations
 
