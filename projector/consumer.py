@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from projector import metrics, notices
-from projector.decide import Decision, Decoded, Incoming, Outcome, decode
+from projector.decide import Decision, Incoming, Outcome
 from projector.models import MODELS, ReadModel
 from projector.store import Applied, Conn, applied_events, apply_batch, fault_check
 from server import messaging, telemetry
@@ -140,7 +140,7 @@ async def consume(
                     conn = await conn_factory()
                 with _batch_span(batch, durable):
                     decisions = await apply_batch(
-                        conn, batch.items, models, check, consumer=durable, decoded=batch.decoded,
+                        conn, batch.items, models, check, consumer=durable,
                         max_gap_deliveries=settings.projector_max_gap_deliveries, before_commit=hooks.before_commit,
                     )
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -169,12 +169,9 @@ async def consume(
 
 @dataclass(frozen=True)
 class Batch:
-    """Fetched messages as the decision needs them, their envelopes decoded, and the links to
-    their traces."""
+    """Fetched messages as the decision needs them, and the links to their traces."""
 
-    msgs: list[Msg]
     items: list[Incoming]
-    decoded: list[Decoded]
     links: list[trace.Link]
 
 
@@ -183,7 +180,7 @@ def read(msgs: list[Msg]) -> Batch:
     items = [incoming(m) for m in msgs]
     # Each message's own trace: the relay's publish, in the trace of the command that caused it.
     linked = (telemetry.event_span_context(item.headers) for item in items)
-    return Batch(msgs, items, [decode(item) for item in items], [trace.Link(c) for c in linked if c.is_valid])
+    return Batch(items, [trace.Link(c) for c in linked if c.is_valid])
 
 
 async def next_batch(sub: JetStreamContext.PullSubscription) -> list[Msg]:
@@ -219,7 +216,7 @@ def _batch_span(batch: Batch, durable: str) -> Any:
             "messaging.system": "nats",
             "messaging.operation.type": "process",
             "messaging.consumer.group.name": durable,
-            "messaging.batch.message_count": len(batch.msgs),
+            "messaging.batch.message_count": len(batch.items),
         },
     )
 

@@ -18,18 +18,12 @@ from nats.aio.client import Client
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from projector.models import rows_by_order
+from projector.read_model import OrderSummaryRow
 from projector.store import Applied
 from server import messaging, telemetry
 
 log = logging.getLogger(__name__)
-
-_CHANGED = """
-    SELECT s.tenant_id, s.order_id, s.customer_id, s.version, s.stream_seq
-    FROM order_summaries s
-    JOIN unnest(%s::text[], %s::text[]) AS c(tenant_id, order_id)
-      ON s.tenant_id = c.tenant_id AND s.order_id = c.order_id
-"""
-
 
 class Notices:
     """Publishes the notices for committed batches, over a connection of its own."""
@@ -50,11 +44,11 @@ class Notices:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = await self._connect()
-            cursor = await self._conn.execute(_CHANGED, ([t for t, _ in changed], [o for _, o in changed]))
-            for tenant_id, order_id, customer_id, version, stream_seq in await cursor.fetchall():
+            rows = await rows_by_order(self._conn, OrderSummaryRow.__tablename__, "customer_id, version, stream_seq", changed)
+            for tenant_id, order_id, customer_id, version, stream_seq in rows:
                 payload = {"t": tenant_id, "o": order_id, "c": customer_id, "v": version, "s": stream_seq}
                 subject = f"{messaging.NOTICE_PREFIX}.{tenant_id}"
-                parent = telemetry.event_context(carried.get((tenant_id, order_id), {}))
+                parent = telemetry.event_context(carried[(tenant_id, order_id)])
                 # The notice continues the trace of the change it announces, so the watcher's
                 # push that it causes lands in the same trace as the command.
                 span = telemetry.tracer.start_span(

@@ -20,14 +20,14 @@ from typing import Any, TextIO
 
 from orders.v1 import events_pb2
 from projector.decide import Key
-from projector.models import ReadModel
-from projector.store import Conn, key_columns, lock_projection
+from projector.models import ReadModel, rows_json, select_json
+from projector.store import Conn, lock_projection
 
 CHUNK = 5000
 
-_SAVE_VERSIONS = """
+_SAVE_VERSIONS = f"""
     INSERT INTO rebuild_versions (model, tenant_id, aggregate_type, aggregate_id, version)
-    SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[])
+    SELECT %s, * FROM ({select_json("text", "text", "text", "bigint")}) AS saved
     ON CONFLICT (model, tenant_id, aggregate_type, aggregate_id) DO UPDATE SET version = EXCLUDED.version
 """
 
@@ -85,7 +85,7 @@ async def _apply(conn: Conn, model: ReadModel, rows: Iterable[tuple[Any, ...]], 
         versions[key] = changed[key] = version
     await model.apply(conn, batch, model.shadow())
     if changed:
-        await conn.execute(_SAVE_VERSIONS, [model.name, *key_columns(changed), list(changed.values())])
+        await conn.execute(_SAVE_VERSIONS, [model.name, rows_json((*key, version) for key, version in changed.items())])
     return len(batch)
 
 

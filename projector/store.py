@@ -89,12 +89,6 @@ async def apply_models(conn: Conn, models: Sequence[ReadModel], batch: Sequence[
         await model.apply(conn, batch, model.shadow() if shadow else model.live())
 
 
-def key_columns(keys: Iterable[Key]) -> list[list[str]]:
-    """Keys as three arrays (tenant ids, aggregate types, aggregate ids), for unnest()."""
-    keys = list(keys)
-    return [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]]
-
-
 async def upsert_applied(conn: Conn, final: dict[Key, int]) -> None:
     if final:
         await conn.execute(UPSERT_APPLIED, [rows_json((*key, version) for key, version in final.items())])
@@ -160,10 +154,12 @@ async def apply_batch(
     before_commit: Callable[[], None] | None = None,
     decoded: Sequence[Decoded] | None = None,
 ) -> list[Decision]:
-    """Decides and writes `items` (`decoded` already, or here) in one transaction. When the
-    database refuses a statement, retries each item alone, so the one bad event becomes a dead
+    """Decides and writes `items` in one transaction. When the database refuses a statement,
+    retries each item alone (with its `decoded` envelope), so the one bad event becomes a dead
     letter and the rest apply."""
-    async def attempt(batch: Sequence[Incoming], forced: str | None = None) -> list[Decision]:
+    envelopes = list(decoded) if decoded is not None else [decode(i) for i in items]
+
+    async def attempt(forced: str | None = None) -> list[Decision]:
         def guarded(env: events_pb2.Envelope) -> None:
             if forced is not None:  # this lone event failed to apply: make it a dead letter
                 raise RuntimeError(forced)
@@ -173,26 +169,25 @@ async def apply_batch(
         # the next is prepared; only the reads (and the commit) wait for the server.
         async with conn.pipeline(), conn.transaction():
             await lock_projection(conn, shared=True)
-            envelopes = decoded if decoded is not None and batch is items else [decode(i) for i in batch]
             applied, parked = await load_state(conn, {d[1] for d in envelopes})
-            decisions = decide(batch, applied, parked, guarded, max_gap_deliveries, envelopes)
-            await write(conn, decisions, models, consumer, max(i.stream_seq for i in batch))
+            decisions = decide(items, applied, parked, guarded, max_gap_deliveries, envelopes)
+            await write(conn, decisions, models, consumer, max(i.stream_seq for i in items))
             if before_commit is not None:
                 before_commit()
         return decisions
 
     try:
-        return await attempt(items)
+        return await attempt()
     except Exception as exc:
         if not _is_event_fault(exc):
             raise
         if len(items) > 1:
             out: list[Decision] = []
-            for item in items:
-                out.extend(await apply_batch(conn, [item], models, check, consumer=consumer,
+            for item, envelope in zip(items, envelopes):
+                out.extend(await apply_batch(conn, [item], models, check, consumer=consumer, decoded=[envelope],
                                              max_gap_deliveries=max_gap_deliveries, before_commit=before_commit))
             return out
-        return await attempt(items, forced=f"failed to apply: {exc!r}")
+        return await attempt(forced=f"failed to apply: {exc!r}")
 
 
 def applied_events(decisions: Sequence[Decision]) -> list[Applied]:

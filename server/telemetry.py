@@ -118,29 +118,30 @@ def event_headers(correlation_id: str, causation_id: str) -> dict[str, str]:
     return carrier
 
 
-def event_context(headers: Mapping[str, str]) -> context.Context:
-    """The context `event_headers` carries: the trace, with the ids back in baggage (read from
-    their own headers, which costs a third of parsing a baggage header)."""
-    ctx = _W3C.extract(headers)
-    for key in _CARRIED:
-        if headers.get(key):
-            ctx = baggage.set_baggage(key, headers[key], ctx)
-    return ctx
-
-
 # The traceparent `event_headers` writes (version 00, no tracestate beside it).
 _OWN_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 def event_span_context(headers: Mapping[str, str]) -> trace.SpanContext:
     """Just the span context `event_headers` carries (invalid when there is none): what a link to
-    the event's trace needs. The projector asks this for every message, so the form this code
+    the event's trace needs. Relay and projector ask it for every event, so the form this code
     writes is read directly, at a third of the propagator's cost; any other goes to the propagator."""
     match = _OWN_TRACEPARENT.fullmatch(headers.get("traceparent", ""))
     if match is None or "tracestate" in headers or match[1] == "0" * 32 or match[2] == "0" * 16:
         return trace.get_current_span(_W3C.extract(headers)).get_span_context()
     return trace.SpanContext(int(match[1], 16), int(match[2], 16), is_remote=True,
                              trace_flags=trace.TraceFlags(int(match[3], 16)))
+
+
+def event_context(headers: Mapping[str, str]) -> context.Context:
+    """The context `event_headers` carries: the event's span (`event_span_context`), with the ids
+    back in baggage (read from their own headers, which costs a third of parsing a baggage header)."""
+    carried = event_span_context(headers)
+    ctx = trace.set_span_in_context(trace.NonRecordingSpan(carried)) if carried.is_valid else context.Context()
+    for key in _CARRIED:
+        if headers.get(key):
+            ctx = baggage.set_baggage(key, headers[key], ctx)
+    return ctx
 
 
 def event_trace_into(headers: dict[str, str], ctx: context.Context) -> None:

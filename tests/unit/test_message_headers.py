@@ -66,4 +66,5 @@ def test_the_headers_an_event_carries_read_back_to_their_span() -> None:
     linked = telemetry.event_span_context(headers)
     assert linked.trace_id == span.get_span_context().trace_id and linked.span_id == span.get_span_context().span_id
     assert linked == propagator_view(headers) and linked.is_valid
+    assert trace.get_current_span(telemetry.event_context(headers)).get_span_context() == linked
     assert not telemetry.event_span_context({}).is_valid
