@@ -124,7 +124,7 @@ class Publisher:
                 "messaging.operation.type": "send",
                 "messaging.destination.name": subject,
                 "messaging.message.id": row.event_id,
-                "messaging.message.conversation_id": stored.get("correlation_id", ""),
+                "messaging.message.conversation_id": stored.get(telemetry.CORRELATION_ID, ""),
             },
         )
         headers = {k: v for k, v in stored.items() if k not in telemetry.TRACE_HEADERS}

@@ -119,6 +119,9 @@ class RequestGuard(_Wrapping):
         return handler
 
 
+# Health checks and reflection are neither observed (ids, metrics) nor traced.
+_UNOBSERVED = (health.SERVICE_NAME, reflection.SERVICE_NAME)
+
 HANDLED = Counter(
     "grpc_server_handled_total", "RPCs completed on the server, by method and status code",
     ["grpc_service", "grpc_method", "grpc_code"],
@@ -137,7 +140,7 @@ class Observe(_Wrapping):
 
     def wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, _, method = full_method.lstrip("/").partition("/")
-        if service in (health.SERVICE_NAME, reflection.SERVICE_NAME):
+        if service in _UNOBSERVED:
             return handler
         handled = {code: HANDLED.labels(service, method, code.name) for code in grpc.StatusCode}
         handling = HANDLING.labels(service, method)
@@ -214,7 +217,7 @@ def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
     return None
 
 
-_UNTRACED = (f"/{health.SERVICE_NAME}/", "/grpc.reflection.")  # reflection: v1 and v1alpha
+_UNTRACED = tuple(f"/{service}/" for service in _UNOBSERVED)
 
 
 def _traced_method(details: grpc.HandlerCallDetails) -> bool:

@@ -38,19 +38,19 @@ from opentelemetry.util.types import Attributes
 log = logging.getLogger(__name__)
 
 _HEADER = 4  # each frame: its length (little-endian), then a marshalled list of span groups
+_CHILD = [sys.executable, "-m", "server.span_export"]
 
 
 class ShippingSpanProcessor(SpanProcessor):
     """Queues finished, sampled spans; a thread ships them in batches to the exporting child."""
 
-    def __init__(self, env: Mapping[str, str] | None = None, command: Sequence[str] | None = None) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
         """`env`: the OTEL_ variables for batching here and for the exporter in the child."""
         self._env = dict(os.environ if env is None else env)
         env = self._env
         self._max_queue = int(env.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048)
         self._batch = int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512)
         self._delay = int(env.get("OTEL_BSP_SCHEDULE_DELAY") or 5000) / 1000
-        self._command = list(command or [sys.executable, "-m", "server.span_export"])
         self._queue: collections.deque[ReadableSpan] = collections.deque()
         self._wake = threading.Event()
         self._flushes: collections.deque[threading.Event] = collections.deque()
@@ -69,7 +69,7 @@ class ShippingSpanProcessor(SpanProcessor):
             self.dropped += 1
             return
         self._queue.append(span)
-        if len(self._queue) >= self._batch:
+        if len(self._queue) == self._batch:  # the shipper drains all there is once awake
             self._wake.set()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -105,26 +105,33 @@ class ShippingSpanProcessor(SpanProcessor):
 
     def _ship(self, spans: list[ReadableSpan]) -> None:
         frame = marshal.dumps(to_wire(spans))
+        if self._child is not None and self._child.poll() is not None:
+            self._discard_child()  # it died: the next one starts below
         try:
-            if self._child is None or self._child.poll() is not None:
-                self._child = subprocess.Popen(self._command, stdin=subprocess.PIPE, env=self._env)
+            if self._child is None:
+                self._child = subprocess.Popen(_CHILD, stdin=subprocess.PIPE, env=self._env)
             pipe: IO[bytes] = self._child.stdin  # type: ignore[assignment]
             pipe.write(len(frame).to_bytes(_HEADER, "little") + frame)
             pipe.flush()
-        except OSError as exc:  # the child died: these spans are lost, the next batch starts a new one
+        except OSError as exc:  # the child died mid-write: these spans are lost, the next batch starts a new one
             log.warning("span export process unavailable", extra={"error": repr(exc), "spans": len(spans)})
-            if self._child is not None:
-                _close(self._child)
-            self._child = None
+            self._discard_child()
+
+    def _discard_child(self) -> None:
+        if self._child is not None:
+            _close(self._child)
+        self._child = None
 
 
 def _close(child: subprocess.Popen[bytes]) -> None:
+    """Closes the child's pipe, so it exports what it holds and exits; kills it after 10 s."""
     try:
         if child.stdin is not None:
             child.stdin.close()
         child.wait(timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         child.kill()
+        child.wait()
 
 
 # --- spans as plain values ----------------------------------------------------------------------
