@@ -3,18 +3,8 @@ duplicates, hold gaps, park what cannot be applied and everything of its aggrega
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-from decimal import Decimal
-
-from hypothesis import given
-from hypothesis import strategies as st
-
-from orders.v1 import events_pb2, types_pb2
+from orders.v1 import events_pb2
 from projector.decide import Incoming, Outcome, decide, key_from_subject
-from projector.models import rows_json
-from projector.models._money import nanos_of, nanos_text, occurred
-from projector.models.product_sales import stored, sums
 
 SUBJECT = "orders.events.order.3.o-1"
 
@@ -74,35 +64,3 @@ def test_duplicates_of_a_parked_aggregate_are_still_just_duplicates() -> None:
 def test_subjects_name_the_aggregate_or_fall_back_to_unknown() -> None:
     assert key_from_subject("orders.events.order.3.o-9") == ("", "order", "o-9")
     assert key_from_subject("elsewhere") == ("", "unknown", "elsewhere")
-
-
-def test_product_sales_sums_lines_per_product_so_one_upsert_touches_a_row_once() -> None:
-    price = types_pb2.Money(currency_code="EUR", units=2, nanos=500_000_000)
-    placed = events_pb2.OrderPlaced(lines=[types_pb2.OrderLine(product_id="p", quantity=2, unit_price=price),
-                                           types_pb2.OrderLine(product_id="p", quantity=1, unit_price=price)])
-    assert stored(sums(placed)) == [{"product_id": "p", "currency_code": "EUR", "units": "3", "revenue": "7.500000000"}]
-
-
-@given(st.integers(min_value=-(10**20), max_value=10**20))
-def test_batched_amounts_round_trip_exactly_through_their_text(value: int) -> None:
-    assert nanos_of(Decimal(nanos_text(value))) == value
-    assert Decimal(nanos_text(value)) == Decimal(value).scaleb(-9)
-
-
-def test_event_times_are_batched_in_whole_microseconds() -> None:
-    env = events_pb2.Envelope()
-    env.occur_time.FromDatetime(dt.datetime(2026, 11, 27, 9, 30, 0, 123456, tzinfo=dt.UTC))
-    assert occurred(env) == int(dt.datetime(2026, 11, 27, 9, 30, 0, 123456, tzinfo=dt.UTC).timestamp()) * 10**6 + 123456
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**100), max_value=2**100) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12,
-)
-
-
-@given(st.lists(st.lists(json_values, max_size=6), max_size=5))
-def test_rows_travel_as_json_exactly_whatever_their_values(rows: list[list[object]]) -> None:
-    # Amounts in nanos pass 64 bits above nine billion units; text may be anything.
-    assert json.loads(rows_json(iter(rows))) == rows
