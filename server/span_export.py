@@ -4,8 +4,9 @@ The OTLP exporter turns every span into protobuf objects in Python: about as muc
 span itself cost to make, and in a BatchSpanProcessor's thread it is paid under the same GIL as
 the gRPC server's event loop (a fifth of a command server's throughput). Here the process only
 copies each finished span into plain tuples and writes them, marshalled, to a pipe; a child
-process (`python -m server.span_export`, started on the first batch) rebuilds the spans and
-exports them with the SDK's own OTLPSpanExporter, configured by the same OTEL_ variables.
+process (`python -m server.span_export`, started on the first batch) encodes them into the OTLP
+request the SDK's encoder would have made of the spans, and sends it with the SDK's own
+OTLPSpanExporter, configured by the same OTEL_ variables.
 
 Batching follows the BatchSpanProcessor's variables (OTEL_BSP_SCHEDULE_DELAY,
 OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE). As there, the serving thread never
@@ -27,13 +28,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
-from opentelemetry.sdk.util import BoundedList
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
-from opentelemetry.util.types import Attributes
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, SpanFlags, Status
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +138,7 @@ def _close(child: subprocess.Popen[bytes]) -> None:
 
 def to_wire(spans: Sequence[ReadableSpan]) -> list[tuple[Any, ...]]:
     """Spans as marshal-able values: one group per resource, each with its spans as tuples."""
-    groups: dict[int, tuple[Resource, list[tuple[Any, ...]]]] = {}
+    groups: dict[int, tuple[Any, list[tuple[Any, ...]]]] = {}
     for span in spans:
         _, wired = groups.setdefault(id(span.resource), (span.resource, []))
         wired.append(_span(span))
@@ -150,61 +149,105 @@ def _span(span: ReadableSpan) -> tuple[Any, ...]:
     ctx, parent, scope = span.context, span.parent, span.instrumentation_scope
     assert ctx is not None
     return (
-        span.name, ctx.trace_id, ctx.span_id, int(ctx.trace_flags), tuple(ctx.trace_state.items()),
+        span.name, ctx.trace_id, ctx.span_id, tuple(ctx.trace_state.items()),
         None if parent is None else (parent.trace_id, parent.span_id, parent.is_remote),
         span.kind.value, span.start_time, span.end_time, dict(span.attributes or {}),
         [(e.name, e.timestamp, dict(e.attributes or {}), e.dropped_attributes) for e in span.events],
-        [(link.context.trace_id, link.context.span_id, int(link.context.trace_flags), link.context.is_remote,
-          dict(link.attributes or {}), link.dropped_attributes) for link in span.links],
+        [(link.context.trace_id, link.context.span_id, link.context.is_remote, dict(link.attributes or {}),
+          link.dropped_attributes) for link in span.links],
         span.status.status_code.value, span.status.description,
         (span.dropped_attributes, span.dropped_events, span.dropped_links),
         None if scope is None else (scope.name, scope.version, scope.schema_url, dict(scope.attributes or {})),
     )
 
 
-def _attributes(values: dict[str, Any], dropped: int) -> Attributes:
-    """Attributes, with the count a limit dropped where there was one (the exporter reads it)."""
-    if not dropped:
-        return values
-    bounded = BoundedAttributes(attributes=values, immutable=True)
-    bounded.dropped = dropped
-    return bounded
+def encode(groups: list[tuple[Any, ...]]) -> ExportTraceServiceRequest:
+    """The OTLP request for the spans `to_wire` wrote: what the SDK's encoder makes of the
+    originals, built straight from the tuples at less than half its cost."""
+    return ExportTraceServiceRequest(resource_spans=[
+        ResourceSpans(resource=Resource(attributes=_key_values(attributes)), scope_spans=_scope_spans(wired),
+                      schema_url=schema_url)
+        for attributes, schema_url, wired in groups
+    ])
 
 
-def _listed(values: list[Any], dropped: int) -> Sequence[Any]:
-    if not dropped:
-        return values
-    bounded = BoundedList.from_seq(len(values), values)
-    bounded.dropped = dropped
-    return bounded
+def _scope_spans(wired: list[tuple[Any, ...]]) -> list[ScopeSpans]:
+    by_scope: dict[Any, tuple[Any, list[Span]]] = {}
+    for (name, trace_id, span_id, trace_state, parent, kind, start, end, attributes, events, links,
+         status_code, status_description, dropped, scope) in wired:
+        _, spans = by_scope.setdefault(None if scope is None else tuple(scope[:3]), (scope, []))
+        spans.append(Span(
+            trace_id=trace_id.to_bytes(16, "big"),
+            span_id=span_id.to_bytes(8, "big"),
+            trace_state=",".join(f"{key}={value}" for key, value in trace_state),
+            parent_span_id=None if parent is None else parent[1].to_bytes(8, "big"),
+            name=name,
+            kind=kind + 1,  # the API's SpanKind counts from INTERNAL = 0, OTLP's from UNSPECIFIED = 0
+            start_time_unix_nano=start,
+            end_time_unix_nano=end,
+            attributes=_key_values(attributes),
+            events=[Span.Event(name=n, time_unix_nano=ts, attributes=_key_values(a), dropped_attributes_count=d)
+                    for n, ts, a, d in events],
+            links=[Span.Link(trace_id=t.to_bytes(16, "big"), span_id=s.to_bytes(8, "big"), attributes=_key_values(a),
+                             dropped_attributes_count=d, flags=_flags(remote))
+                   for t, s, remote, a, d in links],
+            status=Status(code=status_code, message=status_description),
+            dropped_attributes_count=dropped[0],
+            dropped_events_count=dropped[1],
+            dropped_links_count=dropped[2],
+            flags=_flags(parent is not None and parent[2]),
+        ))
+    return [
+        ScopeSpans(scope=InstrumentationScope(), spans=spans) if scope is None else
+        ScopeSpans(scope=InstrumentationScope(name=scope[0], version=scope[1], attributes=_key_values(scope[3])),
+                   spans=spans, schema_url=scope[2])
+        for scope, spans in by_scope.values()
+    ]
 
 
-def from_wire(groups: list[tuple[Any, ...]]) -> list[ReadableSpan]:
-    """The spans `to_wire` wrote, as ReadableSpans the OTLP exporter encodes as it would the originals."""
-    spans: list[ReadableSpan] = []
-    scopes: dict[tuple[Any, ...], InstrumentationScope] = {}
-    for resource_attributes, schema_url, wired in groups:
-        resource = Resource(resource_attributes, schema_url)
-        for (name, trace_id, span_id, flags, trace_state, parent, kind, start, end, attributes, events, links,
-             status_code, status_description, dropped, scope) in wired:
-            if scope is not None and tuple(scope[:3]) not in scopes:
-                scopes[tuple(scope[:3])] = InstrumentationScope(*scope[:3], attributes=scope[3] or None)
-            spans.append(ReadableSpan(
-                name=name,
-                context=SpanContext(trace_id, span_id, False, TraceFlags(flags), TraceState(list(trace_state))),
-                parent=None if parent is None else SpanContext(parent[0], parent[1], parent[2]),
-                resource=resource,
-                attributes=_attributes(attributes, dropped[0]),
-                events=_listed([Event(n, _attributes(a, d), ts) for n, ts, a, d in events], dropped[1]),
-                links=_listed([Link(SpanContext(t, s, remote, TraceFlags(f)), _attributes(a, d))
-                               for t, s, f, remote, a, d in links], dropped[2]),
-                kind=SpanKind(kind),
-                status=Status(StatusCode(status_code), status_description),
-                start_time=start,
-                end_time=end,
-                instrumentation_scope=None if scope is None else scopes[tuple(scope[:3])],
-            ))
-    return spans
+def _flags(remote: bool) -> int:
+    return SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | (SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK if remote else 0)
+
+
+# Most attributes repeat from span to span (rpc.method, db.system.name, an event type): their
+# encoding is kept and reused. Bounded by starting over, as unique ids pass through it too.
+_KEY_VALUES: dict[tuple[str, type, Any], KeyValue] = {}
+_KEY_VALUES_MAX = 4096
+
+
+def _key_values(attributes: dict[str, Any]) -> list[KeyValue]:
+    encoded = []
+    for key, value in attributes.items():
+        cached = (key, value.__class__, value)  # the class too: True and 1 are equal keys
+        key_value = _KEY_VALUES.get(cached) if value.__class__ in _SCALARS else None
+        if key_value is None:
+            key_value = KeyValue(key=key, value=_any_value(value))
+            if value.__class__ in _SCALARS:
+                if len(_KEY_VALUES) >= _KEY_VALUES_MAX:
+                    _KEY_VALUES.clear()
+                _KEY_VALUES[cached] = key_value
+        encoded.append(key_value)
+    return encoded
+
+
+def _any_value(value: Any) -> AnyValue:
+    """As the SDK's encoder: attribute values are scalars or sequences of them."""
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, (tuple, list)):
+        return AnyValue(array_value=ArrayValue(values=[_any_value(item) for item in value]))
+    return AnyValue()
+
+
+_SCALARS = frozenset({str, int, float, bool, bytes})
 
 
 # --- the exporting process ----------------------------------------------------------------------
@@ -217,13 +260,23 @@ def main() -> int:
 
     from server.telemetry import setup_logging
 
+    class Exporter(OTLPSpanExporter):
+        """The SDK's exporter (endpoint, headers, TLS, compression, timeout and retries from the
+        OTEL_ variables), sending requests `encode` built rather than encoding spans itself."""
+
+        def _translate_data(self, data: Any) -> ExportTraceServiceRequest:
+            return data  # type: ignore[no-any-return]
+
+        def _count_data(self, data: Any) -> int:
+            return sum(len(scope.spans) for spans in data.resource_spans for scope in spans.scope_spans)
+
     setup_logging("span-export", os.environ.get("LOG_LEVEL", "INFO"))
-    exporter = OTLPSpanExporter()
+    exporter = Exporter()
     frames = sys.stdin.buffer
     try:
         while len(header := frames.read(_HEADER)) == _HEADER:
             frame = frames.read(int.from_bytes(header, "little"))
-            exporter.export(from_wire(marshal.loads(frame)))
+            exporter.export(encode(marshal.loads(frame)))
     finally:
         exporter.shutdown()
     return 0

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 
 from server.config import libpq_url
 from server.migrations import upgrade
@@ -21,6 +22,10 @@ from server.runtime import EmbeddedNats, EmbeddedPostgres
 from tests.harness import Stack
 
 _databases = itertools.count(1)
+
+# The machines that run the suite are shared: a slow moment is not a failing property.
+settings.register_profile("shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("shared-machine")
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import marshal
 
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
@@ -12,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
-from server.span_export import from_wire, to_wire
+from server.span_export import encode, to_wire
 
 
 def finished_spans() -> list[ReadableSpan]:
@@ -48,10 +50,10 @@ def test_shipped_spans_encode_as_the_originals() -> None:
     assert [s.dropped_attributes for s in spans] == [0, 3, 0]
     assert spans[0].dropped_events == 1 and spans[0].dropped_links == 1
 
-    received = from_wire(marshal.loads(marshal.dumps(to_wire(spans))))
+    received = encode(marshal.loads(marshal.dumps(to_wire(spans))))
 
-    assert encode_spans(received) == encode_spans(spans)
-    assert encode_spans(received).SerializeToString() == encode_spans(spans).SerializeToString()
+    assert received == encode_spans(spans)
+    assert received.SerializeToString() == encode_spans(spans).SerializeToString()
 
 
 def test_spans_of_different_resources_stay_apart() -> None:
@@ -62,7 +64,28 @@ def test_spans_of_different_resources_stay_apart() -> None:
     other.get_tracer("orders").start_span("elsewhere").end()
     mixed = [spans[0], *memory.get_finished_spans(), spans[1]]
 
-    request = encode_spans(from_wire(marshal.loads(marshal.dumps(to_wire(mixed)))))
+    request = encode(marshal.loads(marshal.dumps(to_wire(mixed))))
 
     assert request == encode_spans(mixed)
     assert len(request.resource_spans) == 2
+
+
+_scalars = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=8))
+_values = st.one_of(_scalars, st.lists(st.booleans(), max_size=3).map(tuple),
+                    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3).map(tuple), st.lists(st.text(max_size=4), max_size=3).map(tuple))
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), _values, max_size=3), min_size=1, max_size=4))
+def test_any_attributes_encode_as_the_sdk_does(attribute_sets: list[dict[str, object]]) -> None:
+    """Values that are equal across types (True, 1, 1.0) and values seen before (reused encodings)
+    still encode as the SDK encodes each span's own."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "orders-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("orders")
+    for attributes in attribute_sets:
+        tracer.start_span("span", attributes=attributes).end()
+    spans = list(memory.get_finished_spans())
+
+    for _ in range(2):  # the second time, every encoding comes from the cache
+        assert encode(marshal.loads(marshal.dumps(to_wire(spans)))) == encode_spans(spans)
