@@ -219,10 +219,10 @@ def _key_values(attributes: dict[str, Any]) -> list[KeyValue]:
     encoded = []
     for key, value in attributes.items():
         cached = (key, value.__class__, value)  # the class too: True and 1 are equal keys
-        key_value = _KEY_VALUES.get(cached) if value.__class__ in _SCALARS else None
+        key_value = _KEY_VALUES.get(cached) if value.__class__ in _REUSED else None
         if key_value is None:
             key_value = KeyValue(key=key, value=_any_value(value))
-            if value.__class__ in _SCALARS:
+            if value.__class__ in _REUSED:
                 if len(_KEY_VALUES) >= _KEY_VALUES_MAX:
                     _KEY_VALUES.clear()
                 _KEY_VALUES[cached] = key_value
@@ -247,7 +247,8 @@ def _any_value(value: Any) -> AnyValue:
     return AnyValue()
 
 
-_SCALARS = frozenset({str, int, float, bool, bytes})
+# Not floats: 0.0 and -0.0 are equal keys that encode differently.
+_REUSED = frozenset({str, int, bool, bytes})
 
 
 # --- the exporting process ----------------------------------------------------------------------
