@@ -22,6 +22,10 @@ def _info(reason: str, **metadata: str) -> any_pb2.Any:
     return _any(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
 
 
+def _resource(exc: errors.NotFoundError | errors.AlreadyExistsError) -> any_pb2.Any:
+    return _any(error_details_pb2.ResourceInfo(resource_type=exc.aggregate_type, resource_name=exc.aggregate_id))
+
+
 def to_status(exc: errors.DomainError) -> status_pb2.Status:
     """The rich status for a domain error; every DomainError subclass has a row here."""
     match exc:
@@ -43,12 +47,10 @@ def to_status(exc: errors.DomainError) -> status_pb2.Status:
         case errors.VersionConflictError():
             details = [_info("VERSION_CONFLICT", expected=str(exc.expected), actual=str(exc.actual))]
             return status_pb2.Status(code=code_pb2.ABORTED, message=str(exc), details=details)
-        case errors.NotFoundError() | errors.AlreadyExistsError():
-            code = code_pb2.NOT_FOUND if isinstance(exc, errors.NotFoundError) else code_pb2.ALREADY_EXISTS
-            details = [
-                _any(error_details_pb2.ResourceInfo(resource_type=exc.aggregate_type, resource_name=exc.aggregate_id))
-            ]
-            return status_pb2.Status(code=code, message=str(exc), details=details)
+        case errors.NotFoundError():
+            return status_pb2.Status(code=code_pb2.NOT_FOUND, message=str(exc), details=[_resource(exc)])
+        case errors.AlreadyExistsError():
+            return status_pb2.Status(code=code_pb2.ALREADY_EXISTS, message=str(exc), details=[_resource(exc)])
         case errors.PreconditionFailedError():
             violation = error_details_pb2.PreconditionFailure.Violation(
                 type=exc.kind, subject=exc.subject, description=exc.description

@@ -28,7 +28,6 @@ from server.telemetry import tracer
 
 Connection = psycopg.AsyncConnection[TupleRow]
 Aggregate = Customer | Product | Order
-_TYPES: dict[type, str] = {Customer: "customer", Product: "product", Order: "order"}
 
 _PRIOR = "i.method, i.request_hash, i.response"
 _FROM = """FROM (SELECT 1) AS one
@@ -190,14 +189,14 @@ class Session:
 
     def insert(self, aggregate: Aggregate) -> Written:
         """A new aggregate; the write fails with ALREADY_EXISTS if its id is taken meanwhile."""
-        return self._stage(aggregate, "insert", _values(aggregate))
+        return self._stage("insert", *_values(aggregate))
 
     def update(self, aggregate: Aggregate, expected: int) -> Written:
         """A changed aggregate, saved only if it is still at `expected` when written."""
-        return self._stage(aggregate, "update", dict(_values(aggregate), expected=expected))
+        aggregate_type, values = _values(aggregate)
+        return self._stage("update", aggregate_type, dict(values, expected=expected))
 
-    def _stage(self, aggregate: Aggregate, kind: str, values: dict[str, Any]) -> Written:
-        aggregate_type = _TYPES[type(aggregate)]
+    def _stage(self, kind: str, aggregate_type: str, values: dict[str, Any]) -> Written:
         self._change = (aggregate_type, kind, values)
         return Written(aggregate_type, values["aggregate_id"], values["version"])
 
@@ -240,10 +239,11 @@ async def prior_request(conn: Connection, tenant_id: str, request_id: str) -> Pr
     return None if row is None else Prior.from_row(row)
 
 
-def _values(aggregate: Aggregate) -> dict[str, Any]:
+def _values(aggregate: Aggregate) -> tuple[str, dict[str, Any]]:
+    """The aggregate's type, and its columns as the write statements name them."""
     match aggregate:
         case Customer():
-            return dict(
+            return "customer", dict(
                 aggregate_id=aggregate.customer_id,
                 display_name=aggregate.display_name,
                 email=aggregate.email,
@@ -253,11 +253,11 @@ def _values(aggregate: Aggregate) -> dict[str, Any]:
                 version=aggregate.version,
             )
         case Product():
-            return dict(
+            return "product", dict(
                 aggregate_id=aggregate.product_id, on_hand=aggregate.on_hand, reserved=aggregate.reserved, version=aggregate.version
             )
         case Order():
-            return dict(
+            return "order", dict(
                 aggregate_id=aggregate.order_id,
                 customer_id=aggregate.customer_id,
                 state=aggregate.state.value,

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from server.domain.errors import FieldViolation, InvalidCommandError
+from server.domain.errors import FieldViolation
 from server.domain.money import MAX_UNITS, Money, money_violations
 
 MAX_LINES = 100
@@ -42,10 +42,6 @@ class Command:
 
     def violations(self) -> list[FieldViolation]:
         raise NotImplementedError
-
-    def check(self) -> None:
-        if found := self.violations():
-            raise InvalidCommandError(found)
 
 
 @dataclass(frozen=True)

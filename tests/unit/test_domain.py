@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from server.domain import commands as c
 from server.domain import events as e
 from server.domain import model
-from server.domain.errors import InvalidCommandError, PreconditionFailedError, VersionConflictError
+from server.domain.errors import PreconditionFailedError, VersionConflictError
 from server.domain.money import NANOS_PER_UNIT, Money
 
 EUR = "EUR"
@@ -99,12 +99,6 @@ def test_when_units_and_nanos_disagree_in_sign_then_nanos_is_named() -> None:
 
 def test_when_an_id_is_oversize_then_it_is_named() -> None:
     assert bad_fields(place(line(), order_id="o" * 65)) == {"order_id"}
-
-
-def test_when_a_command_is_checked_then_it_raises_with_every_violation() -> None:
-    with pytest.raises(InvalidCommandError) as caught:
-        place(order_id="").check()
-    assert {v.field for v in caught.value.violations} == {"order_id", "lines"}
 
 
 # --- RegisterCustomer and credit --------------------------------------------------------------
