@@ -26,7 +26,7 @@ from projector import metrics, notices
 from projector.decide import Decision, Incoming, Outcome
 from projector.models import MODELS, ReadModel
 from projector.store import Applied, Conn, applied_events, apply_batch, fault_check
-from server import messaging, telemetry
+from server import messaging, runtime, telemetry
 from server.config import Settings
 
 log = logging.getLogger(__name__)
@@ -227,8 +227,7 @@ def collect_less() -> None:
     off collections mid-batch that also scanned everything the process had built before (over a
     tenth of the projector's time). What exists now, once set up, is frozen out of collections,
     and the young generation is collected every 50,000 net allocations: cycles are still freed."""
-    gc.collect()
-    gc.freeze()
+    runtime.freeze_heap()
     gc.set_threshold(50_000)
 
 
