@@ -33,7 +33,9 @@ def free_port() -> int:
 def freeze_heap() -> None:
     """Takes what the process has built so far (modules, descriptors, pools: it lives as long as
     the process) out of garbage collection, so full collections scan only what came after.
-    Called by each long-running role once it is set up."""
+    Reference counting still frees those objects; only cycles among them would never be
+    collected, a once-only cost bounded by the start-up heap. Called by the gRPC servers and the
+    projector once they are set up."""
     gc.collect()
     gc.freeze()
 

@@ -103,14 +103,14 @@ class ShippingSpanProcessor(SpanProcessor):
             log.warning("spans dropped: the export queue was full", extra={"spans": self.dropped})
 
     def _ship(self, spans: list[ReadableSpan]) -> None:
-        frame = marshal.dumps(to_wire(spans))
+        data = frame(spans)
         if self._child is not None and self._child.poll() is not None:
             self._discard_child()  # it died: the next one starts below
         try:
             if self._child is None:
                 self._child = subprocess.Popen(_CHILD, stdin=subprocess.PIPE, env=self._env)
             pipe: IO[bytes] = self._child.stdin  # type: ignore[assignment]
-            pipe.write(len(frame).to_bytes(_HEADER, "little") + frame)
+            pipe.write(len(data).to_bytes(_HEADER, "little") + data)
             pipe.flush()
         except OSError as exc:  # the child died mid-write: these spans are lost, the next batch starts a new one
             log.warning("span export process unavailable", extra={"error": repr(exc), "spans": len(spans)})
@@ -136,8 +136,32 @@ def _close(child: subprocess.Popen[bytes]) -> None:
 # --- spans as plain values ----------------------------------------------------------------------
 
 
+def frame(spans: Sequence[ReadableSpan]) -> bytes:
+    """The spans, marshalled as `to_wire` lays them out, for `encode` in the child."""
+    wired = to_wire(spans)
+    try:
+        return marshal.dumps(wired)
+    except ValueError:  # an attribute of a subclass (an IntEnum, say), which marshal refuses
+        return marshal.dumps(_plain(wired))
+
+
+def _plain(value: Any) -> Any:
+    """`value` with every str, bytes, bool, int and float as exactly that type."""
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
+    for base in (bool, int, float, str, bytes):  # bool first: it is an int too
+        if isinstance(value, base):
+            return base(value)
+    return value
+
+
 def to_wire(spans: Sequence[ReadableSpan]) -> list[tuple[Any, ...]]:
-    """Spans as marshal-able values: one group per resource, each with its spans as tuples."""
+    """Spans as marshal-able values: one group per Resource object (a process has one), each with
+    its spans as tuples."""
     groups: dict[int, tuple[Any, list[tuple[Any, ...]]]] = {}
     for span in spans:
         _, wired = groups.setdefault(id(span.resource), (span.resource, []))
@@ -213,20 +237,26 @@ def _flags(remote: bool) -> int:
 # encoding is kept and reused. Bounded by starting over, as unique ids pass through it too.
 _KEY_VALUES: dict[tuple[str, type, Any], KeyValue] = {}
 _KEY_VALUES_MAX = 4096
+# Not floats: 0.0 and -0.0 are equal keys that encode differently.
+_REUSED = frozenset({str, int, bool, bytes})
 
 
 def _key_values(attributes: dict[str, Any]) -> list[KeyValue]:
     encoded = []
     for key, value in attributes.items():
-        if value.__class__ not in _REUSED:
-            encoded.append(KeyValue(key=key, value=_any_value(value)))
-            continue
+        reused = value.__class__ in _REUSED
         cached = (key, value.__class__, value)  # the class too: True and 1 are equal keys
-        key_value = _KEY_VALUES.get(cached)
+        key_value = _KEY_VALUES.get(cached) if reused else None
         if key_value is None:
-            if len(_KEY_VALUES) >= _KEY_VALUES_MAX:
-                _KEY_VALUES.clear()
-            key_value = _KEY_VALUES[cached] = KeyValue(key=key, value=_any_value(value))
+            try:
+                key_value = KeyValue(key=key, value=_any_value(value))
+            except (ValueError, UnicodeError):  # past 64 bits, a lone surrogate: left out, as the SDK does
+                log.warning("a span attribute cannot be encoded; it is left out", extra={"attribute": key})
+                continue
+            if reused:
+                if len(_KEY_VALUES) >= _KEY_VALUES_MAX:
+                    _KEY_VALUES.clear()
+                _KEY_VALUES[cached] = key_value
         encoded.append(key_value)
     return encoded
 
@@ -248,40 +278,38 @@ def _any_value(value: Any) -> AnyValue:
     return AnyValue()
 
 
-# Not floats: 0.0 and -0.0 are equal keys that encode differently.
-_REUSED = frozenset({str, int, bool, bytes})
-
-
 # --- the exporting process ----------------------------------------------------------------------
 
 
-def main() -> int:
-    """Reads frames from stdin and exports their spans over OTLP, until stdin closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when export ends: it closes the pipe
+def exporter() -> Any:
+    """The SDK's OTLP exporter (endpoint, headers, TLS, compression, timeout and retries from the
+    OTEL_ variables), sending the requests `encode` builds: its two translation hooks, which a
+    unit test checks the SDK still has, pass them through."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    from server.telemetry import setup_logging
-
     class Exporter(OTLPSpanExporter):
-        """The SDK's exporter (endpoint, headers, TLS, compression, timeout and retries from the
-        OTEL_ variables), sending requests `encode` built: its translation hooks pass them through
-        (tests/e2e/test_span_export.py sees them reach a collector)."""
-
         def _translate_data(self, data: Any) -> ExportTraceServiceRequest:
             return data  # type: ignore[no-any-return]
 
         def _count_data(self, data: Any) -> int:
             return sum(len(scope.spans) for spans in data.resource_spans for scope in spans.scope_spans)
 
+    return Exporter()
+
+
+def main() -> int:
+    """Reads frames from stdin and exports their spans over OTLP, until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when export ends: it closes the pipe
+    from server.telemetry import setup_logging
+
     setup_logging("span-export", os.environ.get("LOG_LEVEL", "INFO"))
-    exporter = Exporter()
+    otlp = exporter()
     frames = sys.stdin.buffer
     try:
         while len(header := frames.read(_HEADER)) == _HEADER:
-            frame = frames.read(int.from_bytes(header, "little"))
-            exporter.export(encode(marshal.loads(frame)))
+            otlp.export(encode(marshal.loads(frames.read(int.from_bytes(header, "little")))))
     finally:
-        exporter.shutdown()
+        otlp.shutdown()
     return 0
 
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import enum
 import marshal
 
 from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
-from server.span_export import encode, to_wire
+from server.span_export import encode, exporter, frame
 
 
 def finished_spans() -> list[ReadableSpan]:
@@ -50,7 +52,7 @@ def test_shipped_spans_encode_as_the_originals() -> None:
     assert [s.dropped_attributes for s in spans] == [0, 3, 0]
     assert spans[0].dropped_events == 1 and spans[0].dropped_links == 1
 
-    received = encode(marshal.loads(marshal.dumps(to_wire(spans))))
+    received = encode(marshal.loads(frame(spans)))
 
     assert received == encode_spans(spans)
     assert received.SerializeToString() == encode_spans(spans).SerializeToString()
@@ -64,28 +66,64 @@ def test_spans_of_different_resources_stay_apart() -> None:
     other.get_tracer("orders").start_span("elsewhere").end()
     mixed = [spans[0], *memory.get_finished_spans(), spans[1]]
 
-    request = encode(marshal.loads(marshal.dumps(to_wire(mixed))))
+    request = encode(marshal.loads(frame(mixed)))
 
     assert request == encode_spans(mixed)
     assert len(request.resource_spans) == 2
 
 
-_scalars = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=8))
-_values = st.one_of(_scalars, st.lists(st.booleans(), max_size=3).map(tuple),
-                    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3).map(tuple), st.lists(st.text(max_size=4), max_size=3).map(tuple))
+_texts = st.text(st.characters(exclude_categories=()), max_size=6)  # lone surrogates too
+_scalars = st.one_of(st.booleans(), st.integers(), st.floats(), _texts, st.binary(max_size=4))
+_values = st.one_of(_scalars, *(st.lists(st.one_of(scalar, st.none()), max_size=3).map(tuple)
+                                for scalar in (st.booleans(), st.integers(), st.floats(), _texts)))
 
 
 @given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), _values, max_size=3), min_size=1, max_size=4))
 def test_any_attributes_encode_as_the_sdk_does(attribute_sets: list[dict[str, object]]) -> None:
-    """Values that are equal across types (True, 1, 1.0) and values seen before (reused encodings)
-    still encode as the SDK encodes each span's own."""
+    """Values that are equal across types (True, 1, 1.0), values seen before (reused encodings),
+    and values the SDK's encoder leaves out (integers past 64 bits, lone surrogates), on spans,
+    events and links, encode as the SDK encodes each span's own."""
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "orders-test"}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("orders")
+    linked = SpanContext(0x1234, 0x5678, is_remote=True)
     for attributes in attribute_sets:
-        tracer.start_span("span", attributes=attributes).end()
+        span = tracer.start_span("span", attributes=attributes, links=[Link(linked, attributes)])
+        span.add_event("event", attributes)
+        span.end()
     spans = list(memory.get_finished_spans())
 
-    for _ in range(2):  # the second time, every encoding comes from the cache
-        assert encode(marshal.loads(marshal.dumps(to_wire(spans)))) == encode_spans(spans)
+    for _ in range(2):  # the second time, every encoding that can be reused comes from the cache
+        assert encode(marshal.loads(frame(spans))) == encode_spans(spans)
+
+
+class Code(enum.IntEnum):
+    OK = 0
+
+
+class Name(str):
+    pass
+
+
+def test_attributes_of_subclasses_are_shipped_as_their_base_types() -> None:
+    """marshal refuses an IntEnum or a str subclass, which the SDK accepts as attribute values."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider.get_tracer("orders").start_span("span", attributes={"code": Code.OK, "name": Name("n")}).end()
+    spans = list(memory.get_finished_spans())
+
+    assert encode(marshal.loads(frame(spans))) == encode_spans(spans)
+
+
+def test_the_exporter_sends_the_request_it_is_given() -> None:
+    """The SDK's exporter still has the two hooks the child's exporter overrides."""
+    assert {"_translate_data", "_count_data"} <= set(vars(OTLPSpanExporter))
+    request = encode(marshal.loads(frame(finished_spans())))
+    otlp = exporter()
+    try:
+        assert otlp._translate_data(request) is request
+        assert otlp._count_data(request) == 3
+    finally:
+        otlp.shutdown()
