@@ -187,9 +187,9 @@ def relay_stage(stack: Any, count: int, progress: Callable[[str], None]) -> dict
         finally:
             relay.terminate()
             relay.wait(time.monotonic() + 15)
-    relay = count / elapsed
-    return {"events": count, "raw_publish_per_s": round(raw, 1), "relay_per_s": round(relay, 1),
-            "relay_vs_raw": round(relay / raw, 3)}
+    rate = count / elapsed
+    return {"events": count, "raw_publish_per_s": round(raw, 1), "relay_per_s": round(rate, 1),
+            "relay_vs_raw": round(rate / raw, 3)}
 
 
 # --- tracing overhead -------------------------------------------------------------------------

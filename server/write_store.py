@@ -143,7 +143,7 @@ class Session:
     """One command's unit of work: reads that also detect a replayed request id, then one
     pending change and its event, written by `commit` in one atomic statement."""
 
-    def __init__(self, conn: Connection, tenant_id: str, request_id: str, method: str, request_hash: bytes, timeout_ms: int) -> None:
+    def __init__(self, conn: Connection, tenant_id: str, request_id: str, method: str, request_hash: bytes, timeout_ms: float) -> None:
         self.conn = conn
         self.base = dict(tenant_id=tenant_id, request_id=request_id, method=method, request_hash=request_hash)
         self.timeout_ms = str(max(1, int(timeout_ms)))
