@@ -45,6 +45,7 @@ generate: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check server projector clients tests
+	$(BIN)/mypy
 	$(BIN)/buf lint
 
 clean:

@@ -222,7 +222,7 @@ def measure(settings: Settings, events: int) -> dict[str, Any]:
             ns.stop()
             pg.stop()
     rebuild_total = sum(rebuilt.values())
-    report = {
+    report: dict[str, Any] = {
         "events": events,
         "raw_fetch_ack_per_second": round(events / raw, 1),
         "projector_per_second": round(events / projected, 1),

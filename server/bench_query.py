@@ -10,6 +10,7 @@ that shares everything but the work, in the same run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 import uuid
@@ -89,10 +90,12 @@ async def watch_stage(
                 readable.append((time.perf_counter() - at) * 1000)
 
         progress(f"  registering {watchers} customers ...")
-        await _gather_bounded([
-            (lambda c=c: commands.RegisterCustomer(cmd_pb.RegisterCustomerRequest(
-                request_id=str(uuid.uuid4()), customer_id=c, display_name="Bench", email="b@example.com"), timeout=30))
-            for c in customers], 32)
+        def register(customer_id: str) -> Awaitable[Any]:
+            return commands.RegisterCustomer(cmd_pb.RegisterCustomerRequest(
+                request_id=str(uuid.uuid4()), customer_id=customer_id, display_name="Bench", email="b@example.com"),
+                timeout=30)
+
+        await _gather_bounded([functools.partial(register, c) for c in customers], 32)
 
         channels = [_channel(query_addr) for _ in range(max(1, -(-watchers // STREAMS_PER_CHANNEL)))]
 
@@ -109,7 +112,7 @@ async def watch_stage(
         tasks = [asyncio.create_task(watch(i, c)) for i, c in enumerate(customers)]
         try:
             progress(f"  {watchers} watchers open; one order each to warm up ...")
-            await _gather_bounded([(lambda c=c: place(c)) for c in customers], 32)
+            await _gather_bounded([functools.partial(place, c) for c in customers], 32)
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in first_seen.values())), 120)
             acked.clear()
             received.clear()

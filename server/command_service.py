@@ -130,7 +130,7 @@ class CommandService(pb_grpc.CommandServiceServicer):
         """One command: read the aggregate (and any earlier use of the request id), decide, then
         write the claim with its response, the change and the event in one statement."""
         response_type: type[Message] = getattr(pb, f"{method}Response")
-        request_id: str = request.request_id
+        request_id: str = request.request_id  # type: ignore[attr-defined]  # every command request has one
         cmd = wire.to_command(request)
         tenant_id = serving.tenant_of(context)
         violations = wire.request_id_violations(request_id) + serving.tenant_violations(tenant_id) + cmd.violations()

@@ -8,7 +8,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 import psycopg
@@ -37,7 +37,7 @@ WATCH_BATCH = 200
 # The documented answer to a stream ended by shutdown: resume with the last token.
 SHUTTING_DOWN = "SHUTTING_DOWN"
 STATE_NAMES = {v: types_pb2.OrderState.Name(v).removeprefix("ORDER_STATE_") for v in types_pb2.OrderState.values()}
-STATE_NUMBERS = {name: v for v, name in STATE_NAMES.items()}
+STATE_NUMBERS = {name: cast(types_pb2.OrderState, v) for v, name in STATE_NAMES.items()}
 
 
 def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -248,7 +248,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
 
     # --- shared --------------------------------------------------------------------------------
 
-    async def _answer(self, context: grpc.aio.ServicerContext, read: Any) -> Any:
+    async def _answer(self, context: grpc.aio.ServicerContext, read: Callable[[str], Awaitable[T]]) -> T:
         tenant_id = serving.tenant_of(context)
         try:
             _check(serving.tenant_violations(tenant_id))

@@ -42,7 +42,7 @@ STREAM_KEEPALIVE: tuple[tuple[str, int], ...] = (
 )
 
 
-class _Wrapping(grpc.aio.ServerInterceptor):
+class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
     """An interceptor that wraps each method's handler once and reuses it for every call."""
 
     def __init__(self) -> None:
@@ -105,7 +105,7 @@ class RequestGuard(_Wrapping):
                     await reject(request, context)
                 return await unary(request, context)
 
-            return handler._replace(request_deserializer=safe, unary_unary=unary_unary)  # type: ignore[attr-defined,no-any-return]
+            return handler._replace(request_deserializer=safe, unary_unary=unary_unary)
         if handler.unary_stream is not None:
             stream = handler.unary_stream
 
@@ -115,7 +115,7 @@ class RequestGuard(_Wrapping):
                 async for item in stream(request, context):
                     yield item
 
-            return handler._replace(request_deserializer=safe, unary_stream=unary_stream)  # type: ignore[attr-defined,no-any-return]
+            return handler._replace(request_deserializer=safe, unary_stream=unary_stream)
         return handler
 
 
@@ -178,7 +178,7 @@ class Observe(_Wrapping):
                 finally:
                     end(context, started, failed)
 
-            return handler._replace(unary_unary=unary_unary)  # type: ignore[attr-defined,no-any-return]
+            return handler._replace(unary_unary=unary_unary)
         if handler.unary_stream is not None:
             stream = handler.unary_stream
 
@@ -196,7 +196,7 @@ class Observe(_Wrapping):
                 finally:
                     end(context, started, failed)
 
-            return handler._replace(unary_stream=unary_stream)  # type: ignore[attr-defined,no-any-return]
+            return handler._replace(unary_stream=unary_stream)
         return handler
 
 

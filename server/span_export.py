@@ -153,9 +153,16 @@ def _plain(value: Any) -> Any:
         return [_plain(item) for item in value]
     if isinstance(value, tuple):
         return tuple(_plain(item) for item in value)
-    for base in (bool, int, float, str, bytes):  # bool first: it is an int too
-        if isinstance(value, base):
-            return base(value)
+    if isinstance(value, bool):  # before int: a bool is an int too
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes):
+        return bytes(value)
     return value
 
 
@@ -204,7 +211,7 @@ def _scope_spans(wired: list[tuple[Any, ...]]) -> list[ScopeSpans]:
             trace_id=trace_id.to_bytes(16, "big"),
             span_id=span_id.to_bytes(8, "big"),
             trace_state=",".join(f"{key}={value}" for key, value in trace_state),
-            parent_span_id=None if parent is None else parent[1].to_bytes(8, "big"),
+            parent_span_id=b"" if parent is None else parent[1].to_bytes(8, "big"),
             name=name,
             kind=kind + 1,  # the API's SpanKind counts from INTERNAL = 0, OTLP's from UNSPECIFIED = 0
             start_time_unix_nano=start,

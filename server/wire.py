@@ -87,7 +87,7 @@ def request_hash(method: str, request: Message) -> bytes:
     """Identifies a request's payload, so a reused request_id with other content is caught."""
     copy = type(request)()
     copy.CopyFrom(request)
-    copy.ClearField("request_id")  # type: ignore[arg-type]
+    copy.ClearField("request_id")
     return hashlib.sha256(method.encode() + b"\0" + copy.SerializeToString(deterministic=True)).digest()
 
 

@@ -35,7 +35,7 @@ class OrdersError(Exception):
         for packed in self.status.details if self.status else ():
             if packed.Is(kind.DESCRIPTOR):  # type: ignore[attr-defined]
                 message = kind()
-                packed.Unpack(message)  # type: ignore[arg-type]
+                packed.Unpack(message)
                 return message
         return None
 
@@ -100,7 +100,8 @@ class OrdersClient:
 
     async def get_order_summary(self, order_id: str, consistency_token: str = "") -> query_pb.OrderSummary:
         request = query_pb.GetOrderSummaryRequest(order_id=order_id, consistency_token=consistency_token)
-        reply = await self._call(lambda t: self._queries.GetOrderSummary(request, timeout=t, metadata=self._metadata))
+        reply: query_pb.GetOrderSummaryResponse = await self._call(
+            lambda t: self._queries.GetOrderSummary(request, timeout=t, metadata=self._metadata))
         return reply.summary
 
     async def _call(self, call: Callable[[float], Awaitable[T]]) -> T:

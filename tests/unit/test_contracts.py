@@ -1,4 +1,5 @@
-"""The contracts pass buf lint, and the committed stubs are exactly what `make generate` makes."""
+"""The contracts pass buf lint, the committed stubs are exactly what `make generate` makes, and our
+packages pass mypy --strict."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ BIN = Path(sys.executable).parent
 
 def test_buf_lint_passes() -> None:
     result = subprocess.run([BIN / "buf", "lint"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_our_packages_pass_a_strict_type_check() -> None:
+    result = subprocess.run([BIN / "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -5,6 +5,8 @@ Revision ID: 0004
 Revises: 0003
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -15,7 +17,7 @@ branch_labels = None
 depends_on = None
 
 
-def _money(name: str) -> sa.Column:
+def _money(name: str) -> sa.Column[Any]:
     return sa.Column(name, sa.Numeric(38, 9), nullable=False)
 
 
