@@ -18,6 +18,7 @@ when this process is killed.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import marshal
 import os
@@ -240,32 +241,29 @@ def _flags(remote: bool) -> int:
     return SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | (SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK if remote else 0)
 
 
-# Most attributes repeat from span to span (rpc.method, db.system.name, an event type): their
-# encoding is kept and reused. Bounded by starting over, as unique ids pass through it too.
-_KEY_VALUES: dict[tuple[str, type, Any], KeyValue] = {}
-_KEY_VALUES_MAX = 4096
+def _key_values(attributes: dict[str, Any]) -> list[KeyValue]:
+    encoded = []
+    for key, value in attributes.items():
+        try:
+            if value.__class__ in _REUSED:
+                encoded.append(_reused_key_value(key, value.__class__.__name__, value))
+            else:
+                encoded.append(KeyValue(key=key, value=_any_value(value)))
+        except (ValueError, UnicodeError):  # past 64 bits, a lone surrogate: left out, as the SDK does
+            log.warning("a span attribute cannot be encoded; it is left out", extra={"attribute": key})
+    return encoded
+
+
 # Not floats: 0.0 and -0.0 are equal keys that encode differently.
 _REUSED = frozenset({str, int, bool, bytes})
 
 
-def _key_values(attributes: dict[str, Any]) -> list[KeyValue]:
-    encoded = []
-    for key, value in attributes.items():
-        reused = value.__class__ in _REUSED
-        cached = (key, value.__class__, value)  # the class too: True and 1 are equal keys
-        key_value = _KEY_VALUES.get(cached) if reused else None
-        if key_value is None:
-            try:
-                key_value = KeyValue(key=key, value=_any_value(value))
-            except (ValueError, UnicodeError):  # past 64 bits, a lone surrogate: left out, as the SDK does
-                log.warning("a span attribute cannot be encoded; it is left out", extra={"attribute": key})
-                continue
-            if reused:
-                if len(_KEY_VALUES) >= _KEY_VALUES_MAX:
-                    _KEY_VALUES.clear()
-                _KEY_VALUES[cached] = key_value
-        encoded.append(key_value)
-    return encoded
+@functools.lru_cache(maxsize=4096)
+def _reused_key_value(key: str, kind: str, value: Any) -> KeyValue:
+    """Most attributes repeat from span to span (rpc.method, db.system.name, an event type): their
+    encoding is kept and reused. `kind`, the value's class name, is part of the cache key: True
+    and 1 are equal."""
+    return KeyValue(key=key, value=_any_value(value))
 
 
 def _any_value(value: Any) -> AnyValue:
