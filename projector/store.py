@@ -157,7 +157,7 @@ async def apply_batch(
     """Decides and writes `items` in one transaction. When the database refuses a statement,
     retries each item alone (with its `decoded` envelope), so the one bad event becomes a dead
     letter and the rest apply."""
-    envelopes = list(decoded) if decoded is not None else [decode(i) for i in items]
+    decodings = list(decoded) if decoded is not None else [decode(i) for i in items]
 
     async def attempt(forced: str | None = None) -> list[Decision]:
         def guarded(env: events_pb2.Envelope) -> None:
@@ -169,8 +169,8 @@ async def apply_batch(
         # the next is prepared; only the reads (and the commit) wait for the server.
         async with conn.pipeline(), conn.transaction():
             await lock_projection(conn, shared=True)
-            applied, parked = await load_state(conn, {d[1] for d in envelopes})
-            decisions = decide(items, applied, parked, guarded, max_gap_deliveries, envelopes)
+            applied, parked = await load_state(conn, {d[1] for d in decodings})
+            decisions = decide(items, applied, parked, guarded, max_gap_deliveries, decodings)
             await write(conn, decisions, models, consumer, max(i.stream_seq for i in items))
             if before_commit is not None:
                 before_commit()
@@ -183,8 +183,8 @@ async def apply_batch(
             raise
         if len(items) > 1:
             out: list[Decision] = []
-            for item, envelope in zip(items, envelopes):
-                out.extend(await apply_batch(conn, [item], models, check, consumer=consumer, decoded=[envelope],
+            for item, decoding in zip(items, decodings):
+                out.extend(await apply_batch(conn, [item], models, check, consumer=consumer, decoded=[decoding],
                                              max_gap_deliveries=max_gap_deliveries, before_commit=before_commit))
             return out
         return await attempt(forced=f"failed to apply: {exc!r}")

@@ -267,7 +267,7 @@ async def serve(
     telemetry.serve_metrics(metrics_addr)
     await server.start()
     # Spans and requests in flight survive into the oldest generation; its collections then
-    # scanned the start-up heap too, at 50 ms a time (a tenth of a traced call's CPU).
+    # scanned the start-up heap too, at about 50 ms each (0.55 s of 24 s of traced load).
     runtime.freeze_heap()
     log.info("listening", extra={"addr": addr})
 
