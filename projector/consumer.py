@@ -32,7 +32,7 @@ from server.config import Settings
 log = logging.getLogger(__name__)
 
 DURABLE = "projector"
-FETCH_BATCH = 1000  # a batch's span links every message: telemetry.MAX_LINKS must not be smaller
+FETCH_BATCH = 1000  # a batch's span links every message: at most telemetry.MAX_LINKS (a unit test checks)
 GAP_DELAY_SECONDS = 1.0
 # A projector killed mid-batch leaves its messages unacked; another gets them after this long.
 # A batch commits in well under a second, so this leaves a wide margin.

@@ -11,7 +11,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from projector.consumer import incoming
+from projector.consumer import FETCH_BATCH, incoming
 from server import telemetry
 
 numbers = st.integers(min_value=0, max_value=2**63)
@@ -68,3 +68,8 @@ def test_the_headers_an_event_carries_read_back_to_their_span() -> None:
     assert linked == propagator_view(headers) and linked.is_valid
     assert trace.get_current_span(telemetry.event_context(headers)).get_span_context() == linked
     assert not telemetry.event_span_context({}).is_valid
+
+
+def test_a_full_batch_span_can_link_every_message() -> None:
+    """The SDK drops links beyond its limit; the projector's batch span links each message."""
+    assert FETCH_BATCH <= telemetry.MAX_LINKS
