@@ -77,6 +77,7 @@ def internal(message: str) -> status_pb2.Status:
 
 
 async def abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:
-    """Ends the call with `status`; abort() (not abort_with_status) keeps tracing's code right."""
+    """Ends the call with `status`; abort() (not abort_with_status) keeps tracing's code right,
+    and trailers set earlier (the correlation id) go out beside the status details."""
     st = rpc_status.to_status(status)
-    await context.abort(st.code, st.details, st.trailing_metadata)
+    await context.abort(st.code, st.details, (*(context.trailing_metadata() or ()), *st.trailing_metadata))

@@ -135,8 +135,9 @@ CORRELATION_KEY = "x-correlation-id"
 
 class Observe(_Wrapping):
     """Per call: the correlation id (the caller's x-correlation-id, else a new one) is echoed in
-    the response metadata, put on the server span and in baggage for everything the call does
-    (events, logs, spans); the outcome is counted and timed for Prometheus."""
+    the response metadata (a unary call's trailers, a stream's headers), put on the server span
+    and in baggage for everything the call does (events, logs, spans); the outcome is counted and
+    timed for Prometheus."""
 
     def wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, _, method = full_method.lstrip("/").partition("/")
@@ -145,14 +146,22 @@ class Observe(_Wrapping):
         handled = {code: HANDLED.labels(service, method, code.name) for code in grpc.StatusCode}
         handling = HANDLING.labels(service, method)
 
-        async def begin(request: Any, context: grpc.aio.ServicerContext) -> tuple[str, str]:
+        async def begin(request: Any, context: grpc.aio.ServicerContext, stream: bool) -> tuple[str, str]:
             """The call's correlation id and causation id (its request_id, else the correlation
             id), echoed to the caller and set on the server span, which starts before them."""
             correlation_id = metadata_value(context, CORRELATION_KEY) or str(uuid.uuid4())
             if len(correlation_id) > 128 or not correlation_id.isprintable():
                 correlation_id = str(uuid.uuid4())
             causation_id = getattr(request, "request_id", "") or correlation_id
-            await context.send_initial_metadata(((CORRELATION_KEY, correlation_id),))
+            echo = ((CORRELATION_KEY, correlation_id),)
+            if stream:
+                # A subscriber needs it while the stream is open, not when it ends.
+                await context.send_initial_metadata(echo)
+            else:
+                # The trailers go out with the response and status in one batch; headers sent
+                # ahead of the response cost a batch of their own: 12% of PlaceOrder's rate at
+                # concurrency 1 and 20% at 64. errors.abort keeps them beside its details.
+                context.set_trailing_metadata(echo)
             trace.get_current_span().set_attributes(
                 {telemetry.CORRELATION_ID: correlation_id, telemetry.CAUSATION_ID: causation_id})
             return correlation_id, causation_id
@@ -167,7 +176,7 @@ class Observe(_Wrapping):
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
-                ids = await begin(request, context)
+                ids = await begin(request, context, stream=False)
                 failed: BaseException | None = None
                 try:
                     with telemetry.ids(*ids):
@@ -184,7 +193,7 @@ class Observe(_Wrapping):
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 started = time.perf_counter()
-                ids = await begin(request, context)
+                ids = await begin(request, context, stream=True)
                 failed: BaseException | None = None
                 try:
                     with telemetry.ids(*ids):

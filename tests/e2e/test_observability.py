@@ -8,12 +8,13 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import query_service_pb2 as query_pb
 from server.runtime import free_port
-from tests.e2e.client import commands, new_id, place_request, queries
+from tests.e2e.client import BadRequest, commands, detail, new_id, place_request, queries, status_of
 from tests.e2e.otlp import Collector, Span, by_trace
 from tests.harness import Stack, serving, wait_until
 
@@ -64,7 +65,12 @@ def test_one_trace_runs_from_the_call_through_the_outbox_to_the_publish(traced: 
 
     _, call = cmd.PlaceOrder.with_call(place_request(order_id, customer_id), metadata=metadata, timeout=10)
 
-    assert dict(call.initial_metadata())["x-correlation-id"] == correlation_id
+    assert dict(call.trailing_metadata())["x-correlation-id"] == correlation_id
+    # A rejected call echoes it too, beside the status details in the same trailers.
+    with pytest.raises(grpc.RpcError) as rejected:
+        cmd.PlaceOrder(place_request("", customer_id), metadata=metadata, timeout=10)
+    assert dict(rejected.value.trailing_metadata())["x-correlation-id"] == correlation_id  # type: ignore[attr-defined]
+    assert detail(status_of(rejected.value), BadRequest).field_violations[0].field == "order_id"  # type: ignore[attr-defined]
 
     def publish_trace() -> tuple[Span, dict[str, Span]] | None:
         spans = collector.spans()
@@ -103,7 +109,9 @@ def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, 
     watch = channel.unary_stream("/orders.v1.QueryService/WatchOrders",
                                  request_serializer=query_pb.WatchOrdersRequest.SerializeToString,
                                  response_deserializer=query_pb.WatchOrdersResponse.FromString)
-    stream = watch(query_pb.WatchOrdersRequest(customer_id=customer_id), timeout=60)
+    stream = watch(query_pb.WatchOrdersRequest(customer_id=customer_id), metadata=metadata, timeout=60)
+    # A stream echoes the id in its headers, while it is open.
+    assert dict(stream.initial_metadata())["x-correlation-id"] == correlation_id
     versions: list[int] = []
     caught_up = threading.Event()
 
