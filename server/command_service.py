@@ -195,7 +195,7 @@ async def run(settings: Settings) -> None:
         async with pool.connection(timeout=1) as conn:
             # Commands leave their own deadline's statement_timeout on the pooled connection;
             # the check sets its own rather than inherit a few milliseconds.
-            await conn.execute("SELECT set_config('statement_timeout', '1000', false)")
+            await store.set_timeout(conn, "1000")
         return True
 
     try:

@@ -18,9 +18,11 @@ from server.write_store import Session, Written
 A = TypeVar("A")
 
 
+# RegisterCustomer and PlaceOrder are not read first: their write answers ALREADY_EXISTS itself,
+# and an order's foreign key checks its customer. One round trip fewer for the busiest command.
+
+
 async def register_customer(s: Session, ctx: wire.EventContext, cmd: c.RegisterCustomer) -> Written:
-    if await s.customer(cmd.customer_id) is not None:
-        raise AlreadyExistsError("customer", cmd.customer_id)
     customer, event = model.register_customer(cmd)
     return _record(s, ctx, event, s.insert(customer))
 
@@ -57,8 +59,8 @@ async def release_stock(s: Session, ctx: wire.EventContext, cmd: c.ReleaseStock)
 
 
 async def place_order(s: Session, ctx: wire.EventContext, cmd: c.PlaceOrder) -> Written:
-    order, event = model.place_order(cmd, await s.customer(cmd.customer_id))
-    return _record(s, ctx, event, s.insert(order))
+    order, event = model.place_order(cmd)
+    return _record(s, ctx, event, s.insert(order, missing_reference=model.unregistered_customer(cmd.customer_id)))
 
 
 async def confirm_order(s: Session, ctx: wire.EventContext, cmd: c.ConfirmOrder) -> Written:

@@ -1,16 +1,19 @@
-"""The command side's storage: two statements per command on one pooled psycopg connection.
+"""The command side's storage: one or two statements per command on one pooled psycopg connection.
 
-The first reads the aggregate together with any earlier use of the request id (and sets the
-statement timeout from the caller's deadline). The second writes everything the command changes
-as one atomic statement: the idempotency claim, the version-guarded state change, the event
-(the outbox row), all or nothing. `orders_command_guard` undoes the statement when the request
-id was taken meanwhile or the state change matched nothing, so optimistic concurrency needs no
-open transaction between the read and the write.
+A command on an existing aggregate first reads it together with any earlier use of the request id
+(and sets the statement timeout from the caller's deadline); a creation does not read. Then one
+atomic statement writes everything the command changes: the idempotency claim, the
+version-guarded state change, the event (the outbox row), all or nothing.
+`orders_command_guard` undoes the statement when the request id was taken meanwhile or the state
+change matched nothing, so optimistic concurrency needs no open transaction between the read and
+the write, and a creation learns from the write alone that its id or request id was taken.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
+import weakref
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -22,7 +25,7 @@ from psycopg.types.json import Jsonb
 
 from server.db import from_decimal, to_decimal
 from server.domain.commands import OrderLine
-from server.domain.errors import AlreadyExistsError, NotFoundError, VersionConflictError
+from server.domain.errors import AlreadyExistsError, DomainError, NotFoundError, VersionConflictError
 from server.domain.model import Customer, Order, OrderState, Product
 from server.telemetry import tracer
 
@@ -50,6 +53,7 @@ READ = {
         {_FROM}
         LEFT JOIN orders a ON a.tenant_id = %(tenant_id)s AND a.order_id = %(aggregate_id)s""",
 }
+SET_TIMEOUT = "SELECT set_config('statement_timeout', %(timeout_ms)s, false)"
 PRIOR_REQUEST = (
     "SELECT method, request_hash, response FROM idempotency WHERE tenant_id = %(tenant_id)s AND request_id = %(request_id)s"
 )
@@ -107,6 +111,27 @@ SELECT orders_command_guard(EXISTS (SELECT FROM claim), EXISTS (SELECT FROM chan
 WRITE = {key: _write_sql(*key) for key in _CHANGES}
 
 
+def timeout_step(budget_ms: float) -> int:
+    """The statement timeout for a command with `budget_ms` left before its deadline: the largest
+    step of 2**(n/4) ms within it, so at least 84% of the budget, and calls with like deadlines
+    share a value that a pooled connection then already has."""
+    if budget_ms < 2:
+        return 1
+    return int(2 ** (math.floor(4 * math.log2(budget_ms)) / 4))
+
+
+# What each pooled connection's statement_timeout was last set to (absent: not known). Reads set
+# it within their own statement; a creation, which does not read, sets it first only when its
+# step differs.
+_timeouts: weakref.WeakKeyDictionary[Connection, str] = weakref.WeakKeyDictionary()
+
+
+async def set_timeout(conn: Connection, timeout_ms: str) -> None:
+    _timeouts.pop(conn, None)  # a failed statement leaves the setting unknown
+    await conn.execute(SET_TIMEOUT, {"timeout_ms": timeout_ms})
+    _timeouts[conn] = timeout_ms
+
+
 @dataclass(frozen=True)
 class Prior:
     """An earlier request with the same id: what it was and what it answered."""
@@ -146,17 +171,20 @@ class Session:
     def __init__(self, conn: Connection, tenant_id: str, request_id: str, method: str, request_hash: bytes, timeout_ms: float) -> None:
         self.conn = conn
         self.base = dict(tenant_id=tenant_id, request_id=request_id, method=method, request_hash=request_hash)
-        self.timeout_ms = str(max(1, int(timeout_ms)))
+        self.timeout_ms = str(timeout_step(timeout_ms))
         self._change: tuple[str, str, dict[str, Any]] | None = None
         self._event: dict[str, Any] | None = None
+        self._missing_reference: DomainError | None = None
 
     async def _read(self, aggregate_type: str, aggregate_id: str) -> tuple[Any, ...]:
         # No span of its own: a primary-key read, timed by the call's server span; the write,
         # where a command spends its database time, has one.
+        _timeouts.pop(self.conn, None)
         cursor = await self.conn.execute(
             READ[aggregate_type], dict(self.base, aggregate_id=aggregate_id, timeout_ms=self.timeout_ms)
         )
         row = await cursor.fetchone()
+        _timeouts[self.conn] = self.timeout_ms
         assert row is not None  # the query always returns its one row
         if row[1] is not None:
             raise Replayed(Prior.from_row(row[1:4]))
@@ -187,8 +215,10 @@ class Session:
             version=version,
         )
 
-    def insert(self, aggregate: Aggregate) -> Written:
-        """A new aggregate; the write fails with ALREADY_EXISTS if its id is taken meanwhile."""
+    def insert(self, aggregate: Aggregate, missing_reference: DomainError | None = None) -> Written:
+        """A new aggregate; the write fails with ALREADY_EXISTS if its id is taken, and with
+        `missing_reference` if a row it refers to (a foreign key) does not exist."""
+        self._missing_reference = missing_reference
         return self._stage("insert", *_values(aggregate))
 
     def update(self, aggregate: Aggregate, expected: int) -> Written:
@@ -215,11 +245,15 @@ class Session:
             attributes={"db.system.name": "postgresql", "orders.event_type": self._event["event_type"]},
         )
         try:
+            if _timeouts.get(self.conn) != self.timeout_ms:
+                await set_timeout(self.conn, self.timeout_ms)
             await self.conn.execute(WRITE[(aggregate_type, kind)], params)
         except psycopg.Error as exc:
             span.set_status(StatusCode.ERROR, type(exc).__name__)
             if exc.sqlstate == "OR001":
                 raise Replayed(None) from None
+            if isinstance(exc, psycopg.errors.ForeignKeyViolation) and self._missing_reference is not None:
+                raise self._missing_reference from None
             if exc.sqlstate != "OR002":
                 raise
             if kind == "insert":

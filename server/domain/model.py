@@ -140,15 +140,17 @@ def release_stock(product: Product, cmd: c.ReleaseStock) -> tuple[Product, e.Sto
 # --- orders -----------------------------------------------------------------------------------
 
 
-def place_order(cmd: c.PlaceOrder, customer: Customer | None) -> tuple[Order, e.OrderPlaced]:
-    """A new order at version 1 for an existing customer, with its exact total."""
-    if customer is None:
-        raise PreconditionFailedError(
-            "CUSTOMER_EXISTS", f"customers/{cmd.customer_id}", "the customer must be registered first"
-        )
+def place_order(cmd: c.PlaceOrder) -> tuple[Order, e.OrderPlaced]:
+    """A new order at version 1 with its exact total. Its customer must be registered: a rule
+    across aggregates, which the store checks as it writes (a foreign key), answering
+    `unregistered_customer` when it fails."""
     total = c.order_total(cmd.lines)
     order = Order(cmd.order_id, cmd.customer_id, cmd.lines, total, OrderState.PLACED, version=1)
     return order, e.OrderPlaced(cmd.order_id, cmd.customer_id, cmd.lines, total)
+
+
+def unregistered_customer(customer_id: str) -> PreconditionFailedError:
+    return PreconditionFailedError("CUSTOMER_EXISTS", f"customers/{customer_id}", "the customer must be registered first")
 
 
 def _transition(order: Order, cmd: c.ConfirmOrder | c.CancelOrder) -> Order:

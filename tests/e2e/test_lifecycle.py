@@ -161,3 +161,71 @@ def test_a_command_stalled_past_its_deadline_is_cancelled_in_the_database_too(
             wait_until(lambda: observer.execute(waiting).fetchone() == (0,), timeout=5, what="the stalled write to be cancelled")
     confirmed = cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=rid(), order_id=order_id, expected_version=1), timeout=10)
     assert confirmed.version == 2  # the cancelled attempt changed nothing
+
+
+def test_an_order_stalled_past_its_deadline_is_cancelled_in_the_database_too(stack: Stack, database_url: str) -> None:
+    # PlaceOrder writes without a read first: the write itself must run under the call's deadline,
+    # though the pooled connection last served calls with ten seconds.
+    import psycopg
+
+    from server.config import libpq_url
+    from tests.harness import wait_until
+
+    _, cmd = commands(stack.command_addr)
+    customer_id, order_id = new_id("c"), new_id("o")
+    cmd.RegisterCustomer(pb.RegisterCustomerRequest(
+        request_id=rid(), customer_id=customer_id, display_name="Ada", email="ada@example.com"), timeout=10)
+    with psycopg.connect(libpq_url(database_url)) as blocker:  # the order's foreign key waits for the customer
+        blocker.execute("SELECT 1 FROM customers WHERE customer_id = %s FOR UPDATE", (customer_id,))
+
+        with pytest.raises(grpc.RpcError) as caught:
+            cmd.PlaceOrder(place_request(order_id, customer_id), timeout=0.5)
+
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%INSERT INTO orders%%'"
+        with psycopg.connect(libpq_url(database_url), autocommit=True) as observer:
+            wait_until(lambda: observer.execute(waiting).fetchone() == (0,), timeout=5, what="the stalled write to be cancelled")
+    placed = cmd.PlaceOrder(place_request(order_id, customer_id), timeout=10)
+    assert placed.version == 1  # the cancelled attempt wrote nothing
+
+
+def test_each_command_runs_under_its_own_deadline_on_a_shared_connection(database_url: str) -> None:
+    """Creations set the connection's statement timeout only when their deadline's step differs
+    from what it last had; reads set it in their own statement. Either way a command never runs
+    under the one before it's timeout."""
+    import asyncio
+    import uuid
+
+    import psycopg
+
+    from server import handlers, wire
+    from server import write_store as store
+    from server.config import libpq_url
+    from server.domain import commands as c
+    from server.domain.money import Money
+
+    async def run(conn: psycopg.AsyncConnection, command: c.Command, budget_ms: float) -> str:  # type: ignore[type-arg]
+        session = store.Session(conn, "default", rid(), type(command).__name__, b"hash", timeout_ms=budget_ms)
+        written = await handlers.HANDLERS[type(command)](session, wire.EventContext("default", "corr", "cause"), command)
+        await session.commit(b"")
+        assert written.aggregate_id
+        cursor = await conn.execute("SHOW statement_timeout")
+        row = await cursor.fetchone()
+        assert row is not None
+        return str(row[0])
+
+    async def scenario() -> list[str]:
+        customer_id = new_id("c")
+        async with await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True) as conn:
+            return [
+                await run(conn, c.RegisterCustomer(customer_id, "Ada", "ada@example.com", Money("EUR", 100, 0)), 10_000),
+                await run(conn, c.PlaceOrder(new_id("o"), customer_id, (c.OrderLine("p-1", 1, Money("EUR", 1, 0)),)), 500),
+                await run(conn, c.PlaceOrder(new_id("o"), customer_id, (c.OrderLine("p-1", 1, Money("EUR", 1, 0)),)), 9_990),
+                await run(conn, c.ReserveCredit(customer_id, 1, Money("EUR", 1, 0), str(uuid.uuid4())), 2_000),
+                await run(conn, c.PlaceOrder(new_id("o"), customer_id, (c.OrderLine("p-1", 1, Money("EUR", 1, 0)),)), 2_000),
+                await run(conn, c.PlaceOrder(new_id("o"), customer_id, (c.OrderLine("p-1", 1, Money("EUR", 1, 0)),)), 9_990),
+            ]
+
+    steps = [store.timeout_step(ms) for ms in (10_000, 500, 9_990, 2_000, 2_000, 9_990)]
+    assert asyncio.run(scenario()) == [f"{step}ms" for step in steps]
+    assert steps[1] < steps[0] and steps[3] < steps[2]  # each change really changed it
