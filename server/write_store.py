@@ -1,12 +1,13 @@
 """The command side's storage: one or two statements per command on one pooled psycopg connection.
 
-A command on an existing aggregate first reads it together with any earlier use of the request id
-(and sets the statement timeout from the caller's deadline); a creation does not read. Then one
-atomic statement writes everything the command changes: the idempotency claim, the
-version-guarded state change, the event (the outbox row), all or nothing.
+Most commands first read their aggregate together with any earlier use of the request id (and
+set the statement timeout from the caller's deadline); RegisterCustomer and PlaceOrder do not
+read. Then one atomic statement writes everything the command changes: the idempotency claim,
+the version-guarded state change, the event (the outbox row), all or nothing.
 `orders_command_guard` undoes the statement when the request id was taken meanwhile or the state
 change matched nothing, so optimistic concurrency needs no open transaction between the read and
-the write, and a creation learns from the write alone that its id or request id was taken.
+the write, and a command that did not read learns from the write alone that its id or request id
+was taken.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ def timeout_step(budget_ms: float) -> int:
 
 
 # What each pooled connection's statement_timeout was last set to (absent: not known). Reads set
-# it within their own statement; a creation, which does not read, sets it first only when its
-# step differs.
+# it within their own statement; a command that does not read sets it first only when its step
+# differs.
 _timeouts: weakref.WeakKeyDictionary[Connection, str] = weakref.WeakKeyDictionary()
 
 
