@@ -10,6 +10,7 @@ that shares everything but the work, in the same run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import random
 import time
@@ -35,6 +36,9 @@ class WatchFigures:
     watchers: int
     target_rate: float
     commands: int
+    # Commands not acknowledged, by status code: past what the stack sustains, gRPC sheds calls
+    # queued before the server picks them up (grpc.server.max_pending_requests) with CANCELLED.
+    refused: dict[str, int]
     updates: int
     missing: int
     p50_ms: float
@@ -71,6 +75,7 @@ async def watch_stage(
     first_seen: dict[str, asyncio.Event] = {c: asyncio.Event() for c in customers}
     order_ids: list[str] = []
     readable: list[float] = []
+    refused: collections.Counter[str] = collections.Counter()
 
     async with grpc.aio.insecure_channel(command_addr) as command_channel:
         commands = cmd_grpc.CommandServiceStub(command_channel)
@@ -81,7 +86,11 @@ async def watch_stage(
             order_id = f"{customer_id}-{uuid.uuid4().hex[:6]}"
             request = cmd_pb.PlaceOrderRequest(request_id=str(uuid.uuid4()), order_id=order_id, customer_id=customer_id,
                                                lines=[_line(len(order_ids)), _line(len(order_ids) + 1)])
-            reply = await commands.PlaceOrder(request, timeout=30)
+            try:
+                reply = await commands.PlaceOrder(request, timeout=30)
+            except grpc.aio.AioRpcError as error:
+                refused[error.code().name] += 1
+                return
             acked[(order_id, reply.version)] = at = time.perf_counter()
             order_ids.append(order_id)
             if len(order_ids) % 10 == 0:
@@ -117,6 +126,7 @@ async def watch_stage(
             acked.clear()
             received.clear()
             readable.clear()
+            refused.clear()
 
             progress(f"  commands at {rate:.0f}/s for {seconds:.0f}s, delay from ack to update ...")
             pending: list[asyncio.Task[None]] = []
@@ -139,7 +149,7 @@ async def watch_stage(
 
     delays = sorted(max(0.0, received[k] - acked[k]) * 1000 for k in acked if k in received)
     figures = WatchFigures(
-        watchers=watchers, target_rate=rate, commands=len(acked), updates=len(delays),
+        watchers=watchers, target_rate=rate, commands=len(acked), refused=dict(refused), updates=len(delays),
         missing=len(acked) - len(delays), p50_ms=round(_percentile(delays, 0.5), 3),
         p99_ms=round(_percentile(delays, 0.99), 3), max_ms=round(delays[-1] if delays else float("nan"), 3),
         readable_p50_ms=round(_percentile(sorted(readable), 0.5), 3),
@@ -181,7 +191,8 @@ def report(watch: WatchFigures, queries: list[Measurement]) -> dict[str, Any]:
 
 
 def table(watch: WatchFigures) -> str:
-    return (f"watch: {watch.watchers} watchers, {watch.commands} commands at {watch.target_rate:.0f}/s, "
-            f"{watch.updates} updates ({watch.missing} missing); ack->update p50 {watch.p50_ms:.1f} ms, "
+    refused = "".join(f", {count} {code}" for code, count in sorted(watch.refused.items()))
+    return (f"watch: {watch.watchers} watchers, {watch.commands} commands acknowledged at {watch.target_rate:.0f}/s"
+            f"{refused}, {watch.updates} updates ({watch.missing} missing); ack->update p50 {watch.p50_ms:.1f} ms, "
             f"p99 {watch.p99_ms:.1f} ms, max {watch.max_ms:.1f} ms; ack->readable (token) p50 "
             f"{watch.readable_p50_ms:.1f} ms, p99 {watch.readable_p99_ms:.1f} ms")

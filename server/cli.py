@@ -33,7 +33,6 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orders", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -35,6 +35,7 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
     assert report["tracing"]["spans_exported"] > 0
     watch = report["query"]["watch"]
     assert watch["commands"] > 0 and watch["updates"] == watch["commands"] and watch["missing"] == 0
+    assert isinstance(watch["refused"], dict)  # commands shed under overload, by status code
     assert {m["name"] for m in report["query"]["queries"]} == {"noop", "get_order", "list_orders"}
     assert report["projector"]["events"] == 2000
     assert set(report["projector"]["rebuild_per_second"]) == {"order_summaries", "customer_orders", "product_sales"}
