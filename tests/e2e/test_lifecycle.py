@@ -190,9 +190,9 @@ def test_an_order_stalled_past_its_deadline_is_cancelled_in_the_database_too(sta
 
 
 def test_each_command_runs_under_its_own_deadline_on_a_shared_connection(database_url: str) -> None:
-    """Creations set the connection's statement timeout only when their deadline's step differs
-    from what it last had; reads set it in their own statement. Either way a command never runs
-    under the one before it's timeout."""
+    """RegisterCustomer and PlaceOrder set the connection's statement timeout only when their
+    deadline's step differs from what it last had; reads set it in their own statement. Either
+    way no command runs under the timeout of the one before it."""
     import asyncio
     import uuid
 
