@@ -128,6 +128,7 @@ _timeouts: weakref.WeakKeyDictionary[Connection, str] = weakref.WeakKeyDictionar
 
 
 async def set_timeout(conn: Connection, timeout_ms: str) -> None:
+    """Sets the connection's statement timeout, and remembers it once set."""
     _timeouts.pop(conn, None)  # a failed statement leaves the setting unknown
     await conn.execute(SET_TIMEOUT, {"timeout_ms": timeout_ms})
     _timeouts[conn] = timeout_ms
