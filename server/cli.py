@@ -13,24 +13,17 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import argparse
 import logging
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
+# Every role's event loop: a command's dozen wake-ups (gRPC completions, psycopg waits) cost less
+# on libuv's. Two command servers side by side, alternating: 14% less CPU per PlaceOrder at
+# concurrency 64.
 import uvloop
 
 from server.config import Settings
 from server.telemetry import setup_logging, setup_tracing
 
 ROLES = ("command-server", "query-server", "relay", "projector")
-T = TypeVar("T")
-
-
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """Runs `main` on uvloop's event loop: a command's dozen wake-ups (gRPC completions, psycopg
-    waits) cost less there. Two command servers side by side, alternating: 14% less CPU per
-    PlaceOrder at concurrency 64."""
-    return uvloop.run(main)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,27 +125,27 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         case "command-server":
             from server import command_service
 
-            run(command_service.run(settings))
+            uvloop.run(command_service.run(settings))
         case "query-server":
             from server import query_service
 
-            run(query_service.run(settings))
+            uvloop.run(query_service.run(settings))
         case "relay":
             from server import relay
 
-            run(relay.run(settings))
+            uvloop.run(relay.run(settings))
         case "projector" if args.action in ("pause", "resume"):
             from projector import ops
 
-            print(run(ops.pause(settings, resume=args.action == "resume")))
+            print(uvloop.run(ops.pause(settings, resume=args.action == "resume")))
         case "projector":
             from projector import consumer
 
-            run(consumer.run(settings))
+            uvloop.run(consumer.run(settings))
         case "status":
             from projector import ops
 
-            figures = run(ops.status(settings))
+            figures = uvloop.run(ops.status(settings))
             for key, value in figures.items():
                 print(f"{key}: {value}")
             return 0
@@ -161,9 +154,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             if args.action != "list" and not (args.id or (args.action == "replay" and args.all)):
                 raise SystemExit(f"orders dlq {args.action} needs an id" + (" or --all" if args.action == "replay" else ""))
-            return run(ops.dlq_command(settings, args.action, args.id, args.dry_run, args.all))
+            return uvloop.run(ops.dlq_command(settings, args.action, args.id, args.dry_run, args.all))
         case "rebuild" | "parity" | "swap":
             from projector import ops
 
-            return run(ops.rebuild_command(settings, args.command, args.model, getattr(args, "swap", False)))
+            return uvloop.run(ops.rebuild_command(settings, args.command, args.model, getattr(args, "swap", False)))
     return 0
