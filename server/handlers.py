@@ -4,6 +4,7 @@ written together."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -60,7 +61,8 @@ async def release_stock(s: Session, ctx: wire.EventContext, cmd: c.ReleaseStock)
 
 async def place_order(s: Session, ctx: wire.EventContext, cmd: c.PlaceOrder) -> Written:
     order, event = model.place_order(cmd)
-    return _record(s, ctx, event, s.insert(order, missing_reference=model.unregistered_customer(cmd.customer_id)))
+    missing_customer = functools.partial(model.unregistered_customer, cmd.customer_id)
+    return _record(s, ctx, event, s.insert(order, missing_reference=missing_customer))
 
 
 async def confirm_order(s: Session, ctx: wire.EventContext, cmd: c.ConfirmOrder) -> Written:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -176,7 +177,7 @@ class Session:
         self.timeout_ms = str(timeout_step(timeout_ms))
         self._change: tuple[str, str, dict[str, Any]] | None = None
         self._event: dict[str, Any] | None = None
-        self._missing_reference: DomainError | None = None
+        self._missing_reference: Callable[[], DomainError] | None = None
 
     async def _read(self, aggregate_type: str, aggregate_id: str) -> tuple[Any, ...]:
         # No span of its own: a primary-key read, timed by the call's server span; the write,
@@ -217,9 +218,9 @@ class Session:
             version=version,
         )
 
-    def insert(self, aggregate: Aggregate, missing_reference: DomainError | None = None) -> Written:
-        """A new aggregate; the write fails with ALREADY_EXISTS if its id is taken, and with
-        `missing_reference` if a row it refers to (a foreign key) does not exist."""
+    def insert(self, aggregate: Aggregate, missing_reference: Callable[[], DomainError] | None = None) -> Written:
+        """A new aggregate; the write fails with ALREADY_EXISTS if its id is taken, and with the
+        error `missing_reference` makes if a row it refers to (a foreign key) does not exist."""
         self._missing_reference = missing_reference
         return self._stage("insert", *_values(aggregate))
 
@@ -255,7 +256,7 @@ class Session:
             if exc.sqlstate == "OR001":
                 raise Replayed(None) from None
             if isinstance(exc, psycopg.errors.ForeignKeyViolation) and self._missing_reference is not None:
-                raise self._missing_reference from None
+                raise self._missing_reference() from None
             if exc.sqlstate != "OR002":
                 raise
             if kind == "insert":
