@@ -205,6 +205,7 @@ async def run(settings: Settings) -> None:
             register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pool, notifier), server),
             ready=ready,
             max_request_bytes=settings.max_request_bytes,
+            max_calls_in_progress=settings.max_calls_in_progress,
             grace_seconds=settings.grace_seconds,
             metrics_addr=settings.metrics_addr,
         )

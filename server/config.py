@@ -35,6 +35,8 @@ class Settings:
     page_token_key: bytes
     watch_heartbeat_seconds: float
     query_pool_size: int
+    # Unary calls in progress per server process; beyond it, RESOURCE_EXHAUSTED (serving.Admission).
+    max_calls_in_progress: int
     projector_max_gap_deliveries: int = 30
     projector_crash_before_commit: int = 0
     projector_crash_after_commit: int = 0
@@ -68,6 +70,7 @@ class Settings:
             page_token_key=(env.get("ORDERS_PAGE_TOKEN_KEY") or secrets.token_hex(32)).encode(),
             watch_heartbeat_seconds=float(env.get("ORDERS_WATCH_HEARTBEAT_SECONDS", "15")),
             query_pool_size=int(env.get("ORDERS_QUERY_POOL_SIZE", "10")),
+            max_calls_in_progress=int(env.get("ORDERS_MAX_CALLS_IN_PROGRESS", "128")),
             projector_max_gap_deliveries=int(env.get("ORDERS_PROJECTOR_MAX_GAP_DELIVERIES", "30")),
             projector_crash_before_commit=int(env.get("ORDERS_PROJECTOR_CRASH_BEFORE_COMMIT", "0")),
             projector_crash_after_commit=int(env.get("ORDERS_PROJECTOR_CRASH_AFTER_COMMIT", "0")),

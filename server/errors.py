@@ -68,6 +68,13 @@ def resource_exhausted(message: str, reason: str, **metadata: str) -> status_pb2
     return status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=[_info(reason, **metadata)])
 
 
+def overloaded(message: str, limit: int, retry_delay_seconds: float) -> status_pb2.Status:
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromNanoseconds(int(retry_delay_seconds * 1e9))
+    return status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message,
+                             details=[_info("OVERLOADED", limit=str(limit)), _any(retry)])
+
+
 def invalid(message: str, reason: str, **metadata: str) -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[_info(reason, **metadata)])
 

@@ -354,6 +354,7 @@ async def run(settings: Settings) -> None:
             register=lambda server: pb_grpc.add_QueryServiceServicer_to_server(QueryService(pool, hub, settings), server),
             ready=ready,
             max_request_bytes=settings.max_request_bytes,
+            max_calls_in_progress=settings.max_calls_in_progress,
             grace_seconds=settings.grace_seconds,
             metrics_addr=settings.metrics_addr,
             before_stop=end_streams,

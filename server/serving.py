@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from prometheus_client import Counter, Histogram
@@ -119,7 +120,8 @@ class RequestGuard(_Wrapping):
         return handler
 
 
-# Health checks and reflection are neither observed (ids, metrics) nor traced.
+# Health checks and reflection are neither observed (ids, metrics) nor traced, nor refused when
+# the server is overloaded: a probe must see a busy server as alive.
 _UNOBSERVED = (health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 HANDLED = Counter(
@@ -209,6 +211,51 @@ class Observe(_Wrapping):
         return handler
 
 
+class Admission(_Wrapping):
+    """Overload protection: at most `limit` unary calls in progress. A call beyond it is refused
+    at once, before any work, with RESOURCE_EXHAUSTED, ErrorInfo(reason="OVERLOADED") and
+    RetryInfo: admitted calls queue for the database only behind a bounded number of others, and
+    callers learn to back off (a command retried with the same request_id is applied once).
+
+    It sees only the calls the server has picked up. Offered far more than it can serve, the
+    event loop falls behind picking them up, and gRPC cancels calls waiting longest to be picked
+    up (CANCELLED, without details). Streams (WatchOrders) are long-lived and have limits of
+    their own; health checks and reflection always answer."""
+
+    RETRY_DELAY_SECONDS = 0.1
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.in_progress = 0
+        status = errors.overloaded(f"the server is at its limit of {limit} calls in progress; retry shortly",
+                                   limit, self.RETRY_DELAY_SECONDS)
+        st = rpc_status.to_status(status)
+        self._refusal = (st.code, st.details, tuple(st.trailing_metadata))
+
+    def wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, _, method = full_method.lstrip("/").partition("/")
+        if service in _UNOBSERVED or handler.unary_unary is None:
+            return handler
+        unary = handler.unary_unary
+        refused = HANDLED.labels(service, method, grpc.StatusCode.RESOURCE_EXHAUSTED.name)
+        code, message, details = self._refusal
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if self.in_progress >= self.limit:
+                refused.inc()
+                correlation_id = metadata_value(context, CORRELATION_KEY)
+                echo = ((CORRELATION_KEY, correlation_id),) if correlation_id else ()
+                await context.abort(code, message, (*echo, *details))
+            self.in_progress += 1
+            try:
+                return await unary(request, context)
+            finally:
+                self.in_progress -= 1
+
+        return handler._replace(unary_unary=unary_unary)
+
+
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
     return metadata_value(context, TENANT_KEY) or DEFAULT_TENANT
 
@@ -244,15 +291,19 @@ async def serve(
     max_request_bytes: int,
     grace_seconds: float,
     metrics_addr: str | None = None,
+    max_calls_in_progress: int = 0,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     before_stop: Callable[[], Awaitable[None]] | None = None,
     options: Sequence[tuple[str, Any]] = (),
 ) -> None:
-    """Runs a server until SIGTERM/SIGINT. Health stays NOT_SERVING while `ready()` is false."""
+    """Runs a server until SIGTERM/SIGINT. Health stays NOT_SERVING while `ready()` is false.
+    `max_calls_in_progress` (0: no limit) bounds the unary calls in progress (`Admission`)."""
     traced = aio_server_interceptor(filter_=_traced_method)
-    # Outermost first: the server span, then the correlation id and metrics, then input checks.
+    # Outermost first: admission (a refusal costs as little as it can), the server span, then the
+    # correlation id and metrics, then input checks.
+    admission = [Admission(max_calls_in_progress)] if max_calls_in_progress > 0 else []
     server = grpc.aio.server(
-        interceptors=[traced, Observe(), RequestGuard(max_request_bytes), *interceptors],
+        interceptors=[*admission, traced, Observe(), RequestGuard(max_request_bytes), *interceptors],
         options=[
             ("grpc.max_receive_message_length", max(TRANSPORT_LIMIT_BYTES, max_request_bytes)),
             ("grpc.so_reuseport", 0),
