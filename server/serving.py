@@ -197,14 +197,24 @@ class Observe(_Wrapping):
                 started = time.perf_counter()
                 ids = await begin(request, context, stream=True)
                 failed: BaseException | None = None
+                responses = stream(request, context)
                 try:
-                    with telemetry.ids(*ids):
-                        async for item in stream(request, context):
-                            yield item
+                    while True:
+                        # The ids are in the context for each step, never across a yield: the
+                        # server span's wrapper does not close this generator when its call ends
+                        # mid-send, and a context attached across a yield could not be detached
+                        # when the event loop closes it later, in another task.
+                        with telemetry.ids(*ids):
+                            try:
+                                item = await anext(responses)
+                            except StopAsyncIteration:
+                                break
+                        yield item
                 except BaseException as exc:
                     failed = exc
                     raise
                 finally:
+                    await responses.aclose()
                     end(context, started, failed)
 
             return handler._replace(unary_stream=unary_stream)
@@ -256,6 +266,32 @@ class Admission(_Wrapping):
         return handler._replace(unary_unary=unary_unary)
 
 
+class ClosedStreams(_Wrapping):
+    """Streams end in their own call's task: a streaming handler's responses are written by a
+    coroutine that closes the response generators, however the call ends.
+
+    gRPC drives an async-generator handler without closing it: a call cancelled while a response
+    is being sent (a client that stopped reading, then went away) leaves the generators suspended
+    at a yield, to be closed later by the event loop's finaliser in another task. Their exits (the
+    server span's, the ids' in baggage) then detach OpenTelemetry contexts that belong to the
+    dead call: "Failed to detach context" errors, and the span ended late or not at all."""
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.unary_stream is None:
+            return handler
+        stream = handler.unary_stream
+
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> None:
+            responses = stream(request, context)
+            try:
+                async for response in responses:
+                    await context.write(response)
+            finally:
+                await responses.aclose()
+
+        return handler._replace(unary_stream=unary_stream)
+
+
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
     return metadata_value(context, TENANT_KEY) or DEFAULT_TENANT
 
@@ -299,11 +335,11 @@ async def serve(
     """Runs a server until SIGTERM/SIGINT. Health stays NOT_SERVING while `ready()` is false.
     `max_calls_in_progress` (0: no limit) bounds the unary calls in progress (`Admission`)."""
     traced = aio_server_interceptor(filter_=_traced_method)
-    # Outermost first: admission (a refusal costs as little as it can), the server span, then the
-    # correlation id and metrics, then input checks.
+    # Outermost first: streams closed in their task, admission (a refusal costs as little as it
+    # can), the server span, then the correlation id and metrics, then input checks.
     admission = [Admission(max_calls_in_progress)] if max_calls_in_progress > 0 else []
     server = grpc.aio.server(
-        interceptors=[*admission, traced, Observe(), RequestGuard(max_request_bytes), *interceptors],
+        interceptors=[ClosedStreams(), *admission, traced, Observe(), RequestGuard(max_request_bytes), *interceptors],
         options=[
             ("grpc.max_receive_message_length", max(TRANSPORT_LIMIT_BYTES, max_request_bytes)),
             ("grpc.so_reuseport", 0),

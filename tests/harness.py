@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,20 @@ def health_status(addr: str, service: str = "") -> int | None:
         except grpc.RpcError:
             return None
         return int(reply.status)
+
+
+def scrape(addr: str) -> str:
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as reply:
+        return reply.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample, 0 when it is not there yet."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def serving(addr: str) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import threading
-import urllib.request
 from collections.abc import Iterator
 
 import grpc
@@ -16,7 +15,7 @@ from orders.v1 import query_service_pb2 as query_pb
 from server.runtime import free_port
 from tests.e2e.client import BadRequest, commands, detail, new_id, place_request, queries, status_of
 from tests.e2e.otlp import Collector, Span, by_trace
-from tests.harness import Stack, serving, wait_until
+from tests.harness import Stack, sample, scrape, serving, wait_until
 
 pytestmark = pytest.mark.e2e
 ROLES = ("command-server", "query-server", "relay", "projector")
@@ -39,20 +38,6 @@ def traced(database_url: str, nats_url: str, collector: Collector, tmp_path_fact
     wait_until(lambda: stack.alive() and serving(stack.command_addr) and serving(stack.query_addr), what="SERVING")
     yield stack
     stack.stop_all()
-
-
-def scrape(addr: str) -> str:
-    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as reply:
-        return reply.read().decode()
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one Prometheus sample, 0 when it is not there yet."""
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_one_trace_runs_from_the_call_through_the_outbox_to_the_publish(traced: Stack, collector: Collector) -> None:

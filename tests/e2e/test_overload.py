@@ -13,8 +13,7 @@ from google.rpc import error_details_pb2
 from server.config import libpq_url
 from server.runtime import free_port
 from tests.e2e.client import ErrorInfo, commands, detail, new_id, place_request, register, status_of
-from tests.e2e.test_observability import sample, scrape
-from tests.harness import Stack, serving, wait_until
+from tests.harness import Stack, sample, scrape, serving, wait_until
 
 pytestmark = pytest.mark.e2e
 

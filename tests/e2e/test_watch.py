@@ -7,6 +7,8 @@ import asyncio
 import json
 import signal
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import grpc
@@ -18,8 +20,9 @@ from orders.v1 import command_service_pb2_grpc as pb_grpc
 from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import query_service_pb2_grpc as query_grpc
 from orders.v1 import types_pb2
+from server.runtime import free_port
 from tests.e2e.client import ErrorInfo, commands, detail, eur, new_id, place_request, queries, register, status_of
-from tests.harness import GRPCURL, Stack, serving, wait_until
+from tests.harness import GRPCURL, ROOT, Stack, sample, scrape, serving, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -250,3 +253,57 @@ def test_a_change_applied_late_behind_newer_ones_still_reaches_a_watcher_past_th
 
     assert (late.order_id, late.version, late.state) == (early.order_id, 2, types_pb2.ORDER_STATE_CONFIRMED)
     stream.cancel()
+
+
+# A client with `n` WatchOrders streams on one tenant's orders; it prints a line on its first update.
+_MANY_WATCHERS = """
+import asyncio, sys, grpc
+from orders.v1 import query_service_pb2 as pb, query_service_pb2_grpc as pb_grpc
+
+async def main(addr, n):
+    channels = [grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(n // 100 + 1)]
+    async def watch(i):
+        stub = pb_grpc.QueryServiceStub(channels[i // 100])
+        async for message in stub.WatchOrders(pb.WatchOrdersRequest(), metadata=(("x-tenant-id", "vanishing"),)):
+            if i == 0 and message.HasField("update"):
+                print("updating", flush=True)
+    await asyncio.gather(*(watch(i) for i in range(n)))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_streams_of_a_client_killed_mid_update_end_cleanly(stack: Stack) -> None:
+    """A client with 200 streams dies while updates flow. gRPC leaves a stream cancelled mid-send
+    for the event loop to close later, in another task: every stream still ends, and no
+    OpenTelemetry context is left that cannot be detached (logged as "Failed to detach context",
+    once per stream, before the streams were closed in their own task)."""
+    addr, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    stack.start("query-server", name="query-watched", QUERY_ADDR=addr, METRICS_ADDR=metrics)
+    wait_until(lambda: stack.alive() and serving(addr), what="the second query-server SERVING")
+    _, cmd = commands(stack.command_addr)
+    tenant = (("x-tenant-id", "vanishing"),)
+    customer_id = new_id("c")
+    cmd.RegisterCustomer(pb.RegisterCustomerRequest(request_id=new_id("r"), customer_id=customer_id,
+                                                    display_name="Gone", email="g@example.com"), metadata=tenant)
+    client = subprocess.Popen([sys.executable, "-c", _MANY_WATCHERS, addr, "200"], cwd=ROOT, stdout=subprocess.PIPE)
+    wait_until(lambda: sample(scrape(metrics), "orders_watchers_active") == 200, what="200 streams open")
+    placing = threading.Event()
+
+    def place_orders() -> None:
+        while not placing.is_set():
+            cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10, metadata=tenant)
+
+    placer = threading.Thread(target=place_orders)
+    placer.start()
+    try:
+        assert client.stdout is not None and client.stdout.readline() == b"updating\n"
+        client.kill()
+        client.wait()
+        wait_until(lambda: sample(scrape(metrics), "orders_watchers_active") == 0, what="every stream ended")
+    finally:
+        placing.set()
+        placer.join()
+    log = stack.log("query-watched")
+    assert "Failed to detach context" not in log
+    assert '"level": "error"' not in log
