@@ -167,7 +167,10 @@ async def relay_batch(conn: psycopg.AsyncConnection[Any], publisher: Publisher, 
     if acked:
         await conn.execute(_MARK_PUBLISHED, ([i for i, _ in acked], [seq for _, seq in acked]))
         PUBLISHED.inc(len(acked))
-        log.info("published", extra={"events": len(acked), "failed": failed, "duplicates": duplicates})
+        # A line per batch only when something is worth a look (the counters carry the rest):
+        # at INFO under load a line every few milliseconds buried everything else.
+        level = logging.INFO if failed or duplicates else logging.DEBUG
+        log.log(level, "published", extra={"events": len(acked), "failed": failed, "duplicates": duplicates})
     return len(acked), failed
 
 
