@@ -301,10 +301,11 @@ def run(
     events: int,
     watchers: int,
     rate: float | None,
+    factor: float,
     json_path: Path | None,
     use_running: bool,
 ) -> int:
-    """`orders bench [all|write|query|projector]`: measures, prints a table per stage, writes the
+    """`orders bench [all|write|query|projector|overload]`: measures, prints a table per stage, writes the
     JSON (with every ratio) and, for `all`, PNG plots beside it."""
     report: dict[str, Any] = {"seconds_per_measurement": seconds, "ratios": {}}
     if stage in ("all", "write"):
@@ -325,6 +326,8 @@ def run(
         projector = projector_bench.measure(settings, events)
         report["projector"] = projector
         report["ratios"]["projector_vs_raw_fetch_ack"] = projector["projector_vs_raw"]
+    if stage in ("all", "overload"):
+        report["overload"] = run_overload(settings, seconds=seconds, factor=factor, use_running=use_running)
     print("ratios (same client, same run): " + json.dumps(report["ratios"]))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -426,3 +429,23 @@ def run_query(settings: Settings, *, seconds: float, watchers: int, rate: float,
         with LocalStack(local) as stack:
             _wait_serving(stack)
             return asyncio.run(measure(local.command_addr, local.query_addr))
+
+
+def run_overload(settings: Settings, *, seconds: float, factor: float, use_running: bool) -> dict[str, Any]:
+    """A command server (and PostgreSQL) alone, offered `factor` times its capacity."""
+    from server import bench_overload
+    from server.supervisor import LocalStack
+
+    def measure(command_addr: str) -> dict[str, Any]:
+        figures = asyncio.run(bench_overload.overload_stage(command_addr, factor, seconds, _say))
+        print(bench_overload.table(figures))
+        return figures
+
+    if use_running:
+        return measure(settings.command_addr)
+    with tempfile.TemporaryDirectory(prefix="orders-bench-") as data:
+        local = _fresh(settings, data)
+        _say("starting a fresh stack ...")
+        with LocalStack(local, roles=("command-server", "query-server")) as stack:
+            _wait_serving(stack)
+            return measure(local.command_addr)

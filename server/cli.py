@@ -56,13 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--since", required=True, help="a timestamp, e.g. 2026-01-31T12:00:00Z")
     again.add_argument("--dry-run", action="store_true", help="only count the events")
     bench = sub.add_parser("bench", help="measure throughput and latency against same-run baselines")
-    bench.add_argument("stage", nargs="?", choices=("all", "write", "query", "projector"), default="all",
+    bench.add_argument("stage", nargs="?", choices=("all", "write", "query", "projector", "overload"), default="all",
                        help="all (default), or one of: write (commands, database ceiling, relay, tracing), "
                             "query (watch delay, reads), projector (projector and rebuild rates)")
     bench.add_argument("--watchers", type=int, default=1000, help="query stage: concurrent WatchOrders streams")
     bench.add_argument("--rate", type=float, default=None,
                        help="query stage: commands per second while watching (default: half the measured maximum, "
                             "or 200 when the write stage did not run)")
+    bench.add_argument("--factor", type=float, default=2.0,
+                       help="overload stage: the offered rate as a multiple of the measured capacity")
     bench.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     bench.add_argument("--concurrency", default="1,16,64", help="comma-separated client concurrencies")
     bench.add_argument("--backlog", type=int, default=100_000, help="events the relay stage drains")
@@ -104,6 +106,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 events=2_000 if args.quick else args.events,
                 watchers=20 if args.quick else args.watchers,
                 rate=args.rate,
+                factor=args.factor,
                 json_path=args.json,
                 use_running=args.running,
             )

@@ -38,6 +38,9 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
     assert isinstance(watch["refused"], dict)  # commands shed under overload, by status code
     assert {m["name"] for m in report["query"]["queries"]} == {"noop", "get_order", "list_orders"}
     assert report["projector"]["events"] == 2000
+    overload = report["overload"]
+    assert overload["capacity_per_s"] > 0 and overload["by_status"].get("OK", 0) > 0
+    assert set(overload["by_status"]) <= {"OK", "RESOURCE_EXHAUSTED", "CANCELLED"}  # never UNKNOWN or INTERNAL
     assert set(report["projector"]["rebuild_per_second"]) == {"order_summaries", "customer_orders", "product_sales"}
     assert set(report["ratios"]) == {
         "place_order_vs_noop_c1", "place_order_vs_noop_c16", "place_order_vs_noop_c64", "relay_vs_raw_publish",
