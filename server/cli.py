@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="measure throughput and latency against same-run baselines")
     bench.add_argument("stage", nargs="?", choices=("all", "write", "query", "projector", "overload"), default="all",
                        help="all (default), or one of: write (commands, database ceiling, relay, tracing), "
-                            "query (watch delay, reads), projector (projector and rebuild rates)")
+                            "query (watch delay, reads), projector (projector and rebuild rates), "
+                            "overload (a command server offered --factor times its capacity)")
     bench.add_argument("--watchers", type=int, default=1000, help="query stage: concurrent WatchOrders streams")
     bench.add_argument("--rate", type=float, default=None,
                        help="query stage: commands per second while watching (default: half the measured maximum, "

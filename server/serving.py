@@ -274,7 +274,8 @@ class ClosedStreams(_Wrapping):
     is being sent (a client that stopped reading, then went away) leaves the generators suspended
     at a yield, to be closed later by the event loop's finaliser in another task. Their exits (the
     server span's, the ids' in baggage) then detach OpenTelemetry contexts that belong to the
-    dead call: "Failed to detach context" errors, and the span ended late or not at all."""
+    dead call: a "Failed to detach context" error per stream, and spans that end only when the
+    event loop gets to them."""
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_stream is None:
