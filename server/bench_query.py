@@ -36,8 +36,9 @@ class WatchFigures:
     watchers: int
     target_rate: float
     commands: int
-    # Commands not acknowledged, by status code: past what the stack sustains, gRPC sheds calls
-    # queued before the server picks them up (grpc.server.max_pending_requests) with CANCELLED.
+    # Commands not acknowledged, by status code: past what the stack sustains, the command server
+    # refuses calls beyond its limit in progress (RESOURCE_EXHAUSTED), and gRPC sheds calls queued
+    # before the server picks them up (grpc.server.max_pending_requests) with CANCELLED.
     refused: dict[str, int]
     updates: int
     missing: int
