@@ -44,6 +44,8 @@ _CHILD = [sys.executable, "-m", "server.span_export"]
 class ShippingSpanProcessor(SpanProcessor):
     """Queues finished, sampled spans; a thread ships them in batches to the exporting child."""
 
+    SHUTDOWN_SECONDS = 5.0
+
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         """`env`: the OTEL_ variables for batching here and for the exporter in the child."""
         self._env = dict(os.environ if env is None else env)
@@ -55,6 +57,7 @@ class ShippingSpanProcessor(SpanProcessor):
         self._wake = threading.Event()
         self._flushes: collections.deque[threading.Event] = collections.deque()
         self._stopping = False
+        self._abandoned = False  # shutdown gave up on the child: drop what is left
         self._child: subprocess.Popen[bytes] | None = None
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="OtelSpanShipper", daemon=True)
@@ -81,11 +84,20 @@ class ShippingSpanProcessor(SpanProcessor):
         return flushed.wait(timeout_millis / 1000)
 
     def shutdown(self) -> None:
+        """Ships what is queued and lets the child export it. A child that takes no spans for
+        SHUTDOWN_SECONDS (its collector unreachable, the pipe full) is killed and the rest
+        dropped: a process stopping waits for that long, not for the exporter's retries."""
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout=10)
-        if self._child is not None:
-            _close(self._child)
+        self._thread.join(timeout=self.SHUTDOWN_SECONDS)
+        if self._thread.is_alive():
+            self._abandoned = True
+            child = self._child
+            if child is not None:
+                child.kill()  # the shipper's write ends with a broken pipe; it drops the rest
+            self._thread.join(timeout=self.SHUTDOWN_SECONDS)
+        elif self._child is not None:
+            _close(self._child, self.SHUTDOWN_SECONDS)
 
     def _run(self) -> None:
         while True:
@@ -104,6 +116,9 @@ class ShippingSpanProcessor(SpanProcessor):
             log.warning("spans dropped: the export queue was full", extra={"spans": self.dropped})
 
     def _ship(self, spans: list[ReadableSpan]) -> None:
+        if self._abandoned:
+            self.dropped += len(spans)
+            return
         data = frame(spans)
         if self._child is not None and self._child.poll() is not None:
             self._discard_child()  # it died: the next one starts below
@@ -123,12 +138,12 @@ class ShippingSpanProcessor(SpanProcessor):
         self._child = None
 
 
-def _close(child: subprocess.Popen[bytes]) -> None:
-    """Closes the child's pipe, so it exports what it holds and exits; kills it after 10 s."""
+def _close(child: subprocess.Popen[bytes], seconds: float = 10.0) -> None:
+    """Closes the child's pipe, so it exports what it holds and exits; kills it after `seconds`."""
     try:
         if child.stdin is not None:
             child.stdin.close()
-        child.wait(timeout=10)
+        child.wait(timeout=seconds)
     except (OSError, subprocess.TimeoutExpired):
         child.kill()
         child.wait()

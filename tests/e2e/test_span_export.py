@@ -1,15 +1,18 @@
 """The exporting child process delivers every span to a real OTLP collector: on a flush, on
-shutdown, and after a child that died is replaced."""
+shutdown, and after a child that died is replaced; and with no collector, shutdown still ends."""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
+from server.runtime import free_port
 from server.span_export import ShippingSpanProcessor
 from tests.e2e.otlp import Collector
 from tests.harness import wait_until
@@ -73,3 +76,24 @@ def test_a_flush_hands_over_the_queue_and_a_dead_child_is_replaced(collector: Co
         wait_until(lambda: exported(collector, "second") == second, what="spans after the child was replaced")
     finally:
         provider.shutdown()
+
+
+def test_shutdown_gives_up_on_an_unreachable_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child retries its first export while the pipe to it fills. Shutdown waits
+    SHUTDOWN_SECONDS, then kills the child and drops the rest. It used to wait 20 s for the
+    exporter's retries, then the shipping thread died writing to the pipe shutdown had closed."""
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    processor = ShippingSpanProcessor(dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
+                                           OTEL_BSP_SCHEDULE_DELAY="60000"))
+    processor.SHUTDOWN_SECONDS = 1.0
+    provider = provider_with(processor)
+    make_spans(provider, 5_000, "unreachable")
+    wait_until(lambda: processor._child is not None, what="the first batch shipped to a child")
+
+    started = time.monotonic()
+    provider.shutdown()
+
+    assert time.monotonic() - started < 10  # two SHUTDOWN_SECONDS and a kill, not the exporter's retries
+    assert not processor._thread.is_alive() and failures == []
+    assert processor.dropped > 0
