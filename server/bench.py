@@ -9,6 +9,7 @@ projector run elsewhere in production. Figures are comparable only as ratios wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import statistics
@@ -16,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,23 +96,30 @@ def _line(i: int) -> types_pb2.OrderLine:
     )
 
 
+async def order_placer(commands: pb_grpc.CommandServiceStub, prefix: str, lines: int) -> Callable[[], Awaitable[Any]]:
+    """Registers a customer, then returns a call that places a new order of `lines` lines for
+    it each time it is called."""
+    customer_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await commands.RegisterCustomer(
+        pb.RegisterCustomerRequest(request_id=str(uuid.uuid4()), customer_id=customer_id,
+                                   display_name="Bench", email="bench@example.com"), timeout=10)
+    counter = iter(range(10**12))
+
+    def place() -> Awaitable[Any]:
+        i = next(counter)
+        request = pb.PlaceOrderRequest(request_id=str(uuid.uuid4()), order_id=f"{customer_id}-{i}",
+                                       customer_id=customer_id, lines=[_line(i + n) for n in range(lines)])
+        return commands.PlaceOrder(request, timeout=10)
+
+    return place
+
+
 async def write_side(
     command_addr: str, concurrencies: list[int], seconds: float, progress: Callable[[str], None], noop: bool = True
 ) -> list[Measurement]:
     async with grpc.aio.insecure_channel(command_addr) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        commands = pb_grpc.CommandServiceStub(channel)
-        customer_id = f"bench-{uuid.uuid4().hex[:8]}"
-        await commands.RegisterCustomer(
-            pb.RegisterCustomerRequest(request_id=str(uuid.uuid4()), customer_id=customer_id,
-                                       display_name="Bench", email="bench@example.com"), timeout=10)
-        counter = iter(range(10**12))
-
-        def place() -> Awaitable[Any]:
-            i = next(counter)
-            request = pb.PlaceOrderRequest(request_id=str(uuid.uuid4()), order_id=f"{customer_id}-{i}",
-                                           customer_id=customer_id, lines=[_line(i), _line(i + 1)])
-            return commands.PlaceOrder(request, timeout=10)
+        place = await order_placer(pb_grpc.CommandServiceStub(channel), "bench", lines=2)
 
         def health_check() -> Awaitable[Any]:
             return health.Check(health_pb2.HealthCheckRequest(), timeout=10)
@@ -341,9 +349,23 @@ def run(
     return 0
 
 
-def _fresh(settings: Settings, data: str) -> Settings:
-    return replace(settings, data_dir=Path(data), metrics_base_port=0,
-                   command_addr=f"127.0.0.1:{free_port()}", query_addr=f"127.0.0.1:{free_port()}")
+# The command and query servers alone: the relay and the projector would otherwise take the
+# same two cores the measured path is using (in production they run elsewhere).
+SERVERS = ("command-server", "query-server")
+
+
+@contextlib.contextmanager
+def _fresh_stack(settings: Settings, roles: tuple[str, ...]) -> Iterator[Any]:
+    """Embedded services in a temporary folder and `roles` on free ports, SERVING when entered."""
+    from server.supervisor import LocalStack
+
+    with tempfile.TemporaryDirectory(prefix="orders-bench-") as data:
+        local = replace(settings, data_dir=Path(data), metrics_base_port=0,
+                        command_addr=f"127.0.0.1:{free_port()}", query_addr=f"127.0.0.1:{free_port()}")
+        _say("starting a fresh stack ...")
+        with LocalStack(local, roles=roles) as stack:
+            _wait_serving(stack)
+            yield stack
 
 
 def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], backlog: int,
@@ -354,7 +376,6 @@ def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], b
 
     from server.bench_database import pgbench_stage
     from server.config import libpq_url
-    from server.supervisor import LocalStack
 
     def measure(command_addr: str) -> list[Measurement]:
         _say(f"write side: PlaceOrder vs no-op (Health/Check) on {command_addr}")
@@ -366,18 +387,12 @@ def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], b
     if use_running:
         results = measure(settings.command_addr)
     else:
-        with tempfile.TemporaryDirectory(prefix="orders-bench-") as data:
-            local = _fresh(settings, data)
-            _say("starting a fresh stack ...")
-            # The write side is measured alone, as it runs in production: the relay and the
-            # projector would otherwise take the same two cores the command path is using.
-            with LocalStack(local, roles=("command-server", "query-server")) as stack:
-                _wait_serving(stack)
-                results = measure(local.command_addr)
-                _say("database ceiling: pgbench running PlaceOrder's statements ...")
-                database = pgbench_stage(Path(POSTGRES_BIN_PATH), libpq_url(stack.database_url), 16, seconds)
-                relay = relay_stage(stack, backlog, _say)
-                tracing = tracing_stage(stack, max(concurrencies), seconds, _say)
+        with _fresh_stack(settings, SERVERS) as stack:
+            results = measure(stack.settings.command_addr)
+            _say("database ceiling: pgbench running PlaceOrder's statements ...")
+            database = pgbench_stage(Path(POSTGRES_BIN_PATH), libpq_url(stack.database_url), 16, seconds)
+            relay = relay_stage(stack, backlog, _say)
+            tracing = tracing_stage(stack, max(concurrencies), seconds, _say)
 
     print(table(results))
     if database:
@@ -411,7 +426,7 @@ def run_query(settings: Settings, *, seconds: float, watchers: int, rate: float,
     """Watch delay (ack -> pushed, ack -> readable) at an offered command rate, then query
     throughput beside a no-op RPC."""
     from server import bench_query
-    from server.supervisor import LocalStack
+    from server.cli import ROLES
 
     async def measure(command_addr: str, query_addr: str) -> dict[str, Any]:
         _say(f"read side: {watchers} watchers on {query_addr}, commands at {rate:.0f}/s")
@@ -423,18 +438,13 @@ def run_query(settings: Settings, *, seconds: float, watchers: int, rate: float,
 
     if use_running:
         return asyncio.run(measure(settings.command_addr, settings.query_addr))
-    with tempfile.TemporaryDirectory(prefix="orders-bench-") as data:
-        local = _fresh(settings, data)
-        _say("starting a fresh stack ...")
-        with LocalStack(local) as stack:
-            _wait_serving(stack)
-            return asyncio.run(measure(local.command_addr, local.query_addr))
+    with _fresh_stack(settings, ROLES) as stack:  # every role: the watch delay runs through them all
+        return asyncio.run(measure(stack.settings.command_addr, stack.settings.query_addr))
 
 
 def run_overload(settings: Settings, *, seconds: float, factor: float, use_running: bool) -> dict[str, Any]:
     """A command server (and PostgreSQL) alone, offered `factor` times its capacity."""
     from server import bench_overload
-    from server.supervisor import LocalStack
 
     def measure(command_addr: str) -> dict[str, Any]:
         figures = asyncio.run(bench_overload.overload_stage(command_addr, factor, seconds, _say))
@@ -443,9 +453,5 @@ def run_overload(settings: Settings, *, seconds: float, factor: float, use_runni
 
     if use_running:
         return measure(settings.command_addr)
-    with tempfile.TemporaryDirectory(prefix="orders-bench-") as data:
-        local = _fresh(settings, data)
-        _say("starting a fresh stack ...")
-        with LocalStack(local, roles=("command-server", "query-server")) as stack:
-            _wait_serving(stack)
-            return measure(local.command_addr)
+    with _fresh_stack(settings, SERVERS) as stack:
+        return measure(stack.settings.command_addr)

@@ -12,32 +12,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
-from server.bench import _line, _percentile, closed_loop
+from server.bench import _percentile, closed_loop, order_placer
 
 
 async def overload_stage(command_addr: str, factor: float, seconds: float, progress: Callable[[str], None]) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(command_addr) as channel:
-        commands = pb_grpc.CommandServiceStub(channel)
-        customer_id = f"overload-{uuid.uuid4().hex[:8]}"
-        await commands.RegisterCustomer(pb.RegisterCustomerRequest(
-            request_id=str(uuid.uuid4()), customer_id=customer_id, display_name="Overload", email="o@example.com"),
-            timeout=10)
-        counter = iter(range(10**12))
-
-        def place() -> Awaitable[Any]:
-            i = next(counter)
-            request = pb.PlaceOrderRequest(request_id=str(uuid.uuid4()), order_id=f"{customer_id}-{i}",
-                                           customer_id=customer_id, lines=[_line(i)])
-            return commands.PlaceOrder(request, timeout=10)
-
+        place = await order_placer(pb_grpc.CommandServiceStub(channel), "overload", lines=1)
         progress(f"overload: capacity, closed loop at concurrency 64 for {seconds:.0f}s ...")
         capacity = await closed_loop("capacity", place, 64, seconds)
         before = await closed_loop("before", place, 1, min(seconds, 2.0))
@@ -47,9 +33,8 @@ async def overload_stage(command_addr: str, factor: float, seconds: float, progr
         after = await closed_loop("after", place, 1, min(seconds, 2.0))
 
     by_status = collections.Counter(code for code, _ in outcomes)
-    latencies = {code: sorted(ms for c, ms in outcomes if c == code) for code in by_status}
-    admitted = latencies.get("OK", [])
-    refused = latencies.get("RESOURCE_EXHAUSTED", [])
+    admitted = sorted(ms for code, ms in outcomes if code == "OK")
+    refused = sorted(ms for code, ms in outcomes if code == "RESOURCE_EXHAUSTED")
     return {
         "capacity_per_s": capacity.rate,
         "offered_per_s": round(len(outcomes) / seconds, 1),
