@@ -151,9 +151,7 @@ class Observe(_Wrapping):
         async def begin(request: Any, context: grpc.aio.ServicerContext, stream: bool) -> tuple[str, str]:
             """The call's correlation id and causation id (its request_id, else the correlation
             id), echoed to the caller and set on the server span, which starts before them."""
-            correlation_id = metadata_value(context, CORRELATION_KEY) or str(uuid.uuid4())
-            if len(correlation_id) > 128 or not correlation_id.isprintable():
-                correlation_id = str(uuid.uuid4())
+            correlation_id = caller_correlation_id(context) or str(uuid.uuid4())
             causation_id = getattr(request, "request_id", "") or correlation_id
             echo = ((CORRELATION_KEY, correlation_id),)
             if stream:
@@ -254,7 +252,7 @@ class Admission(_Wrapping):
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if self.in_progress >= self.limit:
                 refused.inc()
-                correlation_id = metadata_value(context, CORRELATION_KEY)
+                correlation_id = caller_correlation_id(context)
                 echo = ((CORRELATION_KEY, correlation_id),) if correlation_id else ()
                 await context.abort(code, message, (*echo, *details))
             self.in_progress += 1
@@ -301,6 +299,12 @@ def tenant_violations(tenant_id: str) -> list[FieldViolation]:
     if 0 < len(tenant_id) <= 64 and tenant_id.replace("-", "").replace("_", "").isalnum() and tenant_id.isascii():
         return []
     return [FieldViolation(TENANT_KEY, "metadata must be 1-64 ASCII letters, digits, - or _")]
+
+
+def caller_correlation_id(context: grpc.aio.ServicerContext) -> str | None:
+    """The caller's x-correlation-id, when it sent a usable one (printable, at most 128 characters)."""
+    value = metadata_value(context, CORRELATION_KEY)
+    return value if value and len(value) <= 128 and value.isprintable() else None
 
 
 def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
