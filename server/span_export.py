@@ -1,11 +1,10 @@
-"""Span export from a helper process, so encoding spans never takes the serving thread's time.
+"""Span export from a helper process, so sending spans never takes the serving thread's time.
 
-The OTLP exporter turns every span into protobuf objects in Python: about as much CPU as the
-span itself cost to make, and in a BatchSpanProcessor's thread it is paid under the same GIL as
-the gRPC server's event loop (a fifth of a command server's throughput). Here the process only
-copies each finished span into plain tuples and writes them, marshalled, to a pipe; a child
-process (`python -m server.span_export`, started on the first batch) encodes them into the OTLP
-request the SDK's encoder would have made of the spans, and sends it with the SDK's own
+The SDK's OTLP exporter turns every span into protobuf objects in Python and then sends them: in a
+BatchSpanProcessor's thread, that is paid under the same GIL as the gRPC server's event loop.
+Here a thread writes each batch of finished spans, as the serialized OTLP request (`frame`, written
+directly at a fifth of what the SDK's encoder costs), to a pipe; a child process (`python -m
+server.span_export`, started on the first batch) parses it and sends it with the SDK's own
 OTLPSpanExporter, configured by the same OTEL_ variables.
 
 Batching follows the BatchSpanProcessor's variables (OTEL_BSP_SCHEDULE_DELAY,
@@ -18,11 +17,10 @@ when this process is killed.
 from __future__ import annotations
 
 import collections
-import functools
 import logging
-import marshal
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -30,14 +28,12 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, SpanFlags, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 log = logging.getLogger(__name__)
 
-_HEADER = 4  # each frame: its length (little-endian), then a marshalled list of span groups
+_HEADER = 4  # each frame: its length (little-endian), then a serialized ExportTraceServiceRequest
 _CHILD = [sys.executable, "-m", "server.span_export"]
 
 
@@ -149,153 +145,204 @@ def _close(child: subprocess.Popen[bytes], seconds: float = 10.0) -> None:
         child.wait()
 
 
-# --- spans as plain values ----------------------------------------------------------------------
+# --- spans as OTLP bytes ------------------------------------------------------------------------
+#
+# The protobuf wire format of opentelemetry-proto's trace messages, written directly: building the
+# messages as objects first costs several times as much. Field numbers are from trace.proto,
+# common.proto and resource.proto; every value is what the SDK's encoder sets, so a request
+# parsed from these bytes equals the one `encode_spans` builds (a unit test holds them to it).
 
 
 def frame(spans: Sequence[ReadableSpan]) -> bytes:
-    """The spans, marshalled as `to_wire` lays them out, for `encode` in the child."""
-    wired = to_wire(spans)
-    try:
-        return marshal.dumps(wired)
-    except ValueError:  # an attribute of a subclass (an IntEnum, say), which marshal refuses
-        return marshal.dumps(_plain(wired))
-
-
-def _plain(value: Any) -> Any:
-    """`value` with every str, bytes, bool, int and float as exactly that type."""
-    if isinstance(value, dict):
-        return {_plain(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_plain(item) for item in value)
-    if isinstance(value, bool):  # before int: a bool is an int too
-        return bool(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, bytes):
-        return bytes(value)
-    return value
-
-
-def to_wire(spans: Sequence[ReadableSpan]) -> list[tuple[Any, ...]]:
-    """Spans as marshal-able values: one group per Resource object (a process has one), each with
-    its spans as tuples."""
-    groups: dict[int, tuple[Any, list[tuple[Any, ...]]]] = {}
+    """The spans as a serialized ExportTraceServiceRequest: grouped by resource (a process has
+    one) and instrumentation scope, as the SDK's encoder groups them."""
+    groups: dict[int, tuple[Any, dict[Any, list[bytes]]]] = {}
     for span in spans:
-        _, wired = groups.setdefault(id(span.resource), (span.resource, []))
-        wired.append(_span(span))
-    return [(dict(resource.attributes), resource.schema_url, wired) for resource, wired in groups.values()]
-
-
-def _span(span: ReadableSpan) -> tuple[Any, ...]:
-    ctx, parent, scope = span.context, span.parent, span.instrumentation_scope
-    assert ctx is not None
-    return (
-        span.name, ctx.trace_id, ctx.span_id, tuple(ctx.trace_state.items()),
-        None if parent is None else (parent.trace_id, parent.span_id, parent.is_remote),
-        span.kind.value, span.start_time, span.end_time, dict(span.attributes or {}),
-        [(e.name, e.timestamp, dict(e.attributes or {}), e.dropped_attributes) for e in span.events],
-        [(link.context.trace_id, link.context.span_id, link.context.is_remote, dict(link.attributes or {}),
-          link.dropped_attributes) for link in span.links],
-        span.status.status_code.value, span.status.description,
-        (span.dropped_attributes, span.dropped_events, span.dropped_links),
-        None if scope is None else (scope.name, scope.version, scope.schema_url, dict(scope.attributes or {})),
-    )
-
-
-def encode(groups: list[tuple[Any, ...]]) -> ExportTraceServiceRequest:
-    """The OTLP request for the spans `to_wire` wrote: what the SDK's encoder makes of the
-    originals, built straight from the tuples at less than half its cost."""
-    return ExportTraceServiceRequest(resource_spans=[
-        ResourceSpans(resource=Resource(attributes=_key_values(attributes)), scope_spans=_scope_spans(wired),
-                      schema_url=schema_url)
-        for attributes, schema_url, wired in groups
-    ])
-
-
-def _scope_spans(wired: list[tuple[Any, ...]]) -> list[ScopeSpans]:
-    by_scope: dict[Any, tuple[Any, list[Span]]] = {}
-    for (name, trace_id, span_id, trace_state, parent, kind, start, end, attributes, events, links,
-         status_code, status_description, dropped, scope) in wired:
-        _, spans = by_scope.setdefault(None if scope is None else tuple(scope[:3]), (scope, []))
-        spans.append(Span(
-            trace_id=trace_id.to_bytes(16, "big"),
-            span_id=span_id.to_bytes(8, "big"),
-            trace_state=",".join(f"{key}={value}" for key, value in trace_state),
-            parent_span_id=b"" if parent is None else parent[1].to_bytes(8, "big"),
-            name=name,
-            kind=kind + 1,  # the API's SpanKind counts from INTERNAL = 0, OTLP's from UNSPECIFIED = 0
-            start_time_unix_nano=start,
-            end_time_unix_nano=end,
-            attributes=_key_values(attributes),
-            events=[Span.Event(name=n, time_unix_nano=ts, attributes=_key_values(a), dropped_attributes_count=d)
-                    for n, ts, a, d in events],
-            links=[Span.Link(trace_id=t.to_bytes(16, "big"), span_id=s.to_bytes(8, "big"), attributes=_key_values(a),
-                             dropped_attributes_count=d, flags=_flags(remote))
-                   for t, s, remote, a, d in links],
-            status=Status(code=status_code, message=status_description),
-            dropped_attributes_count=dropped[0],
-            dropped_events_count=dropped[1],
-            dropped_links_count=dropped[2],
-            flags=_flags(parent is not None and parent[2]),
-        ))
-    return [
-        ScopeSpans(scope=InstrumentationScope(), spans=spans) if scope is None else
-        ScopeSpans(scope=InstrumentationScope(name=scope[0], version=scope[1], attributes=_key_values(scope[3])),
-                   spans=spans, schema_url=scope[2])
-        for scope, spans in by_scope.values()
-    ]
-
-
-def _flags(remote: bool) -> int:
-    return SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | (SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK if remote else 0)
-
-
-def _key_values(attributes: dict[str, Any]) -> list[KeyValue]:
-    encoded = []
-    for key, value in attributes.items():
         try:
-            if value.__class__ in _REUSED:
-                encoded.append(_reused_key_value(key, value.__class__.__name__, value))
-            else:
-                encoded.append(KeyValue(key=key, value=_any_value(value)))
-        except (ValueError, UnicodeError):  # past 64 bits, a lone surrogate: left out, as the SDK does
-            log.warning("a span attribute cannot be encoded; it is left out", extra={"attribute": key})
+            encoded = _span(span)
+        except ValueError:  # a name that is not text (a lone surrogate): the SDK's encoder fails the whole batch
+            log.warning("a span cannot be encoded; it is dropped", extra={"span": repr(span.name)})
+            continue
+        _, scopes = groups.setdefault(id(span.resource), (span.resource, {}))
+        scopes.setdefault(span.instrumentation_scope, []).append(encoded)
+    return b"".join(_field(b"\x0a", _resource_spans(resource, scopes)) for resource, scopes in groups.values())
+
+
+def _resource_spans(resource: Any, scopes: dict[Any, list[bytes]]) -> bytes:
+    encoded = bytearray()
+    _attributes(encoded, b"\x0a", resource.attributes)
+    parts = [_field(b"\x0a", encoded)]  # the Resource, always present
+    for scope, spans in scopes.items():
+        parts.append(_field(b"\x12", _scope_spans(scope, spans)))
+    parts.append(_string(b"\x1a", resource.schema_url))
+    return b"".join(parts)
+
+
+def _scope_spans(scope: Any, spans: list[bytes]) -> bytes:
+    if scope is None:
+        return b"\x0a\x00" + b"".join(spans)  # an empty InstrumentationScope, as the SDK's encoder sends
+    encoded = bytearray(_string(b"\x0a", scope.name) + _string(b"\x12", scope.version))
+    _attributes(encoded, b"\x1a", scope.attributes)
+    return _field(b"\x0a", encoded) + b"".join(spans) + _string(b"\x1a", scope.schema_url)
+
+
+def _span(span: ReadableSpan) -> bytes:
+    """One Span, with its field tag: ready to join into its ScopeSpans."""
+    ctx, parent, status = span.context, span.parent, span.status
+    assert ctx is not None
+    out = bytearray(b"\x0a\x10")
+    out += ctx.trace_id.to_bytes(16, "big")
+    out += b"\x12\x08"
+    out += ctx.span_id.to_bytes(8, "big")
+    if ctx.trace_state:
+        out += _string(b"\x1a", ",".join(f"{key}={value}" for key, value in ctx.trace_state.items()))
+    if parent is not None:
+        out += b"\x22\x08"
+        out += parent.span_id.to_bytes(8, "big")
+    out += _name(span.name)
+    out += _KINDS[span.kind.value]  # the API's SpanKind counts from INTERNAL = 0, OTLP's from UNSPECIFIED = 0
+    out += b"\x39"
+    out += (span.start_time or 0).to_bytes(8, "little")
+    out += b"\x41"
+    out += (span.end_time or 0).to_bytes(8, "little")
+    _attributes(out, b"\x4a", span.attributes)
+    if span.dropped_attributes:
+        out += b"\x50" + _varint(span.dropped_attributes)
+    for event in span.events:
+        encoded = bytearray(b"\x09")
+        encoded += event.timestamp.to_bytes(8, "little")
+        encoded += _string(b"\x12", event.name)
+        _attributes(encoded, b"\x1a", event.attributes)
+        encoded += _count(b"\x20", event.dropped_attributes)
+        out += _field(b"\x5a", encoded)
+    if span.dropped_events:
+        out += b"\x60" + _varint(span.dropped_events)
+    for link in span.links:
+        encoded = bytearray(b"\x0a\x10")
+        encoded += link.context.trace_id.to_bytes(16, "big")
+        encoded += b"\x12\x08"
+        encoded += link.context.span_id.to_bytes(8, "big")
+        _attributes(encoded, b"\x22", link.attributes)
+        encoded += _count(b"\x28", link.dropped_attributes)
+        encoded += b"\x35"
+        encoded += _flags(link.context.is_remote)
+        out += _field(b"\x6a", encoded)
+    if span.dropped_links:
+        out += b"\x70" + _varint(span.dropped_links)
+    code = status.status_code.value
+    out += _field(b"\x7a", _string(b"\x12", status.description) + (b"\x18" + _varint(code) if code else b""))
+    out += b"\x85\x01"
+    out += _flags(parent is not None and parent.is_remote)
+    return b"\x12" + _varint(len(out)) + out
+
+
+_KINDS = [b"\x30" + bytes([kind + 1]) for kind in range(5)]
+_REMOTE = (SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK).to_bytes(4, "little")
+_LOCAL = int(SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK).to_bytes(4, "little")
+
+
+def _flags(remote: bool | None) -> bytes:
+    return _REMOTE if remote else _LOCAL
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [bytes([n]) for n in range(0x80)]
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: always written, even empty (a message field that is set)."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _string(tag: bytes, text: str | None) -> bytes:
+    """A string field: left out when empty, as proto3 leaves out defaults."""
+    return tag + _varint(len(data := text.encode())) + data if text else b""
+
+
+def _count(tag: bytes, n: int) -> bytes:
+    return tag + _varint(n) if n else b""
+
+
+_NAMES: dict[str, bytes] = {}
+
+
+def _name(name: str) -> bytes:
+    """A span's name field; names repeat (a method, an event type), so their encodings are kept."""
+    encoded = _NAMES.get(name)
+    if encoded is None:
+        encoded = _string(b"\x2a", name)
+        if len(_NAMES) >= _KEPT:
+            _NAMES.clear()
+        _NAMES[name] = encoded
     return encoded
 
 
-# Not floats: 0.0 and -0.0 are equal keys that encode differently.
+_KEPT = 4096
+# Most attributes repeat from span to span (rpc.method, db.system.name, an event type): the
+# length-prefixed KeyValue of each is kept. The value's class is part of the key, as True == 1;
+# floats are not kept, as 0.0 == -0.0.
+_KEY_VALUES: dict[tuple[bytes, str, type, Any], bytes] = {}
 _REUSED = frozenset({str, int, bool, bytes})
 
 
-@functools.lru_cache(maxsize=4096)
-def _reused_key_value(key: str, kind: str, value: Any) -> KeyValue:
-    """Most attributes repeat from span to span (rpc.method, db.system.name, an event type): their
-    encoding is kept and reused. `kind`, the value's class name, is part of the cache key: True
-    and 1 are equal."""
-    return KeyValue(key=key, value=_any_value(value))
+def _attributes(out: bytearray, tag: bytes, attributes: Mapping[str, Any] | None) -> None:
+    """Appends repeated KeyValue fields to `out`. An attribute that cannot be encoded (an integer
+    past 64 bits, a lone surrogate) is left out, as the SDK's encoder leaves it out."""
+    if not attributes:
+        return
+    kept = _KEY_VALUES
+    # The SDK's attributes (a read-only view of BoundedAttributes) copy as a dict at a third of
+    # the cost of iterating over the view.
+    for key, value in (attributes.copy() if hasattr(attributes, "copy") else attributes).items():
+        cls = value.__class__
+        if cls in _REUSED and (encoded := kept.get((tag, key, cls, value))) is not None:
+            out += encoded
+            continue
+        try:
+            kv = _string(b"\x0a", key) + _field(b"\x12", _any_value(value))
+        except (ValueError, TypeError):
+            log.warning("a span attribute cannot be encoded; it is left out", extra={"attribute": key})
+            continue
+        encoded = tag + _varint(len(kv)) + kv
+        if cls in _REUSED:
+            if len(kept) >= _KEPT:
+                kept.clear()
+            kept[tag, key, cls, value] = encoded
+        out += encoded
 
 
-def _any_value(value: Any) -> AnyValue:
-    """As the SDK's encoder: attribute values are scalars or sequences of them."""
+def _any_value(value: Any) -> bytes:
+    """An AnyValue's fields, as the SDK's encoder sets them: scalars, sequences and mappings of them."""
+    if value is None:
+        return b""
     if isinstance(value, bool):
-        return AnyValue(bool_value=value)
+        return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, str):
-        return AnyValue(string_value=value)
+        return _field(b"\x0a", value.encode())
     if isinstance(value, int):
-        return AnyValue(int_value=value)
+        if not -(1 << 63) <= value < 1 << 63:
+            raise ValueError("an int64 attribute out of range")
+        return b"\x18" + _varint(value & 0xFFFF_FFFF_FFFF_FFFF)
     if isinstance(value, float):
-        return AnyValue(double_value=value)
+        return b"\x21" + struct.pack("<d", value)
     if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, (tuple, list)):
-        return AnyValue(array_value=ArrayValue(values=[_any_value(item) for item in value]))
-    return AnyValue()
+        return _field(b"\x3a", value)
+    if isinstance(value, Sequence):
+        return _field(b"\x2a", b"".join(_field(b"\x0a", _any_value(item)) for item in value))
+    if isinstance(value, Mapping):
+        return _field(b"\x32", b"".join(
+            _field(b"\x0a", _string(b"\x0a", str(key)) + _field(b"\x12", _any_value(item))) for key, item in value.items()))
+    raise TypeError(f"an attribute of type {type(value).__name__}")
 
 
 # --- the exporting process ----------------------------------------------------------------------
@@ -327,7 +374,7 @@ def main() -> int:
     frames = sys.stdin.buffer
     try:
         while len(header := frames.read(_HEADER)) == _HEADER:
-            otlp.export(encode(marshal.loads(frames.read(int.from_bytes(header, "little")))))
+            otlp.export(ExportTraceServiceRequest.FromString(frames.read(int.from_bytes(header, "little"))))
     finally:
         otlp.shutdown()
     return 0
