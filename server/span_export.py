@@ -259,7 +259,7 @@ def _varint(n: int) -> bytes:
 _SMALL = [bytes([n]) for n in range(0x80)]
 
 
-def _field(tag: bytes, payload: bytes) -> bytes:
+def _field(tag: bytes, payload: bytes | bytearray) -> bytes:
     """A length-delimited field: always written, even empty (a message field that is set)."""
     return tag + _varint(len(payload)) + payload
 
