@@ -24,7 +24,7 @@ GRPCURL = str(Path(sys.executable).parent / "grpcurl")  # installed into the ven
 T = TypeVar("T")
 
 
-def wait_until(check: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+def wait_until(check: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
     """Polls `check` until it returns something truthy; fails the test after `timeout`."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -61,7 +61,8 @@ def health_status(addr: str, service: str = "") -> int | None:
 
 def scrape(addr: str) -> str:
     with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as reply:
-        return reply.read().decode()
+        text: str = reply.read().decode()
+        return text
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -74,7 +75,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 def serving(addr: str) -> bool:
-    return health_status(addr) == health_pb2.HealthCheckResponse.SERVING
+    return bool(health_status(addr) == health_pb2.HealthCheckResponse.SERVING)
 
 
 @dataclass

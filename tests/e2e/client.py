@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import grpc
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -38,12 +39,13 @@ def eur(units: int, nanos: int = 0) -> types_pb2.Money:
 
 
 def register(stub: cmd_grpc.CommandServiceStub, customer_id: str) -> cmd_pb.RegisterCustomerResponse:
-    return stub.RegisterCustomer(
+    reply: cmd_pb.RegisterCustomerResponse = stub.RegisterCustomer(
         cmd_pb.RegisterCustomerRequest(
             request_id=new_id("r"), customer_id=customer_id, display_name="Ada Lovelace", email="ada@example.com"
         ),
         timeout=10,
     )
+    return reply
 
 
 def place_request(order_id: str, customer_id: str, *lines: types_pb2.OrderLine) -> cmd_pb.PlaceOrderRequest:
@@ -56,12 +58,12 @@ def place_request(order_id: str, customer_id: str, *lines: types_pb2.OrderLine) 
 
 
 def status_of(error: grpc.RpcError) -> status_pb2.Status:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, f"no google.rpc.Status details on {error}"
     return status
 
 
-def detail(status: status_pb2.Status, kind: type) -> object:
+def detail(status: status_pb2.Status, kind: type[Message]) -> object:
     for any_detail in status.details:
         if any_detail.Is(kind.DESCRIPTOR):
             message = kind()

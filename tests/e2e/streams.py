@@ -15,7 +15,7 @@ STREAM = "ORDERS_EVENTS"
 @dataclass(frozen=True)
 class Stored:
     seq: int
-    subject: str
+    subject: str | None
     msg_id: str
     envelope: events_pb2.Envelope
 

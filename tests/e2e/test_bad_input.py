@@ -47,13 +47,14 @@ def messages(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[dict[s
     fields: dict[str, st.SearchStrategy[object]] = {}
     for field in descriptor.fields:
         if field.type == FieldDescriptor.TYPE_MESSAGE:
+            assert field.message_type is not None
             if depth > 2 or field.message_type.full_name.startswith("google."):
                 continue
             value: st.SearchStrategy[object] = messages(field.message_type, depth + 1)
         else:
             value = SCALARS[field.type]
         fields[field.name] = st.lists(value, max_size=4) if field.is_repeated else value
-    return st.fixed_dictionaries({}, optional=fields)  # type: ignore[arg-type]
+    return st.fixed_dictionaries({}, optional=fields)
 
 
 def build(cls: type[Message], values: dict[str, object]) -> Message:
@@ -61,9 +62,9 @@ def build(cls: type[Message], values: dict[str, object]) -> Message:
     for name, value in values.items():
         field = cls.DESCRIPTOR.fields_by_name[name]
         if field.type == FieldDescriptor.TYPE_MESSAGE:
-            sub = field.message_type._concrete_class  # type: ignore[attr-defined]
+            sub = field.message_type._concrete_class  # type: ignore[union-attr]
             if isinstance(value, list):
-                getattr(message, name).extend(build(sub, v) for v in value)  # type: ignore[arg-type]
+                getattr(message, name).extend(build(sub, v) for v in value)
             else:
                 getattr(message, name).CopyFrom(build(sub, value))  # type: ignore[arg-type]
         elif isinstance(value, list):
@@ -78,7 +79,7 @@ requests = st.sampled_from(METHODS).flatmap(
 )
 
 
-def writes(db: psycopg.Connection) -> tuple[int, int]:  # type: ignore[type-arg]
+def writes(db: psycopg.Connection) -> tuple[int, int]:
     row = db.execute("SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM idempotency)").fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
@@ -104,7 +105,7 @@ def call(stack: Stack, service: object, method: object, payload: bytes) -> grpc.
 def assert_clean(error: grpc.RpcError) -> None:
     assert error.code() in CLEAN, (error.code(), error.details())
     assert "Traceback" not in (error.details() or "")
-    assert rpc_status.from_call(error) is not None, f"{error.code()} without google.rpc details"  # type: ignore[arg-type]
+    assert rpc_status.from_call(error) is not None, f"{error.code()} without google.rpc details"
 
 
 def check_outcome(service: object, error: grpc.RpcError | None, before: tuple[int, int], after: tuple[int, int]) -> None:
@@ -124,7 +125,7 @@ def assert_still_serving(stack: Stack) -> None:
 
 
 def test_generated_requests_get_clean_errors_and_failures_write_nothing(
-    stack: Stack, db: psycopg.Connection  # type: ignore[type-arg]
+    stack: Stack, db: psycopg.Connection
 ) -> None:
     errors: list[grpc.StatusCode] = []
 
@@ -146,7 +147,7 @@ def test_generated_requests_get_clean_errors_and_failures_write_nothing(
 
 
 def test_random_bytes_get_clean_errors_and_write_nothing(
-    stack: Stack, db: psycopg.Connection  # type: ignore[type-arg]
+    stack: Stack, db: psycopg.Connection
 ) -> None:
     errors: list[grpc.StatusCode] = []
 

@@ -26,7 +26,7 @@ from tests.harness import Stack
 pytestmark = pytest.mark.e2e
 
 
-def counts(db: psycopg.Connection) -> tuple[int, int, int]:  # type: ignore[type-arg]
+def counts(db: psycopg.Connection) -> tuple[int, int, int]:
     row = db.execute(
         "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM events), (SELECT count(*) FROM idempotency)"
     ).fetchone()
@@ -56,7 +56,7 @@ def test_a_placed_order_is_read_back_with_its_exact_total_using_the_token(stack:
     assert list(got.summary.lines) == lines
 
 
-def test_a_repeated_request_id_returns_the_first_response_and_writes_nothing(stack: Stack, db: psycopg.Connection) -> None:  # type: ignore[type-arg]
+def test_a_repeated_request_id_returns_the_first_response_and_writes_nothing(stack: Stack, db: psycopg.Connection) -> None:
     _, cmd = commands(stack.command_addr)
     customer_id = new_id("c")
     register(cmd, customer_id)
@@ -70,7 +70,7 @@ def test_a_repeated_request_id_returns_the_first_response_and_writes_nothing(sta
     assert counts(db) == before
 
 
-def test_a_request_id_reused_for_another_payload_is_rejected(stack: Stack, db: psycopg.Connection) -> None:  # type: ignore[type-arg]
+def test_a_request_id_reused_for_another_payload_is_rejected(stack: Stack, db: psycopg.Connection) -> None:
     _, cmd = commands(stack.command_addr)
     customer_id = new_id("c")
     register(cmd, customer_id)
@@ -87,7 +87,7 @@ def test_a_request_id_reused_for_another_payload_is_rejected(stack: Stack, db: p
     assert counts(db) == before
 
 
-def test_bad_lines_are_invalid_argument_naming_each_field(stack: Stack, db: psycopg.Connection) -> None:  # type: ignore[type-arg]
+def test_bad_lines_are_invalid_argument_naming_each_field(stack: Stack, db: psycopg.Connection) -> None:
     _, cmd = commands(stack.command_addr)
     customer_id = new_id("c")
     register(cmd, customer_id)
@@ -120,7 +120,7 @@ def test_an_order_without_lines_is_invalid_argument(stack: Stack) -> None:
     assert [v.field for v in detail(status_of(caught.value), BadRequest).field_violations] == ["lines"]  # type: ignore[attr-defined]
 
 
-def test_an_order_for_an_unknown_customer_fails_its_precondition(stack: Stack, db: psycopg.Connection) -> None:  # type: ignore[type-arg]
+def test_an_order_for_an_unknown_customer_fails_its_precondition(stack: Stack, db: psycopg.Connection) -> None:
     _, cmd = commands(stack.command_addr)
     before = counts(db)
 

@@ -45,7 +45,7 @@ def test_32_concurrent_confirms_with_the_same_expected_version_have_exactly_one_
 
 
 def test_50_concurrent_identical_place_orders_make_one_order_and_identical_responses(
-    stack: Stack, db: psycopg.Connection  # type: ignore[type-arg]
+    stack: Stack, db: psycopg.Connection
 ) -> None:
     _, cmd = commands(stack.command_addr)
     customer_id = new_id("c")

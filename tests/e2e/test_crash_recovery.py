@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -57,7 +58,7 @@ def test_relay_and_projector_killed_mid_stream_lose_and_duplicate_nothing(
         rows = db.execute("SELECT order_id, version, state, total FROM order_summaries").fetchall()
         assert sorted(r[0] for r in rows) == sorted(order_ids)
         assert {(r[1], r[2]) for r in rows} == {(1, "PLACED")}
-        written = dict(db.execute("SELECT order_id, total FROM orders").fetchall())
+        written: dict[str, Decimal] = dict(db.execute("SELECT order_id, total FROM orders").fetchall())
         assert {r[0]: r[3] for r in rows} == written
 
         events = scalar(db, "SELECT count(*) FROM events")

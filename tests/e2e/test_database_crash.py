@@ -80,7 +80,7 @@ def crash_under_load(stack: Stack, own_postgres: EmbeddedPostgres) -> None:
 
     assert unexpected == []
     with psycopg.connect(own_postgres.url, autocommit=True) as db:
-        stored = dict(db.execute("SELECT order_id, version FROM orders").fetchall())
+        stored: dict[str, int] = dict(db.execute("SELECT order_id, version FROM orders").fetchall())
         assert all(stored.get(order_id) == 1 for order_id in acknowledged)  # nothing acknowledged lost
         per_order = db.execute("SELECT aggregate_id, count(*) FROM events WHERE aggregate_type = 'order'"
                                " GROUP BY aggregate_id HAVING count(*) > 1").fetchall()

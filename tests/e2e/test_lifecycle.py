@@ -193,7 +193,7 @@ def test_each_command_runs_under_its_own_deadline_on_a_shared_connection(databas
     """RegisterCustomer and PlaceOrder set the connection's statement timeout only when their
     deadline's step differs from what it last had; reads set it in their own statement. Either
     way no command runs under the timeout of the one before it."""
-    async def run(conn: psycopg.AsyncConnection, command: c.Command, budget_ms: float) -> str:  # type: ignore[type-arg]
+    async def run(conn: psycopg.AsyncConnection, command: c.Command, budget_ms: float) -> str:
         session = store.Session(conn, "default", rid(), type(command).__name__, b"hash", timeout_ms=budget_ms)
         await handlers.HANDLERS[type(command)](session, wire.EventContext("default", "corr", "cause"), command)
         await session.commit(b"")

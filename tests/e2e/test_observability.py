@@ -54,7 +54,7 @@ def test_one_trace_runs_from_the_call_through_the_outbox_to_the_publish(traced: 
     # A rejected call echoes it too, beside the status details in the same trailers.
     with pytest.raises(grpc.RpcError) as rejected:
         cmd.PlaceOrder(place_request("", customer_id), metadata=metadata, timeout=10)
-    assert dict(rejected.value.trailing_metadata())["x-correlation-id"] == correlation_id  # type: ignore[attr-defined]
+    assert dict(rejected.value.trailing_metadata())["x-correlation-id"] == correlation_id
     assert detail(status_of(rejected.value), BadRequest).field_violations[0].field == "order_id"  # type: ignore[attr-defined]
 
     def publish_trace() -> tuple[Span, dict[str, Span]] | None:

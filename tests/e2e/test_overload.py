@@ -45,7 +45,7 @@ def test_a_call_past_the_limit_is_refused_with_details_and_succeeds_when_retried
     with psycopg.connect(libpq_url(database_url)) as blocker, \
             psycopg.connect(libpq_url(database_url), autocommit=True) as observer:
         blocker.execute("SELECT 1 FROM customers WHERE customer_id = %s FOR UPDATE", (customer_id,))
-        in_progress = [cmd.PlaceOrder.future(request, timeout=30) for request in held]  # type: ignore[attr-defined]
+        in_progress = [cmd.PlaceOrder.future(request, timeout=30) for request in held]
         wait_until(lambda: observer.execute(WAITING).fetchone() == (LIMIT,), timeout=10,
                    what=f"{LIMIT} orders waiting for the customer's row")
 
@@ -58,7 +58,7 @@ def test_a_call_past_the_limit_is_refused_with_details_and_succeeds_when_retried
         assert (info.reason, info.metadata["limit"]) == ("OVERLOADED", str(LIMIT))  # type: ignore[attr-defined]
         retry = detail(status, error_details_pb2.RetryInfo)
         assert retry.retry_delay.ToMilliseconds() > 0  # type: ignore[attr-defined]
-        assert ("x-correlation-id", "overload-1") in caught.value.trailing_metadata()  # type: ignore[attr-defined]
+        assert ("x-correlation-id", "overload-1") in caught.value.trailing_metadata()
         assert serving(limited.command_addr)  # probes still answer while the calls wait
         assert observer.execute(WAITING).fetchone() == (LIMIT,)  # the refused call reached no database
         blocker.rollback()

@@ -89,7 +89,7 @@ def subject(order_id: str) -> str:
     return messaging.subject_for("order", order_id, 16)
 
 
-def test_events_out_of_order_and_twice_end_at_v3_and_never_go_backwards(stack: Stack, db: psycopg.Connection) -> None:  # type: ignore[type-arg]
+def test_events_out_of_order_and_twice_end_at_v3_and_never_go_backwards(stack: Stack, db: psycopg.Connection) -> None:
     order_id = new_id("o-ooo")
     seen: list[int] = []
     done = threading.Event()
@@ -124,7 +124,7 @@ def test_events_out_of_order_and_twice_end_at_v3_and_never_go_backwards(stack: S
     assert scalar(db, "SELECT count(*) FROM dead_letters WHERE aggregate_id = %s", order_id) == 0
 
 
-def test_poison_is_parked_counted_and_replayable_while_other_orders_flow(stack: Stack, db: psycopg.Connection) -> None:  # type: ignore[type-arg]
+def test_poison_is_parked_counted_and_replayable_while_other_orders_flow(stack: Stack, db: psycopg.Connection) -> None:
     _, cmd = commands(stack.command_addr)
     customer_id = new_id("c")
     register(cmd, customer_id)
@@ -148,10 +148,10 @@ def test_poison_is_parked_counted_and_replayable_while_other_orders_flow(stack: 
 
     wait_until(lambda: scalar(db, "SELECT count(*) FROM dead_letters WHERE status = 'parked'") == 5, timeout=30,
                what="five dead letters (garbage, unknown, gap, faulty v1, faulty v2 behind it)")
-    reasons = dict(db.execute("SELECT aggregate_id || ':' || coalesce(aggregate_version, 0), reason FROM dead_letters").fetchall())
+    reasons: dict[str, str] = dict(db.execute("SELECT aggregate_id || ':' || coalesce(aggregate_version, 0), reason FROM dead_letters").fetchall())
     assert reasons == {f"{garbage}:0": "undecodable", f"{unknown}:0": "unknown_type", f"{gap}:2": "gap",
                        f"{FAULTY}:1": "handler_failed", f"{FAULTY}:2": "parked_behind"}
-    assert db.execute("SELECT headers->>'traceparent' FROM dead_letters WHERE aggregate_id = %s", (gap,)).fetchone()[0]
+    assert scalar(db, "SELECT headers->>'traceparent' FROM dead_letters WHERE aggregate_id = %s", gap)
     assert db.execute("SELECT 1 FROM order_summaries WHERE order_id = %s", (FAULTY,)).fetchone() is None
 
     # Counted: in `orders status` and in the metrics.
@@ -182,7 +182,7 @@ def test_poison_is_parked_counted_and_replayable_while_other_orders_flow(stack: 
     assert scalar(db, "SELECT count(*) FROM dead_letters WHERE status = 'parked'") == 2
 
 
-def test_pause_holds_the_position_and_resume_continues(stack: Stack, db: psycopg.Connection) -> None:  # type: ignore[type-arg]
+def test_pause_holds_the_position_and_resume_continues(stack: Stack, db: psycopg.Connection) -> None:
     _, cmd = commands(stack.command_addr)
     customer_id = new_id("c")
     register(cmd, customer_id)

@@ -3,10 +3,13 @@ servers, PostgreSQL and NATS."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import grpc
 import pytest
 
 from orders.v1 import command_service_pb2 as pb
+from orders.v1 import command_service_pb2_grpc as pb_grpc
 from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import types_pb2
 from tests.e2e.client import BadRequest, commands, detail, eur, new_id, place_request, queries, register, status_of
@@ -16,12 +19,13 @@ pytestmark = pytest.mark.e2e
 TENANT = (("x-tenant-id", "paging"),)
 
 
-def _place(cmd: object, order_id: str, customer_id: str, *lines: types_pb2.OrderLine) -> pb.PlaceOrderResponse:
-    return cmd.PlaceOrder(place_request(order_id, customer_id, *lines), timeout=10, metadata=TENANT)  # type: ignore[attr-defined]
+def _place(cmd: pb_grpc.CommandServiceStub, order_id: str, customer_id: str, *lines: types_pb2.OrderLine) -> pb.PlaceOrderResponse:
+    reply: pb.PlaceOrderResponse = cmd.PlaceOrder(place_request(order_id, customer_id, *lines), timeout=10, metadata=TENANT)
+    return reply
 
 
 def _field(error: grpc.RpcError) -> list[str]:
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     return [v.field for v in detail(status_of(error), BadRequest).field_violations]  # type: ignore[attr-defined]
 
 
@@ -99,7 +103,7 @@ def test_a_tampered_or_cross_filter_page_token_is_invalid_argument(stack: Stack)
 def test_bad_query_fields_are_invalid_argument_naming_each_field(stack: Stack) -> None:
     _, query = queries(stack.query_addr)
     cases = [
-        (query.ListOrders, query_pb.ListOrdersRequest(customer_id="bad id", state=99, page_size=-1),
+        (query.ListOrders, query_pb.ListOrdersRequest(customer_id="bad id", state=cast(types_pb2.OrderState, 99), page_size=-1),
          ["customer_id", "state", "page_size"]),
         (query.GetCustomerOrders, query_pb.GetCustomerOrdersRequest(), ["customer_id"]),
         (query.GetProductSales, query_pb.GetProductSalesRequest(product_id="no spaces"), ["product_id"]),

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
@@ -26,8 +27,8 @@ from tests.harness import Stack, scalar, serving, wait_until
 pytestmark = pytest.mark.e2e
 
 
-def unpublished(db: psycopg.Connection) -> int:  # type: ignore[type-arg]
-    return scalar(db, "SELECT count(*) FROM events WHERE published_at IS NULL")
+def unpublished(db: psycopg.Connection) -> int:
+    return int(scalar(db, "SELECT count(*) FROM events WHERE published_at IS NULL"))
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def fresh(database_url: str, nats_url: str, tmp_path: Path) -> Iterator[Stack]:
     stack.stop_all()
 
 
-def relay_logs(stack: Stack, prefix: str) -> list[dict[str, object]]:
+def relay_logs(stack: Stack, prefix: str) -> list[dict[str, Any]]:
     lines = []
     for path in stack.log_dir.glob(f"{prefix}*.log"):
         for line in path.read_text(errors="replace").splitlines():
@@ -50,7 +51,7 @@ def relay_logs(stack: Stack, prefix: str) -> list[dict[str, object]]:
 
 
 def test_a_relay_that_dies_between_publish_and_mark_loses_and_duplicates_nothing(
-    fresh: Stack, db: psycopg.Connection, nats_url: str  # type: ignore[type-arg]
+    fresh: Stack, db: psycopg.Connection, nats_url: str
 ) -> None:
     _, cmd = commands(fresh.command_addr)
     customer_id = new_id("c")
@@ -82,12 +83,12 @@ def test_a_relay_that_dies_between_publish_and_mark_loses_and_duplicates_nothing
     assert events == 151
     stored = read_stream(nats_url)
     assert len(stored) == events and len({s.msg_id for s in stored}) == events
-    assert sum(int(line.get("duplicates", 0)) for line in relay_logs(fresh, "relay-")) > 0  # type: ignore[arg-type]
+    assert sum(int(line.get("duplicates", 0)) for line in relay_logs(fresh, "relay-")) > 0
     assert any(p.returncode == 3 for p in fresh.procs.values())  # it did die mid-batch
 
 
 def test_an_event_committed_after_higher_ids_is_still_published(
-    fresh: Stack, db: psycopg.Connection, database_url: str, nats_url: str  # type: ignore[type-arg]
+    fresh: Stack, db: psycopg.Connection, database_url: str, nats_url: str
 ) -> None:
     fresh.start("relay")
     _, cmd = commands(fresh.command_addr)
@@ -115,7 +116,7 @@ def test_an_event_committed_after_higher_ids_is_still_published(
 
 
 def test_two_relays_and_32_writers_on_20_hot_aggregates_keep_version_order(
-    fresh: Stack, db: psycopg.Connection, nats_url: str  # type: ignore[type-arg]
+    fresh: Stack, db: psycopg.Connection, nats_url: str
 ) -> None:
     fresh.start("relay", "relay-a")
     fresh.start("relay", "relay-b")
@@ -123,7 +124,7 @@ def test_two_relays_and_32_writers_on_20_hot_aggregates_keep_version_order(
     products = [new_id("p") for _ in range(20)]
     for product_id in products:
         cmd.AddStock(pb.AddStockRequest(request_id=new_id("r"), product_id=product_id, expected_version=0, quantity=1))
-    successes = defaultdict(int)
+    successes: defaultdict[str, int] = defaultdict(int)
     lock = threading.Lock()
 
     def writer(seed: int) -> None:
@@ -165,7 +166,7 @@ def test_two_relays_and_32_writers_on_20_hot_aggregates_keep_version_order(
 
 
 def test_outbox_status_names_the_active_relay_and_republish_is_deduplicated(
-    fresh: Stack, db: psycopg.Connection, database_url: str, nats_url: str  # type: ignore[type-arg]
+    fresh: Stack, db: psycopg.Connection, database_url: str, nats_url: str
 ) -> None:
     fresh.start("relay")
     _, cmd = commands(fresh.command_addr)

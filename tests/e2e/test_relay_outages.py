@@ -40,7 +40,7 @@ def stack(database_url: str, own_nats: EmbeddedNats, tmp_path: Path) -> Iterator
 
 
 def test_a_full_stream_never_marks_rows_published_and_takes_them_all_when_space_returns(
-    stack: Stack, db: psycopg.Connection, own_nats: EmbeddedNats  # type: ignore[type-arg]
+    stack: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
 ) -> None:
     first_id = scalar(db, "SELECT COALESCE(max(id), 0) FROM events")
     _, cmd = commands(stack.command_addr)
@@ -72,7 +72,7 @@ def test_a_full_stream_never_marks_rows_published_and_takes_them_all_when_space_
 
 @pytest.mark.timeout(OUTAGE_SECONDS + 300)  # the outage on top of the usual budget (`make test-chaos`: 180 s)
 def test_commands_keep_succeeding_through_a_nats_outage_and_every_event_arrives_once(
-    stack: Stack, db: psycopg.Connection, own_nats: EmbeddedNats  # type: ignore[type-arg]
+    stack: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
 ) -> None:
     first_id = scalar(db, "SELECT COALESCE(max(id), 0) FROM events")  # earlier tests used another stream
     stack.start("relay")

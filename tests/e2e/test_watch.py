@@ -69,7 +69,7 @@ def test_grpcurl_watch_on_a_customer_prints_placed_confirmed_and_shipped(stack: 
         cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=new_id("r"), order_id=order_id, expected_version=1), timeout=10)
         wait_until(lambda: len(updates()) == 2, what="the confirmed update")
         cmd.ShipOrder(pb.ShipOrderRequest(request_id=new_id("r"), order_id=order_id, expected_version=2), timeout=10)
-        got = wait_until(lambda: len(updates()) == 3 and updates(), what="the shipped update")
+        got = wait_until(lambda: updates() if len(updates()) == 3 else None, what="the shipped update")
     finally:
         watch.kill()
         watch.wait()
@@ -190,7 +190,7 @@ def test_sigterm_ends_watch_streams_with_shutting_down_and_the_token_resumes(sta
     after = next(m for m in resumed if m.HasField("update")).update.summary
 
     assert exit_code == 0
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert info.reason == "SHUTTING_DOWN"  # type: ignore[attr-defined]
     assert info.metadata["resume_token"] == token  # type: ignore[attr-defined]
     assert (after.order_id, after.version) == (second.order_id, 1), f"resumed after {first.order_id}, no repeat"

@@ -4,7 +4,7 @@ duplicates, hold gaps, park what cannot be applied and everything of its aggrega
 from __future__ import annotations
 
 from orders.v1 import events_pb2
-from projector.decide import Incoming, Outcome, decide, key_from_subject
+from projector.decide import Incoming, Key, Outcome, decide, key_from_subject
 
 SUBJECT = "orders.events.order.3.o-1"
 
@@ -19,7 +19,7 @@ def plan(env: events_pb2.Envelope) -> None:
     """Every event may be applied."""
 
 
-def outcomes(items: list[Incoming], applied: dict | None = None, parked: set | None = None, max_gap: int = 5) -> list[Outcome]:
+def outcomes(items: list[Incoming], applied: dict[Key, int] | None = None, parked: set[tuple[str, str]] | None = None, max_gap: int = 5) -> list[Outcome]:
     applied = {} if applied is None else applied
     return [d.outcome for d in decide(items, applied, parked or set(), plan, max_gap)]
 
@@ -30,7 +30,7 @@ def test_a_batch_applies_consecutive_versions_and_drops_repeats() -> None:
 
 
 def test_a_version_beyond_the_next_waits_and_applies_once_the_gap_fills() -> None:
-    applied: dict = {}
+    applied: dict[Key, int] = {}
     assert outcomes([event(3), event(1), event(2)], applied) == [Outcome.GAP, Outcome.APPLIED, Outcome.APPLIED]
     assert outcomes([event(3)], applied) == [Outcome.APPLIED]
 

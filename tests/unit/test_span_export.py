@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
+from opentelemetry.util.types import AttributeValue
 
 from server.span_export import exporter, frame
 
@@ -84,7 +85,7 @@ _values = st.one_of(_scalars, *(st.lists(st.one_of(scalar, st.none()), max_size=
 
 
 @given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), _values, max_size=3), min_size=1, max_size=4))
-def test_any_attributes_encode_as_the_sdk_does(attribute_sets: list[dict[str, object]]) -> None:
+def test_any_attributes_encode_as_the_sdk_does(attribute_sets: list[dict[str, AttributeValue]]) -> None:
     """Values that are equal across types (True, 1, 1.0), values seen before (reused encodings),
     and values the SDK's encoder leaves out (integers past 64 bits, lone surrogates), on spans,
     events and links, encode as the SDK encodes each span's own."""
