@@ -206,8 +206,7 @@ def _span(span: ReadableSpan) -> bytes:
     out += b"\x41"
     out += (span.end_time or 0).to_bytes(8, "little")
     _attributes(out, b"\x4a", span.attributes)
-    if span.dropped_attributes:
-        out += b"\x50" + _varint(span.dropped_attributes)
+    out += _count(b"\x50", span.dropped_attributes)
     for event in span.events:
         encoded = bytearray(b"\x09")
         encoded += event.timestamp.to_bytes(8, "little")
@@ -215,8 +214,7 @@ def _span(span: ReadableSpan) -> bytes:
         _attributes(encoded, b"\x1a", event.attributes)
         encoded += _count(b"\x20", event.dropped_attributes)
         out += _field(b"\x5a", encoded)
-    if span.dropped_events:
-        out += b"\x60" + _varint(span.dropped_events)
+    out += _count(b"\x60", span.dropped_events)
     for link in span.links:
         encoded = bytearray(b"\x0a\x10")
         encoded += link.context.trace_id.to_bytes(16, "big")
@@ -227,10 +225,8 @@ def _span(span: ReadableSpan) -> bytes:
         encoded += b"\x35"
         encoded += _flags(link.context.is_remote)
         out += _field(b"\x6a", encoded)
-    if span.dropped_links:
-        out += b"\x70" + _varint(span.dropped_links)
-    code = status.status_code.value
-    out += _field(b"\x7a", _string(b"\x12", status.description) + (b"\x18" + _varint(code) if code else b""))
+    out += _count(b"\x70", span.dropped_links)
+    out += _field(b"\x7a", _string(b"\x12", status.description) + _count(b"\x18", status.status_code.value))
     out += b"\x85\x01"
     out += _flags(parent is not None and parent.is_remote)
     return b"\x12" + _varint(len(out)) + out
@@ -270,6 +266,7 @@ def _string(tag: bytes, text: str | None) -> bytes:
 
 
 def _count(tag: bytes, n: int) -> bytes:
+    """A count or enum field: left out when 0, as proto3 leaves out defaults."""
     return tag + _varint(n) if n else b""
 
 
