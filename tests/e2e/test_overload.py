@@ -23,22 +23,29 @@ WAITING = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' 
 
 
 @pytest.fixture(scope="module")
-def limited(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def metrics() -> str:
+    """The limited command server's Prometheus endpoint."""
+    return f"127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="module")
+def limited(database_url: str, metrics: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A command server alone (the relay and NATS play no part), with room for LIMIT calls."""
     stack = Stack(database_url, "", tmp_path_factory.mktemp("logs"))
-    stack.metrics = f"127.0.0.1:{free_port()}"  # type: ignore[attr-defined]
-    stack.start("command-server", ORDERS_MAX_CALLS_IN_PROGRESS=str(LIMIT), METRICS_ADDR=stack.metrics)  # type: ignore[attr-defined]
+    stack.start("command-server", ORDERS_MAX_CALLS_IN_PROGRESS=str(LIMIT), METRICS_ADDR=metrics)
     wait_until(lambda: stack.alive() and serving(stack.command_addr), what="command-server SERVING")
     yield stack
     stack.stop_all()
 
 
-def test_a_call_past_the_limit_is_refused_with_details_and_succeeds_when_retried(limited: Stack, database_url: str) -> None:
+def test_a_call_past_the_limit_is_refused_with_details_and_succeeds_when_retried(
+    limited: Stack, metrics: str, database_url: str
+) -> None:
     _, cmd = commands(limited.command_addr)
     customer_id = new_id("c")
     register(cmd, customer_id)
-    refused_before = sample(scrape(limited.metrics), "grpc_server_handled_total",  # type: ignore[attr-defined]
-                            grpc_method="PlaceOrder", grpc_code="RESOURCE_EXHAUSTED")
+    refused_before = sample(scrape(metrics), "grpc_server_handled_total", grpc_method="PlaceOrder",
+                            grpc_code="RESOURCE_EXHAUSTED")
     held = [place_request(new_id("o"), customer_id) for _ in range(LIMIT)]
     extra = place_request(new_id("o"), customer_id)
 
@@ -66,6 +73,6 @@ def test_a_call_past_the_limit_is_refused_with_details_and_succeeds_when_retried
         assert [call.result().version for call in in_progress] == [1] * LIMIT
 
     assert cmd.PlaceOrder(extra, timeout=10).version == 1  # the refusal wrote nothing: the retry places it
-    refused = sample(scrape(limited.metrics), "grpc_server_handled_total",  # type: ignore[attr-defined]
-                     grpc_method="PlaceOrder", grpc_code="RESOURCE_EXHAUSTED")
+    refused = sample(scrape(metrics), "grpc_server_handled_total", grpc_method="PlaceOrder",
+                     grpc_code="RESOURCE_EXHAUSTED")
     assert refused == refused_before + 1
