@@ -46,7 +46,7 @@ class Measurement:
     histogram: dict[str, list[float]] = field(default_factory=dict)  # for the latency plots
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
@@ -75,7 +75,7 @@ async def closed_loop(name: str, call: Callable[[], Awaitable[Any]], concurrency
     ms = [x * 1000 for x in latencies]
     return Measurement(
         name, concurrency, len(latencies), errors, round(elapsed, 3), round(len(latencies) / elapsed, 1),
-        round(_percentile(ms, 0.50), 3), round(_percentile(ms, 0.99), 3), round(_percentile(ms, 0.999), 3),
+        round(percentile(ms, 0.50), 3), round(percentile(ms, 0.99), 3), round(percentile(ms, 0.999), 3),
         histogram(ms),
     )
 
@@ -90,7 +90,7 @@ def histogram(ms: list[float]) -> dict[str, list[float]]:
     return {"edges_ms": [round(e, 4) for e in edges], "counts": [float(c) for c in counts]}
 
 
-def _line(i: int) -> types_pb2.OrderLine:
+def order_line(i: int) -> types_pb2.OrderLine:
     return types_pb2.OrderLine(
         product_id=f"p-{i % 50}", quantity=1 + i % 3, unit_price=types_pb2.Money(currency_code="EUR", units=9, nanos=990_000_000)
     )
@@ -108,7 +108,7 @@ async def order_placer(commands: pb_grpc.CommandServiceStub, prefix: str, lines:
     def place() -> Awaitable[Any]:
         i = next(counter)
         request = pb.PlaceOrderRequest(request_id=str(uuid.uuid4()), order_id=f"{customer_id}-{i}",
-                                       customer_id=customer_id, lines=[_line(i + n) for n in range(lines)])
+                                       customer_id=customer_id, lines=[order_line(i + n) for n in range(lines)])
         return commands.PlaceOrder(request, timeout=10)
 
     return place

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from orders.v1 import command_service_pb2_grpc as pb_grpc
-from server.bench import _percentile, closed_loop, order_placer
+from server.bench import closed_loop, order_placer, percentile
 
 
 async def overload_stage(command_addr: str, factor: float, seconds: float, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -39,9 +39,9 @@ async def overload_stage(command_addr: str, factor: float, seconds: float, progr
         "capacity_per_s": capacity.rate,
         "offered_per_s": round(len(outcomes) / seconds, 1),
         "by_status": dict(by_status),
-        "admitted_p50_ms": round(_percentile(admitted, 0.5), 1),
-        "admitted_p99_ms": round(_percentile(admitted, 0.99), 1),
-        "refused_p50_ms": round(_percentile(refused, 0.5), 1),
+        "admitted_p50_ms": round(percentile(admitted, 0.5), 1),
+        "admitted_p99_ms": round(percentile(admitted, 0.99), 1),
+        "refused_p50_ms": round(percentile(refused, 0.5), 1),
         "before_p50_ms": before.p50_ms,
         "after_p50_ms": after.p50_ms,
     }

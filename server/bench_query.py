@@ -26,7 +26,7 @@ from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import command_service_pb2_grpc as cmd_grpc
 from orders.v1 import query_service_pb2 as pb
 from orders.v1 import query_service_pb2_grpc as pb_grpc
-from server.bench import Measurement, _line, _percentile, closed_loop
+from server.bench import Measurement, closed_loop, order_line, percentile
 
 STREAMS_PER_CHANNEL = 100
 
@@ -86,7 +86,7 @@ async def watch_stage(
         async def place(customer_id: str) -> None:
             order_id = f"{customer_id}-{uuid.uuid4().hex[:6]}"
             request = cmd_pb.PlaceOrderRequest(request_id=str(uuid.uuid4()), order_id=order_id, customer_id=customer_id,
-                                               lines=[_line(len(order_ids)), _line(len(order_ids) + 1)])
+                                               lines=[order_line(len(order_ids)), order_line(len(order_ids) + 1)])
             try:
                 reply = await commands.PlaceOrder(request, timeout=30)
             except grpc.aio.AioRpcError as error:
@@ -151,10 +151,10 @@ async def watch_stage(
     delays = sorted(max(0.0, received[k] - acked[k]) * 1000 for k in acked if k in received)
     figures = WatchFigures(
         watchers=watchers, target_rate=rate, commands=len(acked), refused=dict(refused), updates=len(delays),
-        missing=len(acked) - len(delays), p50_ms=round(_percentile(delays, 0.5), 3),
-        p99_ms=round(_percentile(delays, 0.99), 3), max_ms=round(delays[-1] if delays else float("nan"), 3),
-        readable_p50_ms=round(_percentile(sorted(readable), 0.5), 3),
-        readable_p99_ms=round(_percentile(sorted(readable), 0.99), 3),
+        missing=len(acked) - len(delays), p50_ms=round(percentile(delays, 0.5), 3),
+        p99_ms=round(percentile(delays, 0.99), 3), max_ms=round(delays[-1] if delays else float("nan"), 3),
+        readable_p50_ms=round(percentile(sorted(readable), 0.5), 3),
+        readable_p99_ms=round(percentile(sorted(readable), 0.99), 3),
     )
     return figures, order_ids
 
