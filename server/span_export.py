@@ -30,6 +30,7 @@ from typing import IO, Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.trace import StatusCode
 
 log = logging.getLogger(__name__)
 
@@ -190,21 +191,15 @@ def _span(span: ReadableSpan) -> bytes:
     """One Span, with its field tag: ready to join into its ScopeSpans."""
     ctx, parent, status = span.context, span.parent, span.status
     assert ctx is not None
-    out = bytearray(b"\x0a\x10")
-    out += ctx.trace_id.to_bytes(16, "big")
-    out += b"\x12\x08"
-    out += ctx.span_id.to_bytes(8, "big")
+    trace_id = ctx.trace_id
+    out = bytearray(_IDS.pack(b"\x0a\x10", trace_id >> 64, trace_id & _LOW, b"\x12\x08", ctx.span_id))
     if ctx.trace_state:
         out += _string(b"\x1a", ",".join(f"{key}={value}" for key, value in ctx.trace_state.items()))
     if parent is not None:
-        out += b"\x22\x08"
-        out += parent.span_id.to_bytes(8, "big")
-    out += _name(span.name)
-    out += _KINDS[span.kind.value]  # the API's SpanKind counts from INTERNAL = 0, OTLP's from UNSPECIFIED = 0
-    out += b"\x39"
-    out += (span.start_time or 0).to_bytes(8, "little")
-    out += b"\x41"
-    out += (span.end_time or 0).to_bytes(8, "little")
+        out += _PARENT.pack(b"\x22\x08", parent.span_id)
+    out += _NAMES.get(span.name) or _name(span.name)
+    out += _KINDS[span.kind._value_]  # the API's SpanKind counts from INTERNAL = 0, OTLP's from UNSPECIFIED = 0
+    out += _TIMES.pack(b"\x39", span.start_time or 0, b"\x41", span.end_time or 0)
     _attributes(out, b"\x4a", span.attributes)
     out += _count(b"\x50", span.dropped_attributes)
     for event in span.events:
@@ -226,12 +221,19 @@ def _span(span: ReadableSpan) -> bytes:
         encoded += _flags(link.context.is_remote)
         out += _field(b"\x6a", encoded)
     out += _count(b"\x70", span.dropped_links)
-    out += _field(b"\x7a", _string(b"\x12", status.description) + _count(b"\x18", status.status_code.value))
+    if status.status_code is StatusCode.UNSET and not status.description:
+        out += b"\x7a\x00"  # most spans: an empty Status
+    else:
+        out += _field(b"\x7a", _string(b"\x12", status.description) + _count(b"\x18", status.status_code.value))
     out += b"\x85\x01"
     out += _flags(parent is not None and parent.is_remote)
     return b"\x12" + _varint(len(out)) + out
 
 
+_IDS = struct.Struct(">2sQQ2sQ")  # trace_id (in two halves) and span_id, big-endian, after their tags
+_PARENT = struct.Struct(">2sQ")
+_TIMES = struct.Struct("<cQcQ")  # start and end, fixed64
+_LOW = (1 << 64) - 1
 _KINDS = [b"\x30" + bytes([kind + 1]) for kind in range(5)]
 _REMOTE = (SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK).to_bytes(4, "little")
 _LOCAL = int(SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK).to_bytes(4, "little")
@@ -290,6 +292,7 @@ _KEPT = 4096
 # floats are not kept, as 0.0 == -0.0.
 _KEY_VALUES: dict[tuple[bytes, str, type, Any], bytes] = {}
 _REUSED = frozenset({str, int, bool, bytes})
+_KEYS: dict[str, bytes] = {}  # each attribute key's field
 
 
 def _attributes(out: bytearray, tag: bytes, attributes: Mapping[str, Any] | None) -> None:
@@ -306,16 +309,32 @@ def _attributes(out: bytearray, tag: bytes, attributes: Mapping[str, Any] | None
             out += encoded
             continue
         try:
-            kv = _string(b"\x0a", key) + _field(b"\x12", _any_value(value))
+            key_field = _KEYS.get(key) or _key(key)
+            if cls is str:  # most values that are not kept are text: ids
+                data = value.encode()
+                n = len(data)
+                if (size := len(key_field) + n + 4) < 0x80:  # every length fits in one byte
+                    encoded = b"".join((tag, _SMALL[size], key_field, b"\x12", _SMALL[n + 2], b"\x0a", _SMALL[n], data))
+                else:
+                    encoded = _field(tag, key_field + _field(b"\x12", _field(b"\x0a", data)))
+            else:
+                encoded = _field(tag, key_field + _field(b"\x12", _any_value(value)))
         except (ValueError, TypeError):
             log.warning("a span attribute cannot be encoded; it is left out", extra={"attribute": key})
             continue
-        encoded = tag + _varint(len(kv)) + kv
         if cls in _REUSED:
             if len(kept) >= _KEPT:
                 kept.clear()
             kept[tag, key, cls, value] = encoded
         out += encoded
+
+
+def _key(key: str) -> bytes:
+    """A KeyValue's key field, kept: keys repeat even where values do not."""
+    if len(_KEYS) >= _KEPT:
+        _KEYS.clear()
+    encoded = _KEYS[key] = _string(b"\x0a", key)
+    return encoded
 
 
 def _any_value(value: Any) -> bytes:
