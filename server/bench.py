@@ -247,6 +247,9 @@ def tracing_stage(stack: Any, concurrency: int, seconds: float, progress: Callab
 
         deadline = time.monotonic() + 60
         while not all(serving(addr) for addr, _ in servers.values()):
+            exited = [name for name, (_, child) in servers.items() if child.proc is not None and child.proc.poll() is not None]
+            if exited:  # its own log, above, says why
+                raise SystemExit(f"the tracing stage's {' and '.join(exited)} command server exited while starting")
             if time.monotonic() > deadline:
                 raise SystemExit("the tracing stage's servers did not start")
             time.sleep(0.1)
