@@ -104,6 +104,22 @@ def test_any_attributes_encode_as_the_sdk_does(attribute_sets: list[dict[str, At
         assert received(frame(spans)) == encode_spans(spans)
 
 
+def test_text_values_of_any_length_encode_as_the_sdk_does() -> None:
+    """Around the lengths where a KeyValue's length prefixes stop fitting in one byte, with
+    characters of one to four bytes."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("orders")
+    for key in ("k", "orders.a.rather.long.attribute.key"):
+        for length in (*range(0, 4), *range(80, 130), 300, 20_000):
+            for char in ("a", "é", "€", "𝄞"):
+                tracer.start_span("span", attributes={key: char * length}).end()
+    spans = list(memory.get_finished_spans())
+
+    assert received(frame(spans)) == encode_spans(spans)
+
+
 class Code(enum.IntEnum):
     OK = 0
 
