@@ -30,7 +30,7 @@ from typing import IO, Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanContext, StatusCode
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +191,12 @@ def _span(span: ReadableSpan) -> bytes:
     """One Span, with its field tag: ready to join into its ScopeSpans."""
     ctx, parent, status = span.context, span.parent, span.status
     assert ctx is not None
-    trace_id = ctx.trace_id
-    out = bytearray(_IDS.pack(b"\x0a\x10", trace_id >> 64, trace_id & _LOW, b"\x12\x08", ctx.span_id))
+    out = bytearray(_ids(ctx))
     if ctx.trace_state:
         out += _string(b"\x1a", ",".join(f"{key}={value}" for key, value in ctx.trace_state.items()))
     if parent is not None:
         out += _PARENT.pack(b"\x22\x08", parent.span_id)
-    out += _NAMES.get(span.name) or _name(span.name)
+    out += _NAMES.get(span.name) or _kept(_NAMES, b"\x2a", span.name)  # names repeat: a method, an event type
     out += _KINDS[span.kind._value_]  # the API's SpanKind counts from INTERNAL = 0, OTLP's from UNSPECIFIED = 0
     out += _TIMES.pack(b"\x39", span.start_time or 0, b"\x41", span.end_time or 0)
     _attributes(out, b"\x4a", span.attributes)
@@ -211,10 +210,7 @@ def _span(span: ReadableSpan) -> bytes:
         out += _field(b"\x5a", encoded)
     out += _count(b"\x60", span.dropped_events)
     for link in span.links:
-        encoded = bytearray(b"\x0a\x10")
-        encoded += link.context.trace_id.to_bytes(16, "big")
-        encoded += b"\x12\x08"
-        encoded += link.context.span_id.to_bytes(8, "big")
+        encoded = bytearray(_ids(link.context))
         _attributes(encoded, b"\x22", link.attributes)
         encoded += _count(b"\x28", link.dropped_attributes)
         encoded += b"\x35"
@@ -228,6 +224,12 @@ def _span(span: ReadableSpan) -> bytes:
     out += b"\x85\x01"
     out += _flags(parent is not None and parent.is_remote)
     return b"\x12" + _varint(len(out)) + out
+
+
+def _ids(ctx: SpanContext) -> bytes:
+    """A span's or a link's trace_id and span_id fields (the same numbers in both messages)."""
+    trace_id = ctx.trace_id
+    return _IDS.pack(b"\x0a\x10", trace_id >> 64, trace_id & _LOW, b"\x12\x08", ctx.span_id)
 
 
 _IDS = struct.Struct(">2sQQ2sQ")  # trace_id (in two halves) and span_id, big-endian, after their tags
@@ -272,27 +274,22 @@ def _count(tag: bytes, n: int) -> bytes:
     return tag + _varint(n) if n else b""
 
 
-_NAMES: dict[str, bytes] = {}
-
-
-def _name(name: str) -> bytes:
-    """A span's name field; names repeat (a method, an event type), so their encodings are kept."""
-    encoded = _NAMES.get(name)
-    if encoded is None:
-        encoded = _string(b"\x2a", name)
-        if len(_NAMES) >= _KEPT:
-            _NAMES.clear()
-        _NAMES[name] = encoded
+def _kept(kept: dict[str, bytes], tag: bytes, text: str) -> bytes:
+    """`_string(tag, text)`, kept in `kept` for the next span (span names and attribute keys)."""
+    if len(kept) >= _KEPT:
+        kept.clear()
+    encoded = kept[text] = _string(tag, text)
     return encoded
 
 
 _KEPT = 4096
+_NAMES: dict[str, bytes] = {}  # each span name's field
+_KEYS: dict[str, bytes] = {}  # each attribute key's field
 # Most attributes repeat from span to span (rpc.method, db.system.name, an event type): the
 # length-prefixed KeyValue of each is kept. The value's class is part of the key, as True == 1;
 # floats are not kept, as 0.0 == -0.0.
 _KEY_VALUES: dict[tuple[bytes, str, type, Any], bytes] = {}
 _REUSED = frozenset({str, int, bool, bytes})
-_KEYS: dict[str, bytes] = {}  # each attribute key's field
 
 
 def _attributes(out: bytearray, tag: bytes, attributes: Mapping[str, Any] | None) -> None:
@@ -309,14 +306,12 @@ def _attributes(out: bytearray, tag: bytes, attributes: Mapping[str, Any] | None
             out += encoded
             continue
         try:
-            key_field = _KEYS.get(key) or _key(key)
-            if cls is str:  # most values that are not kept are text: ids
-                data = value.encode()
+            key_field = _KEYS.get(key) or _kept(_KEYS, b"\x0a", key)
+            # Most values that are not kept are short text (ids): written in one join when every
+            # length prefix fits in one byte.
+            if cls is str and (size := len(key_field) + len(data := value.encode()) + 4) < 0x80:
                 n = len(data)
-                if (size := len(key_field) + n + 4) < 0x80:  # every length fits in one byte
-                    encoded = b"".join((tag, _SMALL[size], key_field, b"\x12", _SMALL[n + 2], b"\x0a", _SMALL[n], data))
-                else:
-                    encoded = _field(tag, key_field + _field(b"\x12", _field(b"\x0a", data)))
+                encoded = b"".join((tag, _SMALL[size], key_field, b"\x12", _SMALL[n + 2], b"\x0a", _SMALL[n], data))
             else:
                 encoded = _field(tag, key_field + _field(b"\x12", _any_value(value)))
         except (ValueError, TypeError):
@@ -327,14 +322,6 @@ def _attributes(out: bytearray, tag: bytes, attributes: Mapping[str, Any] | None
                 kept.clear()
             kept[tag, key, cls, value] = encoded
         out += encoded
-
-
-def _key(key: str) -> bytes:
-    """A KeyValue's key field, kept: keys repeat even where values do not."""
-    if len(_KEYS) >= _KEPT:
-        _KEYS.clear()
-    encoded = _KEYS[key] = _string(b"\x0a", key)
-    return encoded
 
 
 def _any_value(value: Any) -> bytes:
