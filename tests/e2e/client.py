@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -63,7 +64,11 @@ def status_of(error: grpc.RpcError) -> status_pb2.Status:
     return status
 
 
-def detail(status: status_pb2.Status, kind: type[Message]) -> object:
+M = TypeVar("M", bound=Message)
+
+
+def detail(status: status_pb2.Status, kind: type[M]) -> M:
+    """The first detail of type `kind` in `status`."""
     for any_detail in status.details:
         if any_detail.Is(kind.DESCRIPTOR):
             message = kind()

@@ -83,7 +83,7 @@ def test_a_request_id_reused_for_another_payload_is_rejected(stack: Stack, db: p
         cmd.PlaceOrder(request, timeout=10)
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert detail(status_of(caught.value), ErrorInfo).reason == "REQUEST_ID_REUSED"  # type: ignore[attr-defined]
+    assert detail(status_of(caught.value), ErrorInfo).reason == "REQUEST_ID_REUSED"
     assert counts(db) == before
 
 
@@ -103,7 +103,7 @@ def test_bad_lines_are_invalid_argument_naming_each_field(stack: Stack, db: psyc
         cmd.PlaceOrder(request, timeout=10)
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    fields = {v.field for v in detail(status_of(caught.value), BadRequest).field_violations}  # type: ignore[attr-defined]
+    fields = {v.field for v in detail(status_of(caught.value), BadRequest).field_violations}
     assert fields == {"lines[0].quantity", "lines[1].unit_price"}
     assert counts(db) == before
 
@@ -117,7 +117,7 @@ def test_an_order_without_lines_is_invalid_argument(stack: Stack) -> None:
         cmd.PlaceOrder(request, timeout=10)
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert [v.field for v in detail(status_of(caught.value), BadRequest).field_violations] == ["lines"]  # type: ignore[attr-defined]
+    assert [v.field for v in detail(status_of(caught.value), BadRequest).field_violations] == ["lines"]
 
 
 def test_an_order_for_an_unknown_customer_fails_its_precondition(stack: Stack, db: psycopg.Connection) -> None:
@@ -128,7 +128,7 @@ def test_an_order_for_an_unknown_customer_fails_its_precondition(stack: Stack, d
         cmd.PlaceOrder(place_request(new_id("o"), "nobody"), timeout=10)
 
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    violation = detail(status_of(caught.value), PreconditionFailure).violations[0]  # type: ignore[attr-defined]
+    violation = detail(status_of(caught.value), PreconditionFailure).violations[0]
     assert (violation.type, violation.subject) == ("CUSTOMER_EXISTS", "customers/nobody")
     assert counts(db) == before
 
@@ -178,7 +178,7 @@ def test_a_request_without_request_id_is_invalid_argument(stack: Stack) -> None:
         cmd.PlaceOrder(request, timeout=10)
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert [v.field for v in detail(status_of(caught.value), BadRequest).field_violations] == ["request_id"]  # type: ignore[attr-defined]
+    assert [v.field for v in detail(status_of(caught.value), BadRequest).field_violations] == ["request_id"]
 
 
 def test_a_forged_consistency_token_is_invalid_argument(stack: Stack) -> None:

@@ -37,7 +37,7 @@ def test_32_concurrent_confirms_with_the_same_expected_version_have_exactly_one_
     assert len(winners) == 1 and winners[0].version == placed.version + 1
     assert len(losers) == 31
     assert {e.code() for e in losers} == {grpc.StatusCode.ABORTED}
-    assert {detail(status_of(e), ErrorInfo).reason for e in losers} == {"VERSION_CONFLICT"}  # type: ignore[attr-defined]
+    assert {detail(status_of(e), ErrorInfo).reason for e in losers} == {"VERSION_CONFLICT"}
     _, query = queries(stack.query_addr)
     final = query.GetOrderSummary(
         query_pb.GetOrderSummaryRequest(order_id=order_id, consistency_token=winners[0].consistency_token), timeout=10)

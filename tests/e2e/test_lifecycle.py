@@ -71,7 +71,7 @@ def test_a_stale_expected_version_is_aborted_with_both_versions(stack: Stack) ->
 
     assert caught.value.code() == grpc.StatusCode.ABORTED
     info = detail(status_of(caught.value), ErrorInfo)
-    assert (info.reason, dict(info.metadata)) == ("VERSION_CONFLICT", {"expected": "1", "actual": "2"})  # type: ignore[attr-defined]
+    assert (info.reason, dict(info.metadata)) == ("VERSION_CONFLICT", {"expected": "1", "actual": "2"})
 
 
 def test_shipping_a_placed_order_fails_its_precondition_and_changes_nothing(stack: Stack) -> None:
@@ -82,7 +82,7 @@ def test_shipping_a_placed_order_fails_its_precondition_and_changes_nothing(stac
         cmd.ShipOrder(pb.ShipOrderRequest(request_id=rid(), order_id=order_id, expected_version=1))
 
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    violation = detail(status_of(caught.value), PreconditionFailure).violations[0]  # type: ignore[attr-defined]
+    violation = detail(status_of(caught.value), PreconditionFailure).violations[0]
     assert (violation.type, violation.subject) == ("ORDER_STATE", f"orders/{order_id}")
     confirmed = cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=rid(), order_id=order_id, expected_version=1))
     assert confirmed.version == 2  # the failed command left version 1 as it was
@@ -126,7 +126,7 @@ def test_reserving_beyond_the_credit_limit_fails_its_precondition(stack: Stack) 
             request_id=rid(), customer_id=customer_id, expected_version=1, amount=eur(10, 1), order_id="o-1"))
 
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert detail(status_of(caught.value), PreconditionFailure).violations[0].type == "CREDIT_LIMIT"  # type: ignore[attr-defined]
+    assert detail(status_of(caught.value), PreconditionFailure).violations[0].type == "CREDIT_LIMIT"
 
 
 def test_a_cancellation_without_a_reason_names_the_field(stack: Stack) -> None:

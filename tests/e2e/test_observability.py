@@ -55,7 +55,7 @@ def test_one_trace_runs_from_the_call_through_the_outbox_to_the_publish(traced: 
     with pytest.raises(grpc.RpcError) as rejected:
         cmd.PlaceOrder(place_request("", customer_id), metadata=metadata, timeout=10)
     assert dict(rejected.value.trailing_metadata())["x-correlation-id"] == correlation_id
-    assert detail(status_of(rejected.value), BadRequest).field_violations[0].field == "order_id"  # type: ignore[attr-defined]
+    assert detail(status_of(rejected.value), BadRequest).field_violations[0].field == "order_id"
 
     def publish_trace() -> tuple[Span, dict[str, Span]] | None:
         spans = collector.spans()

@@ -62,9 +62,9 @@ def test_a_call_past_the_limit_is_refused_with_details_and_succeeds_when_retried
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         status = status_of(caught.value)
         info = detail(status, ErrorInfo)
-        assert (info.reason, info.metadata["limit"]) == ("OVERLOADED", str(LIMIT))  # type: ignore[attr-defined]
+        assert (info.reason, info.metadata["limit"]) == ("OVERLOADED", str(LIMIT))
         retry = detail(status, error_details_pb2.RetryInfo)
-        assert retry.retry_delay.ToMilliseconds() > 0  # type: ignore[attr-defined]
+        assert retry.retry_delay.ToMilliseconds() > 0
         assert ("x-correlation-id", "overload-1") in caught.value.trailing_metadata()
         assert serving(limited.command_addr)  # probes still answer while the calls wait
         assert observer.execute(WAITING).fetchone() == (LIMIT,)  # the refused call reached no database

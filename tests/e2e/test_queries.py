@@ -26,7 +26,7 @@ def _place(cmd: pb_grpc.CommandServiceStub, order_id: str, customer_id: str, *li
 
 def _field(error: grpc.RpcError) -> list[str]:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    return [v.field for v in detail(status_of(error), BadRequest).field_violations]  # type: ignore[attr-defined]
+    return [v.field for v in detail(status_of(error), BadRequest).field_violations]
 
 
 def test_list_orders_walks_every_order_exactly_once_across_pages(stack: Stack) -> None:

@@ -143,7 +143,7 @@ def test_two_relays_and_32_writers_on_20_hot_aggregates_keep_version_order(
                     break
                 except grpc.RpcError as error:
                     assert error.code() == grpc.StatusCode.ABORTED, error
-                    known[product_id] = int(detail(status_of(error), ErrorInfo).metadata["actual"])  # type: ignore[attr-defined]
+                    known[product_id] = int(detail(status_of(error), ErrorInfo).metadata["actual"])
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         futures = [pool.submit(writer, i) for i in range(32)]

@@ -191,8 +191,8 @@ def test_sigterm_ends_watch_streams_with_shutting_down_and_the_token_resumes(sta
 
     assert exit_code == 0
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert info.reason == "SHUTTING_DOWN"  # type: ignore[attr-defined]
-    assert info.metadata["resume_token"] == token  # type: ignore[attr-defined]
+    assert info.reason == "SHUTTING_DOWN"
+    assert info.metadata["resume_token"] == token
     assert (after.order_id, after.version) == (second.order_id, 1), f"resumed after {first.order_id}, no repeat"
     resumed.cancel()
 
