@@ -29,12 +29,18 @@ def collector() -> Iterator[Collector]:
 
 
 @pytest.fixture(scope="module")
-def traced(database_url: str, nats_url: str, collector: Collector, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def metrics() -> dict[str, str]:
+    """Each role's Prometheus endpoint in the traced stack."""
+    return {role: f"127.0.0.1:{free_port()}" for role in ROLES}
+
+
+@pytest.fixture(scope="module")
+def traced(database_url: str, nats_url: str, collector: Collector, metrics: dict[str, str],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(database_url, nats_url, tmp_path_factory.mktemp("traced"),
                   extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"})
-    stack.metrics = {role: f"127.0.0.1:{free_port()}" for role in ROLES}  # type: ignore[attr-defined]
     for role in ROLES:
-        stack.start(role, METRICS_ADDR=stack.metrics[role])  # type: ignore[attr-defined]
+        stack.start(role, METRICS_ADDR=metrics[role])
     wait_until(lambda: stack.alive() and serving(stack.command_addr) and serving(stack.query_addr), what="SERVING")
     yield stack
     stack.stop_all()
@@ -160,23 +166,23 @@ def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, 
     assert batch.kind == CONSUMER and batch.service == "orders-projector"
 
 
-def test_metrics_endpoints_move_when_orders_flow(traced: Stack) -> None:
+def test_metrics_endpoints_move_when_orders_flow(traced: Stack, metrics: dict[str, str]) -> None:
     _, cmd = commands(traced.command_addr)
     customer_id = new_id("c")
-    before_command = scrape(traced.metrics["command-server"])  # type: ignore[attr-defined]
-    before_relay = scrape(traced.metrics["relay"])  # type: ignore[attr-defined]
+    before_command = scrape(metrics["command-server"])
+    before_relay = scrape(metrics["relay"])
     cmd.RegisterCustomer(pb.RegisterCustomerRequest(
         request_id=new_id("r"), customer_id=customer_id, display_name="Ada", email="ada@example.com"))
 
     cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10)
 
     labels = {"grpc_service": "orders.v1.CommandService", "grpc_method": "PlaceOrder", "grpc_code": "OK"}
-    after = scrape(traced.metrics["command-server"])  # type: ignore[attr-defined]
+    after = scrape(metrics["command-server"])
     assert sample(after, "grpc_server_handled_total", **labels) == sample(before_command, "grpc_server_handled_total", **labels) + 1
     assert sample(after, "grpc_server_handling_seconds_count", grpc_method="PlaceOrder") >= 1
-    wait_until(lambda: sample(scrape(traced.metrics["relay"]), "orders_relay_published_total")  # type: ignore[attr-defined]
+    wait_until(lambda: sample(scrape(metrics["relay"]), "orders_relay_published_total")
                >= sample(before_relay, "orders_relay_published_total") + 2, what="the relay's counter to move")
-    assert "orders_outbox_depth" in scrape(traced.metrics["relay"])  # type: ignore[attr-defined]
+    assert "orders_outbox_depth" in scrape(metrics["relay"])
 
 
 def test_names_and_emails_never_reach_logs_or_spans(traced: Stack, collector: Collector) -> None:
