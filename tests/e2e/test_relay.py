@@ -101,11 +101,12 @@ def test_an_event_committed_after_higher_ids_is_still_published(
         stock_added=events_pb2.StockAdded(product_id=product_id, quantity=1),
     )
     with psycopg.connect(libpq_url(database_url)) as slow:  # a transaction left open for a while
-        late_id = slow.execute(
+        late_id = scalar(
+            slow,
             "INSERT INTO events (event_id, tenant_id, aggregate_type, aggregate_id, aggregate_version, event_type, payload)"
             " VALUES (%s, 'default', 'product', %s, 1, 'StockAdded', %s) RETURNING id",
-            (late.event_id, product_id, late.SerializeToString()),
-        ).fetchone()[0]  # type: ignore[index]
+            late.event_id, product_id, late.SerializeToString(),
+        )
         later = [cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10).order_id for _ in range(5)]
         wait_until(lambda: unpublished(db) == 0, what="the later events to be published")
         assert scalar(db, "SELECT min(id) FROM events WHERE aggregate_id = ANY(%s)", later) > late_id

@@ -69,7 +69,7 @@ def test_grpcurl_watch_on_a_customer_prints_placed_confirmed_and_shipped(stack: 
         cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=new_id("r"), order_id=order_id, expected_version=1), timeout=10)
         wait_until(lambda: len(updates()) == 2, what="the confirmed update")
         cmd.ShipOrder(pb.ShipOrderRequest(request_id=new_id("r"), order_id=order_id, expected_version=2), timeout=10)
-        got = wait_until(lambda: updates() if len(updates()) == 3 else None, what="the shipped update")
+        got = wait_until(lambda: seen if len(seen := updates()) == 3 else None, what="the shipped update")
     finally:
         watch.kill()
         watch.wait()
