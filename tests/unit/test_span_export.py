@@ -1,4 +1,5 @@
-"""Spans framed for the exporting process are exactly the OTLP request the SDK's encoder makes of them."""
+"""Spans packed for the exporting process and framed there are exactly the OTLP request the SDK's
+encoder makes of them."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import AttributeValue
 
-from server.span_export import exporter, frame
+from server.span_export import exporter, frame, pack
 
 
 def finished_spans() -> list[ReadableSpan]:
@@ -48,9 +49,9 @@ def finished_spans() -> list[ReadableSpan]:
     return list(memory.get_finished_spans())
 
 
-def received(data: bytes) -> ExportTraceServiceRequest:
-    """What the exporting process sends: the request parsed from a frame."""
-    return ExportTraceServiceRequest.FromString(data)
+def received(spans: list[ReadableSpan]) -> ExportTraceServiceRequest:
+    """What the exporting process sends of `spans`: the request it parses from its frame of them."""
+    return ExportTraceServiceRequest.FromString(frame(pack(spans)))
 
 
 def test_shipped_spans_encode_as_the_originals() -> None:
@@ -58,7 +59,7 @@ def test_shipped_spans_encode_as_the_originals() -> None:
     assert [s.dropped_attributes for s in spans] == [0, 3, 0]
     assert spans[0].dropped_events == 1 and spans[0].dropped_links == 1
 
-    request = received(frame(spans))
+    request = received(spans)
 
     assert request == encode_spans(spans)
     assert request.SerializeToString() == encode_spans(spans).SerializeToString()
@@ -72,7 +73,7 @@ def test_spans_of_different_resources_stay_apart() -> None:
     other.get_tracer("orders").start_span("elsewhere").end()
     mixed = [spans[0], *memory.get_finished_spans(), spans[1]]
 
-    request = received(frame(mixed))
+    request = received(mixed)
 
     assert request == encode_spans(mixed)
     assert len(request.resource_spans) == 2
@@ -101,7 +102,7 @@ def test_any_attributes_encode_as_the_sdk_does(attribute_sets: list[dict[str, At
     spans = list(memory.get_finished_spans())
 
     for _ in range(2):  # the second time, every encoding that can be reused comes from the cache
-        assert received(frame(spans)) == encode_spans(spans)
+        assert received(spans) == encode_spans(spans)
 
 
 def test_text_values_of_any_length_encode_as_the_sdk_does() -> None:
@@ -117,7 +118,7 @@ def test_text_values_of_any_length_encode_as_the_sdk_does() -> None:
                 tracer.start_span("span", attributes={key: char * length}).end()
     spans = list(memory.get_finished_spans())
 
-    assert received(frame(spans)) == encode_spans(spans)
+    assert received(spans) == encode_spans(spans)
 
 
 class Code(enum.IntEnum):
@@ -136,13 +137,13 @@ def test_attributes_of_subclasses_are_shipped_as_their_base_types() -> None:
     provider.get_tracer("orders").start_span("span", attributes={"code": Code.OK, "name": Name("n")}).end()
     spans = list(memory.get_finished_spans())
 
-    assert received(frame(spans)) == encode_spans(spans)
+    assert received(spans) == encode_spans(spans)
 
 
 def test_the_exporter_sends_the_request_it_is_given() -> None:
     """The SDK's exporter still has the two hooks the child's exporter overrides."""
     assert {"_translate_data", "_count_data"} <= set(vars(OTLPSpanExporter))
-    request = received(frame(finished_spans()))
+    request = received(finished_spans())
     otlp = exporter()
     try:
         assert otlp._translate_data(request) is request
@@ -163,4 +164,4 @@ def test_a_span_that_cannot_be_encoded_is_dropped_alone() -> None:
     tracer.start_span("after").end()
     spans = list(memory.get_finished_spans())
 
-    assert received(frame(spans)) == encode_spans([spans[0], spans[2]])
+    assert received(spans) == encode_spans([spans[0], spans[2]])
