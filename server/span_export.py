@@ -53,7 +53,7 @@ class ShippingSpanProcessor(SpanProcessor):
         self._max_queue = int(env.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048)
         self._batch = int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512)
         self._delay = int(env.get("OTEL_BSP_SCHEDULE_DELAY") or 5000) / 1000
-        self._queue: collections.deque[ReadableSpan] = collections.deque()
+        self._queue: collections.deque[Plain] = collections.deque()
         self._wake = threading.Event()
         self._flushes: collections.deque[threading.Event] = collections.deque()
         self._stopping = False
@@ -71,7 +71,9 @@ class ShippingSpanProcessor(SpanProcessor):
                 log.warning("the span export queue is full: spans are being dropped")
             self.dropped += 1
             return
-        self._queue.append(span)
+        # Its values now, so the span's objects are freed at once rather than survive, queued,
+        # into older generations of the garbage collector, whose collections they make slower.
+        self._queue.append(plain(span))
         if len(self._queue) == self._batch:  # the shipper drains all there is once awake
             self._wake.set()
 
@@ -115,7 +117,7 @@ class ShippingSpanProcessor(SpanProcessor):
         if self.dropped:
             log.warning("spans dropped: the export queue was full", extra={"spans": self.dropped})
 
-    def _ship(self, spans: list[ReadableSpan]) -> None:
+    def _ship(self, spans: list[Plain]) -> None:
         if self._abandoned:
             self.dropped += len(spans)
             return
@@ -155,33 +157,11 @@ def _close(child: subprocess.Popen[bytes], seconds: float = 10.0) -> None:
 # is (resources, scopes, spans); each span names its resource and scope by their place in those
 # lists, so they are written once per batch.
 
-_Plain = tuple[Any, ...]
+Plain = tuple[Any, ...]
 
 
-def pack(spans: Sequence[ReadableSpan]) -> bytes:
-    """The spans as one marshalled batch, for `frame` in the child."""
-    resources: list[_Plain] = []
-    scopes: list[_Plain | None] = []
-    plain: list[_Plain] = []
-    resource_at: dict[int, int] = {}  # a process has one resource: told apart by identity
-    scope_at: dict[Any, int] = {}  # told apart by value, as the SDK's encoder groups them
-    for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope
-        if (r := resource_at.get(id(resource))) is None:
-            r = resource_at[id(resource)] = len(resources)
-            resources.append((_copy(resource.attributes), resource.schema_url))
-        if (s := scope_at.get(scope)) is None:
-            s = scope_at[scope] = len(scopes)
-            scopes.append(None if scope is None else (scope.name, scope.version, _copy(scope.attributes), scope.schema_url))
-        plain.append(_plain(span, r, s))
-    batch = (resources, scopes, plain)
-    try:
-        return marshal.dumps(batch)
-    except ValueError:  # a value of a subclass (an IntEnum, a str subclass): shipped as its base type
-        return marshal.dumps(_base(batch))
-
-
-def _plain(span: ReadableSpan, resource: int, scope: int) -> _Plain:
+def plain(span: ReadableSpan) -> Plain:
+    """What the child needs of `span`, its resource and scope still as objects (see `pack`)."""
     ctx, parent, status = span.context, span.parent, span.status
     assert ctx is not None
     # The events and links as the span holds them: the public properties copy each list under a
@@ -189,7 +169,7 @@ def _plain(span: ReadableSpan, resource: int, scope: int) -> _Plain:
     events: Sequence[Any] = span._events
     links: Sequence[Any] = span._links
     return (
-        resource, scope, span.name, ctx.trace_id, ctx.span_id,
+        span.resource, span.instrumentation_scope, span.name, ctx.trace_id, ctx.span_id,
         ",".join(f"{key}={value}" for key, value in ctx.trace_state.items()) if ctx.trace_state else "",
         None if parent is None else (parent.span_id, parent.is_remote),
         span.kind._value_, span.start_time or 0, span.end_time or 0,
@@ -201,6 +181,29 @@ def _plain(span: ReadableSpan, resource: int, scope: int) -> _Plain:
         span.dropped_links,
         status.status_code._value_, status.description,
     )
+
+
+def pack(spans: Sequence[Plain]) -> bytes:
+    """Spans from `plain` as one marshalled batch, for `frame` in the child."""
+    resources: list[Plain] = []
+    scopes: list[Plain | None] = []
+    packed: list[Plain] = []
+    resource_at: dict[int, int] = {}  # a process has one resource: told apart by identity
+    scope_at: dict[Any, int] = {}  # told apart by value, as the SDK's encoder groups them
+    for span in spans:
+        resource, scope = span[0], span[1]
+        if (r := resource_at.get(id(resource))) is None:
+            r = resource_at[id(resource)] = len(resources)
+            resources.append((_copy(resource.attributes), resource.schema_url))
+        if (s := scope_at.get(scope)) is None:
+            s = scope_at[scope] = len(scopes)
+            scopes.append(None if scope is None else (scope.name, scope.version, _copy(scope.attributes), scope.schema_url))
+        packed.append((r, s, *span[2:]))
+    batch = (resources, scopes, packed)
+    try:
+        return marshal.dumps(batch)
+    except ValueError:  # a value of a subclass (an IntEnum, a str subclass): shipped as its base type
+        return marshal.dumps(_base(batch))
 
 
 def _copy(attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -256,7 +259,7 @@ def frame(packed: bytes) -> bytes:
                     for r, by_scope in groups.items())
 
 
-def _resource_spans(resource: _Plain, scopes: list[tuple[_Plain | None, list[bytes]]]) -> bytes:
+def _resource_spans(resource: Plain, scopes: list[tuple[Plain | None, list[bytes]]]) -> bytes:
     attributes, schema_url = resource
     encoded = bytearray()
     _attributes(encoded, b"\x0a", attributes)
@@ -267,7 +270,7 @@ def _resource_spans(resource: _Plain, scopes: list[tuple[_Plain | None, list[byt
     return b"".join(parts)
 
 
-def _scope_spans(scope: _Plain | None, spans: list[bytes]) -> bytes:
+def _scope_spans(scope: Plain | None, spans: list[bytes]) -> bytes:
     if scope is None:
         return b"\x0a\x00" + b"".join(spans)  # an empty InstrumentationScope, as the SDK's encoder sends
     name, version, attributes, schema_url = scope
@@ -276,7 +279,7 @@ def _scope_spans(scope: _Plain | None, spans: list[bytes]) -> bytes:
     return _field(b"\x0a", encoded) + b"".join(spans) + _string(b"\x1a", schema_url)
 
 
-def _span(span: _Plain) -> bytes:
+def _span(span: Plain) -> bytes:
     """One Span, with its field tag: ready to join into its ScopeSpans."""
     (_, _, name, trace_id, span_id, trace_state, parent, kind, start, end, attributes, dropped_attributes,
      events, dropped_events, links, dropped_links, status_code, status_description) = span

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import AttributeValue
 
-from server.span_export import exporter, frame, pack
+from server.span_export import exporter, frame, pack, plain
 
 
 def finished_spans() -> list[ReadableSpan]:
@@ -51,7 +51,7 @@ def finished_spans() -> list[ReadableSpan]:
 
 def received(spans: list[ReadableSpan]) -> ExportTraceServiceRequest:
     """What the exporting process sends of `spans`: the request it parses from its frame of them."""
-    return ExportTraceServiceRequest.FromString(frame(pack(spans)))
+    return ExportTraceServiceRequest.FromString(frame(pack([plain(span) for span in spans])))
 
 
 def test_shipped_spans_encode_as_the_originals() -> None:
