@@ -29,7 +29,7 @@ from server.db import from_decimal, to_decimal
 from server.domain.commands import OrderLine
 from server.domain.errors import AlreadyExistsError, DomainError, NotFoundError, VersionConflictError
 from server.domain.model import Customer, Order, OrderState, Product
-from server.telemetry import tracer
+from server.telemetry import CAUSATION_ID, CORRELATION_ID, tracer
 
 Connection = psycopg.AsyncConnection[TupleRow]
 Aggregate = Customer | Product | Order
@@ -177,6 +177,7 @@ class Session:
         self.timeout_ms = str(timeout_step(timeout_ms))
         self._change: tuple[str, str, dict[str, Any]] | None = None
         self._event: dict[str, Any] | None = None
+        self._ids: dict[str, str] = {}
         self._missing_reference: Callable[[], DomainError] | None = None
 
     async def _read(self, aggregate_type: str, aggregate_id: str) -> tuple[Any, ...]:
@@ -235,6 +236,7 @@ class Session:
 
     def record(self, *, event_id: uuid.UUID, event_type: str, payload: bytes, headers: dict[str, str]) -> None:
         self._event = dict(event_id=event_id, event_type=event_type, payload=payload, headers=Jsonb(headers))
+        self._ids = {key: headers[key] for key in (CORRELATION_ID, CAUSATION_ID)}
 
     async def commit(self, response: bytes) -> None:
         """Writes the claim with `response`, the change and the event, all or nothing."""
@@ -242,10 +244,11 @@ class Session:
         aggregate_type, kind, values = self._change
         params = dict(self.base, **values, **self._event, response=response, aggregate_type=aggregate_type)
         # Nothing runs inside this span that could be its child, so it is never made current:
-        # a span costs the command server less that way.
+        # a span costs the command server less that way. It carries the ids of the event it
+        # writes (this process has no baggage processor to copy them: see setup_tracing).
         span = tracer.start_span(
             f"outbox write {aggregate_type}", kind=SpanKind.CLIENT,
-            attributes={"db.system.name": "postgresql", "orders.event_type": self._event["event_type"]},
+            attributes={"db.system.name": "postgresql", "orders.event_type": self._event["event_type"], **self._ids},
         )
         try:
             if _timeouts.get(self.conn) != self.timeout_ms:
