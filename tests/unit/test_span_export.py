@@ -82,14 +82,15 @@ def test_spans_of_different_resources_stay_apart() -> None:
 _texts = st.text(st.characters(exclude_categories=()), max_size=6)  # lone surrogates too
 _scalars = st.one_of(st.booleans(), st.integers(), st.floats(), _texts, st.binary(max_size=4))
 _values = st.one_of(_scalars, *(st.lists(st.one_of(scalar, st.none()), max_size=3).map(tuple)
-                                for scalar in (st.booleans(), st.integers(), st.floats(), _texts)))
+                                for scalar in (st.booleans(), st.integers(), st.floats(), _texts)),
+                    st.dictionaries(_texts, _scalars, max_size=2))
 
 
 @given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), _values, max_size=3), min_size=1, max_size=4))
 def test_any_attributes_encode_as_the_sdk_does(attribute_sets: list[dict[str, AttributeValue]]) -> None:
     """Values that are equal across types (True, 1, 1.0), values seen before (reused encodings),
-    and values the SDK's encoder leaves out (integers past 64 bits, lone surrogates), on spans,
-    events and links, encode as the SDK encodes each span's own."""
+    mappings, and values the SDK's encoder leaves out (integers past 64 bits, lone surrogates), on
+    spans, events and links, encode as the SDK encodes each span's own."""
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "orders-test"}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -126,11 +127,13 @@ class Code(enum.IntEnum):
 
 
 class Name(str):
-    pass
+    def __str__(self) -> str:
+        return "not the value"
 
 
 def test_attributes_of_subclasses_are_shipped_as_their_base_types() -> None:
-    """An IntEnum or a str subclass, which the SDK accepts as attribute values."""
+    """An IntEnum or a str subclass, which the SDK accepts as attribute values: their own values,
+    whatever their classes' __str__ says."""
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
