@@ -367,8 +367,8 @@ async def serve(
     await set_health(False)
     telemetry.serve_metrics(metrics_addr)
     await server.start()
-    # Spans and requests in flight survive into the oldest generation; its collections then
-    # scanned the start-up heap too, at about 50 ms each (0.55 s of 24 s of traced load).
+    # Objects that outlive a few collections (requests in flight) reach the oldest generation,
+    # whose collections then scanned the start-up heap too, at about 50 ms each.
     runtime.freeze_heap()
     log.info("listening", extra={"addr": addr})
 
