@@ -2,8 +2,9 @@
 
 The SDK's OTLP exporter turns every span into protobuf objects in Python and then sends them: in a
 BatchSpanProcessor's thread, that is paid under the same GIL as the gRPC server's event loop.
-Here a thread writes each batch of finished spans to a pipe as plain values (`pack`: tuples and
-dicts, marshalled, at a quarter of what encoding them costs); a child process (`python -m
+Here each span is taken apart into plain values as it ends (`plain`: tuples, dicts, numbers and
+text), and a thread writes each batch of them, marshalled (`pack`), to a pipe: half the
+instructions that encoding them took in this process; a child process (`python -m
 server.span_export`, started on the first batch) turns them into the serialized OTLP request
 (`frame`, written directly at a fifth of what the SDK's encoder costs) and sends it with the SDK's
 own OTLPSpanExporter, configured by the same OTEL_ variables.
@@ -165,7 +166,7 @@ def plain(span: ReadableSpan) -> Plain:
     ctx, parent, status = span.context, span.parent, span.status
     assert ctx is not None
     # The events and links as the span holds them: the public properties copy each list under a
-    # lock, which cost as much as the rest of the span together.
+    # lock, which cost half as much again as everything else taken here.
     events: Sequence[Any] = span._events
     links: Sequence[Any] = span._links
     return (
@@ -222,9 +223,9 @@ def _base(value: Any) -> Any:
         return value
     if isinstance(value, Mapping):
         return {_base(k): _base(v) for k, v in value.items()}
-    for base, plain in _BASES:  # bool has no subclasses
+    for base, convert in _BASES:  # bool has no subclasses
         if isinstance(value, base):
-            return plain(value)  # the value itself, not what its class's __str__ or __int__ makes of it
+            return convert(value)  # the value itself, not what its class's __str__ or __int__ makes of it
     if isinstance(value, Sequence):
         return tuple(_base(item) for item in value)
     return value
