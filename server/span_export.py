@@ -33,7 +33,9 @@ from typing import IO, Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import StatusCode
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class ShippingSpanProcessor(SpanProcessor):
         self._max_queue = int(env.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048)
         self._batch = int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512)
         self._delay = int(env.get("OTEL_BSP_SCHEDULE_DELAY") or 5000) / 1000
-        self._queue: collections.deque[Plain] = collections.deque()
+        self._queue: collections.deque[Ended] = collections.deque()
         self._wake = threading.Event()
         self._flushes: collections.deque[threading.Event] = collections.deque()
         self._stopping = False
@@ -118,7 +120,7 @@ class ShippingSpanProcessor(SpanProcessor):
         if self.dropped:
             log.warning("spans dropped: the export queue was full", extra={"spans": self.dropped})
 
-    def _ship(self, spans: list[Plain]) -> None:
+    def _ship(self, spans: list[Ended]) -> None:
         if self._abandoned:
             self.dropped += len(spans)
             return
@@ -155,22 +157,24 @@ def _close(child: subprocess.Popen[bytes], seconds: float = 10.0) -> None:
 # --- spans as plain values, in this process ------------------------------------------------------
 #
 # What the child needs of each span, as tuples, dicts and scalars that marshal writes in C. A batch
-# is (resources, scopes, spans); each span names its resource and scope by their place in those
-# lists, so they are written once per batch.
+# is grouped as the OTLP request is, so each resource and scope is written once:
+# [(resource attributes, schema_url, [(scope, [span, ...]), ...]), ...].
 
 Plain = tuple[Any, ...]
+# A span as `plain` takes it apart: its resource and scope, and its own values.
+Ended = tuple[Resource, InstrumentationScope | None, Plain]
 
 
-def plain(span: ReadableSpan) -> Plain:
-    """What the child needs of `span`, its resource and scope still as objects (see `pack`)."""
+def plain(span: ReadableSpan) -> Ended:
+    """`span`'s resource and scope, which `pack` groups by, and what the child needs of the span itself."""
     ctx, parent, status = span.context, span.parent, span.status
     assert ctx is not None
     # The events and links as the span holds them: the public properties copy each list under a
     # lock, which cost half as much again as everything else taken here.
     events: Sequence[Any] = span._events
     links: Sequence[Any] = span._links
-    return (
-        span.resource, span.instrumentation_scope, span.name, ctx.trace_id, ctx.span_id,
+    return span.resource, span.instrumentation_scope, (
+        span.name, ctx.trace_id, ctx.span_id,
         ",".join(f"{key}={value}" for key, value in ctx.trace_state.items()) if ctx.trace_state else "",
         None if parent is None else (parent.span_id, parent.is_remote),
         span.kind._value_, span.start_time or 0, span.end_time or 0,
@@ -184,27 +188,25 @@ def plain(span: ReadableSpan) -> Plain:
     )
 
 
-def pack(spans: Sequence[Plain]) -> bytes:
-    """Spans from `plain` as one marshalled batch, for `frame` in the child."""
-    resources: list[Plain] = []
-    scopes: list[Plain | None] = []
-    packed: list[Plain] = []
-    resource_at: dict[int, int] = {}  # a process has one resource: told apart by identity
-    scope_at: dict[Any, int] = {}  # told apart by value, as the SDK's encoder groups them
-    for span in spans:
-        resource, scope = span[0], span[1]
-        if (r := resource_at.get(id(resource))) is None:
-            r = resource_at[id(resource)] = len(resources)
-            resources.append((_copy(resource.attributes), resource.schema_url))
-        if (s := scope_at.get(scope)) is None:
-            s = scope_at[scope] = len(scopes)
-            scopes.append(None if scope is None else (scope.name, scope.version, _copy(scope.attributes), scope.schema_url))
-        packed.append((r, s, *span[2:]))
-    batch = (resources, scopes, packed)
+def pack(spans: Sequence[Ended]) -> bytes:
+    """Spans from `plain` as one marshalled batch, for `frame` in the child: grouped by resource
+    (a process has one: told apart by identity) and then by scope (told apart by value), as the
+    SDK's encoder groups them."""
+    groups: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[Plain]]]] = {}
+    for resource, scope, span in spans:
+        if (group := groups.get(id(resource))) is None:
+            group = groups[id(resource)] = (resource, {})
+        group[1].setdefault(scope, []).append(span)
+    batch = [(_copy(resource.attributes), resource.schema_url, [(_scope(scope), members) for scope, members in scopes.items()])
+             for resource, scopes in groups.values()]
     try:
         return marshal.dumps(batch)
     except ValueError:  # a value of a subclass (an IntEnum, a str subclass): shipped as its base type
         return marshal.dumps(_base(batch))
+
+
+def _scope(scope: InstrumentationScope | None) -> Plain | None:
+    return None if scope is None else (scope.name, scope.version, _copy(scope.attributes), scope.schema_url)
 
 
 def _copy(attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -244,24 +246,26 @@ _BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = ((int, int.__int__), (fl
 
 
 def frame(packed: bytes) -> bytes:
-    """A batch from `pack` as a serialized ExportTraceServiceRequest: grouped by resource (a
-    process has one) and instrumentation scope, as the SDK's encoder groups them."""
-    resources, scopes, spans = marshal.loads(packed)
-    groups: dict[int, dict[int, list[bytes]]] = {}
+    """A batch from `pack` as a serialized ExportTraceServiceRequest."""
+    resources = []
+    for attributes, schema_url, scopes in marshal.loads(packed):
+        encoded = [(scope, spans) for scope, plain_spans in scopes if (spans := _spans(plain_spans))]
+        if encoded:  # left out when none of its spans could be encoded
+            resources.append(_field(b"\x0a", _resource_spans(attributes, schema_url, encoded)))
+    return b"".join(resources)
+
+
+def _spans(spans: list[Plain]) -> list[bytes]:
+    encoded = []
     for span in spans:
-        resource, scope, name = span[:3]
         try:
-            encoded = _span(span)
+            encoded.append(_span(span))
         except ValueError:  # a name that is not text (a lone surrogate): the SDK's encoder fails the whole batch
-            log.warning("a span cannot be encoded; it is dropped", extra={"span": repr(name)})
-            continue
-        groups.setdefault(resource, {}).setdefault(scope, []).append(encoded)
-    return b"".join(_field(b"\x0a", _resource_spans(resources[r], [(scopes[s], encoded) for s, encoded in by_scope.items()]))
-                    for r, by_scope in groups.items())
+            log.warning("a span cannot be encoded; it is dropped", extra={"span": repr(span[0])})
+    return encoded
 
 
-def _resource_spans(resource: Plain, scopes: list[tuple[Plain | None, list[bytes]]]) -> bytes:
-    attributes, schema_url = resource
+def _resource_spans(attributes: dict[str, Any] | None, schema_url: str, scopes: list[tuple[Plain | None, list[bytes]]]) -> bytes:
     encoded = bytearray()
     _attributes(encoded, b"\x0a", attributes)
     parts = [_field(b"\x0a", encoded)]  # the Resource, always present
@@ -282,7 +286,7 @@ def _scope_spans(scope: Plain | None, spans: list[bytes]) -> bytes:
 
 def _span(span: Plain) -> bytes:
     """One Span, with its field tag: ready to join into its ScopeSpans."""
-    (_, _, name, trace_id, span_id, trace_state, parent, kind, start, end, attributes, dropped_attributes,
+    (name, trace_id, span_id, trace_state, parent, kind, start, end, attributes, dropped_attributes,
      events, dropped_events, links, dropped_links, status_code, status_description) = span
     out = bytearray(_ids(trace_id, span_id))
     if trace_state:
