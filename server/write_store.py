@@ -177,7 +177,6 @@ class Session:
         self.timeout_ms = str(timeout_step(timeout_ms))
         self._change: tuple[str, str, dict[str, Any]] | None = None
         self._event: dict[str, Any] | None = None
-        self._ids: dict[str, str] = {}
         self._missing_reference: Callable[[], DomainError] | None = None
 
     async def _read(self, aggregate_type: str, aggregate_id: str) -> tuple[Any, ...]:
@@ -235,20 +234,22 @@ class Session:
         return Written(aggregate_type, values["aggregate_id"], values["version"])
 
     def record(self, *, event_id: uuid.UUID, event_type: str, payload: bytes, headers: dict[str, str]) -> None:
-        self._event = dict(event_id=event_id, event_type=event_type, payload=payload, headers=Jsonb(headers))
-        self._ids = {key: headers[key] for key in (CORRELATION_ID, CAUSATION_ID)}
+        self._event = dict(event_id=event_id, event_type=event_type, payload=payload, headers=headers)
 
     async def commit(self, response: bytes) -> None:
         """Writes the claim with `response`, the change and the event, all or nothing."""
         assert self._change is not None and self._event is not None, "a command changes one aggregate"
         aggregate_type, kind, values = self._change
-        params = dict(self.base, **values, **self._event, response=response, aggregate_type=aggregate_type)
+        headers = self._event["headers"]
+        params = {**self.base, **values, **self._event, "headers": Jsonb(headers), "response": response,
+                  "aggregate_type": aggregate_type}
         # Nothing runs inside this span that could be its child, so it is never made current:
         # a span costs the command server less that way. It carries the ids of the event it
         # writes (this process has no baggage processor to copy them: see setup_tracing).
         span = tracer.start_span(
             f"outbox write {aggregate_type}", kind=SpanKind.CLIENT,
-            attributes={"db.system.name": "postgresql", "orders.event_type": self._event["event_type"], **self._ids},
+            attributes={"db.system.name": "postgresql", "orders.event_type": self._event["event_type"],
+                        CORRELATION_ID: headers[CORRELATION_ID], CAUSATION_ID: headers[CAUSATION_ID]},
         )
         try:
             if _timeouts.get(self.conn) != self.timeout_ms:
