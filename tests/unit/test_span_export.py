@@ -21,13 +21,19 @@ from opentelemetry.util.types import AttributeValue
 from server.span_export import exporter, frame, pack, plain
 
 
+def recording(resource: Resource | None = None, limits: SpanLimits | None = None) -> tuple[TracerProvider, InMemorySpanExporter]:
+    """A tracer provider, and the exporter that keeps the spans it finishes."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=resource, span_limits=limits)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    return provider, memory
+
+
 def finished_spans() -> list[ReadableSpan]:
     """Spans with everything the encoder reads: remote and local parents, links, events, an error,
     trace state, every attribute type, and limits that drop attributes, events and links."""
-    memory = InMemorySpanExporter()
     limits = SpanLimits(max_attributes=6, max_events=2, max_links=2, max_event_attributes=1, max_link_attributes=1)
-    provider = TracerProvider(resource=Resource.create({"service.name": "orders-test"}), span_limits=limits)
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider, memory = recording(Resource.create({"service.name": "orders-test"}), limits)
     tracer = provider.get_tracer("orders", "1.2.3", schema_url="https://opentelemetry.io/schemas/1.26.0")
     remote = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True,
                          trace_flags=TraceFlags(TraceFlags.SAMPLED), trace_state=TraceState([("vendor", "opaque1")]))
@@ -67,9 +73,7 @@ def test_shipped_spans_encode_as_the_originals() -> None:
 
 def test_spans_of_different_resources_stay_apart() -> None:
     spans = finished_spans()
-    other = TracerProvider(resource=Resource.create({"service.name": "orders-other"}))
-    memory = InMemorySpanExporter()
-    other.add_span_processor(SimpleSpanProcessor(memory))
+    other, memory = recording(Resource.create({"service.name": "orders-other"}))
     other.get_tracer("orders").start_span("elsewhere").end()
     mixed = [spans[0], *memory.get_finished_spans(), spans[1]]
 
@@ -91,9 +95,7 @@ def test_any_attributes_encode_as_the_sdk_does(attribute_sets: list[dict[str, At
     """Values that are equal across types (True, 1, 1.0), values seen before (reused encodings),
     mappings, and values the SDK's encoder leaves out (integers past 64 bits, lone surrogates), on
     spans, events and links, encode as the SDK encodes each span's own."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "orders-test"}))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider, memory = recording(Resource.create({"service.name": "orders-test"}))
     tracer = provider.get_tracer("orders")
     linked = SpanContext(0x1234, 0x5678, is_remote=True)
     for attributes in attribute_sets:
@@ -109,9 +111,7 @@ def test_any_attributes_encode_as_the_sdk_does(attribute_sets: list[dict[str, At
 def test_text_values_of_any_length_encode_as_the_sdk_does() -> None:
     """Around the lengths where a KeyValue's length prefixes stop fitting in one byte, with
     characters of one to four bytes."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider, memory = recording()
     tracer = provider.get_tracer("orders")
     for key in ("k", "orders.a.rather.long.attribute.key"):
         for length in (*range(0, 4), *range(80, 130), 300, 20_000):
@@ -134,9 +134,7 @@ class Name(str):
 def test_attributes_of_subclasses_are_shipped_as_their_base_types() -> None:
     """An IntEnum or a str subclass, which the SDK accepts as attribute values: their own values,
     whatever their classes' __str__ says."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider, memory = recording()
     provider.get_tracer("orders").start_span("span", attributes={"code": Code.OK, "name": Name("n")}).end()
     spans = list(memory.get_finished_spans())
 
@@ -158,9 +156,7 @@ def test_the_exporter_sends_the_request_it_is_given() -> None:
 def test_a_span_that_cannot_be_encoded_is_dropped_alone() -> None:
     """A name with a lone surrogate is not text the request can carry: the SDK's encoder fails the
     whole batch on it; here only that span is left out."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider, memory = recording()
     tracer = provider.get_tracer("orders")
     tracer.start_span("before").end()
     tracer.start_span("bad \udc80").end()
