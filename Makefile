@@ -7,15 +7,21 @@ STAMP := $(VENV)/.installed-stamp
 PROTOS := $(sort $(wildcard proto/orders/v1/*.proto))
 GEN_OUT ?= generated
 
-.PHONY: install run test test-chaos test-fast bench bench-query generate lint clean
+.PHONY: install lock run test test-chaos test-fast bench bench-query generate lint clean
 
-$(STAMP): pyproject.toml
+# Every runtime and dev dependency comes from requirements.lock, exact versions with hashes; our own
+# packages install on top of it without touching a dependency.
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# A dependency changes only here: edit pyproject.toml, run `make lock`, commit the lock on its own.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements.lock
 
 run: $(STAMP)
 	$(BIN)/orders up
@@ -44,7 +50,7 @@ generate: $(STAMP)
 	touch $(GEN_OUT)/orders/__init__.py $(GEN_OUT)/orders/v1/__init__.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check server projector clients tests
+	$(BIN)/ruff check server projector clients bench tests
 	$(BIN)/mypy
 	$(BIN)/buf lint
 

@@ -24,10 +24,12 @@ from opentelemetry.trace import SpanKind
 
 from projector import metrics, notices
 from projector.decide import Decision, Incoming, Outcome
-from projector.models import MODELS, ReadModel
 from projector.store import Applied, Conn, applied_events, apply_batch, fault_check
-from server import messaging, runtime, telemetry
+from projector.views import MODELS
+from projector.views.base import ReadModel
+from server import telemetry
 from server.config import Settings
+from server.platform import messaging, process
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +229,7 @@ def collect_less() -> None:
     off collections mid-batch that also scanned everything the process had built before (over a
     tenth of the projector's time). What exists now, once set up, is frozen out of collections,
     and the young generation is collected every 50,000 net allocations: cycles are still freed."""
-    runtime.freeze_heap()
+    process.freeze_heap()
     gc.set_threshold(50_000)
 
 

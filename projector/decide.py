@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 
 from orders.v1 import events_pb2
-from projector.models import EVENT_TYPES
-from server import messaging
+from projector.views.base import EVENT_TYPES
+from server.platform import messaging
 
 Key = tuple[str, str, str]  # tenant_id, aggregate_type, aggregate_id
 

@@ -18,10 +18,11 @@ from nats.aio.client import Client
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from projector.models import rows_by_order
-from projector.read_model import OrderSummaryRow
 from projector.store import Applied
-from server import messaging, telemetry
+from projector.tables import OrderSummaryRow
+from projector.views.base import rows_by_order
+from server import telemetry
+from server.platform import messaging
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from orders.v1 import events_pb2
 from projector.decide import Check, Decision, Decoded, Incoming, Key, Outcome, decide, decode
-from projector.models import ReadModel, rows_json, select_json
+from projector.views.base import ReadModel, rows_json, select_json
 
 # Batches take it shared; a swap or a dead-letter replay takes it exclusive, so neither ever
 # interleaves with a batch (and a swap sees every batch either wholly before or wholly after).

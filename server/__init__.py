@@ -1,1 +1,1 @@
-"""Orders: the command side, the relay, the query side and the `orders` CLI."""
+"""Orders: the `orders` CLI and the processes it runs (command side, query side, relay), their platform, and the local dev stack."""

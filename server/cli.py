@@ -20,10 +20,9 @@ from pathlib import Path
 # concurrency 64.
 import uvloop
 
-from server.config import Settings
-from server.telemetry import setup_logging, setup_tracing
-
-ROLES = ("command-server", "query-server", "relay", "projector")
+from server.config import ROLES, Settings
+from server.telemetry import setup_tracing
+from server.telemetry.logs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "up":
-            from server.supervisor import up
+            from server.devstack.supervisor import up
 
             return up(settings)
         case "bench" if args.stage == "projector":
-            from projector import bench as projector_bench
+            from bench import projector as projector_bench
 
             return projector_bench.run(settings, events=2_000 if args.quick else args.events, json_path=args.json)
         case "bench":
-            from server import bench as benchmark
+            from bench import stages as benchmark
 
             return benchmark.run(
                 settings,
@@ -112,7 +111,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 use_running=args.running,
             )
         case "outbox":
-            from server import relay as outbox_relay
+            from server.relay import outbox as outbox_relay
 
             if args.outbox_command == "status":
                 print(outbox_relay.outbox_status(settings))
@@ -121,25 +120,25 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{count} events {'would be' if args.dry_run else 'are'} marked for republishing")
             return 0
         case "migrate":
-            from server.migrations import upgrade
+            from server.platform.migrations import upgrade
 
             upgrade(settings.require_database_url())
             logging.getLogger(__name__).info("database is at the newest schema")
             return 0
         case "command-server":
-            from server import command_service
+            from server.command import service as command_service
 
             uvloop.run(command_service.run(settings))
         case "query-server":
-            from server import query_service
+            from server.query import service as query_service
 
             uvloop.run(query_service.run(settings))
         case "relay":
-            from server import relay
+            from server.relay import outbox as relay
 
             uvloop.run(relay.run(settings))
         case "projector" if args.action in ("pause", "resume"):
-            from projector import ops
+            from projector.ops import commands as ops
 
             print(uvloop.run(ops.pause(settings, resume=args.action == "resume")))
         case "projector":
@@ -147,20 +146,20 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             uvloop.run(consumer.run(settings))
         case "status":
-            from projector import ops
+            from projector.ops import commands as ops
 
             figures = uvloop.run(ops.status(settings))
             for key, value in figures.items():
                 print(f"{key}: {value}")
             return 0
         case "dlq":
-            from projector import ops
+            from projector.ops import commands as ops
 
             if args.action != "list" and not (args.id or (args.action == "replay" and args.all)):
                 raise SystemExit(f"orders dlq {args.action} needs an id" + (" or --all" if args.action == "replay" else ""))
             return uvloop.run(ops.dlq_command(settings, args.action, args.id, args.dry_run, args.all))
         case "rebuild" | "parity" | "swap":
-            from projector import ops
+            from projector.ops import commands as ops
 
             return uvloop.run(ops.rebuild_command(settings, args.command, args.model, getattr(args, "swap", False)))
     return 0

@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+# The processes `orders` runs; `orders up` starts each of them.
+ROLES = ("command-server", "query-server", "relay", "projector")
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from server.config import libpq_url
-from server.migrations import upgrade
-from server.runtime import EmbeddedNats, EmbeddedPostgres
+from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres
+from server.platform.migrations import upgrade
 from tests.harness import Stack
 
 _databases = itertools.count(1)

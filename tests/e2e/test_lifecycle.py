@@ -13,11 +13,11 @@ import pytest
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import types_pb2
-from server import handlers, wire
-from server import write_store as store
+from server.command import handlers, store
 from server.config import libpq_url
 from server.domain import commands as c
 from server.domain.money import Money
+from server.platform import wire
 from tests.e2e.client import (
     ErrorInfo,
     PreconditionFailure,

@@ -12,7 +12,7 @@ import pytest
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import query_service_pb2 as query_pb
-from server.runtime import free_port
+from server.platform.process import free_port
 from tests.e2e.client import BadRequest, commands, detail, new_id, place_request, queries, status_of
 from tests.e2e.otlp import Collector, Span, by_trace
 from tests.harness import Stack, sample, scrape, serving, wait_until

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from server.runtime import free_port
+from server.platform.process import free_port
 from tests.harness import GRPCURL, ROOT, wait_until
 
 pytestmark = pytest.mark.e2e

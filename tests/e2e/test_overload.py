@@ -11,7 +11,7 @@ import pytest
 from google.rpc import error_details_pb2
 
 from server.config import libpq_url
-from server.runtime import free_port
+from server.platform.process import free_port
 from tests.e2e.client import ErrorInfo, commands, detail, new_id, place_request, register, status_of
 from tests.harness import Stack, sample, scrape, serving, wait_until
 

@@ -19,9 +19,9 @@ from google.protobuf import timestamp_pb2
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import events_pb2, types_pb2
-from server import messaging
 from server.config import libpq_url
-from server.runtime import free_port
+from server.platform import messaging
+from server.platform.process import free_port
 from tests.e2e.client import commands, new_id, place_request, register
 from tests.harness import Stack, scalar, serving, wait_until
 

@@ -12,7 +12,7 @@ import grpc
 import psycopg
 import pytest
 
-from server.runtime import EmbeddedNats
+from server.devstack.embedded import EmbeddedNats
 from tests.e2e.client import commands, new_id, place_request, register
 from tests.e2e.streams import read_stream
 from tests.harness import Stack, scalar, serving, wait_until

@@ -9,10 +9,10 @@ from alembic.migration import MigrationContext
 from alembic.operations import ops
 from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, Table, UniqueConstraint, create_engine
 
-import projector.models  # noqa: F401  (registers the read-model tables)
-from projector import read_model
-from server import db
+import projector.views  # noqa: F401  (registers the read-model tables)
+from projector import tables
 from server.config import sqlalchemy_url
+from server.platform import schema as db
 
 
 def _table(difference: Any) -> str | None:
@@ -46,7 +46,7 @@ def test_the_migrated_schema_matches_the_write_side_tables(database_url: str) ->
 
 
 def test_the_migrated_schema_matches_the_read_side_tables(database_url: str) -> None:
-    assert drift(database_url, read_model.metadata) == []
+    assert drift(database_url, tables.metadata) == []
 
 
 def test_table_names_the_table_of_every_kind_of_diff() -> None:

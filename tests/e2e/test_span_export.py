@@ -12,8 +12,8 @@ import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from server.runtime import free_port
-from server.span_export import ShippingSpanProcessor
+from server.platform.process import free_port
+from server.telemetry.span_export import ShippingSpanProcessor
 from tests.e2e.otlp import Collector
 from tests.harness import wait_until
 

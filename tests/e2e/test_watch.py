@@ -20,7 +20,7 @@ from orders.v1 import command_service_pb2_grpc as pb_grpc
 from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import query_service_pb2_grpc as query_grpc
 from orders.v1 import types_pb2
-from server.runtime import free_port
+from server.platform.process import free_port
 from tests.e2e.client import ErrorInfo, commands, detail, eur, new_id, place_request, queries, register, status_of
 from tests.harness import GRPCURL, ROOT, Stack, sample, scrape, serving, wait_until
 

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orders.v1 import events_pb2, types_pb2
-from projector.models import rows_json
-from projector.models._money import nanos_of, nanos_text, occurred
-from projector.models.product_sales import stored, sums
+from projector.views._money import nanos_of, nanos_text, occurred
+from projector.views.base import rows_json
+from projector.views.product_sales import stored, sums
 
 
 def test_product_sales_sums_lines_per_product_so_one_upsert_touches_a_row_once() -> None:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 from opentelemetry.util.types import AttributeValue
 
-from server.span_export import exporter, frame, pack, plain
+from server.telemetry.span_export import exporter, frame, pack, plain
 
 
 def recording(resource: Resource | None = None, limits: SpanLimits | None = None) -> tuple[TracerProvider, InMemorySpanExporter]:

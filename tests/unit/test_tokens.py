@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server import tokens
 from server.domain.errors import InvalidCommandError
+from server.query import tokens
 
 KEY = b"k" * 32
 

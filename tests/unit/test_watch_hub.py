@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.watch import Hub, Watcher
+from server.query.watch import Hub, Watcher
 
 
 def test_a_notice_wakes_the_order_its_customer_and_the_tenant_wide_watchers_only() -> None:

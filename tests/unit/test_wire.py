@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orders.v1 import command_service_pb2 as pb
-from server import wire
 from server.domain.errors import InvalidCommandError
+from server.platform import wire
 
 
 @given(st.sampled_from(["order", "customer"]), st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", fullmatch=True), st.integers(1, 2**62))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.write_store import timeout_step
+from server.command.store import timeout_step
 
 
 @given(st.floats(min_value=2, max_value=10**9))

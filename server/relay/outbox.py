@@ -1,0 +1,301 @@
+"""The outbox relay: unpublished events, in id order, to JetStream; then marks them published.
+
+Correctness rests on four choices:
+- Rows are found by `published_at IS NULL`, never by a cursor, so an event whose transaction
+  commits after a higher id is still published when it commits.
+- Each message carries `Nats-Msg-Id = event_id`: a publish repeated after a crash or a timeout
+  is dropped by the stream (PubAck.duplicate), and the projector's version guard drops it anyway.
+- Within a batch, different aggregates are published concurrently, but one aggregate's events go
+  one after the other, each only after the previous one's PubAck: a failure stops that
+  aggregate's chain, so the stream always holds an aggregate's events in version order.
+- A PostgreSQL advisory lock, held by the same connection that reads and marks the rows, makes
+  one relay active; others wait as standbys and take over when its session ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from nats.aio.client import Client
+from nats.js import api
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import Counter, Gauge
+
+from server import telemetry
+from server.config import Settings
+from server.platform import messaging
+from server.platform.schema import NOTIFY_CHANNEL
+from server.telemetry.logs import CORRELATION_ID
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK_KEY = 0x6F72646572730001  # "orders" + 1: one active relay per database
+STATUS_EVERY_SECONDS = 5.0
+
+_SELECT_BATCH = """
+    SELECT id, event_id::text, aggregate_type, aggregate_id, payload, headers
+    FROM events WHERE published_at IS NULL ORDER BY id LIMIT %s
+"""
+# The stream sequence is kept with the row: a rebuild reproduces where each change came from.
+# A duplicate's PubAck carries the first copy's sequence, so a republish records the same one.
+_MARK_PUBLISHED = """
+    UPDATE events e SET published_at = now(), stream_seq = p.seq
+    FROM unnest(%s::bigint[], %s::bigint[]) AS p(id, seq) WHERE e.id = p.id
+"""
+OUTBOX_STATUS = """
+    SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)
+    FROM events WHERE published_at IS NULL
+"""
+
+PUBLISHED = Counter("orders_relay_published_total", "Events the stream acknowledged and the relay marked published")
+DUPLICATES = Counter("orders_relay_duplicates_total", "Publishes the stream dropped as duplicates (Nats-Msg-Id)")
+FAILURES = Counter("orders_relay_publish_failures_total", "Publishes that failed or timed out; retried", ["reason"])
+DEPTH = Gauge("orders_outbox_depth", "Events committed but not yet published")
+OLDEST_AGE = Gauge("orders_outbox_oldest_age_seconds", "Age of the oldest unpublished event")
+ACTIVE = Gauge("orders_relay_active", "1 while this relay holds the lock and publishes")
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    event_id: str
+    aggregate_type: str
+    aggregate_id: str
+    payload: bytes
+    headers: dict[str, Any]
+
+
+class Publisher:
+    """Publishes one batch with PubAck checks, pipelined across aggregates, ordered within one."""
+
+    def __init__(self, nc: Client, partitions: int, timeout: float) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.partitions = partitions
+        self.timeout = timeout
+
+    async def publish(self, rows: list[Row]) -> tuple[list[tuple[int, int]], int, int]:
+        """Returns the (id, stream sequence) pairs the stream acknowledged, how many publishes
+        failed, and how many of the acknowledged ones the stream had already (duplicates)."""
+        chains: dict[tuple[str, str], list[Row]] = defaultdict(list)
+        for row in rows:  # rows come in id order, so each chain is in version order
+            chains[(row.aggregate_type, row.aggregate_id)].append(row)
+        pending = [chain[::-1] for chain in chains.values()]  # pop() takes the next event
+        acked: list[tuple[int, int]] = []
+        failed = duplicates = 0
+        while pending:
+            wave = [(chain, chain.pop()) for chain in pending]
+            results = await asyncio.gather(*(self._publish(row) for _, row in wave))
+            survivors = []
+            for (chain, row), ack in zip(wave, results):
+                if ack is not None:
+                    acked.append((row.id, ack.seq))
+                    duplicates += bool(ack.duplicate)
+                    if chain:
+                        survivors.append(chain)
+                else:
+                    failed += 1  # the rest of this aggregate waits for the next round
+            pending = survivors
+        DUPLICATES.inc(duplicates)
+        return acked, failed, duplicates
+
+    async def _publish(self, row: Row) -> api.PubAck | None:
+        """One publish, awaiting its PubAck. (js.publish_async would pipeline the same way, but
+        nats-py 2.16 loses its error replies, so a full stream would look like a timeout.)"""
+        subject = messaging.subject_for(row.aggregate_type, row.aggregate_id, self.partitions)
+        stored = {str(k): str(v) for k, v in (row.headers or {}).items()}
+        # A child of the command that wrote the event, however long ago: the trace runs on. The
+        # span is never made current: only its context goes out, in the message's headers.
+        parent = telemetry.event_context(stored)
+        span = telemetry.tracer.start_span(
+            f"send {messaging.SUBJECT_PREFIX}.{row.aggregate_type}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": subject,
+                "messaging.message.id": row.event_id,
+                "messaging.message.conversation_id": stored.get(CORRELATION_ID, ""),
+            },
+        )
+        headers = {k: v for k, v in stored.items() if k not in telemetry.TRACE_HEADERS}
+        telemetry.event_trace_into(headers, trace.set_span_in_context(span, parent))
+        headers["Nats-Msg-Id"] = row.event_id
+        try:
+            ack = await self.js.publish(subject, row.payload, headers=headers, timeout=self.timeout)
+        except (TimeoutError, messaging.NatsError) as exc:
+            span.set_status(StatusCode.ERROR, type(exc).__name__)
+            span.end()
+            return self._failed(exc)
+        span.set_attribute("messaging.nats.stream.sequence", ack.seq)
+        span.end()
+        return ack
+
+    @staticmethod
+    def _failed(exc: Exception) -> None:
+        if isinstance(exc, TimeoutError):
+            # Unknown, not failed: it may be in the stream. The retry carries the same
+            # Nats-Msg-Id, so the stream keeps one copy either way.
+            FAILURES.labels("timeout").inc()
+        else:
+            # A definite refusal, e.g. the stream is full (discard: new): nothing was stored.
+            FAILURES.labels(type(exc).__name__).inc()
+            log.warning("publish refused", extra={"error": str(exc)})
+        return None
+
+
+async def relay_batch(conn: psycopg.AsyncConnection[Any], publisher: Publisher, settings: Settings) -> tuple[int, int]:
+    """Publishes and marks one batch; returns (published, failed)."""
+    if not publisher.nc.is_connected:
+        return 0, 1  # publishing now would only fill the client's reconnect buffer
+    cursor = await conn.execute(_SELECT_BATCH, (settings.relay_batch_size,))
+    rows = [Row(*r) for r in await cursor.fetchall()]
+    if not rows:
+        return 0, 0
+    acked, failed, duplicates = await publisher.publish(rows)
+    if acked and settings.relay_crash_after_publish and random.random() < settings.relay_crash_after_publish:
+        os._exit(3)  # fault injection: in the stream, not yet marked
+    if acked:
+        await conn.execute(_MARK_PUBLISHED, ([i for i, _ in acked], [seq for _, seq in acked]))
+        PUBLISHED.inc(len(acked))
+        # A line per batch only when something is worth a look (the counters carry the rest):
+        # at INFO under load a line every few milliseconds buried everything else.
+        level = logging.INFO if failed or duplicates else logging.DEBUG
+        log.log(level, "published", extra={"events": len(acked), "failed": failed, "duplicates": duplicates})
+    return len(acked), failed
+
+
+async def _wait(conn: psycopg.AsyncConnection[Any], stop: asyncio.Event, timeout: float) -> None:
+    """Returns on a NOTIFY, on stop, or after `timeout` (the safety-net poll)."""
+
+    async def notified() -> None:
+        async for _ in conn.notifies(timeout=timeout, stop_after=1):
+            pass
+
+    tasks = [asyncio.create_task(notified()), asyncio.create_task(stop.wait())]
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+async def _serve(settings: Settings, publisher: Publisher, stop: asyncio.Event) -> None:
+    """Standby until this relay holds the lock; then publish until stopped or the session ends."""
+    url = settings.require_database_url()
+    name = f"orders-relay {socket.gethostname()}:{os.getpid()}"
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, application_name=name) as conn:
+        while not stop.is_set():
+            row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))).fetchone()
+            if row and row[0]:
+                break
+            log.info("standby: another relay is active")
+            await _sleep(stop, settings.relay_poll_seconds)
+        else:
+            return
+        log.info("active relay")
+        ACTIVE.set(1)
+        try:
+            await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            backoff = 0.0
+            next_status = 0.0
+            loop = asyncio.get_running_loop()
+            while not stop.is_set():
+                if loop.time() >= next_status:
+                    depth, age = await (await conn.execute(OUTBOX_STATUS)).fetchone()  # type: ignore[misc]
+                    DEPTH.set(depth)
+                    OLDEST_AGE.set(float(age))
+                    next_status = loop.time() + STATUS_EVERY_SECONDS
+                published, failed = await relay_batch(conn, publisher, settings)
+                if failed:
+                    # NATS is down, slow or full: back off so as not to spin, then try the same rows.
+                    backoff = min(max(backoff * 2, 0.1), 5.0)
+                    await _sleep(stop, backoff)
+                elif published < settings.relay_batch_size:
+                    backoff = 0.0
+                    await _wait(conn, stop, settings.relay_poll_seconds)
+        finally:
+            ACTIVE.set(0)
+
+
+async def run(settings: Settings) -> None:
+    """Composition root of the relay process: retries every failure with backoff until stopped."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    telemetry.serve_metrics(settings.metrics_addr)
+    nc = await messaging.connect(settings.require_nats_url(), "orders-relay")
+    publisher = Publisher(nc, settings.partitions, settings.relay_publish_timeout)
+    backoff = 0.1
+    try:
+        while not stop.is_set():
+            try:
+                await messaging.ensure_stream(
+                    publisher.js, settings.stream_name, settings.stream_max_msgs, settings.stream_max_bytes
+                )
+                await _serve(settings, publisher, stop)
+                backoff = 0.1
+            except (psycopg.Error, TimeoutError, OSError, messaging.NatsError) as exc:
+                log.warning("relay error, retrying", extra={"error": repr(exc), "backoff": backoff})
+                await _sleep(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+    finally:
+        await messaging.close(nc)
+
+
+# --- operator commands ------------------------------------------------------------------------
+
+_ACTIVE_RELAY = """
+    SELECT a.application_name, a.client_addr::text, a.pid, a.backend_start
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.classid::bigint = (%(key)s >> 32) AND l.objid::bigint = (%(key)s & 4294967295)
+"""
+
+
+def outbox_status(settings: Settings) -> str:
+    """Depth, age of the oldest unpublished event, and which relay is active."""
+    with psycopg.connect(settings.require_database_url()) as conn:
+        depth, age = conn.execute(OUTBOX_STATUS).fetchone()  # type: ignore[misc]
+        active = conn.execute(_ACTIVE_RELAY, {"key": RELAY_LOCK_KEY}).fetchone()
+    relay = f"{active[0]} (backend pid {active[2]}, since {active[3]:%Y-%m-%d %H:%M:%S})" if active else "none"
+    return f"unpublished events: {depth}\noldest unpublished:  {float(age):.1f}s\nactive relay:        {relay}"
+
+
+def republish(settings: Settings, since: str, dry_run: bool) -> int:
+    """Marks events created at or after `since` unpublished, so the relay sends them again.
+
+    For recovery when the stream lost messages (e.g. its storage was lost): the stream drops
+    copies it still has (Nats-Msg-Id, within the duplicate window) and the projector ignores
+    versions it has applied, so republishing too much is safe; too little is not.
+    """
+    with psycopg.connect(settings.require_database_url()) as conn:
+        if dry_run:
+            row = conn.execute(
+                "SELECT count(*) FROM events WHERE created_at >= %s::timestamptz AND published_at IS NOT NULL", (since,)
+            ).fetchone()
+            return int(row[0]) if row else 0
+        cursor = conn.execute(
+            "UPDATE events SET published_at = NULL WHERE created_at >= %s::timestamptz AND published_at IS NOT NULL",
+            (since,),
+        )
+        conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+        return cursor.rowcount
