@@ -13,6 +13,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 # Every role's event loop: a command's dozen wake-ups (gRPC completions, psycopg waits) cost less
@@ -20,9 +21,12 @@ from pathlib import Path
 # concurrency 64.
 import uvloop
 
-from server.config import ROLES, Settings
+from server.config import ROLES, ConfigError, Settings
 from server.telemetry import setup_tracing
 from server.telemetry.logs import setup_logging
+
+# Exit status when a command cannot run as configured: one line per problem on stderr, no traceback.
+EXIT_UNUSABLE = 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--events", type=int, default=100_000, help="projector stage: backlog size")
     bench.add_argument("--running", action="store_true", help="measure the servers at COMMAND_ADDR/QUERY_ADDR")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        # The one place an unusable environment becomes a message: one line per problem.
+        action = getattr(args, "outbox_command", None) or getattr(args, "action", None)
+        for line in str(exc).splitlines():
+            print(f"orders {args.command}{' ' + action if action else ''}: {line}", file=sys.stderr)
+        return EXIT_UNUSABLE
 
+
+def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     setup_logging(args.command, settings.log_level)
     provider = setup_tracing(args.command) if args.command in ROLES else None

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # The processes `orders` runs; `orders up` starts each of them.
 ROLES = ("command-server", "query-server", "relay", "projector")
+
+DATABASE_FORM = "a postgresql:// URL, e.g. postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+NATS_FORM = "a nats:// URL, e.g. nats://HOST:4222 (tls://, ws:// and wss:// too)"
+_DATABASE_SCHEMES = ("postgresql+psycopg", "postgresql", "postgres")
+_NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """Environment variables that are missing or malformed: one message per variable, all of them
+    at once, so one edit fixes the lot."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
 
 
 @dataclass(frozen=True)
@@ -44,43 +61,50 @@ class Settings:
     projector_crash_before_commit: int = 0
     projector_crash_after_commit: int = 0
     projector_fault_aggregates: frozenset[str] = frozenset()
+    # How long an operator command waits for PostgreSQL or NATS before it says which is unreachable.
+    connect_timeout_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        return cls(
-            database_url=env.get("DATABASE_URL") or None,
-            nats_url=env.get("NATS_URL") or None,
-            command_addr=env.get("COMMAND_ADDR", "127.0.0.1:50051"),
-            query_addr=env.get("QUERY_ADDR", "127.0.0.1:50052"),
-            data_dir=Path(env.get("ORDERS_DATA_DIR", ".data")).absolute(),
-            log_level=env.get("LOG_LEVEL", "INFO").upper(),
-            stream_name=env.get("ORDERS_STREAM", "ORDERS_EVENTS"),
-            partitions=int(env.get("ORDERS_PARTITIONS", "16")),
-            max_request_bytes=int(env.get("ORDERS_MAX_REQUEST_BYTES", str(256 * 1024))),
-            read_wait_seconds=float(env.get("ORDERS_READ_WAIT_SECONDS", "5")),
-            relay_poll_seconds=float(env.get("ORDERS_RELAY_POLL_SECONDS", "1")),
-            grace_seconds=float(env.get("ORDERS_GRACE_SECONDS", "5")),
-            metrics_addr=env.get("METRICS_ADDR") or None,
-            metrics_base_port=int(env.get("ORDERS_METRICS_BASE_PORT", "9464")),
-            stream_max_msgs=int(env.get("ORDERS_STREAM_MAX_MSGS", "-1")),
-            stream_max_bytes=int(env.get("ORDERS_STREAM_MAX_BYTES", "-1")),
-            relay_batch_size=int(env.get("ORDERS_RELAY_BATCH_SIZE", "500")),
-            relay_publish_timeout=float(env.get("ORDERS_RELAY_PUBLISH_TIMEOUT_SECONDS", "5")),
+        """Every variable checked; raises ConfigError naming each malformed one."""
+        read = _Reader(os.environ if env is None else env)
+        settings = cls(
+            database_url=read.url("DATABASE_URL", _DATABASE_SCHEMES, DATABASE_FORM),
+            nats_url=read.url("NATS_URL", _NATS_SCHEMES, NATS_FORM),
+            command_addr=read.address("COMMAND_ADDR", "127.0.0.1:50051"),
+            query_addr=read.address("QUERY_ADDR", "127.0.0.1:50052"),
+            data_dir=Path(read.text("ORDERS_DATA_DIR", ".data")).absolute(),
+            log_level=read.log_level("LOG_LEVEL", "INFO"),
+            stream_name=read.stream_name("ORDERS_STREAM", "ORDERS_EVENTS"),
+            partitions=read.integer("ORDERS_PARTITIONS", 16, minimum=1),
+            max_request_bytes=read.integer("ORDERS_MAX_REQUEST_BYTES", 256 * 1024, minimum=1),
+            read_wait_seconds=read.seconds("ORDERS_READ_WAIT_SECONDS", 5, zero=True),
+            relay_poll_seconds=read.seconds("ORDERS_RELAY_POLL_SECONDS", 1),
+            grace_seconds=read.seconds("ORDERS_GRACE_SECONDS", 5, zero=True),
+            metrics_addr=read.address("METRICS_ADDR", "", example="127.0.0.1:9464") or None,
+            metrics_base_port=read.integer("ORDERS_METRICS_BASE_PORT", 9464, minimum=0, maximum=65535),
+            stream_max_msgs=read.limit("ORDERS_STREAM_MAX_MSGS"),
+            stream_max_bytes=read.limit("ORDERS_STREAM_MAX_BYTES"),
+            relay_batch_size=read.integer("ORDERS_RELAY_BATCH_SIZE", 500, minimum=1),
+            relay_publish_timeout=read.seconds("ORDERS_RELAY_PUBLISH_TIMEOUT_SECONDS", 5),
             # Fault injection for the crash tests: the chance that the relay exits right after a
             # batch is in the stream and before it is marked published. Never set in production.
-            relay_crash_after_publish=float(env.get("ORDERS_RELAY_CRASH_AFTER_PUBLISH", "0")),
-            page_token_key=(env.get("ORDERS_PAGE_TOKEN_KEY") or secrets.token_hex(32)).encode(),
-            watch_heartbeat_seconds=float(env.get("ORDERS_WATCH_HEARTBEAT_SECONDS", "15")),
-            query_pool_size=int(env.get("ORDERS_QUERY_POOL_SIZE", "10")),
-            max_calls_in_progress=int(env.get("ORDERS_MAX_CALLS_IN_PROGRESS", "128")),
-            projector_max_gap_deliveries=int(env.get("ORDERS_PROJECTOR_MAX_GAP_DELIVERIES", "30")),
-            projector_crash_before_commit=int(env.get("ORDERS_PROJECTOR_CRASH_BEFORE_COMMIT", "0")),
-            projector_crash_after_commit=int(env.get("ORDERS_PROJECTOR_CRASH_AFTER_COMMIT", "0")),
+            relay_crash_after_publish=read.fraction("ORDERS_RELAY_CRASH_AFTER_PUBLISH"),
+            page_token_key=(read.text("ORDERS_PAGE_TOKEN_KEY", "") or secrets.token_hex(32)).encode(),
+            watch_heartbeat_seconds=read.seconds("ORDERS_WATCH_HEARTBEAT_SECONDS", 15),
+            query_pool_size=read.integer("ORDERS_QUERY_POOL_SIZE", 10, minimum=1),
+            max_calls_in_progress=read.integer("ORDERS_MAX_CALLS_IN_PROGRESS", 128, minimum=1),
+            projector_max_gap_deliveries=read.integer("ORDERS_PROJECTOR_MAX_GAP_DELIVERIES", 30, minimum=1),
+            projector_crash_before_commit=read.integer("ORDERS_PROJECTOR_CRASH_BEFORE_COMMIT", 0, minimum=0),
+            projector_crash_after_commit=read.integer("ORDERS_PROJECTOR_CRASH_AFTER_COMMIT", 0, minimum=0),
             projector_fault_aggregates=frozenset(
-                a for a in env.get("ORDERS_PROJECTOR_FAULT_AGGREGATES", "").split(",") if a
+                a for a in read.text("ORDERS_PROJECTOR_FAULT_AGGREGATES", "").split(",") if a
             ),
+            connect_timeout_seconds=read.seconds("ORDERS_CONNECT_TIMEOUT_SECONDS", 2),
         )
+        if read.problems:
+            raise ConfigError(read.problems)
+        return settings
 
     def with_services(self, database_url: str, nats_url: str) -> Settings:
         return replace(self, database_url=database_url, nats_url=nats_url)
@@ -89,12 +113,12 @@ class Settings:
         """The URL in the form psycopg's connect() takes, whatever scheme the operator wrote
         (`upgrade` turns it into SQLAlchemy's own)."""
         if not self.database_url:
-            raise SystemExit("DATABASE_URL is not set (orders up sets it for its children)")
+            raise ConfigError([f"DATABASE_URL is not set; this command needs PostgreSQL: set it to {DATABASE_FORM}"])
         return libpq_url(self.database_url)
 
     def require_nats_url(self) -> str:
         if not self.nats_url:
-            raise SystemExit("NATS_URL is not set (orders up sets it for its children)")
+            raise ConfigError([f"NATS_URL is not set; this command needs NATS: set it to {NATS_FORM}"])
         return self.nats_url
 
 
@@ -102,9 +126,153 @@ def sqlalchemy_url(url: str) -> str:
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
-    raise SystemExit(f"DATABASE_URL must be a postgresql:// URL, got scheme {url.split(':', 1)[0]!r}")
+    raise ConfigError([f"DATABASE_URL has scheme {url.split(':', 1)[0]!r}; expected {DATABASE_FORM}"])
 
 
 def libpq_url(url: str) -> str:
     """The same URL in the form psycopg's own connect() accepts."""
     return "postgresql://" + sqlalchemy_url(url)[len("postgresql+psycopg://") :]
+
+
+def public_address(url: str) -> str:
+    """Where a URL points, without user, password or options: safe to print and log."""
+    try:
+        parts = urlsplit(url if "://" in url else "nats://" + url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an unparsable URL)"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class _Reader:
+    """Reads variables, notes every problem instead of stopping at the first, and returns the
+    default in place of a malformed value so the rest can still be checked. An empty value counts
+    as unset."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def _refuse(self, name: str, shown: str, problem: str, form: str) -> None:
+        self.problems.append(f"{name}={shown}: {problem}; expected {form}")
+
+    def text(self, name: str, default: str) -> str:
+        return self.env.get(name) or default
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+        raw = self.env.get(name) or ""
+        form = f"a whole number from {minimum}" + (f" to {maximum}" if maximum is not None else " up") + f", e.g. {default}"
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self._refuse(name, repr(raw), "not a whole number", form)
+            return default
+        if value < minimum or (maximum is not None and value > maximum):
+            self._refuse(name, repr(raw), "out of range", form)
+            return default
+        return value
+
+    def _number(self, name: str, default: float, form: str) -> float | None:
+        raw = self.env.get(name) or ""
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self._refuse(name, repr(raw), "not a number", form)
+            return None
+        if value != value or value in (float("inf"), float("-inf")):
+            self._refuse(name, repr(raw), "not a finite number", form)
+            return None
+        return value
+
+    def seconds(self, name: str, default: float, *, zero: bool = False) -> float:
+        form = f"a number of seconds {'>= 0' if zero else '> 0'}, e.g. {default:g}"
+        value = self._number(name, default, form)
+        if value is None:
+            return default
+        if value < 0 or (value == 0 and not zero):
+            self._refuse(name, repr(self.env[name]), "negative" if value < 0 else "zero", form)
+            return default
+        return value
+
+    def fraction(self, name: str) -> float:
+        form = "a probability from 0 to 1, e.g. 0.05 (0: never)"
+        value = self._number(name, 0.0, form)
+        if value is None:
+            return 0.0
+        if not 0 <= value <= 1:
+            self._refuse(name, repr(self.env[name]), "out of range", form)
+            return 0.0
+        return value
+
+    def limit(self, name: str) -> int:
+        """-1 for no limit, or a positive count."""
+        value = self.integer(name, -1, minimum=-1)
+        if value == 0:
+            self._refuse(name, "'0'", "zero", "-1 (no limit) or a whole number from 1 up")
+            return -1
+        return value
+
+    def address(self, name: str, default: str, example: str = "") -> str:
+        raw = self.env.get(name) or ""
+        if not raw:
+            return default
+        example = example or default
+        form = f"HOST:PORT, e.g. {example} or [::]:{example.rpartition(':')[2]}"
+        host, colon, port = raw.rpartition(":")
+        if not colon:
+            self._refuse(name, repr(raw), "no port", form)
+        elif not port.isdigit() or int(port) > 65535:
+            self._refuse(name, repr(raw), f"port {port!r} is not a number from 0 to 65535", form)
+        elif host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+            self._refuse(name, repr(raw), "an IPv6 host needs brackets", form)
+        else:
+            return raw
+        return default
+
+    def url(self, name: str, schemes: tuple[str, ...], form: str) -> str | None:
+        raw = self.env.get(name) or ""
+        if not raw:
+            return None
+        shown = repr(public_address(raw))  # a URL may carry a password: never echo it whole
+        bare = "://" not in raw
+        if bare and name == "NATS_URL":  # nats-py takes HOST:PORT and adds nats://
+            raw_checked = "nats://" + raw
+        elif bare:
+            self._refuse(name, "(not a URL)", "no scheme", form)
+            return None
+        else:
+            raw_checked = raw
+        try:
+            parts = urlsplit(raw_checked)
+            parts.port  # noqa: B018  (parsing the port is the check)
+        except ValueError as exc:
+            self._refuse(name, shown, f"unparsable ({exc})", form)
+            return None
+        if parts.scheme not in schemes:
+            self._refuse(name, shown, f"scheme {parts.scheme!r} is not one of {', '.join(schemes)}", form)
+            return None
+        if name == "NATS_URL" and not parts.hostname:
+            self._refuse(name, shown, "no host", form)
+            return None
+        return raw
+
+    def log_level(self, name: str, default: str) -> str:
+        raw = (self.env.get(name) or default).upper()
+        if raw not in _LOG_LEVELS and raw not in logging.getLevelNamesMapping():
+            self._refuse(name, repr(self.env[name]), "not a log level", " | ".join(_LOG_LEVELS))
+            return default
+        return raw
+
+    def stream_name(self, name: str, default: str) -> str:
+        raw = self.env.get(name) or default
+        if any(c.isspace() or c in ".*>/\\" for c in raw):
+            self._refuse(name, repr(raw), "JetStream stream names cannot hold spaces, '.', '*', '>', '/' or '\\'",
+                         "a name such as ORDERS_EVENTS")
+            return default
+        return raw

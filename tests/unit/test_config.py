@@ -1,0 +1,102 @@
+"""Settings from the environment: defaults, accepted forms, and one message per malformed variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.config import ConfigError, Settings, public_address
+
+
+def problems(**env: str) -> tuple[str, ...]:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    return raised.value.problems
+
+
+def test_an_empty_environment_gives_the_defaults() -> None:
+    settings = Settings.from_env({})
+
+    assert (settings.partitions, settings.grace_seconds, settings.command_addr) == (16, 5.0, "127.0.0.1:50051")
+    assert settings.database_url is None and settings.nats_url is None and settings.metrics_addr is None
+    assert settings.connect_timeout_seconds == 2.0
+
+
+def test_well_formed_values_are_taken() -> None:
+    settings = Settings.from_env({
+        "DATABASE_URL": "postgres://u:p@db:5432/orders", "NATS_URL": "nats-1:4222", "COMMAND_ADDR": "[::]:7000",
+        "METRICS_ADDR": ":9464", "ORDERS_PARTITIONS": "4", "ORDERS_GRACE_SECONDS": "0", "LOG_LEVEL": "debug",
+        "ORDERS_STREAM_MAX_MSGS": "1000", "ORDERS_RELAY_CRASH_AFTER_PUBLISH": "0.5",
+        "ORDERS_CONNECT_TIMEOUT_SECONDS": "0.5",
+    })
+
+    assert (settings.partitions, settings.grace_seconds, settings.log_level) == (4, 0.0, "DEBUG")
+    assert (settings.command_addr, settings.metrics_addr, settings.stream_max_msgs) == ("[::]:7000", ":9464", 1000)
+    assert settings.require_database_url() == "postgresql://u:p@db:5432/orders"
+    assert settings.relay_crash_after_publish == 0.5 and settings.connect_timeout_seconds == 0.5
+
+
+def test_an_empty_value_counts_as_unset() -> None:
+    assert Settings.from_env({"ORDERS_PARTITIONS": "", "DATABASE_URL": ""}).partitions == 16
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("ORDERS_PARTITIONS", "abc", "not a whole number; expected a whole number from 1 up"),
+        ("ORDERS_PARTITIONS", "0", "out of range"),
+        ("ORDERS_GRACE_SECONDS", "-1", "negative; expected a number of seconds >= 0"),
+        ("ORDERS_RELAY_POLL_SECONDS", "0", "zero; expected a number of seconds > 0"),
+        ("ORDERS_READ_WAIT_SECONDS", "nan", "not a finite number"),
+        ("COMMAND_ADDR", "nohost", "no port; expected HOST:PORT"),
+        ("QUERY_ADDR", "host:99999", "port '99999' is not a number from 0 to 65535"),
+        ("METRICS_ADDR", "::1:9464", "an IPv6 host needs brackets"),
+        ("DATABASE_URL", "mysql://db/orders", "scheme 'mysql' is not one of"),
+        ("DATABASE_URL", "host=db dbname=orders", "no scheme; expected a postgresql:// URL"),
+        ("DATABASE_URL", "postgresql://db:port/orders", "unparsable"),
+        ("NATS_URL", "http://nats:4222", "scheme 'http' is not one of nats, tls, ws, wss"),
+        ("LOG_LEVEL", "loud", "not a log level; expected DEBUG | INFO"),
+        ("ORDERS_STREAM", "orders.events", "JetStream stream names cannot hold"),
+        ("ORDERS_STREAM_MAX_BYTES", "0", "zero; expected -1 (no limit)"),
+        ("ORDERS_RELAY_CRASH_AFTER_PUBLISH", "2", "out of range; expected a probability from 0 to 1"),
+        ("ORDERS_METRICS_BASE_PORT", "70000", "out of range; expected a whole number from 0 to 65535"),
+        ("ORDERS_CONNECT_TIMEOUT_SECONDS", "soon", "not a number"),
+    ],
+)
+def test_a_malformed_variable_is_named_with_its_problem_and_the_expected_form(name: str, value: str, says: str) -> None:
+    [message] = problems(**{name: value})
+
+    assert message.startswith(f"{name}=") and says in message
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    found = problems(ORDERS_PARTITIONS="abc", ORDERS_GRACE_SECONDS="-1", COMMAND_ADDR="nohost")
+
+    assert [p.split("=")[0] for p in found] == ["COMMAND_ADDR", "ORDERS_PARTITIONS", "ORDERS_GRACE_SECONDS"]
+
+
+def test_a_password_in_a_url_is_never_repeated() -> None:
+    [message] = problems(DATABASE_URL="mysql://orders:s3cret@db:3306/orders")
+
+    assert "s3cret" not in message and "db:3306" in message
+
+
+def test_a_missing_service_url_says_what_to_set() -> None:
+    settings = Settings.from_env({})
+
+    with pytest.raises(ConfigError, match="DATABASE_URL is not set.*postgresql://"):
+        settings.require_database_url()
+    with pytest.raises(ConfigError, match="NATS_URL is not set.*nats://"):
+        settings.require_nats_url()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://orders:s3cret@db:5432/orders?sslmode=require", "postgresql://db:5432/orders"),
+        ("nats://token@nats:4222", "nats://nats:4222"),
+        ("nats:4222", "nats://nats:4222"),
+        ("postgresql:///orders", "postgresql://localhost/orders"),
+    ],
+)
+def test_a_public_address_drops_credentials_and_options(url: str, shown: str) -> None:
+    assert public_address(url) == shown
