@@ -22,7 +22,7 @@ from nats.js import JetStreamContext, api
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from projector import metrics, notices
+from projector import DURABLE, metrics, notices
 from projector.decide import Decision, Incoming, Outcome
 from projector.store import Applied, Conn, applied_events, apply_batch, fault_check
 from projector.views import MODELS
@@ -33,7 +33,6 @@ from server.platform import messaging, process
 
 log = logging.getLogger(__name__)
 
-DURABLE = "projector"
 FETCH_BATCH = 1000  # a batch's span links every message: at most telemetry.MAX_LINKS (a unit test checks)
 GAP_DELAY_SECONDS = 1.0
 # A projector killed mid-batch leaves its messages unacked; another gets them after this long.

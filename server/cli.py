@@ -22,15 +22,20 @@ from pathlib import Path
 import uvloop
 
 from server.config import ROLES, ConfigError, Settings
+from server.platform.reach import ServiceError
 from server.telemetry import setup_tracing
 from server.telemetry.logs import setup_logging
 
-# Exit status when a command cannot run as configured: one line per problem on stderr, no traceback.
+# Exit status of every command, for scripts: 0 done, 1 done and found a problem (parity
+# differences, no such dead letter), 2 not done: bad usage, bad configuration or a service that
+# did not answer (one line per problem on stderr, never a traceback).
 EXIT_UNUSABLE = 2
+EPILOG = ("exit status: 0 done; 1 done, and found a problem (e.g. parity differences); 2 not done: "
+          "bad usage, a malformed or missing environment variable, or PostgreSQL/NATS unreachable")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="orders", description=__doc__)
+    parser = argparse.ArgumentParser(prog="orders", description=__doc__, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("up", help="embedded PostgreSQL and NATS, migrations, and every role, until Ctrl-C")
     sub.add_parser("migrate", help="bring the database at DATABASE_URL to the newest schema")
@@ -77,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--events", type=int, default=100_000, help="projector stage: backlog size")
     bench.add_argument("--running", action="store_true", help="measure the servers at COMMAND_ADDR/QUERY_ADDR")
     args = parser.parse_args(argv)
+    if args.command == "dlq":
+        _check_dlq_arguments(parser, args)
     try:
         return _run(args)
-    except ConfigError as exc:
+    except (ConfigError, ServiceError) as exc:
         # The one place an unusable environment becomes a message: one line per problem.
         action = getattr(args, "outbox_command", None) or getattr(args, "action", None)
         for line in str(exc).splitlines():
@@ -96,6 +103,13 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if provider is not None:
             provider.shutdown()  # flushes the spans still in the batch
+
+
+def _check_dlq_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.action != "list" and not (args.id or (args.action == "replay" and args.all)):
+        parser.error(f"orders dlq {args.action} needs an id" + (" or --all" if args.action == "replay" else ""))
+    if args.id is not None and not args.id.isdigit():
+        parser.error(f"a dead letter id is a number, as `orders dlq list` shows it; got {args.id!r}")
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -128,14 +142,17 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from server.relay import outbox as outbox_relay
 
             if args.outbox_command == "status":
-                print(outbox_relay.outbox_status(settings))
+                figures = uvloop.run(outbox_relay.outbox_status(settings))
+                print(outbox_relay.status_text(figures))
             else:
-                count = outbox_relay.republish(settings, args.since, args.dry_run)
+                count = uvloop.run(outbox_relay.republish(settings, args.since, args.dry_run))
                 print(f"{count} events {'would be' if args.dry_run else 'are'} marked for republishing")
             return 0
         case "migrate":
             from server.platform.migrations import upgrade
+            from server.platform.reach import check_database
 
+            uvloop.run(check_database(settings))  # alembic would wait on an unreachable server
             upgrade(settings.require_database_url())
             logging.getLogger(__name__).info("database is at the newest schema")
             return 0
@@ -164,13 +181,20 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             figures = uvloop.run(ops.status(settings))
             for key, value in figures.items():
-                print(f"{key}: {value}")
+                if value is not None:  # no consumer yet: no pause state nor lag to show
+                    print(f"{key}: {value}")
+            return 0
+        case "dlq" if args.action == "list":
+            from projector.ops import commands as ops
+
+            letters = uvloop.run(ops.dead_letters(settings))
+            for letter in letters:
+                print(ops.letter_line(letter))
+            print(f"{len(letters)} parked", file=sys.stderr)
             return 0
         case "dlq":
             from projector.ops import commands as ops
 
-            if args.action != "list" and not (args.id or (args.action == "replay" and args.all)):
-                raise SystemExit(f"orders dlq {args.action} needs an id" + (" or --all" if args.action == "replay" else ""))
             return uvloop.run(ops.dlq_command(settings, args.action, args.id, args.dry_run, args.all))
         case "rebuild" | "parity" | "swap":
             from projector.ops import commands as ops

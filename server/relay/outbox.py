@@ -33,7 +33,7 @@ from prometheus_client import Counter, Gauge
 
 from server import telemetry
 from server.config import Settings
-from server.platform import messaging
+from server.platform import messaging, reach
 from server.platform.schema import NOTIFY_CHANNEL
 from server.telemetry.logs import CORRELATION_ID
 
@@ -271,31 +271,41 @@ _ACTIVE_RELAY = """
 """
 
 
-def outbox_status(settings: Settings) -> str:
-    """Depth, age of the oldest unpublished event, and which relay is active."""
-    with psycopg.connect(settings.require_database_url()) as conn:
-        depth, age = conn.execute(OUTBOX_STATUS).fetchone()  # type: ignore[misc]
-        active = conn.execute(_ACTIVE_RELAY, {"key": RELAY_LOCK_KEY}).fetchone()
-    relay = f"{active[0]} (backend pid {active[2]}, since {active[3]:%Y-%m-%d %H:%M:%S})" if active else "none"
-    return f"unpublished events: {depth}\noldest unpublished:  {float(age):.1f}s\nactive relay:        {relay}"
+async def outbox_status(settings: Settings) -> dict[str, Any]:
+    """Depth, age of the oldest unpublished event, and which relay is active (None: none)."""
+    async with reach.database(settings, autocommit=True) as conn:
+        depth, age = await (await conn.execute(OUTBOX_STATUS)).fetchone()  # type: ignore[misc]
+        active = await (await conn.execute(_ACTIVE_RELAY, {"key": RELAY_LOCK_KEY})).fetchone()
+    relay = None
+    if active:
+        relay = {"name": active[0], "client_addr": active[1], "backend_pid": active[2], "since": active[3]}
+    return {"unpublished_events": int(depth), "oldest_unpublished_seconds": round(float(age), 3), "active_relay": relay}
 
 
-def republish(settings: Settings, since: str, dry_run: bool) -> int:
+def status_text(figures: dict[str, Any]) -> str:
+    relay = figures["active_relay"]
+    active = f"{relay['name']} (backend pid {relay['backend_pid']}, since {relay['since']:%Y-%m-%d %H:%M:%S})" if relay else "none"
+    return (f"unpublished events: {figures['unpublished_events']}\n"
+            f"oldest unpublished:  {figures['oldest_unpublished_seconds']:.1f}s\n"
+            f"active relay:        {active}")
+
+
+async def republish(settings: Settings, since: str, dry_run: bool) -> int:
     """Marks events created at or after `since` unpublished, so the relay sends them again.
 
     For recovery when the stream lost messages (e.g. its storage was lost): the stream drops
     copies it still has (Nats-Msg-Id, within the duplicate window) and the projector ignores
     versions it has applied, so republishing too much is safe; too little is not.
     """
-    with psycopg.connect(settings.require_database_url()) as conn:
+    async with reach.database(settings) as conn, conn.transaction():
         if dry_run:
-            row = conn.execute(
+            row = await (await conn.execute(
                 "SELECT count(*) FROM events WHERE created_at >= %s::timestamptz AND published_at IS NOT NULL", (since,)
-            ).fetchone()
+            )).fetchone()
             return int(row[0]) if row else 0
-        cursor = conn.execute(
+        cursor = await conn.execute(
             "UPDATE events SET published_at = NULL WHERE created_at >= %s::timestamptz AND published_at IS NOT NULL",
             (since,),
         )
-        conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
         return cursor.rowcount
