@@ -12,9 +12,14 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import argparse
+import datetime as dt
+import json
 import logging
 import sys
+import uuid
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 # Every role's event loop: a command's dozen wake-ups (gRPC completions, psycopg waits) cost less
 # on libuv's. Two command servers side by side, alternating: 14% less CPU per PlaceOrder at
@@ -44,12 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("relay", help="publish the outbox (events table) to JetStream")
     projector = sub.add_parser("projector", help="build the read models from JetStream (or pause/resume it)")
     projector.add_argument("action", nargs="?", choices=["run", "pause", "resume"], default="run")
-    sub.add_parser("status", help="projection lag (events, seconds), checkpoint, pause state, dead letters")
+    status = sub.add_parser("status", help="projection lag (events, seconds), checkpoint, pause state, dead letters")
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
     dlq = sub.add_parser("dlq", help="dead letters: list | show ID | replay ID|--all | discard ID")
     dlq.add_argument("action", choices=["list", "show", "replay", "discard"])
     dlq.add_argument("id", nargs="?", help="dead letter id")
     dlq.add_argument("--all", action="store_true", help="replay every parked aggregate")
     dlq.add_argument("--dry-run", action="store_true", help="report what would happen, change nothing")
+    dlq.add_argument("--json", action="store_true", help="list: one JSON document on stdout, for scripts")
     for name, text in (("rebuild", "rebuild a read model from the events table into shadow tables"),
                        ("parity", "compare a rebuilt shadow with the live read model; non-zero exit on differences"),
                        ("swap", "swap a rebuilt shadow in, in one transaction")):
@@ -59,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument("--swap", action="store_true", help="then check parity and swap if equal")
     outbox = sub.add_parser("outbox", help="the outbox: status, and republishing for disaster recovery")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
-    outbox_sub.add_parser("status", help="unpublished events, the oldest one's age, the active relay")
+    outbox_status = outbox_sub.add_parser("status", help="unpublished events, the oldest one's age, the active relay")
+    outbox_status.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
     again = outbox_sub.add_parser("republish", help="send events created at or after --since again")
     again.add_argument("--since", required=True, help="a timestamp, e.g. 2026-01-31T12:00:00Z")
     again.add_argument("--dry-run", action="store_true", help="only count the events")
@@ -110,6 +118,23 @@ def _check_dlq_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
         parser.error(f"orders dlq {args.action} needs an id" + (" or --all" if args.action == "replay" else ""))
     if args.id is not None and not args.id.isdigit():
         parser.error(f"a dead letter id is a number, as `orders dlq list` shows it; got {args.id!r}")
+    if args.json and args.action != "list":
+        parser.error("--json goes with `orders dlq list`")
+
+
+def _print_json(document: Any) -> None:
+    """Numbers stay numbers; times are ISO-8601."""
+
+    def value(obj: Any) -> Any:
+        if isinstance(obj, dt.datetime | dt.date):
+            return obj.isoformat()
+        if isinstance(obj, Decimal):
+            return float(obj)
+        if isinstance(obj, uuid.UUID):
+            return str(obj)
+        raise TypeError(f"{type(obj).__name__} is not JSON")
+
+    print(json.dumps(document, default=value))
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -143,7 +168,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             if args.outbox_command == "status":
                 figures = uvloop.run(outbox_relay.outbox_status(settings))
-                print(outbox_relay.status_text(figures))
+                if args.json:
+                    _print_json(figures)
+                else:
+                    print(outbox_relay.status_text(figures))
             else:
                 count = uvloop.run(outbox_relay.republish(settings, args.since, args.dry_run))
                 print(f"{count} events {'would be' if args.dry_run else 'are'} marked for republishing")
@@ -180,6 +208,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from projector.ops import commands as ops
 
             figures = uvloop.run(ops.status(settings))
+            if args.json:
+                _print_json(figures)
+                return 0
             for key, value in figures.items():
                 if value is not None:  # no consumer yet: no pause state nor lag to show
                     print(f"{key}: {value}")
@@ -188,6 +219,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from projector.ops import commands as ops
 
             letters = uvloop.run(ops.dead_letters(settings))
+            if args.json:
+                _print_json({"parked": len(letters), "dead_letters": letters})
+                return 0
             for letter in letters:
                 print(ops.letter_line(letter))
             print(f"{len(letters)} parked", file=sys.stderr)
