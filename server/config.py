@@ -93,7 +93,7 @@ class Settings:
             page_token_key=(read.text("ORDERS_PAGE_TOKEN_KEY", "") or secrets.token_hex(32)).encode(),
             watch_heartbeat_seconds=read.seconds("ORDERS_WATCH_HEARTBEAT_SECONDS", 15),
             query_pool_size=read.integer("ORDERS_QUERY_POOL_SIZE", 10, minimum=1),
-            max_calls_in_progress=read.integer("ORDERS_MAX_CALLS_IN_PROGRESS", 128, minimum=1),
+            max_calls_in_progress=read.integer("ORDERS_MAX_CALLS_IN_PROGRESS", 128, minimum=0),
             projector_max_gap_deliveries=read.integer("ORDERS_PROJECTOR_MAX_GAP_DELIVERIES", 30, minimum=1),
             projector_crash_before_commit=read.integer("ORDERS_PROJECTOR_CRASH_BEFORE_COMMIT", 0, minimum=0),
             projector_crash_after_commit=read.integer("ORDERS_PROJECTOR_CRASH_AFTER_COMMIT", 0, minimum=0),
