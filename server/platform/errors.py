@@ -29,7 +29,7 @@ def _resource(exc: errors.NotFoundError | errors.AlreadyExistsError) -> any_pb2.
 def to_status(exc: errors.DomainError) -> status_pb2.Status:
     """The rich status for a domain error; every DomainError subclass has a row here."""
     match exc:
-        case errors.InvalidCommandError():
+        case errors.InvalidArgumentError():
             details = [
                 _any(
                     error_details_pb2.BadRequest(

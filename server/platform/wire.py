@@ -15,7 +15,7 @@ from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import events_pb2, types_pb2
 from server.domain import commands as c
 from server.domain import events as e
-from server.domain.errors import FieldViolation, InvalidCommandError
+from server.domain.errors import FieldViolation, InvalidArgumentError
 from server.domain.money import Money
 
 REASONS = {
@@ -200,6 +200,7 @@ class ConsistencyToken:
                 raise ValueError(token)
             return cls(aggregate_type, aggregate_id, int(version))
         except ValueError as exc:
-            raise InvalidCommandError(
+            # Queries take the token: a bad one is a bad argument of the query, not a bad command.
+            raise InvalidArgumentError(
                 [FieldViolation("consistency_token", "is not a token returned by a command")]
             ) from exc

@@ -22,7 +22,7 @@ from orders.v1 import types_pb2
 from server import telemetry
 from server.config import Settings
 from server.domain.commands import id_violations
-from server.domain.errors import DomainError, FieldViolation, InvalidCommandError, NotFoundError
+from server.domain.errors import DomainError, FieldViolation, InvalidArgumentError, NotFoundError
 from server.platform import errors, messaging, serving, wire
 from server.platform import schema as db
 from server.query import store as read_store
@@ -82,7 +82,7 @@ def _optional_id(field: str, value: str) -> list[FieldViolation]:
 def _check(*violations: list[FieldViolation]) -> None:
     found = [v for group in violations for v in group]
     if found:
-        raise InvalidCommandError(found)
+        raise InvalidArgumentError(found)
 
 
 class QueryService(pb_grpc.QueryServiceServicer):
