@@ -14,14 +14,14 @@ import grpc
 import psycopg
 from google.protobuf.message import Message
 from opentelemetry import trace
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from server import telemetry
 from server.command import handlers, store
 from server.config import Settings
-from server.domain.errors import DomainError, InvalidCommandError, RequestIdReusedError
+from server.domain.errors import InvalidCommandError, RequestIdReusedError
 from server.platform import errors, serving, wire
 from server.platform.schema import NOTIFY_CHANNEL
 
@@ -127,27 +127,7 @@ class CommandService(pb_grpc.CommandServiceServicer):
         return await self._execute(request, context)
 
     async def _execute(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
-        method = type(request).__name__.removesuffix("Request")
-        try:
-            return await self._run(method, request, context)
-        except DomainError as exc:
-            status = errors.to_status(exc)
-            log.info("command rejected", extra={"method": method, "code": status.code, "error": type(exc).__name__})
-            await errors.abort(context, status)
-        except psycopg.errors.QueryCanceled:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the command did not finish within the deadline")
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            log.warning("database unavailable", extra={"method": method, "error": type(exc).__name__})
-            await errors.abort(
-                context,
-                errors.unavailable("the database is unavailable; retry with the same request_id", "DATABASE_UNAVAILABLE"),
-            )
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("command failed unexpectedly", extra={"method": method})
-            await errors.abort(context, errors.internal("internal error; the command was not applied"))
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._run(type(request).__name__.removesuffix("Request"), request, context)
 
     async def _run(self, method: str, request: Message, context: grpc.aio.ServicerContext) -> Message:
         """One command: read the aggregate (and any earlier use of the request id), decide, then
@@ -168,7 +148,7 @@ class CommandService(pb_grpc.CommandServiceServicer):
         remaining = context.time_remaining()
         budget = DEFAULT_DEADLINE_SECONDS if remaining is None else remaining
         if budget < MIN_USEFUL_SECONDS:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "too little time left to run the command")
+            raise errors.DeadlineExceededError("too little time left to run the command")
         async with self._pool.connection(timeout=budget) as conn:
             session = store.Session(conn, tenant_id, request_id, method, digest, timeout_ms=budget * 1000)
             try:
