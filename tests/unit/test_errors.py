@@ -1,8 +1,12 @@
 """The error table: every row, from the exception a call raises to the code and the google.rpc
-details its caller reads."""
+details its caller reads; and the interceptor that applies it to every call, logging once."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+import grpc
 import psycopg
 import pytest
 from google.protobuf.message import Message
@@ -11,7 +15,7 @@ from psycopg_pool import PoolTimeout
 
 from server.domain import errors as domain
 from server.domain.errors import FieldViolation
-from server.platform import errors
+from server.platform import errors, serving
 
 BadRequest = error_details_pb2.BadRequest
 ErrorInfo = error_details_pb2.ErrorInfo
@@ -95,3 +99,56 @@ def test_a_status_message_never_repeats_what_an_unexpected_or_database_error_sai
 
     assert str(raised) not in status.message
     assert "secret" not in status.message and "password" not in status.message
+
+
+# --- applied to every call by the server skeleton ---------------------------------------------
+
+
+class Aborted(Exception):
+    pass
+
+
+class FakeContext:
+    """Records how the call was ended."""
+
+    def __init__(self) -> None:
+        self.ended: tuple[grpc.StatusCode, str] | None = None
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    async def abort(self, code: grpc.StatusCode, details: str, metadata: object = ()) -> None:
+        self.ended = (code, details)
+        raise Aborted
+
+
+def call_failing_with(raised: Exception) -> FakeContext:
+    async def method(request: object, context: object) -> object:
+        raise raised
+
+    handler = serving.ErrorMapping().wrap("/orders.v1.CommandService/PlaceOrder", grpc.unary_unary_rpc_method_handler(method))
+    context = FakeContext()
+    with pytest.raises(Aborted):
+        asyncio.run(handler.unary_unary(object(), context))
+    return context
+
+
+def test_an_unexpected_exception_ends_the_call_internal_and_is_logged_once_with_its_stack(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    context = call_failing_with(KeyError("/srv/secret"))
+
+    assert context.ended is not None
+    assert context.ended[0] == grpc.StatusCode.INTERNAL and "secret" not in context.ended[1]
+    [record] = [r for r in caplog.records if r.name == serving.__name__]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
+def test_a_domain_error_ends_the_call_with_its_row_and_is_logged_without_a_stack(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+
+    context = call_failing_with(domain.NotFoundError("order", "o-1"))
+
+    assert context.ended is not None and context.ended[0] == grpc.StatusCode.NOT_FOUND
+    [record] = [r for r in caplog.records if r.name == serving.__name__]
+    assert record.levelno == logging.INFO and record.exc_info is None
