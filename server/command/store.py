@@ -25,15 +25,18 @@ from opentelemetry.trace import SpanKind, StatusCode
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
+from server import telemetry
+from server.command.unit_of_work import Aggregate, Written
 from server.domain.commands import OrderLine
 from server.domain.errors import AlreadyExistsError, DomainError, NotFoundError, VersionConflictError
+from server.domain.events import Event
 from server.domain.model import Customer, Order, OrderState, Product
+from server.platform import wire
 from server.platform.schema import from_decimal, to_decimal
 from server.telemetry import tracer
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
 
 Connection = psycopg.AsyncConnection[TupleRow]
-Aggregate = Customer | Product | Order
 
 _PRIOR = "i.method, i.request_hash, i.response"
 _FROM = """FROM (SELECT 1) AS one
@@ -159,25 +162,19 @@ class Replayed(Exception):
         self.prior = prior
 
 
-@dataclass(frozen=True)
-class Written:
-    """What a command changed: the aggregate and the version it is at now."""
-
-    aggregate_type: str
-    aggregate_id: str
-    version: int
-
-
 class Session:
-    """One command's unit of work: reads that also detect a replayed request id, then one
-    pending change and its event, written by `commit` in one atomic statement."""
+    """One command's unit of work on PostgreSQL: reads that also detect a replayed request id,
+    then one pending change and its event, written by `commit` in one atomic statement with the
+    event serialised as its Envelope (the outbox row)."""
 
-    def __init__(self, conn: Connection, tenant_id: str, request_id: str, method: str, request_hash: bytes, timeout_ms: float) -> None:
+    def __init__(self, conn: Connection, ctx: wire.EventContext, request_id: str, method: str, request_hash: bytes,
+                 timeout_ms: float) -> None:
         self.conn = conn
-        self.base = dict(tenant_id=tenant_id, request_id=request_id, method=method, request_hash=request_hash)
+        self.ctx = ctx
+        self.base = dict(tenant_id=ctx.tenant_id, request_id=request_id, method=method, request_hash=request_hash)
         self.timeout_ms = str(timeout_step(timeout_ms))
         self._change: tuple[str, str, dict[str, Any]] | None = None
-        self._event: dict[str, Any] | None = None
+        self._event: Event | None = None
         self._missing_reference: Callable[[], DomainError] | None = None
 
     async def _read(self, aggregate_type: str, aggregate_id: str) -> tuple[Any, ...]:
@@ -234,22 +231,27 @@ class Session:
         self._change = (aggregate_type, kind, values)
         return Written(aggregate_type, values["aggregate_id"], values["version"])
 
-    def record(self, *, event_id: uuid.UUID, event_type: str, payload: bytes, headers: dict[str, str]) -> None:
-        self._event = dict(event_id=event_id, event_type=event_type, payload=payload, headers=headers)
+    def record(self, event: Event) -> None:
+        self._event = event
 
     async def commit(self, response: bytes) -> None:
         """Writes the claim with `response`, the change and the event, all or nothing."""
         assert self._change is not None and self._event is not None, "a command changes one aggregate"
         aggregate_type, kind, values = self._change
-        headers = self._event["headers"]
-        params = {**self.base, **values, **self._event, "headers": Jsonb(headers), "response": response,
+        event_id = uuid.uuid4()
+        env = wire.envelope(self._event, self.ctx, aggregate_type, values["aggregate_id"], values["version"], event_id)
+        # The trace context rides with the event, so the relay's publish, minutes later if need
+        # be, joins the trace of the command that caused it.
+        headers = telemetry.event_headers(self.ctx.correlation_id, self.ctx.causation_id)
+        params = {**self.base, **values, "event_id": event_id, "event_type": env.event_type,
+                  "payload": env.SerializeToString(), "headers": Jsonb(headers), "response": response,
                   "aggregate_type": aggregate_type}
         # Nothing runs inside this span that could be its child, so it is never made current:
         # a span costs the command server less that way. It carries the ids of the event it
         # writes (this process has no baggage processor to copy them: see setup_tracing).
         span = tracer.start_span(
             f"outbox write {aggregate_type}", kind=SpanKind.CLIENT,
-            attributes={"db.system.name": "postgresql", "orders.event_type": self._event["event_type"],
+            attributes={"db.system.name": "postgresql", "orders.event_type": env.event_type,
                         CORRELATION_ID: headers[CORRELATION_ID], CAUSATION_ID: headers[CAUSATION_ID]},
         )
         try:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class FieldViolation:
-    """One bad field of a command; `field` is the request field path, e.g. `lines[0].quantity`."""
+    """One bad field of a request; `field` is the request field path, e.g. `lines[0].quantity`."""
 
     field: str
     description: str
@@ -17,12 +17,16 @@ class DomainError(Exception):
     """Base of every error the domain raises on purpose."""
 
 
-class InvalidCommandError(DomainError):
-    """The command itself is malformed; nothing was looked up or changed."""
+class InvalidArgumentError(DomainError):
+    """A request is malformed, one violation per bad field; nothing was looked up or changed."""
 
     def __init__(self, violations: list[FieldViolation]) -> None:
         super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
         self.violations = tuple(violations)
+
+
+class InvalidCommandError(InvalidArgumentError):
+    """The command itself is malformed; nothing was looked up or changed."""
 
 
 class NotFoundError(DomainError):

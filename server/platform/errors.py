@@ -1,8 +1,10 @@
-"""One table from domain errors to gRPC status codes with google.rpc details (AIP-193)."""
+"""One table from what a call raises (domain errors, database failures, deadlines) to gRPC status
+codes with google.rpc details (AIP-193)."""
 
 from __future__ import annotations
 
 import grpc
+import psycopg
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -26,38 +28,61 @@ def _resource(exc: errors.NotFoundError | errors.AlreadyExistsError) -> any_pb2.
     return _any(error_details_pb2.ResourceInfo(resource_type=exc.aggregate_type, resource_name=exc.aggregate_id))
 
 
-def to_status(exc: errors.DomainError) -> status_pb2.Status:
-    """The rich status for a domain error; every DomainError subclass has a row here."""
+class DeadlineExceededError(Exception):
+    """The call's deadline leaves too little time to do its work."""
+
+
+# The status of every failure but a domain rule's: a deadline that ran out, a database that did
+# not answer, anything unexpected (whose message must tell the caller nothing of our code).
+_CANCELLED_SQL = "the call did not finish within its deadline"
+_NO_DATABASE = "the database is unavailable; retry the call (a command with the same request_id)"
+_INTERNAL = "internal error; the server logged it under this call's correlation id"
+
+
+def status_of(exc: Exception, **metadata: str) -> status_pb2.Status:
+    """The one table from what a call raised to the status its caller sees; `metadata` (e.g. a
+    stream's resume token) joins the ErrorInfo of rows that have one. Not in the table: INTERNAL."""
     match exc:
-        case errors.InvalidCommandError():
-            details = [
-                _any(
-                    error_details_pb2.BadRequest(
-                        field_violations=[
-                            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                            for v in exc.violations
-                        ]
-                    )
-                )
-            ]
-            return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc), details=details)
+        case errors.InvalidArgumentError():
+            return _bad_request(exc)
         case errors.RequestIdReusedError():
-            details = [_info("REQUEST_ID_REUSED", request_id=exc.request_id)]
-            return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc), details=details)
+            return _status(code_pb2.INVALID_ARGUMENT, str(exc), _info("REQUEST_ID_REUSED", request_id=exc.request_id,
+                                                                       **metadata))
         case errors.VersionConflictError():
-            details = [_info("VERSION_CONFLICT", expected=str(exc.expected), actual=str(exc.actual))]
-            return status_pb2.Status(code=code_pb2.ABORTED, message=str(exc), details=details)
+            info = _info("VERSION_CONFLICT", expected=str(exc.expected), actual=str(exc.actual), **metadata)
+            return _status(code_pb2.ABORTED, str(exc), info)
         case errors.NotFoundError():
-            return status_pb2.Status(code=code_pb2.NOT_FOUND, message=str(exc), details=[_resource(exc)])
+            return _status(code_pb2.NOT_FOUND, str(exc), _resource(exc))
         case errors.AlreadyExistsError():
-            return status_pb2.Status(code=code_pb2.ALREADY_EXISTS, message=str(exc), details=[_resource(exc)])
+            return _status(code_pb2.ALREADY_EXISTS, str(exc), _resource(exc))
         case errors.PreconditionFailedError():
-            violation = error_details_pb2.PreconditionFailure.Violation(
-                type=exc.kind, subject=exc.subject, description=exc.description
-            )
-            details = [_any(error_details_pb2.PreconditionFailure(violations=[violation]))]
-            return status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=str(exc), details=details)
-    raise TypeError(f"no status for {type(exc).__name__}")  # pragma: no cover
+            return _precondition_failed(exc)
+        case DeadlineExceededError():
+            return _status(code_pb2.DEADLINE_EXCEEDED, str(exc), _info("DEADLINE_EXCEEDED", **metadata))
+        # Before OperationalError, its base: a statement cancelled by the timeout the deadline set.
+        case psycopg.errors.QueryCanceled():
+            return _status(code_pb2.DEADLINE_EXCEEDED, _CANCELLED_SQL, _info("DEADLINE_EXCEEDED", **metadata))
+        # PoolTimeout is an OperationalError too: no connection before the deadline, often because
+        # the database is down; either way the caller retries the same call.
+        case psycopg.OperationalError():
+            return _status(code_pb2.UNAVAILABLE, _NO_DATABASE, _info("DATABASE_UNAVAILABLE", **metadata))
+    return internal(_INTERNAL)
+
+
+def _status(code: int, message: str, *details: any_pb2.Any) -> status_pb2.Status:
+    return status_pb2.Status(code=code, message=message, details=details)
+
+
+def _bad_request(exc: errors.InvalidArgumentError) -> status_pb2.Status:
+    violations = [error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                  for v in exc.violations]
+    return _status(code_pb2.INVALID_ARGUMENT, str(exc), _any(error_details_pb2.BadRequest(field_violations=violations)))
+
+
+def _precondition_failed(exc: errors.PreconditionFailedError) -> status_pb2.Status:
+    violation = error_details_pb2.PreconditionFailure.Violation(type=exc.kind, subject=exc.subject,
+                                                                description=exc.description)
+    return _status(code_pb2.FAILED_PRECONDITION, str(exc), _any(error_details_pb2.PreconditionFailure(violations=[violation])))
 
 
 def unavailable(message: str, reason: str, **metadata: str) -> status_pb2.Status:

@@ -1,5 +1,5 @@
 """The one gRPC server skeleton both servers share: aio server, health, reflection, limits,
-clean errors for undecodable requests, and a graceful stop."""
+clean errors for undecodable requests, every raised error through one table, and a graceful stop."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.rpc import code_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
@@ -293,6 +294,61 @@ class ClosedStreams(_Wrapping):
         return handler._replace(unary_stream=unary_stream)
 
 
+class ErrorMapping(_Wrapping):
+    """Whatever a method raises ends its call with the status `errors.status_of` gives it: the one
+    place both servers turn exceptions into statuses. Rejections are logged at info, failures of
+    the database or the deadline as warnings, anything unexpected once with its stack."""
+
+    def wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, _, method = full_method.lstrip("/").partition("/")
+        if service in _UNOBSERVED:
+            return handler
+
+        async def fail(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+            status = errors.status_of(exc)
+            fields = {"method": method, "code": code_pb2.Code.Name(status.code), "error": type(exc).__name__}
+            if status.code == code_pb2.INTERNAL:
+                log.error("call failed unexpectedly", extra=fields, exc_info=exc)
+            elif status.code in _RETRYABLE:
+                log.warning("call failed", extra=fields)
+            else:
+                log.info("call rejected", extra=fields)
+            await errors.abort(context, status)
+
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await unary(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await fail(context, exc)
+
+            return handler._replace(unary_unary=unary_unary)
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                responses = stream(request, context)
+                try:
+                    async for item in responses:
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await fail(context, exc)
+                finally:
+                    await responses.aclose()
+
+            return handler._replace(unary_stream=unary_stream)
+        return handler
+
+
+_RETRYABLE = (code_pb2.UNAVAILABLE, code_pb2.DEADLINE_EXCEEDED)
+
+
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
     return metadata_value(context, TENANT_KEY) or DEFAULT_TENANT
 
@@ -343,10 +399,12 @@ async def serve(
     `max_calls_in_progress` (0: no limit) bounds the unary calls in progress (`Admission`)."""
     traced = aio_server_interceptor(filter_=_traced_method)
     # Outermost first: streams closed in their task, admission (a refusal costs as little as it
-    # can), the server span, then the correlation id and metrics, then input checks.
+    # can), the server span, then the correlation id and metrics, then input checks, then the
+    # error table (inside the ids, so its log lines carry them).
     admission = [Admission(max_calls_in_progress)] if max_calls_in_progress > 0 else []
     server = grpc.aio.server(
-        interceptors=[ClosedStreams(), *admission, traced, Observe(), RequestGuard(max_request_bytes), *interceptors],
+        interceptors=[ClosedStreams(), *admission, traced, Observe(), RequestGuard(max_request_bytes), ErrorMapping(),
+                      *interceptors],
         options=[
             ("grpc.max_receive_message_length", max(TRANSPORT_LIMIT_BYTES, max_request_bytes)),
             ("grpc.so_reuseport", 0),

@@ -15,7 +15,7 @@ from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import events_pb2, types_pb2
 from server.domain import commands as c
 from server.domain import events as e
-from server.domain.errors import FieldViolation, InvalidCommandError
+from server.domain.errors import FieldViolation, InvalidArgumentError
 from server.domain.money import Money
 
 REASONS = {
@@ -41,38 +41,49 @@ def line_to_proto(line: c.OrderLine) -> types_pb2.OrderLine:
     )
 
 
-def to_command(request: Message) -> c.Command:
-    """The domain command a request asks for; fields are copied as sent, checked by the command."""
-    match request:
-        case cmd_pb.RegisterCustomerRequest():
-            limit = request.credit_limit if request.HasField("credit_limit") else types_pb2.Money(currency_code="XXX")
-            return c.RegisterCustomer(request.customer_id, request.display_name, request.email, money_to_domain(limit))
-        case cmd_pb.ReserveCreditRequest():
-            return c.ReserveCredit(
-                request.customer_id, request.expected_version, money_to_domain(request.amount), request.order_id
-            )
-        case cmd_pb.ReleaseCreditRequest():
-            return c.ReleaseCredit(
-                request.customer_id, request.expected_version, money_to_domain(request.amount), request.order_id
-            )
-        case cmd_pb.AddStockRequest():
-            return c.AddStock(request.product_id, request.expected_version, request.quantity)
-        case cmd_pb.ReserveStockRequest():
-            return c.ReserveStock(request.product_id, request.expected_version, request.quantity, request.order_id)
-        case cmd_pb.ReleaseStockRequest():
-            return c.ReleaseStock(request.product_id, request.expected_version, request.quantity, request.order_id)
-        case cmd_pb.PlaceOrderRequest():
-            lines = tuple(
-                c.OrderLine(line.product_id, line.quantity, money_to_domain(line.unit_price)) for line in request.lines
-            )
-            return c.PlaceOrder(request.order_id, request.customer_id, lines)
-        case cmd_pb.ConfirmOrderRequest():
-            return c.ConfirmOrder(request.order_id, request.expected_version)
-        case cmd_pb.ShipOrderRequest():
-            return c.ShipOrder(request.order_id, request.expected_version)
-        case cmd_pb.CancelOrderRequest():
-            return c.CancelOrder(request.order_id, request.expected_version, REASONS.get(request.reason), request.note)
-    raise TypeError(f"no command for {type(request).__name__}")
+# --- requests to commands: fields are copied as sent, checked by the command ---------------------
+
+
+def to_register_customer(request: cmd_pb.RegisterCustomerRequest) -> c.RegisterCustomer:
+    limit = request.credit_limit if request.HasField("credit_limit") else types_pb2.Money(currency_code="XXX")
+    return c.RegisterCustomer(request.customer_id, request.display_name, request.email, money_to_domain(limit))
+
+
+def to_reserve_credit(request: cmd_pb.ReserveCreditRequest) -> c.ReserveCredit:
+    return c.ReserveCredit(request.customer_id, request.expected_version, money_to_domain(request.amount), request.order_id)
+
+
+def to_release_credit(request: cmd_pb.ReleaseCreditRequest) -> c.ReleaseCredit:
+    return c.ReleaseCredit(request.customer_id, request.expected_version, money_to_domain(request.amount), request.order_id)
+
+
+def to_add_stock(request: cmd_pb.AddStockRequest) -> c.AddStock:
+    return c.AddStock(request.product_id, request.expected_version, request.quantity)
+
+
+def to_reserve_stock(request: cmd_pb.ReserveStockRequest) -> c.ReserveStock:
+    return c.ReserveStock(request.product_id, request.expected_version, request.quantity, request.order_id)
+
+
+def to_release_stock(request: cmd_pb.ReleaseStockRequest) -> c.ReleaseStock:
+    return c.ReleaseStock(request.product_id, request.expected_version, request.quantity, request.order_id)
+
+
+def to_place_order(request: cmd_pb.PlaceOrderRequest) -> c.PlaceOrder:
+    lines = tuple(c.OrderLine(line.product_id, line.quantity, money_to_domain(line.unit_price)) for line in request.lines)
+    return c.PlaceOrder(request.order_id, request.customer_id, lines)
+
+
+def to_confirm_order(request: cmd_pb.ConfirmOrderRequest) -> c.ConfirmOrder:
+    return c.ConfirmOrder(request.order_id, request.expected_version)
+
+
+def to_ship_order(request: cmd_pb.ShipOrderRequest) -> c.ShipOrder:
+    return c.ShipOrder(request.order_id, request.expected_version)
+
+
+def to_cancel_order(request: cmd_pb.CancelOrderRequest) -> c.CancelOrder:
+    return c.CancelOrder(request.order_id, request.expected_version, REASONS.get(request.reason), request.note)
 
 
 def request_id_violations(request_id: str) -> list[FieldViolation]:
@@ -200,6 +211,7 @@ class ConsistencyToken:
                 raise ValueError(token)
             return cls(aggregate_type, aggregate_id, int(version))
         except ValueError as exc:
-            raise InvalidCommandError(
+            # Queries take the token: a bad one is a bad argument of the query, not a bad command.
+            raise InvalidArgumentError(
                 [FieldViolation("consistency_token", "is not a token returned by a command")]
             ) from exc

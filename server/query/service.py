@@ -14,7 +14,7 @@ import grpc
 import psycopg
 from google.protobuf import timestamp_pb2
 from opentelemetry.trace import SpanKind
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from orders.v1 import query_service_pb2 as pb
 from orders.v1 import query_service_pb2_grpc as pb_grpc
@@ -22,7 +22,7 @@ from orders.v1 import types_pb2
 from server import telemetry
 from server.config import Settings
 from server.domain.commands import id_violations
-from server.domain.errors import DomainError, FieldViolation, InvalidCommandError, NotFoundError
+from server.domain.errors import FieldViolation, InvalidArgumentError, NotFoundError
 from server.platform import errors, messaging, serving, wire
 from server.platform import schema as db
 from server.query import store as read_store
@@ -82,7 +82,7 @@ def _optional_id(field: str, value: str) -> list[FieldViolation]:
 def _check(*violations: list[FieldViolation]) -> None:
     found = [v for group in violations for v in group]
     if found:
-        raise InvalidCommandError(found)
+        raise InvalidArgumentError(found)
 
 
 class QueryService(pb_grpc.QueryServiceServicer):
@@ -179,20 +179,16 @@ class QueryService(pb_grpc.QueryServiceServicer):
         tenant_id = serving.tenant_of(context)
         filter_ = read_store.WatchFilter(request.order_id, request.customer_id)
         bound = {"tenant_id": tenant_id, **filter_.as_dict()}
-        try:
-            _check(
-                serving.tenant_violations(tenant_id),
-                _optional_id("order_id", request.order_id),
-                _optional_id("customer_id", request.customer_id),
-                [FieldViolation("customer_id", "set order_id or customer_id, not both")]
-                if request.order_id and request.customer_id else [],
-            )
-            last = 0
-            if request.resume_token:
-                last = int(tokens.verify(self._key, request.resume_token, "resume", bound, "resume_token")["s"])
-        except DomainError as exc:
-            await errors.abort(context, errors.to_status(exc))
-            return
+        _check(
+            serving.tenant_violations(tenant_id),
+            _optional_id("order_id", request.order_id),
+            _optional_id("customer_id", request.customer_id),
+            [FieldViolation("customer_id", "set order_id or customer_id, not both")]
+            if request.order_id and request.customer_id else [],
+        )
+        last = 0
+        if request.resume_token:
+            last = int(tokens.verify(self._key, request.resume_token, "resume", bound, "resume_token")["s"])
 
         def resume_token() -> str:
             return tokens.sign(self._key, "resume", bound, s=last)
@@ -210,10 +206,9 @@ class QueryService(pb_grpc.QueryServiceServicer):
                     try:
                         async with self._pool.connection(timeout=heartbeat) as conn:
                             rows = await read_store.changes_since(conn, tenant_id, filter_, last, WATCH_BATCH)
-                    except (PoolTimeout, psycopg.OperationalError):
-                        await errors.abort(context, errors.unavailable(
-                            "the read database is unavailable; call again with the last resume_token",
-                            "DATABASE_UNAVAILABLE", resume_token=resume_token()))
+                    except psycopg.OperationalError as exc:
+                        # The table's status, with where to resume (the serving layer could not know).
+                        await errors.abort(context, errors.status_of(exc, resume_token=resume_token()))
                     for row in rows:
                         last = row.change_seq
                         span = _push_span(watcher, row)
@@ -253,25 +248,14 @@ class QueryService(pb_grpc.QueryServiceServicer):
     # --- shared --------------------------------------------------------------------------------
 
     async def _answer(self, context: grpc.aio.ServicerContext, read: Callable[[str], Awaitable[T]]) -> T:
+        """`read(tenant_id)`; what it raises, the serving layer's error table answers."""
         tenant_id = serving.tenant_of(context)
+        _check(serving.tenant_violations(tenant_id))
         try:
-            _check(serving.tenant_violations(tenant_id))
-            try:
-                return await read(tenant_id)
-            except (psycopg.errors.UndefinedTable, psycopg.errors.FeatureNotSupported):
-                # A read model swapped in under this query (orders swap): read the new table.
-                return await read(tenant_id)
-        except DomainError as exc:
-            await errors.abort(context, errors.to_status(exc))
-        except PoolTimeout:
-            await errors.abort(context, errors.unavailable("the read database is busy; retry the call", "DATABASE_BUSY"))
-        except psycopg.OperationalError:
-            await errors.abort(context, errors.unavailable("the read database is unavailable; retry the call",
-                                                           "DATABASE_UNAVAILABLE"))
-        except psycopg.Error as exc:
-            log.exception("query failed", extra={"sqlstate": exc.sqlstate})
-            await errors.abort(context, errors.internal("internal error reading the read model"))
-        raise AssertionError("unreachable")  # pragma: no cover
+            return await read(tenant_id)
+        except (psycopg.errors.UndefinedTable, psycopg.errors.FeatureNotSupported):
+            # A read model swapped in under this query (orders swap): read the new table.
+            return await read(tenant_id)
 
     async def _read(self, context: grpc.aio.ServicerContext, tenant_id: str, consistency_token: str,
                     query: Callable[..., Awaitable[T]], *args: Any) -> T:

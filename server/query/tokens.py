@@ -10,7 +10,7 @@ import hmac
 import json
 from typing import Any
 
-from server.domain.errors import FieldViolation, InvalidCommandError
+from server.domain.errors import FieldViolation, InvalidArgumentError
 
 FORMAT = 1
 
@@ -33,10 +33,10 @@ def sign(key: bytes, kind: str, filter_: dict[str, Any], **position: Any) -> str
 
 
 def verify(key: bytes, token: str, kind: str, filter_: dict[str, Any], field: str) -> dict[str, Any]:
-    """The token's position fields, or InvalidCommandError naming `field`."""
+    """The token's position fields, or InvalidArgumentError naming `field`."""
 
-    def bad(why: str) -> InvalidCommandError:
-        return InvalidCommandError([FieldViolation(field, why)])
+    def bad(why: str) -> InvalidArgumentError:
+        return InvalidArgumentError([FieldViolation(field, why)])
 
     try:
         body_text, mac_text = token.split(".")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 import psycopg
@@ -14,6 +16,7 @@ from orders.v1 import command_service_pb2 as pb
 from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import types_pb2
 from server.command import handlers, store
+from server.command.unit_of_work import Written
 from server.config import libpq_url
 from server.domain import commands as c
 from server.domain.money import Money
@@ -189,13 +192,22 @@ def test_an_order_stalled_past_its_deadline_is_cancelled_in_the_database_too(sta
     assert placed.version == 1  # the cancelled attempt wrote nothing
 
 
+HANDLERS: dict[type[c.Command], Callable[[store.Session, Any], Awaitable[Written]]] = {
+    c.RegisterCustomer: handlers.register_customer,
+    c.PlaceOrder: handlers.place_order,
+    c.ReserveCredit: handlers.reserve_credit,
+}
+
+
 def test_each_command_runs_under_its_own_deadline_on_a_shared_connection(database_url: str) -> None:
     """RegisterCustomer and PlaceOrder set the connection's statement timeout only when their
     deadline's step differs from what it last had; reads set it in their own statement. Either
     way no command runs under the timeout of the one before it."""
     async def run(conn: psycopg.AsyncConnection, command: c.Command, budget_ms: float) -> str:
-        session = store.Session(conn, "default", rid(), type(command).__name__, b"hash", timeout_ms=budget_ms)
-        await handlers.HANDLERS[type(command)](session, wire.EventContext("default", "corr", "cause"), command)
+        request_id = rid()
+        ctx = wire.EventContext("default", "corr", request_id)
+        session = store.Session(conn, ctx, request_id, type(command).__name__, b"hash", timeout_ms=budget_ms)
+        await HANDLERS[type(command)](session, command)
         await session.commit(b"")
         cursor = await conn.execute("SHOW statement_timeout")
         row = await cursor.fetchone()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.domain.errors import InvalidCommandError
+from server.domain.errors import InvalidArgumentError
 from server.query import tokens
 
 KEY = b"k" * 32
@@ -28,7 +28,7 @@ def test_a_token_round_trips_its_position() -> None:
 def test_a_tampered_token_is_rejected(mangle: object) -> None:
     token = tokens.sign(KEY, "page", {"customer_id": "c-1"}, after="o-9")
 
-    with pytest.raises(InvalidCommandError) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         tokens.verify(KEY, mangle(token), "page", {"customer_id": "c-1"}, "page_token")  # type: ignore[operator]
     assert raised.value.violations[0].field == "page_token"
 
@@ -38,5 +38,5 @@ def test_a_token_is_bound_to_its_filter_its_kind_and_its_key() -> None:
 
     for key, kind, filter_ in ((KEY, "page", {"customer_id": "c-2"}), (KEY, "resume", {"customer_id": "c-1"}),
                                (b"x" * 32, "page", {"customer_id": "c-1"})):
-        with pytest.raises(InvalidCommandError):
+        with pytest.raises(InvalidArgumentError):
             tokens.verify(key, token, kind, filter_, "page_token")

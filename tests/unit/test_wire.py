@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orders.v1 import command_service_pb2 as pb
-from server.domain.errors import InvalidCommandError
+from server.domain.errors import InvalidArgumentError
 from server.platform import wire
 
 
@@ -19,7 +19,7 @@ def test_a_consistency_token_decodes_to_what_was_encoded(kind: str, aggregate_id
 
 @pytest.mark.parametrize("garbage", ["", "!!!", "MXxvcmRlcg", "eHx5fHp8MQ", "MXxvcmRlcnxvLTF8MA"])
 def test_a_malformed_token_is_a_field_violation(garbage: str) -> None:
-    with pytest.raises(InvalidCommandError) as caught:
+    with pytest.raises(InvalidArgumentError) as caught:
         wire.ConsistencyToken.decode(garbage)
     assert [v.field for v in caught.value.violations] == ["consistency_token"]
 
