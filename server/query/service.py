@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from orders.v1 import query_service_pb2 as pb
 from orders.v1 import query_service_pb2_grpc as pb_grpc
 from orders.v1 import types_pb2
+from projector.views import order_summaries
 from server import telemetry
 from server.config import Settings
 from server.domain.commands import id_violations
@@ -54,7 +55,7 @@ def _money(currency_code: str, amount: Any) -> types_pb2.Money:
     return wire.money_to_proto(db.from_decimal(currency_code, amount))
 
 
-def summary_to_proto(row: read_store.Summary) -> pb.OrderSummary:
+def summary_to_proto(row: order_summaries.Summary) -> pb.OrderSummary:
     return pb.OrderSummary(
         order_id=row.order_id,
         customer_id=row.customer_id,
@@ -100,7 +101,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
         async def read(tenant_id: str) -> pb.GetOrderSummaryResponse:
             _check(id_violations("order_id", request.order_id))
             row = await self._read(context, tenant_id, request.consistency_token,
-                                   read_store.order_summary, request.order_id)
+                                   order_summaries.order_summary, request.order_id)
             if row is None:
                 raise NotFoundError("order", request.order_id)
             return pb.GetOrderSummaryResponse(summary=summary_to_proto(row))
@@ -123,7 +124,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 after = str(tokens.verify(self._key, request.page_token, "page", filter_, "page_token")["after"])
             size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
             rows = await self._read(context, tenant_id, request.consistency_token,
-                                    read_store.list_orders, request.customer_id, state, after, size + 1)
+                                    order_summaries.list_orders, request.customer_id, state, after, size + 1)
             response = pb.ListOrdersResponse(orders=[summary_to_proto(r) for r in rows[:size]])
             if len(rows) > size:
                 response.next_page_token = tokens.sign(self._key, "page", filter_, after=rows[size - 1].order_id)
@@ -177,7 +178,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
         self, request: pb.WatchOrdersRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchOrdersResponse]:
         tenant_id = serving.tenant_of(context)
-        filter_ = read_store.WatchFilter(request.order_id, request.customer_id)
+        filter_ = order_summaries.WatchFilter(request.order_id, request.customer_id)
         bound = {"tenant_id": tenant_id, **filter_.as_dict()}
         try:
             _check(
@@ -209,7 +210,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 while True:  # catch up from the last delivered change_seq
                     try:
                         async with self._pool.connection(timeout=heartbeat) as conn:
-                            rows = await read_store.changes_since(conn, tenant_id, filter_, last, WATCH_BATCH)
+                            rows = await order_summaries.changes_since(conn, tenant_id, filter_, last, WATCH_BATCH)
                     except (PoolTimeout, psycopg.OperationalError):
                         await errors.abort(context, errors.unavailable(
                             "the read database is unavailable; call again with the last resume_token",
