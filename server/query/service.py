@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from orders.v1 import query_service_pb2 as pb
 from orders.v1 import query_service_pb2_grpc as pb_grpc
 from orders.v1 import types_pb2
-from projector.views import order_summaries
+from projector.views import customer_orders, order_summaries, product_sales
 from server import telemetry
 from server.config import Settings
 from server.domain.commands import id_violations
@@ -137,8 +137,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
     ) -> pb.GetCustomerOrdersResponse:
         async def read(tenant_id: str) -> pb.GetCustomerOrdersResponse:
             _check(id_violations("customer_id", request.customer_id))
-            rows = await self._read(context, tenant_id, request.consistency_token,
-                                    read_store.customer_orders, request.customer_id)
+            dashboard = await self._read(context, tenant_id, request.consistency_token,
+                                         customer_orders.read, request.customer_id)
             response = pb.GetCustomerOrdersResponse(
                 customer_id=request.customer_id,
                 totals=[
@@ -147,11 +147,11 @@ class QueryService(pb_grpc.QueryServiceServicer):
                         order_count=r.order_count,
                         total=_money(r.currency_code, r.total),
                     )
-                    for r in rows
+                    for r in dashboard.totals
                 ],
             )
-            if rows:
-                response.last_order_time.CopyFrom(_timestamp(max(r.last_update for r in rows)))
+            if dashboard.last_order_at is not None:
+                response.last_order_time.CopyFrom(_timestamp(dashboard.last_order_at))
             return response
 
         return await self._answer(context, read)
@@ -162,7 +162,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
         async def read(tenant_id: str) -> pb.GetProductSalesResponse:
             _check(_optional_id("product_id", request.product_id))
             rows = await self._read(context, tenant_id, request.consistency_token,
-                                    read_store.product_sales, request.product_id)
+                                    product_sales.read, request.product_id)
             return pb.GetProductSalesResponse(
                 sales=[
                     pb.ProductSales(product_id=r.product_id, units_sold=r.units_sold, revenue=_money(r.currency_code, r.revenue))
