@@ -3,6 +3,7 @@ counters see it."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from orders.v1 import query_service_pb2_grpc as query_grpc
 from orders.v1 import types_pb2
 from projector.views import MODELS
 from server.config import libpq_url
+from server.platform.process import free_port
 from tests.e2e.client import commands, eur, new_id, place_request, queries, register
 from tests.e2e.projection import lagging_aggregates
-from tests.harness import Stack, scalar, wait_until
+from tests.harness import Stack, scalar, serving, wait_until
 
 pytestmark = pytest.mark.e2e
 READ_MODEL_TABLES = [table.name for model in MODELS for table in model.tables]
@@ -44,21 +46,36 @@ def scans(db: Db) -> dict[str, int]:
     return {name: 0 for name in READ_MODEL_TABLES} | {name: int(count) for name, count in rows}
 
 
-def _stop_projector(stack: Stack, db: Db) -> None:
-    """Stops the projector and waits until its database sessions are gone: a session flushes its
-    pending statistics when it ends, so none of the projector's scans can land later."""
-    projector = psutil.Process(stack.procs["projector"].pid)
-    ports = [c.laddr.port for c in projector.net_connections("tcp")]
+def _stop(stack: Stack, name: str, db: Db) -> None:
+    """Stops process `name` and waits until its database sessions are gone: a session publishes
+    the statistics it holds back when it ends, so none of its scans can land later."""
+    ports = [c.laddr.port for c in psutil.Process(stack.procs[name].pid).net_connections("tcp")]
     sessions = "SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY(%s)"
     assert scalar(db, sessions, ports) > 0
-    stack.kill("projector", signal.SIGTERM)
-    wait_until(lambda: scalar(db, sessions, ports) == 0, what="the projector's sessions to end")
+    stack.kill(name, signal.SIGTERM)
+    del stack.procs[name]
+    wait_until(lambda: scalar(db, sessions, ports) == 0, what=f"the sessions of {name} to end")
+
+
+@contextlib.contextmanager
+def own_query_server(stack: Stack, db: Db) -> Iterator[query_grpc.QueryServiceStub]:
+    """A query server of the test's own, stopped on the way out so that every scan it made is counted."""
+    addr = f"127.0.0.1:{free_port()}"
+    proc = stack.start("query-server", name="query-measured", QUERY_ADDR=addr, METRICS_ADDR=f"127.0.0.1:{free_port()}")
+    try:
+        wait_until(lambda: proc.poll() is None and serving(addr), what="the measured query-server SERVING")
+        channel, stub = queries(addr)
+        with channel:
+            yield stub
+    finally:
+        _stop(stack, "query-measured", db)
 
 
 @pytest.fixture(scope="module")
 def quiet_read_models(stack: Stack, database_url: str) -> Iterator[Orders]:
     """Given orders in every read model, one of them cancelled, and the projector caught up and
-    stopped, so that only queries move the read models' scan counters."""
+    stopped, so that only queries move the read models' scan counters (the stack's own query
+    server is never asked)."""
     _, cmd = commands(stack.command_addr)
     customer_id, product_id = new_id("c"), new_id("p")
     register(cmd, customer_id)
@@ -68,7 +85,7 @@ def quiet_read_models(stack: Stack, database_url: str) -> Iterator[Orders]:
                                           reason=types_pb2.CANCELLATION_REASON_OTHER), timeout=10)
     with psycopg.connect(libpq_url(database_url), autocommit=True) as db:
         wait_until(lambda: lagging_aggregates(db) == 0, what="every event applied")
-        _stop_projector(stack, db)
+        _stop(stack, "projector", db)
     yield Orders(customer_id, product_id, kept.order_id)
     stack.start("projector")
 
@@ -102,15 +119,10 @@ def test_a_query_scans_its_own_read_model_table_and_no_other(
     """When a query runs on quiet read models, then the only read-model table whose scan counters
     move is the one its read model owns."""
     call, table = CALLS[rpc]
-    _, query = queries(stack.query_addr)
     before = scans(db)
 
-    assert call(query, quiet_read_models)
+    with own_query_server(stack, db) as query:
+        assert call(query, quiet_read_models)
 
-    def moved() -> list[str]:
-        now = scans(db)
-        return [name for name in READ_MODEL_TABLES if now[name] != before[name]]
-
-    # The query server's session publishes its counters lazily but every table's at once: the
-    # first change shows all the tables the query read.
-    assert wait_until(moved, what="the read models' scan counters to move") == [table]
+    after = scans(db)
+    assert [name for name in READ_MODEL_TABLES if after[name] != before[name]] == [table]
