@@ -19,8 +19,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from projector.store import Applied
-from projector.tables import OrderSummaryRow
 from projector.views.base import rows_by_order
+from projector.views.order_summaries import OrderSummaryRow
 from server import telemetry
 from server.platform import messaging
 

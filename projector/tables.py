@@ -1,20 +1,17 @@
-"""Read-side tables, owned by the projector, and the queries the query server runs on them."""
+"""The projector's bookkeeping tables, and the metadata every read model's tables join (projector/views)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     DateTime,
-    FetchedValue,
     Identity,
     Index,
     LargeBinary,
     MetaData,
-    Numeric,
     String,
     Text,
     func,
@@ -28,29 +25,6 @@ metadata = MetaData(naming_convention={"pk": "pk_%(table_name)s", "ix": "ix_%(co
 
 class Base(DeclarativeBase):
     metadata = metadata
-
-
-class OrderSummaryRow(Base):
-    """One order as GetOrderSummary returns it; `lines` is a JSON list of exact amounts."""
-
-    __tablename__ = "order_summaries"
-    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    customer_id: Mapped[str] = mapped_column(String(64), index=True)
-    state: Mapped[str] = mapped_column(String(16))
-    currency_code: Mapped[str] = mapped_column(String(3))
-    total: Mapped[Decimal] = mapped_column(Numeric(38, 9))
-    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
-    version: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    stream_seq: Mapped[int] = mapped_column(BigInteger)
-    # Stamped by a trigger on every write (migration 0005): commit order, for WatchOrders.
-    change_seq: Mapped[int] = mapped_column(BigInteger, server_default=FetchedValue(), server_onupdate=FetchedValue())
-    __table_args__ = (
-        Index("ix_order_summaries_tenant_change_seq", "tenant_id", "change_seq"),
-        Index("ix_order_summaries_tenant_customer_change_seq", "tenant_id", "customer_id", "change_seq"),
-        Index("ix_order_summaries_tenant_customer_order", "tenant_id", "customer_id", "order_id"),
-    )
 
 
 class AppliedVersionRow(Base):

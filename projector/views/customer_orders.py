@@ -1,5 +1,10 @@
-"""`customer_orders`: the per-customer dashboard: how many orders, and of what value, are in each
-state now, and when the customer last ordered. One row per (tenant, customer, currency).
+"""`customer_orders`: the per-customer dashboard GetCustomerOrders returns: how many orders, and of
+what value, are in each state now, and when the customer last ordered. One row per (tenant,
+customer, currency).
+
+Cancelled orders: an order counts once, in its current state; a cancellation moves it, with its
+whole total, from the state it was cancelled in to `cancelled`, where it stays. `last_order_at`
+is when the customer last placed an order; later changes to an order do not move it.
 
 A state change names only the order, so the model keeps its own index of each order's customer,
 total and state (`customer_order_states`) rather than reading another model's table: a rebuild of
@@ -140,3 +145,36 @@ MODEL = ReadModel(
         "order_shipped": _to("shipped"),
     },
 )
+
+
+# --- what the query server reads ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateTotal:
+    state: str  # as OrderState and order_summaries name it: PLACED, CONFIRMED, ...
+    currency_code: str
+    order_count: int
+    total: Decimal
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    totals: list[StateTotal]  # states with orders only, in lifecycle order, then by currency
+    last_order_at: dt.datetime | None  # None for a customer with no order
+
+
+_READ = f"""SELECT currency_code, {", ".join(f"{s}_count, {s}_value" for s in STATES)}, last_order_at
+            FROM {DASH} WHERE tenant_id = %s AND customer_id = %s ORDER BY currency_code"""
+
+
+async def read(conn: Conn, tenant_id: str, customer_id: str) -> Dashboard:
+    """One customer's dashboard, from this model's table alone."""
+    rows = await (await conn.execute(_READ, (tenant_id, customer_id))).fetchall()
+    totals = [
+        StateTotal(state.upper(), row[0], row[1 + 2 * n], row[2 + 2 * n])
+        for n, state in enumerate(STATES)
+        for row in rows
+        if row[1 + 2 * n]
+    ]
+    return Dashboard(totals, max((row[-1] for row in rows), default=None))

@@ -1,14 +1,44 @@
-"""`order_summaries`: one row per order as GetOrderSummary returns it (the query server's table)."""
+"""`order_summaries`: one row per order as GetOrderSummary, ListOrders and WatchOrders return it."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import BigInteger, DateTime, FetchedValue, Index, Numeric, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
 from orders.v1 import events_pb2
-from projector.tables import OrderSummaryRow
+from projector.tables import Base
 from projector.views._money import nanos, occurred
 from projector.views.base import Apply, Conn, ReadModel, Tables, rows_json, select_json
+
+
+class OrderSummaryRow(Base):
+    """One order as GetOrderSummary returns it; `lines` is a JSON list of exact amounts."""
+
+    __tablename__ = "order_summaries"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    currency_code: Mapped[str] = mapped_column(String(3))
+    total: Mapped[Decimal] = mapped_column(Numeric(38, 9))
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    version: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    stream_seq: Mapped[int] = mapped_column(BigInteger)
+    # Stamped by a trigger on every write (migration 0005): commit order, for WatchOrders.
+    change_seq: Mapped[int] = mapped_column(BigInteger, server_default=FetchedValue(), server_onupdate=FetchedValue())
+    __table_args__ = (
+        Index("ix_order_summaries_tenant_change_seq", "tenant_id", "change_seq"),
+        Index("ix_order_summaries_tenant_customer_change_seq", "tenant_id", "customer_id", "change_seq"),
+        Index("ix_order_summaries_tenant_customer_order", "tenant_id", "customer_id", "order_id"),
+    )
+
 
 T = OrderSummaryRow.__tablename__
 Key = tuple[str, str]
@@ -80,3 +110,74 @@ MODEL = ReadModel(
         "order_shipped": _to("SHIPPED"),
     },
 )
+
+
+# --- what the query server reads ---------------------------------------------------------------
+
+COLUMNS = "order_id, customer_id, state, currency_code, total, lines, version, updated_at, change_seq"
+
+
+@dataclass(frozen=True)
+class Summary:
+    order_id: str
+    customer_id: str
+    state: str
+    currency_code: str
+    total: Decimal
+    lines: list[dict[str, Any]]
+    version: int
+    updated_at: dt.datetime
+    change_seq: int  # commit-ordered (see migration 0005): what watchers page and resume by
+
+
+@dataclass(frozen=True)
+class WatchFilter:
+    """One order, one customer's orders, or (both empty) every order of the tenant."""
+
+    order_id: str = ""
+    customer_id: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"order_id": self.order_id, "customer_id": self.customer_id}
+
+
+async def order_summary(conn: Conn, tenant_id: str, order_id: str) -> Summary | None:
+    cur = await conn.execute(f"SELECT {COLUMNS} FROM {T} WHERE tenant_id = %s AND order_id = %s", (tenant_id, order_id))
+    row = await cur.fetchone()
+    return None if row is None else Summary(*row)
+
+
+async def list_orders(
+    conn: Conn, tenant_id: str, customer_id: str, state: str, after_order_id: str, limit: int
+) -> list[Summary]:
+    """Orders by order id: a key that never changes, so a walk over pages meets each order once
+    even while orders change under it."""
+    where = ["tenant_id = %(tenant_id)s", "order_id > %(after)s"]
+    if customer_id:
+        where.append("customer_id = %(customer_id)s")
+    if state:
+        where.append("state = %(state)s")
+    params = {"tenant_id": tenant_id, "after": after_order_id, "customer_id": customer_id, "state": state}
+    return await _summaries(conn, where, "order_id", limit, params)
+
+
+async def changes_since(conn: Conn, tenant_id: str, filter_: WatchFilter, after_seq: int, limit: int) -> list[Summary]:
+    """Matching rows whose last change committed after change sequence `after_seq`, in order.
+    A row holds only its latest state, so a reader that fell behind gets each order once, at
+    its newest version: updates conflate in the table, not in memory."""
+    where = ["tenant_id = %(tenant_id)s", "change_seq > %(after)s"]
+    if filter_.order_id:
+        where.append("order_id = %(order_id)s")
+    if filter_.customer_id:
+        where.append("customer_id = %(customer_id)s")
+    params = {"tenant_id": tenant_id, "after": after_seq, **filter_.as_dict()}
+    return await _summaries(conn, where, "change_seq", limit, params)
+
+
+async def _summaries(conn: Conn, where: list[str], order_by: str, limit: int, params: dict[str, Any]) -> list[Summary]:
+    """The first `limit` rows matching every condition in `where`, by `order_by`."""
+    cur = await conn.execute(
+        f"SELECT {COLUMNS} FROM {T} WHERE {' AND '.join(where)} ORDER BY {order_by} LIMIT %(limit)s",
+        {**params, "limit": limit},
+    )
+    return [Summary(*row) for row in await cur.fetchall()]

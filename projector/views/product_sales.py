@@ -1,9 +1,11 @@
-"""`product_sales`: units and revenue per product and currency.
+"""`product_sales`: units and revenue per product and currency, as GetProductSales returns them.
 
-Decision on cancellation: a PLACED order's lines count as ordered when it is placed; when it is
-cancelled, the same lines are added to the cancelled columns rather than subtracted, so the table
-keeps both what was asked for and what fell through. Net sales = ordered - cancelled. Confirming
-or shipping changes nothing here. The model keeps each order's lines, summed per product
+Decision on cancellation: an order's lines count as ordered when it is placed; when it is
+cancelled (from PLACED or CONFIRMED alike), the same lines are added to the cancelled columns
+rather than subtracted, so the table keeps both what was asked for and what fell through.
+Confirming or shipping changes nothing here. GetProductSales answers net sales: units and
+revenue ordered minus cancelled, listing every product ever ordered (zero when every order of
+it was cancelled). The model keeps each order's lines, summed per product
 (`product_sales_orders`), to know what a cancellation takes back."""
 
 from __future__ import annotations
@@ -132,3 +134,25 @@ MODEL = ReadModel(
     changes=Changes,
     handlers={"order_placed": order_placed, "order_cancelled": order_cancelled},
 )
+
+
+# --- what the query server reads ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sales:
+    product_id: str
+    currency_code: str
+    units_sold: int  # ordered minus cancelled
+    revenue: Decimal  # ordered minus cancelled, exact
+
+
+_NET = f"""SELECT product_id, currency_code, units_ordered - units_cancelled, revenue_ordered - revenue_cancelled
+           FROM {SALES} WHERE tenant_id = %s"""
+
+
+async def read(conn: Conn, tenant_id: str, product_id: str) -> list[Sales]:
+    """Net sales of one product (or, with an empty id, of every product) by product and currency."""
+    where, params = (" AND product_id = %s", (tenant_id, product_id)) if product_id else ("", (tenant_id,))
+    rows = await (await conn.execute(_NET + where + " ORDER BY product_id, currency_code", params)).fetchall()
+    return [Sales(*row) for row in rows]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -19,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from orders.v1 import query_service_pb2 as pb
 from orders.v1 import query_service_pb2_grpc as pb_grpc
 from orders.v1 import types_pb2
+from projector.views import customer_orders, order_summaries, product_sales
 from server import telemetry
 from server.config import Settings
 from server.domain.commands import id_violations
@@ -29,7 +29,6 @@ from server.query import store as read_store
 from server.query import tokens
 from server.query.watch import Hub, Watcher
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Leave this much of the caller's deadline to answer "not caught up yet" instead of timing out.
@@ -54,7 +53,7 @@ def _money(currency_code: str, amount: Any) -> types_pb2.Money:
     return wire.money_to_proto(db.from_decimal(currency_code, amount))
 
 
-def summary_to_proto(row: read_store.Summary) -> pb.OrderSummary:
+def summary_to_proto(row: order_summaries.Summary) -> pb.OrderSummary:
     return pb.OrderSummary(
         order_id=row.order_id,
         customer_id=row.customer_id,
@@ -100,7 +99,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
         async def read(tenant_id: str) -> pb.GetOrderSummaryResponse:
             _check(id_violations("order_id", request.order_id))
             row = await self._read(context, tenant_id, request.consistency_token,
-                                   read_store.order_summary, request.order_id)
+                                   order_summaries.order_summary, request.order_id)
             if row is None:
                 raise NotFoundError("order", request.order_id)
             return pb.GetOrderSummaryResponse(summary=summary_to_proto(row))
@@ -123,7 +122,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 after = str(tokens.verify(self._key, request.page_token, "page", filter_, "page_token")["after"])
             size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
             rows = await self._read(context, tenant_id, request.consistency_token,
-                                    read_store.list_orders, request.customer_id, state, after, size + 1)
+                                    order_summaries.list_orders, request.customer_id, state, after, size + 1)
             response = pb.ListOrdersResponse(orders=[summary_to_proto(r) for r in rows[:size]])
             if len(rows) > size:
                 response.next_page_token = tokens.sign(self._key, "page", filter_, after=rows[size - 1].order_id)
@@ -136,8 +135,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
     ) -> pb.GetCustomerOrdersResponse:
         async def read(tenant_id: str) -> pb.GetCustomerOrdersResponse:
             _check(id_violations("customer_id", request.customer_id))
-            rows = await self._read(context, tenant_id, request.consistency_token,
-                                    read_store.customer_orders, request.customer_id)
+            dashboard = await self._read(context, tenant_id, request.consistency_token,
+                                         customer_orders.read, request.customer_id)
             response = pb.GetCustomerOrdersResponse(
                 customer_id=request.customer_id,
                 totals=[
@@ -146,11 +145,11 @@ class QueryService(pb_grpc.QueryServiceServicer):
                         order_count=r.order_count,
                         total=_money(r.currency_code, r.total),
                     )
-                    for r in rows
+                    for r in dashboard.totals
                 ],
             )
-            if rows:
-                response.last_order_time.CopyFrom(_timestamp(max(r.last_update for r in rows)))
+            if dashboard.last_order_at is not None:
+                response.last_order_time.CopyFrom(_timestamp(dashboard.last_order_at))
             return response
 
         return await self._answer(context, read)
@@ -161,7 +160,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
         async def read(tenant_id: str) -> pb.GetProductSalesResponse:
             _check(_optional_id("product_id", request.product_id))
             rows = await self._read(context, tenant_id, request.consistency_token,
-                                    read_store.product_sales, request.product_id)
+                                    product_sales.read, request.product_id)
             return pb.GetProductSalesResponse(
                 sales=[
                     pb.ProductSales(product_id=r.product_id, units_sold=r.units_sold, revenue=_money(r.currency_code, r.revenue))
@@ -177,7 +176,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
         self, request: pb.WatchOrdersRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchOrdersResponse]:
         tenant_id = serving.tenant_of(context)
-        filter_ = read_store.WatchFilter(request.order_id, request.customer_id)
+        filter_ = order_summaries.WatchFilter(request.order_id, request.customer_id)
         bound = {"tenant_id": tenant_id, **filter_.as_dict()}
         _check(
             serving.tenant_violations(tenant_id),
@@ -205,7 +204,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 while True:  # catch up from the last delivered change_seq
                     try:
                         async with self._pool.connection(timeout=heartbeat) as conn:
-                            rows = await read_store.changes_since(conn, tenant_id, filter_, last, WATCH_BATCH)
+                            rows = await order_summaries.changes_since(conn, tenant_id, filter_, last, WATCH_BATCH)
                     except psycopg.OperationalError as exc:
                         # The table's status, with where to resume (the serving layer could not know).
                         await errors.abort(context, errors.status_of(exc, resume_token=resume_token()))

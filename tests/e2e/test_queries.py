@@ -144,3 +144,36 @@ def test_customer_and_product_views_add_up_the_orders_exactly(stack: Stack) -> N
                         types_pb2.ORDER_STATE_CANCELLED: (1, eur(29, 970_000_000))}
     assert view.HasField("last_order_time")
     assert [(s.product_id, s.units_sold, s.revenue) for s in sales.sales] == [(product_id, 3, eur(29, 970_000_000))]
+
+
+def test_a_cancelled_order_moves_to_cancelled_and_leaves_the_sales_but_not_the_last_order_time(stack: Stack) -> None:
+    """Given two orders of one customer, the newer one confirmed; when that one is cancelled,
+    then the dashboard counts it once, under CANCELLED, its lines leave the product sales (a
+    product with no other order stays listed at zero), and the last order time is still when it
+    was placed."""
+    _, cmd = commands(stack.command_addr)
+    _, query = queries(stack.query_addr)
+    customer_id, kept, dropped = new_id("c"), new_id("p"), new_id("p")
+    register(cmd, customer_id)
+    cmd.PlaceOrder(place_request(new_id("o"), customer_id,
+                                 types_pb2.OrderLine(product_id=kept, quantity=2, unit_price=eur(5))), timeout=10)
+    newer = cmd.PlaceOrder(place_request(
+        new_id("o"), customer_id, types_pb2.OrderLine(product_id=kept, quantity=1, unit_price=eur(5)),
+        types_pb2.OrderLine(product_id=dropped, quantity=4, unit_price=eur(1, 250_000_000))), timeout=10)
+    placed_time = query.GetOrderSummary(query_pb.GetOrderSummaryRequest(
+        order_id=newer.order_id, consistency_token=newer.consistency_token), timeout=10).summary.update_time
+    cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=new_id("r"), order_id=newer.order_id, expected_version=1),
+                     timeout=10)
+
+    cancelled = cmd.CancelOrder(pb.CancelOrderRequest(
+        request_id=new_id("r"), order_id=newer.order_id, expected_version=2,
+        reason=types_pb2.CANCELLATION_REASON_CUSTOMER_REQUEST), timeout=10)
+
+    view = query.GetCustomerOrders(query_pb.GetCustomerOrdersRequest(
+        customer_id=customer_id, consistency_token=cancelled.consistency_token), timeout=10)
+    assert [(t.state, t.order_count, t.total) for t in view.totals] == [
+        (types_pb2.ORDER_STATE_PLACED, 1, eur(10)), (types_pb2.ORDER_STATE_CANCELLED, 1, eur(10))]
+    assert view.last_order_time == placed_time
+    for product_id, units, revenue in ((kept, 2, eur(10)), (dropped, 0, eur(0))):
+        sales = query.GetProductSales(query_pb.GetProductSalesRequest(product_id=product_id), timeout=10)
+        assert [(s.product_id, s.units_sold, s.revenue) for s in sales.sales] == [(product_id, units, revenue)]

@@ -6,10 +6,12 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
 import pytest
+from google.protobuf.message import Message
 
 from orders.v1 import query_service_pb2 as qpb
 from server.config import libpq_url
@@ -40,12 +42,18 @@ def test_rebuild_parity_and_swap_while_commands_flow_and_queries_never_fail(
                 ids = [r[0] for r in conn.execute(
                     "SELECT aggregate_id FROM applied_versions WHERE tenant_id = 'default' AND aggregate_type = 'order'"
                     " ORDER BY random() LIMIT 5")]
-                for order_id in ids:
+                reads: list[tuple[str, Any, Message]] = [
+                    (order_id, stub.GetOrderSummary, qpb.GetOrderSummaryRequest(order_id=order_id)) for order_id in ids]
+                # The dashboards read their own tables, which are rebuilt and swapped too.
+                reads += [("dashboard", stub.GetCustomerOrders,
+                           qpb.GetCustomerOrdersRequest(customer_id=traffic.customers[0])),
+                          ("sales", stub.GetProductSales, qpb.GetProductSalesRequest())]
+                for what, rpc, request in reads:
                     try:
-                        stub.GetOrderSummary(qpb.GetOrderSummaryRequest(order_id=order_id), timeout=10)
+                        rpc(request, timeout=10)
                         answered += 1
                     except grpc.RpcError as exc:
-                        failures.append(f"{order_id}: {exc.code()}: {exc.details()}")
+                        failures.append(f"{what}: {exc.code()}: {exc.details()}")
 
     try:
         traffic.run(400)  # a history to rebuild

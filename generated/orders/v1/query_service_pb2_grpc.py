@@ -89,14 +89,14 @@ class QueryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCustomerOrders(self, request, context):
-        """Returns one customer's dashboard view: count and value of orders by state.
+        """Returns one customer's dashboard view: count and value of orders by current state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetProductSales(self, request, context):
-        """Returns units sold and revenue per product over orders that are not cancelled.
+        """Returns units sold and revenue per product, net of cancelled orders.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
