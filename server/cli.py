@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 # Every role's event loop: a command's dozen wake-ups (gRPC completions, psycopg waits) cost less
-# on libuv's. Two command servers side by side, alternating: 14% less CPU per PlaceOrder at
-# concurrency 64.
+# on libuv's (docs/benchmarks.md has the measurement).
 import uvloop
 
 from server.config import ROLES, ConfigError, Settings
