@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
-from server.telemetry.span_export import ShippingSpanProcessor, trace_exporters
 
 TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 _CARRIED = (CORRELATION_ID, CAUSATION_ID)
@@ -34,6 +33,9 @@ def setup_tracing(role: str, env: Mapping[str, str] | None = None) -> TracerProv
     (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); without one, spans still give
     logs their trace ids and still propagate. Raises ValueError for a value it does not support.
     """
+    # Imported here: the export process runs that module as __main__, and must not find it already imported.
+    from server.telemetry.span_export import ShippingSpanProcessor, trace_exporters
+
     env = os.environ if env is None else env
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true" or (exporters := trace_exporters(env)) is None:
         return None
