@@ -232,13 +232,17 @@ _STATUS_CODES = tuple(StatusCode)
 
 def pack(spans: Sequence[Ended]) -> bytes:
     """Spans from `plain` as one marshalled batch, for `rebuilt` in the child: grouped by resource
-    (a process has one: told apart by identity) and then by scope (told apart by value)."""
-    groups: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[Plain]]]] = {}
+    and then by scope, each told apart by identity (a process has one resource and a scope per
+    tracer), as the hashes of their values cost more. Equal scopes of two tracers may make two
+    groups: the SDK's encoder groups by value again in the child."""
+    groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[Plain]]]]] = {}
     for resource, scope, span in spans:
         if (group := groups.get(id(resource))) is None:
             group = groups[id(resource)] = (resource, {})
-        group[1].setdefault(scope, []).append(span)
-    batch = [(_copy(resource.attributes), resource.schema_url, [(_scope(scope), members) for scope, members in scopes.items()])
+        if (members := group[1].get(id(scope))) is None:
+            members = group[1][id(scope)] = (scope, [])
+        members[1].append(span)
+    batch = [(_copy(resource.attributes), resource.schema_url, [(_scope(scope), members) for scope, members in scopes.values()])
              for resource, scopes in groups.values()]
     try:
         return marshal.dumps(batch)
