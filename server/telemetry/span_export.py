@@ -205,8 +205,10 @@ Ended = tuple[Resource, InstrumentationScope | None, Plain]
 
 def plain(span: ReadableSpan) -> Ended:
     """`span`'s resource and scope, which `pack` groups by, and what the child needs of the span
-    itself: all that the SDK's exporters read of it. Only sampled spans are shipped, so the trace
-    flags are not; a parent is in the span's trace, so only its span id and whether it is remote are."""
+    itself: all that the OTLP encoder reads of it (the console exporter also prints the trace state
+    of links, left out: a batch span can have a thousand links). Only sampled spans are shipped, so
+    the trace flags are not; a parent is in the span's trace, so only its span id and whether it is
+    remote are."""
     ctx, parent, status = span.context, span.parent, span.status
     assert ctx is not None
     events, links = span.events, span.links
@@ -286,8 +288,7 @@ _BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = ((int, int.__int__), (fl
 
 
 def rebuilt(packed: bytes) -> list[ReadableSpan]:
-    """A batch from `pack` as the SDK's ReadableSpans, equal to the originals in all the SDK's
-    exporters read of them."""
+    """A batch from `pack` as the SDK's ReadableSpans, equal to the originals in all that `plain` takes."""
     spans: list[ReadableSpan] = []
     for attributes, schema_url, scopes in marshal.loads(packed):
         resource = Resource(attributes or {}, schema_url)
