@@ -1,19 +1,4 @@
-"""Span export from a helper process, so encoding and sending spans never take the serving thread's time.
-
-The SDK's exporters turn every span into protobuf objects (or JSON text) in Python and then send
-them: in a BatchSpanProcessor's thread, that is paid under the same GIL as the gRPC server's event
-loop. Here each span is taken apart into plain values as it ends (`plain`: tuples, dicts, numbers
-and text, read through the span's public properties), and a thread writes each batch of them,
-marshalled (`pack`), to a pipe. A child process (`python -m server.telemetry.span_export`, started
-on the first batch) rebuilds them as the SDK's own ReadableSpans (`rebuilt`) and hands them to the
-SDK's exporters, configured by the same OTEL_ variables (`trace_exporters`, `otlp_protocol`).
-
-Batching follows the BatchSpanProcessor's variables (OTEL_BSP_SCHEDULE_DELAY,
-OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE). As there, the serving thread never
-waits: spans beyond a full queue are dropped and counted, and a slow or broken collector only
-fills the pipe. The child exports what it was given before it exits when the pipe closes, also
-when this process is killed.
-"""
+"""Span export from a helper process: spans leave as plain values; the SDK's exporters encode and send them there."""
 
 from __future__ import annotations
 
@@ -83,7 +68,22 @@ def otlp_protocol(env: Mapping[str, str]) -> str:
 
 
 class ShippingSpanProcessor(SpanProcessor):
-    """Queues finished, sampled spans; a thread ships them in batches to the exporting child."""
+    """Queues finished, sampled spans; a thread ships them in batches to the exporting child.
+
+    The SDK's exporters turn every span into protobuf objects (or JSON text) in Python and then
+    send them: in a BatchSpanProcessor's thread, that is paid under the same GIL as the gRPC
+    server's event loop. Here each span is taken apart into plain values as it ends (`plain`, read
+    through the span's public properties), and the thread writes each batch of them, marshalled
+    (`pack`), to a pipe. The child (`python -m server.telemetry.span_export`, started on the first
+    batch) rebuilds them as the SDK's ReadableSpans (`rebuilt`) and hands them to the SDK's
+    exporters, chosen and configured by the same OTEL_ variables (`trace_exporters`, `otlp_protocol`).
+
+    Batching follows the BatchSpanProcessor's variables (OTEL_BSP_SCHEDULE_DELAY,
+    OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE). As there, the serving thread never
+    waits: spans beyond a full queue are dropped and counted, and a slow or broken collector only
+    fills the pipe. The child exports what it was given before it exits when the pipe closes, also
+    when this process is killed.
+    """
 
     SHUTDOWN_SECONDS = 5.0
 

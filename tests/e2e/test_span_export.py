@@ -1,6 +1,4 @@
-"""The exporting child process delivers every span to a real OTLP collector, over gRPC and over
-HTTP: on a flush, on shutdown, and after a child that died is replaced; with no collector, shutdown
-still ends; and the console exporter prints the spans on the process's standard output."""
+"""The exporting child delivers every span to a real OTLP collector (gRPC, HTTP) or prints it (console)."""
 
 from __future__ import annotations
 

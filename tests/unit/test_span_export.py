@@ -1,5 +1,4 @@
-"""Spans shipped to the exporting process are rebuilt there equal to the originals, and the OTEL_
-variables choose its exporters."""
+"""Spans shipped to the exporting process are rebuilt there as the originals; the OTEL_ variables choose its exporters."""
 
 from __future__ import annotations
 
