@@ -360,15 +360,15 @@ def exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
     return OTLPSpanExporter()
 
 
-def deliver(exporter: SpanExporter, spans: Sequence[ReadableSpan]) -> None:
+def deliver(to: SpanExporter, spans: Sequence[ReadableSpan]) -> None:
     """Exports `spans`. A span the OTLP encoder cannot take (a name that is not text: a lone
     surrogate) fails its whole batch there: then the spans go one by one, and only it is dropped."""
     try:
-        exporter.export(spans)
+        to.export(spans)
     except ValueError:
         for span in spans:
             try:
-                exporter.export([span])
+                to.export([span])
             except ValueError:
                 log.warning("a span cannot be encoded; it is dropped", extra={"span": repr(span.name)})
 
