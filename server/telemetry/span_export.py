@@ -105,7 +105,8 @@ class ShippingSpanProcessor(SpanProcessor):
         self._thread.start()
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context is None or not span.context.trace_flags.sampled:
+        # The sampled bit itself: TraceFlags.sampled reads it through a property, for every span.
+        if (ctx := span.context) is None or not ctx.trace_flags & TraceFlags.SAMPLED:
             return
         if len(self._queue) >= self._max_queue:
             if not self.dropped:

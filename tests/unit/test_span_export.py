@@ -23,10 +23,20 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode, TraceFlags, TraceState
 
 from server.telemetry import setup_tracing
-from server.telemetry.span_export import deliver, exporter, otlp_protocol, pack, plain, rebuilt, trace_exporters
+from server.telemetry.span_export import (
+    ShippingSpanProcessor,
+    deliver,
+    exporter,
+    otlp_protocol,
+    pack,
+    plain,
+    rebuilt,
+    trace_exporters,
+)
 
 
 def recording(resource: Resource | None = None, limits: SpanLimits | None = None) -> tuple[TracerProvider, InMemorySpanExporter]:
@@ -263,3 +273,24 @@ def test_the_child_exports_with_the_sdks_exporter(name: str, env: dict[str, str]
         assert type(chosen) is kind
     finally:
         chosen.shutdown()
+
+
+class RecordOnly(Sampler):
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_ONLY)
+
+    def get_description(self) -> str:
+        return "RecordOnly"
+
+
+def test_only_sampled_spans_are_shipped() -> None:
+    processor = ShippingSpanProcessor({"OTEL_BSP_SCHEDULE_DELAY": "60000"})
+    try:
+        for name, sampler in (("recorded", RecordOnly()), ("sampled", ALWAYS_ON)):
+            provider = TracerProvider(sampler=sampler)
+            provider.add_span_processor(processor)
+            provider.get_tracer("orders").start_span(name).end()
+
+        assert [name for _, _, (name, *_) in processor._queue] == ["sampled"]
+    finally:
+        processor.shutdown()
