@@ -27,12 +27,17 @@ tracer = trace.get_tracer("orders")
 def setup_tracing(role: str, env: Mapping[str, str] | None = None) -> TracerProvider | None:
     """A tracer provider for this process, honouring the OTEL_ variables.
 
-    Spans are exported over OTLP when an endpoint is configured (OTEL_EXPORTER_OTLP_ENDPOINT or
-    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn
-    tracing off. Without an endpoint, spans still give logs their trace ids and still propagate.
+    OTEL_TRACES_EXPORTER chooses the exporters (`trace_exporters`): `otlp` (over OTEL_EXPORTER_OTLP_PROTOCOL's
+    transport, `otlp_protocol`) and `console` run in a helper process; `none`, like OTEL_SDK_DISABLED=true,
+    turns tracing off. Unset, spans are exported over OTLP when an endpoint is configured
+    (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); without one, spans still give
+    logs their trace ids and still propagate. Raises ValueError for a value it does not support.
     """
+    # Imported here: the export process runs that module as __main__, and must not find it already imported.
+    from server.telemetry.span_export import ShippingSpanProcessor, trace_exporters
+
     env = os.environ if env is None else env
-    if env.get("OTEL_SDK_DISABLED", "").lower() == "true" or env.get("OTEL_TRACES_EXPORTER", "") == "none":
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true" or (exporters := trace_exporters(env)) is None:
         return None
     attributes = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": f"orders-{role}"}
     # A projector batch span links every message of its batch (duplicates and dead letters too):
@@ -45,10 +50,9 @@ def setup_tracing(role: str, env: Mapping[str, str] | None = None) -> TracerProv
         # outbox write from its event), where its work on every span was 1 to 2% of the
         # instructions of a traced PlaceOrder.
         provider.add_span_processor(BaggageSpanProcessor(lambda key: key in _CARRIED))
-    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        from server.telemetry.span_export import ShippingSpanProcessor
-
-        # Encoded and exported over OTLP by a helper process, not under this process's GIL.
+    if exporters:
+        # Encoded and exported by a helper process, not under this process's GIL; the console
+        # exporter too, which formats each span as indented JSON and writes it out as it goes.
         provider.add_span_processor(ShippingSpanProcessor(env))
     trace.set_tracer_provider(provider)
     return provider

@@ -1,20 +1,4 @@
-"""Span export from a helper process, so sending spans never takes the serving thread's time.
-
-The SDK's OTLP exporter turns every span into protobuf objects in Python and then sends them: in a
-BatchSpanProcessor's thread, that is paid under the same GIL as the gRPC server's event loop.
-Here each span is taken apart into plain values as it ends (`plain`: tuples, dicts, numbers and
-text), and a thread writes each batch of them, marshalled (`pack`), to a pipe: half the
-instructions that encoding them took in this process; a child process (`python -m
-server.span_export`, started on the first batch) turns them into the serialized OTLP request
-(`frame`, written directly at a fifth of what the SDK's encoder costs) and sends it with the SDK's
-own OTLPSpanExporter, configured by the same OTEL_ variables.
-
-Batching follows the BatchSpanProcessor's variables (OTEL_BSP_SCHEDULE_DELAY,
-OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE). As there, the serving thread never
-waits: spans beyond a full queue are dropped and counted, and a slow or broken collector only
-fills the pipe. The child exports what it was given before it exits when the pipe closes, also
-when this process is killed.
-"""
+"""Span export from a helper process: spans leave as plain values; the SDK's exporters encode and send them there."""
 
 from __future__ import annotations
 
@@ -23,7 +7,6 @@ import logging
 import marshal
 import os
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -31,21 +14,76 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import IO, Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import SpanFlags
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 log = logging.getLogger(__name__)
 
 _HEADER = 4  # each batch: its length (little-endian), then the batch as `pack` writes it
 _CHILD = [sys.executable, "-m", "server.telemetry.span_export"]
 
+# --- which exporters, from the OTEL_ variables --------------------------------------------------
+
+EXPORTERS = ("otlp", "console", "none")
+PROTOCOLS = ("grpc", "http/protobuf")
+
+
+def trace_exporters(env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The exporters OTEL_TRACES_EXPORTER names (a comma-separated list, case-insensitive), or
+    None for `none`: no tracing at all. Unset, it means `otlp` when an OTLP endpoint is configured
+    and no exporter otherwise, so a process run without a collector does not retry one in vain.
+    Raises ValueError, naming the variable, for a value this server does not support."""
+    configured = env.get("OTEL_TRACES_EXPORTER", "")
+    names = tuple(dict.fromkeys(name.strip().lower() for name in configured.split(",") if name.strip()))
+    if any(name not in EXPORTERS for name in names) or ("none" in names and len(names) > 1):
+        raise ValueError(f"OTEL_TRACES_EXPORTER={configured!r} is not supported: use otlp, console or none, "
+                         "or a comma-separated list of otlp and console")
+    if names == ("none",):
+        return None
+    if not names and (env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        names = ("otlp",)
+    if "otlp" in names:
+        otlp_protocol(env)  # checked here, at set-up, rather than in the child
+    return names
+
+
+def otlp_protocol(env: Mapping[str, str]) -> str:
+    """The OTLP transport: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL,
+    else grpc (as the SDK's own auto-configuration defaults). Raises ValueError, naming the
+    variable, for a protocol the SDK has no exporter for (http/json)."""
+    for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        if value := env.get(variable, "").strip():
+            if value.lower() not in PROTOCOLS:
+                raise ValueError(f"{variable}={value!r} is not supported: use grpc or http/protobuf")
+            return value.lower()
+    return "grpc"
+
+
+# --- shipping, in the traced process ------------------------------------------------------------
+
 
 class ShippingSpanProcessor(SpanProcessor):
-    """Queues finished, sampled spans; a thread ships them in batches to the exporting child."""
+    """Queues finished, sampled spans; a thread ships them in batches to the exporting child.
+
+    The SDK's exporters turn every span into protobuf objects (or JSON text) in Python and then
+    send them: in a BatchSpanProcessor's thread, that is paid under the same GIL as the gRPC
+    server's event loop. Here each span is taken apart into plain values as it ends (`plain`, read
+    through the span's public properties), and the thread writes each batch of them, marshalled
+    (`pack`), to a pipe. The child (`python -m server.telemetry.span_export`, started on the first
+    batch) rebuilds them as the SDK's ReadableSpans (`rebuilt`) and hands them to the SDK's
+    exporters, chosen and configured by the same OTEL_ variables (`trace_exporters`, `otlp_protocol`).
+
+    Batching follows the BatchSpanProcessor's variables (OTEL_BSP_SCHEDULE_DELAY,
+    OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE). As there, the serving thread never
+    waits: spans beyond a full queue are dropped and counted, and a slow or broken collector only
+    fills the pipe. The child exports what it was given before it exits when the pipe closes, also
+    when this process is killed.
+    """
 
     SHUTDOWN_SECONDS = 5.0
 
@@ -67,7 +105,8 @@ class ShippingSpanProcessor(SpanProcessor):
         self._thread.start()
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context is None or not span.context.trace_flags.sampled:
+        # The sampled bit itself: TraceFlags.sampled reads it through a property, for every span.
+        if (ctx := span.context) is None or not ctx.trace_flags & TraceFlags.SAMPLED:
             return
         if len(self._queue) >= self._max_queue:
             if not self.dropped:
@@ -157,7 +196,7 @@ def _close(child: subprocess.Popen[bytes], seconds: float = 10.0) -> None:
 # --- spans as plain values, in this process ------------------------------------------------------
 #
 # What the child needs of each span, as tuples, dicts and scalars that marshal writes in C. A batch
-# is grouped as the OTLP request is, so each resource and scope is written once:
+# is grouped by resource and scope, so each is written once:
 # [(resource attributes, schema_url, [(scope, [span, ...]), ...]), ...].
 
 Plain = tuple[Any, ...]
@@ -166,38 +205,47 @@ Ended = tuple[Resource, InstrumentationScope | None, Plain]
 
 
 def plain(span: ReadableSpan) -> Ended:
-    """`span`'s resource and scope, which `pack` groups by, and what the child needs of the span itself."""
+    """`span`'s resource and scope, which `pack` groups by, and what the child needs of the span
+    itself: all that the OTLP encoder reads of it (the console exporter also prints the trace state
+    of links, left out: a batch span can have a thousand links). Only sampled spans are shipped, so
+    the trace flags are not; a parent is in the span's trace, so only its span id and whether it is
+    remote are."""
     ctx, parent, status = span.context, span.parent, span.status
     assert ctx is not None
-    # The events and links as the span holds them: the public properties copy each list under a
-    # lock, which cost half as much again as everything else taken here.
-    events: Sequence[Any] = span._events
-    links: Sequence[Any] = span._links
+    events, links = span.events, span.links
     return span.resource, span.instrumentation_scope, (
         span.name, ctx.trace_id, ctx.span_id,
-        ",".join(f"{key}={value}" for key, value in ctx.trace_state.items()) if ctx.trace_state else "",
+        tuple(ctx.trace_state.items()) if ctx.trace_state else (),
         None if parent is None else (parent.span_id, parent.is_remote),
-        span.kind._value_, span.start_time or 0, span.end_time or 0,
+        _KINDS.index(span.kind), span.start_time, span.end_time,
         _copy(span.attributes), span.dropped_attributes,
         tuple((e.timestamp, e.name, _copy(e.attributes), e.dropped_attributes) for e in events) if events else (),
         span.dropped_events,
         tuple((link.context.trace_id, link.context.span_id, link.context.is_remote, _copy(link.attributes),
                link.dropped_attributes) for link in links) if links else (),
         span.dropped_links,
-        status.status_code._value_, status.description,
+        _STATUS_CODES.index(status.status_code), status.description,
     )
 
 
+# Kinds and status codes travel as their places here: finding one costs a fraction of an enum's `.value`.
+_KINDS = tuple(SpanKind)
+_STATUS_CODES = tuple(StatusCode)
+
+
 def pack(spans: Sequence[Ended]) -> bytes:
-    """Spans from `plain` as one marshalled batch, for `frame` in the child: grouped by resource
-    (a process has one: told apart by identity) and then by scope (told apart by value), as the
-    SDK's encoder groups them."""
-    groups: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[Plain]]]] = {}
+    """Spans from `plain` as one marshalled batch, for `rebuilt` in the child: grouped by resource
+    and then by scope, each told apart by identity (a process has one resource and a scope per
+    tracer), as the hashes of their values cost more. Equal scopes of two tracers may make two
+    groups: the SDK's encoder groups by value again in the child."""
+    groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[Plain]]]]] = {}
     for resource, scope, span in spans:
         if (group := groups.get(id(resource))) is None:
             group = groups[id(resource)] = (resource, {})
-        group[1].setdefault(scope, []).append(span)
-    batch = [(_copy(resource.attributes), resource.schema_url, [(_scope(scope), members) for scope, members in scopes.items()])
+        if (members := group[1].get(id(scope))) is None:
+            members = group[1][id(scope)] = (scope, [])
+        members[1].append(span)
+    batch = [(_copy(resource.attributes), resource.schema_url, [(_scope(scope), members) for scope, members in scopes.values()])
              for resource, scopes in groups.values()]
     try:
         return marshal.dumps(batch)
@@ -219,7 +267,7 @@ def _copy(attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def _base(value: Any) -> Any:
     """`value` with every scalar of a subclass as its base type, every sequence a tuple and every
-    mapping a dict: values marshal can write, encoded as the SDK encodes the originals."""
+    mapping a dict: values marshal can write, exported as the originals would be."""
     cls = value.__class__
     if cls in _MARSHALLED or value is None:
         return value
@@ -237,244 +285,111 @@ _MARSHALLED = frozenset({bool, int, float, str, bytes})
 _BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = ((int, int.__int__), (float, float.__float__), (str, str.__str__), (bytes, bytes.__bytes__))
 
 
-# --- spans as OTLP bytes, in the child ----------------------------------------------------------
-#
-# The protobuf wire format of opentelemetry-proto's trace messages, written directly: building the
-# messages as objects first costs several times as much. Field numbers are from trace.proto,
-# common.proto and resource.proto; every value is what the SDK's encoder sets, so a request
-# parsed from these bytes equals the one `encode_spans` builds (a unit test holds them to it).
+# --- the spans again, in the child ---------------------------------------------------------------
 
 
-def frame(packed: bytes) -> bytes:
-    """A batch from `pack` as a serialized ExportTraceServiceRequest."""
-    resources = []
+def rebuilt(packed: bytes) -> list[ReadableSpan]:
+    """A batch from `pack` as the SDK's ReadableSpans, equal to the originals in all that `plain` takes."""
+    spans: list[ReadableSpan] = []
     for attributes, schema_url, scopes in marshal.loads(packed):
-        encoded = [(scope, spans) for scope, plain_spans in scopes if (spans := _spans(plain_spans))]
-        if encoded:  # left out when none of its spans could be encoded
-            resources.append(_field(b"\x0a", _resource_spans(attributes, schema_url, encoded)))
-    return b"".join(resources)
+        resource = Resource(attributes or {}, schema_url)
+        for scope, members in scopes:
+            instrumentation = None if scope is None else InstrumentationScope(scope[0], scope[1], scope[3], scope[2])
+            spans.extend(_span(values, resource, instrumentation) for values in members)
+    return spans
 
 
-def _spans(spans: list[Plain]) -> list[bytes]:
-    encoded = []
-    for span in spans:
-        try:
-            encoded.append(_span(span))
-        except ValueError:  # a name that is not text (a lone surrogate): the SDK's encoder fails the whole batch
-            log.warning("a span cannot be encoded; it is dropped", extra={"span": repr(span[0])})
-    return encoded
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
-def _resource_spans(attributes: dict[str, Any] | None, schema_url: str, scopes: list[tuple[Plain | None, list[bytes]]]) -> bytes:
-    encoded = bytearray()
-    _attributes(encoded, b"\x0a", attributes)
-    parts = [_field(b"\x0a", encoded)]  # the Resource, always present
-    for scope, spans in scopes:
-        parts.append(_field(b"\x12", _scope_spans(scope, spans)))
-    parts.append(_string(b"\x1a", schema_url))
-    return b"".join(parts)
-
-
-def _scope_spans(scope: Plain | None, spans: list[bytes]) -> bytes:
-    if scope is None:
-        return b"\x0a\x00" + b"".join(spans)  # an empty InstrumentationScope, as the SDK's encoder sends
-    name, version, attributes, schema_url = scope
-    encoded = bytearray(_string(b"\x0a", name) + _string(b"\x12", version))
-    _attributes(encoded, b"\x1a", attributes)
-    return _field(b"\x0a", encoded) + b"".join(spans) + _string(b"\x1a", schema_url)
-
-
-def _span(span: Plain) -> bytes:
-    """One Span, with its field tag: ready to join into its ScopeSpans."""
+def _span(values: Plain, resource: Resource, scope: InstrumentationScope | None) -> ReadableSpan:
     (name, trace_id, span_id, trace_state, parent, kind, start, end, attributes, dropped_attributes,
-     events, dropped_events, links, dropped_links, status_code, status_description) = span
-    out = bytearray(_ids(trace_id, span_id))
-    if trace_state:
-        out += _string(b"\x1a", trace_state)
-    if parent is not None:
-        out += _PARENT.pack(b"\x22\x08", parent[0])
-    out += _NAMES.get(name) or _kept(_NAMES, b"\x2a", name)  # names repeat: a method, an event type
-    out += _KINDS[kind]  # the API's SpanKind counts from INTERNAL = 0, OTLP's from UNSPECIFIED = 0
-    out += _TIMES.pack(b"\x39", start, b"\x41", end)
-    _attributes(out, b"\x4a", attributes)
-    out += _count(b"\x50", dropped_attributes)
-    for timestamp, event_name, event_attributes, event_dropped in events:
-        encoded = bytearray(b"\x09")
-        encoded += timestamp.to_bytes(8, "little")
-        encoded += _string(b"\x12", event_name)
-        _attributes(encoded, b"\x1a", event_attributes)
-        encoded += _count(b"\x20", event_dropped)
-        out += _field(b"\x5a", encoded)
-    out += _count(b"\x60", dropped_events)
-    for link_trace_id, link_span_id, remote, link_attributes, link_dropped in links:
-        encoded = bytearray(_ids(link_trace_id, link_span_id))
-        _attributes(encoded, b"\x22", link_attributes)
-        encoded += _count(b"\x28", link_dropped)
-        encoded += b"\x35"
-        encoded += _flags(remote)
-        out += _field(b"\x6a", encoded)
-    out += _count(b"\x70", dropped_links)
-    if status_code == _UNSET and not status_description:
-        out += b"\x7a\x00"  # most spans: an empty Status
-    else:
-        out += _field(b"\x7a", _string(b"\x12", status_description) + _count(b"\x18", status_code))
-    out += b"\x85\x01"
-    out += _flags(parent is not None and parent[1])
-    return b"\x12" + _varint(len(out)) + out
+     events, dropped_events, links, dropped_links, status_code, description) = values
+    return ReadableSpan(
+        name,
+        context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED,
+                            trace_state=TraceState(list(trace_state)) if trace_state else None),
+        parent=None if parent is None else SpanContext(trace_id, parent[0], is_remote=parent[1], trace_flags=_SAMPLED),
+        resource=resource,
+        attributes=_bounded(attributes, dropped_attributes),
+        events=_dropping([Event(event_name, _bounded(event_attributes, event_dropped), timestamp)
+                          for timestamp, event_name, event_attributes, event_dropped in events], dropped_events),
+        links=_dropping([Link(SpanContext(link_trace_id, link_span_id, is_remote=remote, trace_flags=_SAMPLED),
+                              _bounded(link_attributes, link_dropped))
+                         for link_trace_id, link_span_id, remote, link_attributes, link_dropped in links], dropped_links),
+        kind=_KINDS[kind],
+        status=Status(_STATUS_CODES[status_code], description),
+        start_time=start,
+        end_time=end,
+        instrumentation_scope=scope,
+    )
 
 
-def _ids(trace_id: int, span_id: int) -> bytes:
-    """A span's or a link's trace_id and span_id fields (the same numbers in both messages)."""
-    return _IDS.pack(b"\x0a\x10", trace_id >> 64, trace_id & _LOW, b"\x12\x08", span_id)
+def _bounded(attributes: dict[str, Any] | None, dropped: int) -> Mapping[str, Any] | None:
+    """The attributes, and how many the span's limits dropped: the SDK reads that count from its
+    BoundedAttributes, so only attributes that lost some need one."""
+    if not dropped:
+        return attributes
+    bounded = BoundedAttributes(attributes=attributes, immutable=True)
+    bounded.dropped = dropped
+    return bounded
 
 
-_IDS = struct.Struct(">2sQQ2sQ")  # trace_id (in two halves) and span_id, big-endian, after their tags
-_PARENT = struct.Struct(">2sQ")
-_TIMES = struct.Struct("<cQcQ")  # start and end, fixed64
-_LOW = (1 << 64) - 1
-_UNSET = StatusCode.UNSET.value
-_KINDS = [b"\x30" + bytes([kind + 1]) for kind in range(5)]
-_REMOTE = (SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK).to_bytes(4, "little")
-_LOCAL = int(SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK).to_bytes(4, "little")
-
-
-def _flags(remote: bool | None) -> bytes:
-    return _REMOTE if remote else _LOCAL
-
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return _SMALL[n]
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SMALL = [bytes([n]) for n in range(0x80)]
-
-
-def _field(tag: bytes, payload: bytes | bytearray) -> bytes:
-    """A length-delimited field: always written, even empty (a message field that is set)."""
-    return tag + _varint(len(payload)) + payload
-
-
-def _string(tag: bytes, text: str | None) -> bytes:
-    """A string field: left out when empty, as proto3 leaves out defaults."""
-    return tag + _varint(len(data := text.encode())) + data if text else b""
-
-
-def _count(tag: bytes, n: int) -> bytes:
-    """A count or enum field: left out when 0, as proto3 leaves out defaults."""
-    return tag + _varint(n) if n else b""
-
-
-def _kept(kept: dict[str, bytes], tag: bytes, text: str) -> bytes:
-    """`_string(tag, text)`, kept in `kept` for the next span (span names and attribute keys)."""
-    if len(kept) >= _KEPT:
-        kept.clear()
-    encoded = kept[text] = _string(tag, text)
-    return encoded
-
-
-_KEPT = 4096
-_NAMES: dict[str, bytes] = {}  # each span name's field
-_KEYS: dict[str, bytes] = {}  # each attribute key's field
-# Most attributes repeat from span to span (rpc.method, db.system.name, an event type): the
-# length-prefixed KeyValue of each is kept. The value's class is part of the key, as True == 1;
-# floats are not kept, as 0.0 == -0.0.
-_KEY_VALUES: dict[tuple[bytes, str, type, Any], bytes] = {}
-_REUSED = frozenset({str, int, bool, bytes})
-
-
-def _attributes(out: bytearray, tag: bytes, attributes: Mapping[str, Any] | None) -> None:
-    """Appends repeated KeyValue fields to `out`. An attribute that cannot be encoded (an integer
-    past 64 bits, a lone surrogate) is left out, as the SDK's encoder leaves it out."""
-    if not attributes:
-        return
-    kept = _KEY_VALUES
-    for key, value in attributes.items():
-        cls = value.__class__
-        if cls in _REUSED and (encoded := kept.get((tag, key, cls, value))) is not None:
-            out += encoded
-            continue
-        try:
-            key_field = _KEYS.get(key) or _kept(_KEYS, b"\x0a", key)
-            # Most values that are not kept are short text (ids): written in one join when every
-            # length prefix fits in one byte.
-            if cls is str and (size := len(key_field) + len(data := value.encode()) + 4) < 0x80:
-                n = len(data)
-                encoded = b"".join((tag, _SMALL[size], key_field, b"\x12", _SMALL[n + 2], b"\x0a", _SMALL[n], data))
-            else:
-                encoded = _field(tag, key_field + _field(b"\x12", _any_value(value)))
-        except (ValueError, TypeError):
-            log.warning("a span attribute cannot be encoded; it is left out", extra={"attribute": key})
-            continue
-        if cls in _REUSED:
-            if len(kept) >= _KEPT:
-                kept.clear()
-            kept[tag, key, cls, value] = encoded
-        out += encoded
-
-
-def _any_value(value: Any) -> bytes:
-    """An AnyValue's fields, as the SDK's encoder sets them: scalars, sequences and mappings of them."""
-    if value is None:
-        return b""
-    if isinstance(value, bool):
-        return b"\x10\x01" if value else b"\x10\x00"
-    if isinstance(value, str):
-        return _field(b"\x0a", value.encode())
-    if isinstance(value, int):
-        if not -(1 << 63) <= value < 1 << 63:
-            raise ValueError("an int64 attribute out of range")
-        return b"\x18" + _varint(value & 0xFFFF_FFFF_FFFF_FFFF)
-    if isinstance(value, float):
-        return b"\x21" + struct.pack("<d", value)
-    if isinstance(value, bytes):
-        return _field(b"\x3a", value)
-    if isinstance(value, Sequence):
-        return _field(b"\x2a", b"".join(_field(b"\x0a", _any_value(item)) for item in value))
-    if isinstance(value, Mapping):
-        return _field(b"\x32", b"".join(
-            _field(b"\x0a", _string(b"\x0a", str(key)) + _field(b"\x12", _any_value(item))) for key, item in value.items()))
-    raise TypeError(f"an attribute of type {type(value).__name__}")
+def _dropping(items: list[Any], dropped: int) -> Sequence[Any]:
+    """Events or links, and how many the span's limits dropped (kept as the SDK keeps it, in a BoundedList)."""
+    if not dropped:
+        return items
+    bounded = BoundedList.from_seq(None, items)
+    bounded.dropped = dropped
+    return bounded
 
 
 # --- the exporting process ----------------------------------------------------------------------
 
 
-def exporter() -> Any:
-    """The SDK's OTLP exporter (endpoint, headers, TLS, compression, timeout and retries from the
-    OTEL_ variables), sending the requests `encode` builds: its two translation hooks, which a
-    unit test checks the SDK still has, pass them through."""
+def exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
+    """The SDK's exporter `name` (from `trace_exporters`). An OTLP exporter takes its endpoint,
+    headers, TLS, compression, timeout and retries from the OTEL_ variables of this process."""
+    if name == "console":
+        return ConsoleSpanExporter()
+    if otlp_protocol(env) == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPSpanExporter
+
+        return HTTPSpanExporter()
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    class Exporter(OTLPSpanExporter):
-        def _translate_data(self, data: Any) -> ExportTraceServiceRequest:
-            return data  # type: ignore[no-any-return]
+    return OTLPSpanExporter()
 
-        def _count_data(self, data: Any) -> int:
-            return sum(len(scope.spans) for spans in data.resource_spans for scope in spans.scope_spans)
 
-    return Exporter()
+def deliver(to: SpanExporter, spans: Sequence[ReadableSpan]) -> None:
+    """Exports `spans`. A span the OTLP encoder cannot take (a name that is not text: a lone
+    surrogate) fails its whole batch there: then the spans go one by one, and only it is dropped."""
+    try:
+        to.export(spans)
+    except ValueError:
+        for span in spans:
+            try:
+                to.export([span])
+            except ValueError:
+                log.warning("a span cannot be encoded; it is dropped", extra={"span": repr(span.name)})
 
 
 def main() -> int:
-    """Reads batches from stdin and exports their spans over OTLP, until stdin closes."""
+    """Reads batches from stdin and exports their spans, until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when export ends: it closes the pipe
     from server.telemetry.logs import setup_logging
 
     setup_logging("span-export", os.environ.get("LOG_LEVEL", "INFO"))
-    otlp = exporter()
+    exporters = [exporter(name, os.environ) for name in trace_exporters(os.environ) or ()]
     batches = sys.stdin.buffer
     try:
         while len(header := batches.read(_HEADER)) == _HEADER:
-            otlp.export(ExportTraceServiceRequest.FromString(frame(batches.read(int.from_bytes(header, "little")))))
+            spans = rebuilt(batches.read(int.from_bytes(header, "little")))
+            for each in exporters:
+                deliver(each, spans)
     finally:
-        otlp.shutdown()
+        for each in exporters:
+            each.shutdown()
     return 0
 
 

@@ -1,12 +1,15 @@
-"""The exporting child process delivers every span to a real OTLP collector: on a flush, on
-shutdown, and after a child that died is replaced; and with no collector, shutdown still ends."""
+"""The exporting child delivers every span to a real OTLP collector (gRPC, HTTP) or prints it (console)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -14,8 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from server.platform.process import free_port
 from server.telemetry.span_export import ShippingSpanProcessor
-from tests.e2e.otlp import Collector
-from tests.harness import wait_until
+from tests.e2e.otlp import Collector, HTTPCollector
+from tests.harness import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +50,7 @@ def make_spans(provider: TracerProvider, count: int, prefix: str) -> set[str]:
     return ids
 
 
-def exported(collector: Collector, prefix: str) -> set[str]:
+def exported(collector: Collector | HTTPCollector, prefix: str) -> set[str]:
     return {s.span_id for s in collector.spans() if s.name.startswith(prefix) and s.service == "orders-span-export-test"}
 
 
@@ -97,3 +100,62 @@ def test_shutdown_gives_up_on_an_unreachable_collector(monkeypatch: pytest.Monke
     assert time.monotonic() - started < 10  # two SHUTDOWN_SECONDS and a kill, not the exporter's retries
     assert not processor._thread.is_alive() and failures == []
     assert processor.dropped > 0
+
+
+def test_http_protobuf_delivers_every_span() -> None:
+    with HTTPCollector() as collector:
+        provider = provider_with(ShippingSpanProcessor(dict(
+            os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_BSP_SCHEDULE_DELAY="60000")))
+        made = make_spans(provider, 600, "http")  # a full batch and a remainder
+
+        provider.shutdown()
+
+        assert exported(collector, "http") == made
+        assert set(collector.paths) == {"/v1/traces"}
+
+
+# A traced process of its own, whose standard output the test reads: the span's ids, then what the
+# exporter prints.
+CONSOLE_PROCESS = """
+from server.telemetry import setup_tracing
+
+provider = setup_tracing("console-test")
+assert provider is not None
+with provider.get_tracer("orders").start_as_current_span("printed", attributes={"orders.n": 7}) as span:
+    print(format(span.get_span_context().trace_id, "032x"), format(span.get_span_context().span_id, "016x"), flush=True)
+provider.shutdown()
+"""
+
+
+def printed(text: str) -> list[dict[str, Any]]:
+    """The JSON documents in `text`, one after another (the console exporter indents each)."""
+    decoder, documents, at = json.JSONDecoder(), [], 0
+    while (at := len(text) - len(text[at:].lstrip())) < len(text):
+        document, at = decoder.raw_decode(text, at)
+        documents.append(document)
+    return documents
+
+
+def test_the_console_exporter_prints_spans_on_standard_output() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run([sys.executable, "-c", CONSOLE_PROCESS], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env=dict(env, OTEL_TRACES_EXPORTER="console"))
+    assert result.returncode == 0, result.stderr
+    assert "RuntimeWarning" not in result.stderr  # the export process runs its module once, as __main__
+
+    ids, _, rest = result.stdout.partition("\n")
+    trace_id, span_id = ids.split()
+    (span,) = printed(rest)
+    assert span["name"] == "printed" and span["attributes"] == {"orders.n": 7}
+    assert span["context"]["trace_id"] == f"0x{trace_id}" and span["context"]["span_id"] == f"0x{span_id}"
+    assert span["resource"]["attributes"]["service.name"] == "orders-console-test"
+
+
+def test_a_role_refuses_an_unsupported_exporter_at_start_naming_the_variable() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run([sys.executable, "-m", "server", "command-server"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, env=dict(env, OTEL_TRACES_EXPORTER="zipkin"))
+
+    assert result.returncode != 0
+    assert "OTEL_TRACES_EXPORTER='zipkin' is not supported: use otlp, console or none" in result.stderr
