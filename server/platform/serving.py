@@ -321,7 +321,7 @@ class ErrorMapping(_Wrapping):
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
                     return await unary(request, context)
-                except grpc.aio.AbortError:
+                except grpc.aio.BaseError:  # gRPC's own: an abort on its way, or a call gone from under us
                     raise
                 except Exception as exc:
                     await fail(context, exc)
@@ -335,7 +335,7 @@ class ErrorMapping(_Wrapping):
                 try:
                     async for item in responses:
                         yield item
-                except grpc.aio.AbortError:
+                except grpc.aio.BaseError:  # e.g. the status of a stream whose client has gone
                     raise
                 except Exception as exc:
                     await fail(context, exc)

@@ -152,3 +152,21 @@ def test_a_domain_error_ends_the_call_with_its_row_and_is_logged_without_a_stack
     assert context.ended is not None and context.ended[0] == grpc.StatusCode.NOT_FOUND
     [record] = [r for r in caplog.records if r.name == serving.__name__]
     assert record.levelno == logging.INFO and record.exc_info is None
+
+
+@pytest.mark.parametrize("raised", [grpc.aio.UsageError("Abort already called!"), grpc.aio.InternalError("batch failed")])
+def test_grpcs_own_errors_pass_through_unmapped_and_unlogged(raised: Exception, caplog: pytest.LogCaptureFixture) -> None:
+    """A method whose abort failed because its client has gone raises gRPC's own error: gRPC
+    knows the call is over and drops it; mapping it would abort a second time and log an error."""
+    caplog.set_level(logging.INFO)
+
+    async def method(request: object, context: object) -> object:
+        raise raised
+
+    handler = serving.ErrorMapping().wrap("/orders.v1.QueryService/WatchOrders", grpc.unary_unary_rpc_method_handler(method))
+    context = FakeContext()
+    with pytest.raises(type(raised)):
+        asyncio.run(handler.unary_unary(object(), context))
+
+    assert context.ended is None
+    assert [r for r in caplog.records if r.name == serving.__name__] == []
