@@ -52,6 +52,7 @@ generate: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check server projector clients bench tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/buf lint
 
 clean:
