@@ -13,6 +13,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import logging
 import sys
@@ -121,6 +122,13 @@ def _check_dlq_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
         parser.error("--json goes with `orders dlq list`")
 
 
+def _require_bench() -> None:
+    """The benchmarks are not part of the installed packages: they run from a source checkout."""
+    if importlib.util.find_spec("bench") is None:
+        raise ConfigError(["the benchmarks live in bench/ of a source checkout, not in the installed package: "
+                           "run `orders bench` (or `make bench`) from the checkout's root"])
+
+
 def _print_json(document: Any) -> None:
     """Numbers stay numbers; times are ISO-8601."""
 
@@ -143,10 +151,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             return up(settings)
         case "bench" if args.stage == "projector":
+            _require_bench()
             from bench import projector as projector_bench
 
             return projector_bench.run(settings, events=2_000 if args.quick else args.events, json_path=args.json)
         case "bench":
+            _require_bench()
             from bench import stages as benchmark
 
             return benchmark.run(
