@@ -35,7 +35,8 @@ class DeadlineExceededError(Exception):
 # The status of every failure but a domain rule's: a deadline that ran out, a database that did
 # not answer, anything unexpected (whose message must tell the caller nothing of our code).
 _CANCELLED_SQL = "the call did not finish within its deadline"
-_NO_DATABASE = "the database is unavailable; retry the call (a command with the same request_id)"
+_NO_DATABASE = ("the database is unavailable; retry the call (a command with the same request_id, "
+                "a WatchOrders stream with its last resume_token)")
 _INTERNAL = "internal error; the server logged it under this call's correlation id"
 
 
