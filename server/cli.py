@@ -27,6 +27,7 @@ from typing import Any
 import uvloop
 
 from server.config import ROLES, ConfigError, Settings
+from server.platform.auth import SCOPES
 from server.platform.reach import ServiceError
 from server.telemetry import setup_tracing
 from server.telemetry.logs import setup_logging
@@ -44,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("up", help="embedded PostgreSQL and NATS, migrations, and every role, until Ctrl-C")
     sub.add_parser("migrate", help="bring the database at DATABASE_URL to the newest schema")
+    token = sub.add_parser("token", help="print a bearer token signed with the dev key of `orders up`",
+                           description="Mints a token with the dev signing key under ORDERS_DATA_DIR (made on first "
+                                       "use): for a laptop and for tests. Production tokens come from your issuer.")
+    token.add_argument("--tenant", default="default", help="the tenant_id claim (default: default)")
+    token.add_argument("--scope", action="append", required=True, choices=SCOPES,
+                       help="a scope the token grants; repeat for several")
+    token.add_argument("--ttl", type=_duration, default="1h", help="lifetime, e.g. 90s, 30m, 1h, 7d (default: 1h)")
+    token.add_argument("--subject", default="dev", help="the sub claim: the actor recorded on events (default: dev)")
     sub.add_parser("command-server", help="serve orders.v1.CommandService on COMMAND_ADDR")
     sub.add_parser("query-server", help="serve orders.v1.QueryService on QUERY_ADDR")
     sub.add_parser("relay", help="publish the outbox (events table) to JetStream")
@@ -122,6 +131,15 @@ def _check_dlq_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
         parser.error("--json goes with `orders dlq list`")
 
 
+def _duration(text: str) -> float:
+    """Seconds from 90s, 30m, 1h or 7d (argparse's type: a ValueError is a usage error)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 30m, 1h or 7d")
+    return float(int(number) * units[unit])
+
+
 def _require_bench() -> None:
     """The benchmarks are not part of the installed packages: they run from a source checkout."""
     if importlib.util.find_spec("bench") is None:
@@ -150,6 +168,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from server.devstack.supervisor import up
 
             return up(settings)
+        case "token":
+            from server.devstack.supervisor import dev_issuer
+
+            if settings.jwks:
+                print("orders token: ORDERS_JWKS is set, so the servers trust another issuer than this dev key",
+                      file=sys.stderr)
+            print(dev_issuer(settings).mint(args.tenant, args.scope, ttl_seconds=args.ttl, subject=args.subject))
+            return 0
         case "bench" if args.stage == "projector":
             _require_bench()
             from bench import projector as projector_bench

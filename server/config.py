@@ -63,6 +63,14 @@ class Settings:
     projector_fault_aggregates: frozenset[str] = frozenset()
     # How long an operator command waits for PostgreSQL or NATS before it says which is unreachable.
     connect_timeout_seconds: float = 2.0
+    # Bearer tokens (server.platform.auth): on unless ORDERS_AUTH=off; then the servers need a
+    # JWKS, an issuer and an audience (require_auth).
+    auth: bool = True
+    jwks: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: float = 30.0
+    reflection: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +109,12 @@ class Settings:
                 a for a in read.text("ORDERS_PROJECTOR_FAULT_AGGREGATES", "").split(",") if a
             ),
             connect_timeout_seconds=read.seconds("ORDERS_CONNECT_TIMEOUT_SECONDS", 2),
+            auth=read.switch("ORDERS_AUTH", True),
+            jwks=read.text("ORDERS_JWKS", "") or None,
+            jwt_issuer=read.text("ORDERS_JWT_ISSUER", "") or None,
+            jwt_audience=read.text("ORDERS_JWT_AUDIENCE", "") or None,
+            jwt_leeway_seconds=read.seconds("ORDERS_JWT_LEEWAY_SECONDS", 30, zero=True, maximum=300),
+            reflection=read.switch("ORDERS_REFLECTION", True),
         )
         if read.problems:
             raise ConfigError(read.problems)
@@ -115,6 +129,19 @@ class Settings:
         if not self.database_url:
             raise ConfigError([f"DATABASE_URL is not set; this command needs PostgreSQL: set it to {DATABASE_FORM}"])
         return libpq_url(self.database_url)
+
+    def require_auth(self) -> tuple[str, str, str]:
+        """The JWKS source, issuer and audience the servers verify tokens with."""
+        missing = [f"{name} is not set; {why}" for name, value, why in (
+            ("ORDERS_JWKS", self.jwks, "the servers verify bearer tokens against it: set it to a JWKS file path or "
+                                       "an https:// URL (`orders up` makes a dev one)"),
+            ("ORDERS_JWT_ISSUER", self.jwt_issuer, "set it to the `iss` your token issuer writes"),
+            ("ORDERS_JWT_AUDIENCE", self.jwt_audience, "set it to the `aud` tokens for this service carry"),
+        ) if not value]
+        if missing:
+            raise ConfigError([*missing, "(ORDERS_AUTH=off turns authentication off, for local experiments only)"])
+        assert self.jwks and self.jwt_issuer and self.jwt_audience
+        return self.jwks, self.jwt_issuer, self.jwt_audience
 
     def require_nats_url(self) -> str:
         if not self.nats_url:
@@ -190,15 +217,26 @@ class _Reader:
             return None
         return value
 
-    def seconds(self, name: str, default: float, *, zero: bool = False) -> float:
-        form = f"a number of seconds {'>= 0' if zero else '> 0'}, e.g. {default:g}"
+    def seconds(self, name: str, default: float, *, zero: bool = False, maximum: float | None = None) -> float:
+        form = (f"a number of seconds {'>= 0' if zero else '> 0'}" + (f" and <= {maximum:g}" if maximum else "")
+                + f", e.g. {default:g}")
         value = self._number(name, default, form)
         if value is None:
             return default
-        if value < 0 or (value == 0 and not zero):
-            self._refuse(name, repr(self.env[name]), "negative" if value < 0 else "zero", form)
+        if value < 0 or (value == 0 and not zero) or (maximum is not None and value > maximum):
+            problem = "negative" if value < 0 else "zero" if value == 0 else "too large"
+            self._refuse(name, repr(self.env[name]), problem, form)
             return default
         return value
+
+    def switch(self, name: str, default: bool) -> bool:
+        raw = (self.env.get(name) or "").lower()
+        if not raw:
+            return default
+        if raw not in ("on", "off"):
+            self._refuse(name, repr(self.env[name]), "not on or off", "on | off")
+            return default
+        return raw == "on"
 
     def fraction(self, name: str) -> float:
         form = "a probability from 0 to 1, e.g. 0.05 (0: never)"

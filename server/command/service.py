@@ -14,7 +14,7 @@ from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from server.command import pipeline, store
 from server.config import Settings
-from server.platform import serving
+from server.platform import auth, serving
 from server.platform.schema import NOTIFY_CHANNEL
 
 
@@ -93,6 +93,7 @@ class CommandService(pb_grpc.CommandServiceServicer):
 
 async def run(settings: Settings) -> None:
     """Composition root of the command-server process."""
+    verifier = auth.verifier_from(settings)
     conninfo = settings.require_database_url()
     pool = AsyncConnectionPool(
         conninfo,
@@ -122,6 +123,9 @@ async def run(settings: Settings) -> None:
             max_request_bytes=settings.max_request_bytes,
             max_calls_in_progress=settings.max_calls_in_progress,
             grace_seconds=settings.grace_seconds,
+            scopes=serving.required_scopes(pb.DESCRIPTOR.services_by_name["CommandService"], auth.WRITE),
+            verifier=verifier,
+            reflection_on=settings.reflection,
             metrics_addr=settings.metrics_addr,
         )
     finally:

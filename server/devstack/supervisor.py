@@ -14,10 +14,12 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.config import ROLES, Settings
+from server.config import ROLES, Settings, public_address
 from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres
+from server.devstack.signing import DevIssuer
 from server.platform.migrations import upgrade
 from server.platform.process import die_with_parent
+from server.platform.serving import DEFAULT_TENANT
 
 log = logging.getLogger("orders.up")
 
@@ -91,20 +93,33 @@ def banner(stack: LocalStack) -> str:
     cmd, query = settings.command_addr, settings.query_addr
     metrics = "\n".join(f"  metrics         http://{stack.metrics_addr(role)}/metrics  ({role})"
                          for role in stack.roles if stack.metrics_addr(role))
+    if stack.issuer is not None:
+        auth = f"""Every call needs a bearer token; this one is for tenant default, with every scope
+(`orders token --tenant T --scope orders.read` mints more with the same dev key):
+  export ORDERS_TOKEN={stack.issuer.mint(DEFAULT_TENANT, subject="dev")}
+"""
+        header = ' -rpc-header "authorization: Bearer $ORDERS_TOKEN"'
+    elif settings.auth:
+        auth = f"Every call needs a bearer token from the issuer of {settings.jwks} (ORDERS_JWKS).\n"
+        header = ' -rpc-header "authorization: Bearer $ORDERS_TOKEN"'
+    else:
+        auth = "AUTHENTICATION IS OFF (ORDERS_AUTH=off): anyone who reaches these ports is any tenant.\n"
+        header = ""
     return f"""
 Orders is up.
   CommandService  {cmd}
   QueryService    {query}
-  PostgreSQL      {database_url}
-  NATS JetStream  {nats_url}
+  PostgreSQL      {public_address(database_url)}
+  NATS JetStream  {public_address(nats_url)}
 {metrics}
 
+{auth}
 Try it (grpcurl ships with `make test`'s tools in .venv/bin):
   grpcurl -plaintext {cmd} list
   grpcurl -plaintext {cmd} grpc.health.v1.Health/Check
-  grpcurl -plaintext -d '{{"request_id":"r-1","customer_id":"c-1","display_name":"Ada","email":"ada@example.com"}}' {cmd} orders.v1.CommandService/RegisterCustomer
-  grpcurl -plaintext -d '{{"request_id":"r-2","order_id":"o-1","customer_id":"c-1","lines":[{{"product_id":"p-1","quantity":"2","unit_price":{{"currency_code":"EUR","units":"9","nanos":990000000}}}}]}}' {cmd} orders.v1.CommandService/PlaceOrder
-  grpcurl -plaintext -d '{{"order_id":"o-1","consistency_token":"<token from PlaceOrder>"}}' {query} orders.v1.QueryService/GetOrderSummary
+  grpcurl -plaintext{header} -d '{{"request_id":"r-1","customer_id":"c-1","display_name":"Ada","email":"ada@example.com"}}' {cmd} orders.v1.CommandService/RegisterCustomer
+  grpcurl -plaintext{header} -d '{{"request_id":"r-2","order_id":"o-1","customer_id":"c-1","lines":[{{"product_id":"p-1","quantity":"2","unit_price":{{"currency_code":"EUR","units":"9","nanos":990000000}}}}]}}' {cmd} orders.v1.CommandService/PlaceOrder
+  grpcurl -plaintext{header} -d '{{"order_id":"o-1","consistency_token":"<token from PlaceOrder>"}}' {query} orders.v1.QueryService/GetOrderSummary
 
 Ctrl-C stops everything.
 """
@@ -122,6 +137,8 @@ class LocalStack:
         self.database_url = settings.database_url or ""
         self.nats_url = settings.nats_url or ""
         self.env: dict[str, str] = {}
+        # The dev token issuer, when authentication is on and no ORDERS_JWKS names another.
+        self.issuer: DevIssuer | None = None
 
     def __enter__(self) -> LocalStack:
         try:
@@ -154,6 +171,9 @@ class LocalStack:
         )
         # One key for every child of this run, so watchers can resume on a restarted query-server.
         self.env.setdefault("ORDERS_PAGE_TOKEN_KEY", self.settings.page_token_key.decode())
+        if self.settings.auth and not self.settings.jwks:
+            self.issuer = dev_issuer(self.settings)
+            self.env.update(self.issuer.env())
         self.children = [Child(role, dict(self.env, **self.metrics_env(role))) for role in self.roles]
         for child in self.children:
             child.start()
@@ -206,3 +226,8 @@ def up(settings: Settings) -> int:
         log.info("stopping")
     log.info("stopped")
     return 0
+
+
+def dev_issuer(settings: Settings) -> DevIssuer:
+    """The dev signing key under ORDERS_DATA_DIR, made on first use (`orders up`, `orders token`)."""
+    return DevIssuer(settings.data_dir / "auth")

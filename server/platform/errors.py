@@ -10,6 +10,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server.domain import errors
+from server.platform import auth
 
 DOMAIN = "orders.v1"
 
@@ -58,6 +59,10 @@ def status_of(exc: Exception, **metadata: str) -> status_pb2.Status:
             return _status(code_pb2.ALREADY_EXISTS, str(exc), _resource(exc))
         case errors.PreconditionFailedError():
             return _precondition_failed(exc)
+        case auth.UnauthenticatedError():
+            return _status(code_pb2.UNAUTHENTICATED, str(exc), _info(exc.reason, **metadata))
+        case auth.PermissionDeniedError():
+            return _status(code_pb2.PERMISSION_DENIED, str(exc), _info(exc.reason, **exc.metadata, **metadata))
         case DeadlineExceededError():
             return _status(code_pb2.DEADLINE_EXCEEDED, str(exc), _info("DEADLINE_EXCEEDED", **metadata))
         # Before OperationalError, its base: a statement cancelled by the timeout the deadline set.

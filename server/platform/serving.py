@@ -4,6 +4,7 @@ clean errors for undecodable requests, every raised error through one table, and
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 import time
@@ -22,8 +23,9 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from prometheus_client import Counter, Histogram
 
 from server import telemetry
-from server.domain.errors import FieldViolation
-from server.platform import errors, process
+from server.domain import tenancy
+from server.domain.errors import FieldViolation, InvalidArgumentError
+from server.platform import auth, errors, process
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
 
 log = logging.getLogger(__name__)
@@ -294,6 +296,89 @@ class ClosedStreams(_Wrapping):
         return handler._replace(unary_stream=unary_stream)
 
 
+# The caller a call's task runs for; set by Authenticate before the handler starts. Each call has
+# a task (and so a context) of its own: nothing leaks from one call to the next.
+_CALLER: contextvars.ContextVar[auth.Principal | None] = contextvars.ContextVar("orders_caller", default=None)
+AUTHORIZATION_KEY = "authorization"
+
+
+class Authenticate(_Wrapping):
+    """Every call but health checks and reflection names its caller before its handler runs: a
+    bearer token `verifier` accepts, holding the scope `scopes` gives the method; a method not in
+    `scopes` is refused to everyone. An x-tenant-id header that disagrees with the token's tenant
+    is PERMISSION_DENIED. Without a verifier (ORDERS_AUTH=off) every caller is the anonymous actor
+    of the tenant its x-tenant-id header names, with every scope."""
+
+    def __init__(self, verifier: auth.Verifier | None, scopes: dict[str, str]) -> None:
+        super().__init__()
+        self.verifier = verifier
+        self.scopes = scopes
+
+    def wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, _, method = full_method.lstrip("/").partition("/")
+        if service in _UNOBSERVED:
+            return handler
+        scope = self.scopes.get(full_method)
+
+        async def admit(context: grpc.aio.ServicerContext) -> None:
+            try:
+                _CALLER.set(await self._caller(context, scope))
+            except (auth.UnauthenticatedError, auth.PermissionDeniedError, InvalidArgumentError) as exc:
+                # Never the token, nor who it names: the reason is enough to act on.
+                log.info("call refused", extra={"method": method, "reason": getattr(exc, "reason", "INVALID_TENANT")})
+                await errors.abort(context, errors.status_of(exc))
+
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await admit(context)
+                return await unary(request, context)
+
+            return handler._replace(unary_unary=unary_unary)
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await admit(context)
+                async for item in stream(request, context):
+                    yield item
+
+            return handler._replace(unary_stream=unary_stream)
+        return handler
+
+    async def _caller(self, context: grpc.aio.ServicerContext, scope: str | None) -> auth.Principal:
+        authorization = header_tenant = None
+        for key, value in context.invocation_metadata() or ():
+            if key == AUTHORIZATION_KEY:
+                authorization = str(value)
+            elif key == TENANT_KEY:
+                header_tenant = str(value)
+        if self.verifier is None:
+            tenant_id = header_tenant or DEFAULT_TENANT
+            if violations := tenant_violations(tenant_id):
+                raise InvalidArgumentError(violations)
+            return auth.Principal(ANONYMOUS, tenant_id, frozenset(auth.SCOPES), float("inf"))
+        caller = await self.verifier.principal(authorization)
+        if scope is None:
+            raise auth.PermissionDeniedError("METHOD_NOT_ALLOWED", "no scope allows this method")
+        caller.require(scope)
+        if header_tenant is not None and header_tenant != caller.tenant_id:
+            raise auth.PermissionDeniedError(
+                "TENANT_MISMATCH", "the x-tenant-id header names another tenant than the bearer token; "
+                                   "drop the header (the token says which tenant) or use that tenant's token")
+        return caller
+
+
+ANONYMOUS = "anonymous"
+
+
+def required_scopes(service: Any, scope: str, **overrides: str) -> dict[str, str]:
+    """Full method name -> scope for every method of a service descriptor: `scope`, or the
+    override named after the method (e.g. ForgetCustomer=auth.ADMIN)."""
+    return {f"/{service.full_name}/{m.name}": overrides.get(m.name, scope) for m in service.methods}
+
+
 class ErrorMapping(_Wrapping):
     """Whatever a method raises ends its call with the status `errors.status_of` gives it: the one
     place both servers turn exceptions into statuses. Rejections are logged at info, failures of
@@ -350,13 +435,25 @@ _RETRYABLE = (code_pb2.UNAVAILABLE, code_pb2.DEADLINE_EXCEEDED)
 
 
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
-    return metadata_value(context, TENANT_KEY) or DEFAULT_TENANT
+    """The caller's tenant: its token's `tenant_id` (with authentication off, the x-tenant-id
+    header), as `Authenticate` admitted the call."""
+    return _caller(context).tenant_id
+
+
+def actor_of(context: grpc.aio.ServicerContext) -> str:
+    """Who the caller is: its token's subject, recorded on the events its call writes."""
+    return _caller(context).subject
+
+
+def _caller(context: grpc.aio.ServicerContext) -> auth.Principal:
+    caller = _CALLER.get()
+    if caller is None:
+        raise RuntimeError("a call reached its handler without Authenticate admitting it")
+    return caller
 
 
 def tenant_violations(tenant_id: str) -> list[FieldViolation]:
-    if 0 < len(tenant_id) <= 64 and tenant_id.replace("-", "").replace("_", "").isalnum() and tenant_id.isascii():
-        return []
-    return [FieldViolation(TENANT_KEY, "metadata must be 1-64 ASCII letters, digits, - or _")]
+    return tenancy.tenant_violations(tenant_id, TENANT_KEY)
 
 
 def caller_correlation_id(context: grpc.aio.ServicerContext) -> str | None:
@@ -389,6 +486,9 @@ async def serve(
     ready: Callable[[], Awaitable[bool]],
     max_request_bytes: int,
     grace_seconds: float,
+    scopes: dict[str, str],
+    verifier: auth.Verifier | None,
+    reflection_on: bool = True,
     metrics_addr: str | None = None,
     max_calls_in_progress: int = 0,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
@@ -396,14 +496,17 @@ async def serve(
     options: Sequence[tuple[str, Any]] = (),
 ) -> None:
     """Runs a server until SIGTERM/SIGINT. Health stays NOT_SERVING while `ready()` is false.
-    `max_calls_in_progress` (0: no limit) bounds the unary calls in progress (`Admission`)."""
+    `max_calls_in_progress` (0: no limit) bounds the unary calls in progress (`Admission`).
+    Every call needs a token `verifier` accepts with the scope `scopes` names for its method
+    (no verifier: authentication off)."""
     traced = aio_server_interceptor(filter_=_traced_method)
     # Outermost first: streams closed in their task, admission (a refusal costs as little as it
-    # can), the server span, then the correlation id and metrics, then input checks, then the
-    # error table (inside the ids, so its log lines carry them).
+    # can), the server span, then the correlation id and metrics, then who is calling, then input
+    # checks, then the error table (inside the ids, so its log lines carry them).
     admission = [Admission(max_calls_in_progress)] if max_calls_in_progress > 0 else []
     server = grpc.aio.server(
-        interceptors=[ClosedStreams(), *admission, traced, Observe(), RequestGuard(max_request_bytes), ErrorMapping(),
+        interceptors=[ClosedStreams(), *admission, traced, Observe(), Authenticate(verifier, scopes),
+                      RequestGuard(max_request_bytes), ErrorMapping(),
                       *interceptors],
         options=[
             ("grpc.max_receive_message_length", max(TRANSPORT_LIMIT_BYTES, max_request_bytes)),
@@ -414,7 +517,8 @@ async def serve(
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    if reflection_on:
+        reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(addr)
     if port == 0:
         raise SystemExit(f"cannot listen on {addr}")
@@ -431,6 +535,9 @@ async def serve(
     # whose collections would otherwise scan the whole start-up heap each time.
     process.freeze_heap()
     log.info("listening", extra={"addr": addr})
+    if verifier is None:
+        log.warning("AUTHENTICATION IS OFF (ORDERS_AUTH=off): anyone who reaches this port may call every method "
+                    "as any tenant it names in x-tenant-id; for local experiments only", extra={"addr": addr})
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

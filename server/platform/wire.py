@@ -112,6 +112,7 @@ class EventContext:
     tenant_id: str
     correlation_id: str
     causation_id: str
+    actor: str
 
 
 def envelope(
@@ -130,6 +131,7 @@ def envelope(
         occur_time=occur_time,
         correlation_id=ctx.correlation_id,
         causation_id=ctx.causation_id,
+        actor=ctx.actor,
     )
     _set_payload(env, event)
     return env

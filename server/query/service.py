@@ -23,7 +23,7 @@ from server import telemetry
 from server.config import Settings
 from server.domain.commands import id_violations
 from server.domain.errors import FieldViolation, InvalidArgumentError, NotFoundError
-from server.platform import errors, messaging, serving, wire
+from server.platform import auth, errors, messaging, serving, wire
 from server.platform import schema as db
 from server.query import store as read_store
 from server.query import tokens
@@ -311,6 +311,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
 
 async def run(settings: Settings) -> None:
     """Composition root of the query-server process."""
+    verifier = auth.verifier_from(settings)
     pool = AsyncConnectionPool(
         settings.require_database_url(),
         min_size=2,
@@ -343,6 +344,9 @@ async def run(settings: Settings) -> None:
             max_request_bytes=settings.max_request_bytes,
             max_calls_in_progress=settings.max_calls_in_progress,
             grace_seconds=settings.grace_seconds,
+            scopes=serving.required_scopes(pb.DESCRIPTOR.services_by_name["QueryService"], auth.READ),
+            verifier=verifier,
+            reflection_on=settings.reflection,
             metrics_addr=settings.metrics_addr,
             before_stop=end_streams,
             options=serving.STREAM_KEEPALIVE,

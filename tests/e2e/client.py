@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -14,6 +15,7 @@ from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import command_service_pb2_grpc as cmd_grpc
 from orders.v1 import query_service_pb2_grpc as query_grpc
 from orders.v1 import types_pb2
+from tests.harness import bearer
 
 
 def new_id(prefix: str) -> str:
@@ -25,14 +27,65 @@ def rid() -> str:
     return new_id("r")
 
 
+def with_token(metadata: Sequence[tuple[str, Any]] | None) -> tuple[tuple[str, Any], ...]:
+    """`metadata` with a bearer token for the tenant its x-tenant-id names (default: default),
+    unless it carries an authorization of its own."""
+    pairs = tuple(metadata or ())
+    if any(key == "authorization" for key, _ in pairs):
+        return pairs
+    tenant = next((str(value) for key, value in pairs if key == "x-tenant-id"), "default")
+    return (*pairs, bearer(tenant))
+
+
+class _Details(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+class _Tokens(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Signs every call of a channel in as its tenant: tests speak as a caller with a token."""
+
+    def _details(self, details: Any) -> Any:
+        return _Details(details.method, details.timeout, with_token(details.metadata), details.credentials,
+                        details.wait_for_ready, getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+
+class _AioTokens(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return await continuation(details._replace(metadata=with_token(details.metadata)), request)
+
+    async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return await continuation(details._replace(metadata=with_token(details.metadata)), request)
+
+
+def channel(addr: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+    """A channel whose calls carry a token of the tenant they name."""
+    return grpc.intercept_channel(grpc.insecure_channel(addr, options=options), _Tokens())
+
+
+def aio_channel(addr: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+    """An asyncio channel whose calls carry a token of the tenant they name."""
+    return grpc.aio.insecure_channel(addr, options=options, interceptors=[_AioTokens()])
+
+
 def commands(addr: str) -> tuple[grpc.Channel, cmd_grpc.CommandServiceStub]:
-    channel = grpc.insecure_channel(addr)
-    return channel, cmd_grpc.CommandServiceStub(channel)
+    ch = channel(addr)
+    return ch, cmd_grpc.CommandServiceStub(ch)
 
 
 def queries(addr: str) -> tuple[grpc.Channel, query_grpc.QueryServiceStub]:
-    channel = grpc.insecure_channel(addr)
-    return channel, query_grpc.QueryServiceStub(channel)
+    ch = channel(addr)
+    return ch, query_grpc.QueryServiceStub(ch)
 
 
 def eur(units: int, nanos: int = 0) -> types_pb2.Money:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orders.v1 import command_service_pb2, query_service_pb2
+from tests.e2e.client import channel
 from tests.harness import Stack, serving
 
 pytestmark = pytest.mark.e2e
@@ -87,16 +88,16 @@ def writes(db: psycopg.Connection) -> tuple[int, int]:
 
 def call(stack: Stack, service: object, method: object, payload: bytes) -> grpc.RpcError | None:
     addr = stack.command_addr if service is SERVICES[0] else stack.query_addr
-    with grpc.insecure_channel(addr, options=[("grpc.max_send_message_length", 8 * 1024 * 1024)]) as channel:
+    with channel(addr, options=[("grpc.max_send_message_length", 8 * 1024 * 1024)]) as fuzzed:
         path = f"/{service.full_name}/{method.name}"  # type: ignore[attr-defined]
         try:
             if method.server_streaming:  # type: ignore[attr-defined]
                 # A valid watch streams for ever; its first message (a heartbeat at the latest) shows it is fine.
-                stream = channel.unary_stream(path)(payload, timeout=10, metadata=(("x-tenant-id", "fuzz"),))
+                stream = fuzzed.unary_stream(path)(payload, timeout=10, metadata=(("x-tenant-id", "fuzz"),))
                 next(stream)
                 stream.cancel()
             else:
-                channel.unary_unary(path)(payload, timeout=10, metadata=(("x-tenant-id", "fuzz"),))
+                fuzzed.unary_unary(path)(payload, timeout=10, metadata=(("x-tenant-id", "fuzz"),))
         except grpc.RpcError as error:
             return error
     return None

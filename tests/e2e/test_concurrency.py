@@ -11,14 +11,24 @@ import pytest
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from orders.v1 import query_service_pb2 as query_pb
-from tests.e2e.client import ErrorInfo, commands, detail, new_id, place_request, queries, register, status_of
+from tests.e2e.client import (
+    ErrorInfo,
+    aio_channel,
+    commands,
+    detail,
+    new_id,
+    place_request,
+    queries,
+    register,
+    status_of,
+)
 from tests.harness import Stack
 
 pytestmark = pytest.mark.e2e
 
 
 async def _gather(addr: str, calls: int, make: object) -> list[object]:
-    async with grpc.aio.insecure_channel(addr) as channel:
+    async with aio_channel(addr) as channel:
         stub = pb_grpc.CommandServiceStub(channel)
         return await asyncio.gather(*(make(stub, i) for i in range(calls)), return_exceptions=True)  # type: ignore[operator]
 

@@ -205,7 +205,7 @@ def test_each_command_runs_under_its_own_deadline_on_a_shared_connection(databas
     way no command runs under the timeout of the one before it."""
     async def run(conn: psycopg.AsyncConnection, command: c.Command, budget_ms: float) -> str:
         request_id = rid()
-        ctx = wire.EventContext("default", "corr", request_id)
+        ctx = wire.EventContext("default", "corr", request_id, "test")
         session = store.Session(conn, ctx, request_id, type(command).__name__, b"hash", timeout_ms=budget_ms)
         await HANDLERS[type(command)](session, command)
         await session.commit(b"")

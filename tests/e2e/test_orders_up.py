@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,11 +17,13 @@ from server.platform.process import free_port
 from tests.harness import GRPCURL, ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
+DATA_DIR: list[Path] = []  # the running stack's ORDERS_DATA_DIR
 
 
 @pytest.fixture(scope="module")
 def orders_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
     data = tmp_path_factory.mktemp("up")
+    DATA_DIR.append(data)
     command_addr, query_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
     env.update(ORDERS_DATA_DIR=str(data), COMMAND_ADDR=command_addr, QUERY_ADDR=query_addr,
@@ -35,10 +38,24 @@ def orders_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
         proc.kill()
 
 
+def run_grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRPCURL, "-plaintext", "-max-time", "10", *args], capture_output=True, text=True)
+
+
 def grpcurl(*args: str) -> str:
-    result = subprocess.run([GRPCURL, "-plaintext", "-max-time", "10", *args], capture_output=True, text=True)
+    result = run_grpcurl(*args)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+def banner_token() -> str:
+    """The token the banner prints in its `export ORDERS_TOKEN=` line."""
+    lines = (DATA_DIR[0] / "out.log").read_text().splitlines()
+    return next(line.split("=", 1)[1] for line in lines if line.strip().startswith("export ORDERS_TOKEN="))
+
+
+def as_banner_token() -> tuple[str, str]:
+    return ("-rpc-header", f"authorization: Bearer {banner_token()}")
 
 
 def test_grpcurl_lists_each_service_and_both_report_serving(orders_up: tuple[str, str, subprocess.Popen[str]]) -> None:
@@ -54,19 +71,42 @@ def test_grpcurl_registers_places_and_reads_an_order_with_its_exact_total(
     orders_up: tuple[str, str, subprocess.Popen[str]],
 ) -> None:
     command_addr, query_addr, _ = orders_up
-    grpcurl("-d", json.dumps({"request_id": "r-1", "customer_id": "c-1", "display_name": "Ada", "email": "ada@example.com"}),
+    grpcurl(*as_banner_token(),
+            "-d", json.dumps({"request_id": "r-1", "customer_id": "c-1", "display_name": "Ada", "email": "ada@example.com"}),
             command_addr, "orders.v1.CommandService/RegisterCustomer")
     line = {"product_id": "p-1", "quantity": "3", "unit_price": {"currency_code": "EUR", "units": "9", "nanos": 990000000}}
 
-    placed = json.loads(grpcurl("-d", json.dumps({"request_id": "r-2", "order_id": "o-1", "customer_id": "c-1", "lines": [line]}),
+    placed = json.loads(grpcurl(*as_banner_token(),
+                                "-d", json.dumps({"request_id": "r-2", "order_id": "o-1", "customer_id": "c-1", "lines": [line]}),
                                 command_addr, "orders.v1.CommandService/PlaceOrder"))
-    summary = json.loads(grpcurl("-d", json.dumps({"order_id": "o-1", "consistency_token": placed["consistency_token"]}),
+    summary = json.loads(grpcurl(*as_banner_token(),
+                                 "-d", json.dumps({"order_id": "o-1", "consistency_token": placed["consistency_token"]}),
                                  query_addr, "orders.v1.QueryService/GetOrderSummary"))["summary"]
 
     assert placed["version"] == "1"
     assert summary["state"] == "ORDER_STATE_PLACED"
     assert summary["total"] == {"currency_code": "EUR", "units": "29", "nanos": 970000000}
     assert summary["lines"] == [line]
+
+
+def test_a_call_without_the_token_is_unauthenticated_and_orders_token_mints_narrower_ones(
+    orders_up: tuple[str, str, subprocess.Popen[str]],
+) -> None:
+    command_addr, query_addr, _ = orders_up
+    anonymous = run_grpcurl("-d", json.dumps({"order_id": "o-1"}), query_addr, "orders.v1.QueryService/GetOrderSummary")
+    minted = subprocess.run([sys.executable, "-m", "server", "token", "--tenant", "default", "--scope", "orders.read"],
+                            cwd=ROOT, env=dict(os.environ, ORDERS_DATA_DIR=str(DATA_DIR[0])),
+                            capture_output=True, text=True, check=True)
+    reader = ("-rpc-header", f"authorization: Bearer {minted.stdout.strip()}")
+    read = run_grpcurl(*reader, "-d", json.dumps({"order_id": "o-404"}), query_addr,
+                       "orders.v1.QueryService/GetOrderSummary")
+    write = run_grpcurl(*reader, "-d", json.dumps({"request_id": "r-9", "customer_id": "c-9", "display_name": "Bo",
+                                                   "email": "bo@example.com"}),
+                        command_addr, "orders.v1.CommandService/RegisterCustomer")
+
+    assert "Code: Unauthenticated" in anonymous.stderr and "TOKEN_MISSING" in anonymous.stderr
+    assert "Code: NotFound" in read.stderr  # signed in, and allowed to read
+    assert "Code: PermissionDenied" in write.stderr and "SCOPE_MISSING" in write.stderr
 
 
 def test_sigterm_stops_every_child_and_leaves_no_process_behind(orders_up: tuple[str, str, subprocess.Popen[str]]) -> None:

@@ -21,8 +21,19 @@ from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import query_service_pb2_grpc as query_grpc
 from orders.v1 import types_pb2
 from server.platform.process import free_port
-from tests.e2e.client import ErrorInfo, commands, detail, eur, new_id, place_request, queries, register, status_of
-from tests.harness import GRPCURL, ROOT, Stack, sample, scrape, serving, wait_until
+from tests.e2e.client import (
+    ErrorInfo,
+    aio_channel,
+    commands,
+    detail,
+    eur,
+    new_id,
+    place_request,
+    queries,
+    register,
+    status_of,
+)
+from tests.harness import GRPCURL, ROOT, Stack, sample, scrape, serving, token, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +66,8 @@ def test_grpcurl_watch_on_a_customer_prints_placed_confirmed_and_shipped(stack: 
     out = tmp_path / "watch.json"
     with out.open("w") as sink:
         watch = subprocess.Popen(
-            [GRPCURL, "-plaintext", "-max-time", "120", "-d", json.dumps({"customer_id": customer_id}),
+            [GRPCURL, "-plaintext", "-max-time", "120", "-rpc-header", f"authorization: Bearer {token()}",
+             "-d", json.dumps({"customer_id": customer_id}),
              stack.query_addr, "orders.v1.QueryService/WatchOrders"], stdout=sink, stderr=subprocess.STDOUT)
     try:
         def updates() -> list[dict[str, object]]:
@@ -96,7 +108,7 @@ class Watch:
         return {order_id: seen[-1] for order_id, seen in self.versions.items()}
 
     async def run(self) -> None:
-        async with grpc.aio.insecure_channel(self.addr) as channel:
+        async with aio_channel(self.addr) as channel:
             stub = query_grpc.QueryServiceStub(channel)
             while True:
                 call = stub.WatchOrders(query_pb.WatchOrdersRequest(customer_id=self.customer_id, resume_token=self.token),
@@ -137,7 +149,7 @@ def test_twenty_watchers_resume_after_kill_9_with_every_final_version_and_no_reg
     async def scenario() -> list[Watch]:
         watches = [Watch(stack.query_addr, c) for c in customers]
         tasks = [asyncio.create_task(w.run()) for w in watches]
-        async with grpc.aio.insecure_channel(stack.command_addr) as channel:
+        async with aio_channel(stack.command_addr) as channel:
             cmd = pb_grpc.CommandServiceStub(channel)
             load = asyncio.gather(*(_drive(cmd, c, 4) for c in customers))
             # Kill the query server once every watcher has seen something, while load goes on.
@@ -260,16 +272,16 @@ _MANY_WATCHERS = """
 import asyncio, sys, grpc
 from orders.v1 import query_service_pb2 as pb, query_service_pb2_grpc as pb_grpc
 
-async def main(addr, n):
+async def main(addr, n, token):
     channels = [grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(n // 100 + 1)]
     async def watch(i):
         stub = pb_grpc.QueryServiceStub(channels[i // 100])
-        async for message in stub.WatchOrders(pb.WatchOrdersRequest(), metadata=(("x-tenant-id", "vanishing"),)):
+        async for message in stub.WatchOrders(pb.WatchOrdersRequest(), metadata=(("authorization", "Bearer " + token),)):
             if i == 0 and message.HasField("update"):
                 print("updating", flush=True)
     await asyncio.gather(*(watch(i) for i in range(n)))
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
 """
 
 
@@ -286,7 +298,7 @@ def test_streams_of_a_client_killed_mid_update_end_cleanly(stack: Stack) -> None
     customer_id = new_id("c")
     cmd.RegisterCustomer(pb.RegisterCustomerRequest(request_id=new_id("r"), customer_id=customer_id,
                                                     display_name="Gone", email="g@example.com"), metadata=tenant)
-    client = subprocess.Popen([sys.executable, "-c", _MANY_WATCHERS, addr, "200"], cwd=ROOT, stdout=subprocess.PIPE)
+    client = subprocess.Popen([sys.executable, "-c", _MANY_WATCHERS, addr, "200", token("vanishing")], cwd=ROOT, stdout=subprocess.PIPE)
     wait_until(lambda: sample(scrape(metrics), "orders_watchers_active") == 200, what="200 streams open")
     placing = threading.Event()
 
