@@ -7,7 +7,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,38 @@ import grpc
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from orders.v1 import types_pb2
+
+# The bearer token every call of the bench carries: the fresh stack's dev token, or ORDERS_TOKEN
+# with --running; none when the servers run with authentication off.
+_token: list[str] = []
+
+
+def use_token(token: str | None) -> None:
+    _token[:] = [token] if token else []
+
+
+class _Bearer:
+    def __init__(self, token: str) -> None:
+        self.metadata = (("authorization", f"Bearer {token}"),)
+
+    def _details(self, details: Any) -> Any:
+        return details._replace(metadata=(*(details.metadata or ()), *self.metadata))
+
+
+# grpc.aio files an interceptor under the first call kind it implements: one class per kind.
+class _BearerUnary(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _BearerStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+def channel(addr: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+    """A channel whose calls carry the bench's token."""
+    return grpc.aio.insecure_channel(addr, options=options, interceptors=[kind(t) for t in _token for kind in (_BearerUnary, _BearerStream)])
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from typing import Any
 
 import grpc
 
-from bench.load import closed_loop, order_placer, percentile
+from bench.load import channel, closed_loop, order_placer, percentile
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 
 
 async def overload_stage(command_addr: str, factor: float, seconds: float, progress: Callable[[str], None]) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(command_addr) as channel:
-        place = await order_placer(pb_grpc.CommandServiceStub(channel), "overload", lines=1)
+    async with channel(command_addr) as command_channel:
+        place = await order_placer(pb_grpc.CommandServiceStub(command_channel), "overload", lines=1)
         progress(f"overload: capacity, closed loop at concurrency 64 for {seconds:.0f}s ...")
         capacity = await closed_loop("capacity", place, 64, seconds)
         before = await closed_loop("before", place, 1, min(seconds, 2.0))

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench import load
 from bench.load import Measurement, closed_loop, order_line, percentile
 from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import command_service_pb2_grpc as cmd_grpc
@@ -53,7 +54,7 @@ class WatchFigures:
 
 def _channel(addr: str) -> grpc.aio.Channel:
     # A subchannel (connection) of its own, so the streams spread over several connections.
-    return grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+    return load.channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
 async def _gather_bounded(calls: list[Callable[[], Awaitable[Any]]], concurrency: int) -> list[Any]:
@@ -78,7 +79,7 @@ async def watch_stage(
     readable: list[float] = []
     refused: collections.Counter[str] = collections.Counter()
 
-    async with grpc.aio.insecure_channel(command_addr) as command_channel:
+    async with load.channel(command_addr) as command_channel:
         commands = cmd_grpc.CommandServiceStub(command_channel)
         reader_channel = _channel(query_addr)
         reader = pb_grpc.QueryServiceStub(reader_channel)
@@ -161,7 +162,7 @@ async def watch_stage(
 
 async def query_stage(query_addr: str, order_ids: list[str], concurrency: int, seconds: float,
                       progress: Callable[[str], None]) -> list[Measurement]:
-    async with grpc.aio.insecure_channel(query_addr) as channel:
+    async with load.channel(query_addr) as channel:
         queries = pb_grpc.QueryServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         customers = sorted({o.rsplit("-", 1)[0] for o in order_ids})

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.load import Measurement, closed_loop, order_placer
+from bench.load import Measurement, channel, closed_loop, order_placer, use_token
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from server.config import Settings
 from server.platform.process import free_port
@@ -32,9 +32,9 @@ from server.platform.process import free_port
 async def write_side(
     command_addr: str, concurrencies: list[int], seconds: float, progress: Callable[[str], None], noop: bool = True
 ) -> list[Measurement]:
-    async with grpc.aio.insecure_channel(command_addr) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        place = await order_placer(pb_grpc.CommandServiceStub(channel), "bench", lines=2)
+    async with channel(command_addr) as command_channel:
+        health = health_pb2_grpc.HealthStub(command_channel)
+        place = await order_placer(pb_grpc.CommandServiceStub(command_channel), "bench", lines=2)
 
         def health_check() -> Awaitable[Any]:
             return health.Check(health_pb2.HealthCheckRequest(), timeout=10)
@@ -144,34 +144,31 @@ class _SpanSink:
 TRACING_ROUNDS = 10  # each round's ratio moves by about ±0.08 on a shared machine: the median of ten holds better
 
 
-def tracing_stage(stack: Any, concurrency: int, seconds: float, progress: Callable[[str], None]) -> dict[str, float]:
-    """PlaceOrder on two command servers over the same database, one tracing (exporting over OTLP)
-    and one not, measured alternately by the same client."""
-    from server.devstack.supervisor import Child
+def _paired(stack: Any, variants: dict[str, dict[str, str]], concurrency: int, seconds: float,
+            progress: Callable[[str], None], what: str) -> dict[str, list[float]]:
+    """PlaceOrder rates of one command server per variant (its extra environment), over the same
+    database, measured alternately by the same client for TRACING_ROUNDS rounds."""
+    from server.devstack.supervisor import Child, serving
 
-    sink = _SpanSink()
     servers = {}
-    for name, otel in (("traced", {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}"}),
-                       ("untraced", {"OTEL_TRACES_EXPORTER": "none"})):
+    for name, env in variants.items():
         addr = f"127.0.0.1:{free_port()}"
-        child = Child("command-server", dict(stack.env, COMMAND_ADDR=addr, LOG_LEVEL="WARNING", **otel))
+        child = Child("command-server", dict(stack.env, COMMAND_ADDR=addr, LOG_LEVEL="WARNING", **env))
         child.start()
         servers[name] = (addr, child)
     try:
-        from server.devstack.supervisor import serving
-
         deadline = time.monotonic() + 60
         while not all(serving(addr) for addr, _ in servers.values()):
             exited = [name for name, (_, child) in servers.items() if child.proc is not None and child.proc.poll() is not None]
             if exited:  # its own log, above, says why
-                raise SystemExit(f"the tracing stage's {' and '.join(exited)} command server exited while starting")
+                raise SystemExit(f"the {what} stage's {' and '.join(exited)} command server exited while starting")
             if time.monotonic() > deadline:
-                raise SystemExit("the tracing stage's servers did not start")
+                raise SystemExit(f"the {what} stage's servers did not start")
             time.sleep(0.1)
-        rates: dict[str, list[float]] = {"traced": [], "untraced": []}
+        rates: dict[str, list[float]] = {name: [] for name in variants}
         for n in range(TRACING_ROUNDS):  # alternate (ABBA), so drift on a noisy machine hits both alike
             for name, (addr, _child) in list(servers.items())[::1 if n % 2 == 0 else -1]:
-                progress(f"tracing {n + 1}/{TRACING_ROUNDS}: PlaceOrder {name} at concurrency {concurrency} "
+                progress(f"{what} {n + 1}/{TRACING_ROUNDS}: PlaceOrder {name} at concurrency {concurrency} "
                          f"for {seconds:.0f}s ...")
                 result = asyncio.run(write_side(addr, [concurrency], seconds, lambda _: None, noop=False))
                 rates[name].append(result[0].rate)
@@ -180,13 +177,43 @@ def tracing_stage(stack: Any, concurrency: int, seconds: float, progress: Callab
             child.terminate()
         for _, child in servers.values():
             child.wait(time.monotonic() + 15)
+    return rates
+
+
+def _median_ratio(on: list[float], off: list[float]) -> float:
+    """Each round's two runs are neighbours in time: the median of their ratios shrugs off a
+    round that a burst of other work on the machine hit."""
+    return round(statistics.median(a / b for a, b in zip(on, off)), 3)
+
+
+def tracing_stage(stack: Any, concurrency: int, seconds: float, progress: Callable[[str], None]) -> dict[str, float]:
+    """PlaceOrder on two command servers over the same database, one tracing (exporting over OTLP)
+    and one not."""
+    sink = _SpanSink()
+    try:
+        rates = _paired(stack, {"traced": {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}"},
+                                "untraced": {"OTEL_TRACES_EXPORTER": "none"}}, concurrency, seconds, progress, "tracing")
+    finally:
         sink.server.stop(0)
-    # Each round's two runs are neighbours in time: the median of their ratios shrugs off a round
-    # that a burst of other work on the machine hit.
-    ratio = statistics.median(on / off for on, off in zip(rates["traced"], rates["untraced"]))
     return {"concurrency": concurrency, "traced_per_s": round(statistics.median(rates["traced"]), 1),
-            "untraced_per_s": round(statistics.median(rates["untraced"]), 1), "traced_vs_untraced": round(ratio, 3),
+            "untraced_per_s": round(statistics.median(rates["untraced"]), 1),
+            "traced_vs_untraced": _median_ratio(rates["traced"], rates["untraced"]),
             "rounds": TRACING_ROUNDS, "spans_exported": sink.sink.spans}
+
+
+AUTH_CONCURRENCY = 16
+
+
+def auth_stage(stack: Any, seconds: float, progress: Callable[[str], None]) -> dict[str, float]:
+    """PlaceOrder on two command servers over the same database, one verifying every call's
+    bearer token and one with ORDERS_AUTH=off; the client sends the token to both, so only the
+    servers' work differs. Untraced, so tracing's cost does not blur the figure."""
+    untraced = {"OTEL_TRACES_EXPORTER": "none"}
+    rates = _paired(stack, {"auth_on": untraced, "auth_off": {**untraced, "ORDERS_AUTH": "off"}},
+                    AUTH_CONCURRENCY, seconds, progress, "auth")
+    return {"concurrency": AUTH_CONCURRENCY, "auth_on_per_s": round(statistics.median(rates["auth_on"]), 1),
+            "auth_off_per_s": round(statistics.median(rates["auth_off"]), 1),
+            "auth_on_vs_off": _median_ratio(rates["auth_on"], rates["auth_off"]), "rounds": TRACING_ROUNDS}
 
 
 def ratios(results: list[Measurement]) -> dict[str, float]:
@@ -234,6 +261,8 @@ def run(
     """`orders bench [all|write|query|projector|overload]`: measures, prints a table per stage, writes the
     JSON (with every ratio) and, for `all`, PNG plots beside it."""
     report: dict[str, Any] = {"seconds_per_measurement": seconds, "ratios": {}}
+    if use_running:
+        use_token(settings.client_token)
     if stage in ("all", "write"):
         report.update(run_write(settings, seconds=seconds, concurrencies=concurrencies, backlog=backlog,
                                 use_running=use_running))
@@ -283,6 +312,7 @@ def _fresh_stack(settings: Settings, roles: tuple[str, ...]) -> Iterator[Any]:
         _say("starting a fresh stack ...")
         with LocalStack(local, roles=roles) as stack:
             _wait_serving(stack)
+            use_token(stack.issuer.mint("bench", subject="bench") if stack.issuer is not None else None)
             yield stack
 
 
@@ -301,6 +331,7 @@ def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], b
 
     relay: dict[str, float] = {}
     tracing: dict[str, float] = {}
+    authentication: dict[str, float] = {}
     database: dict[str, Any] = {}
     if use_running:
         results = measure(settings.command_addr)
@@ -311,6 +342,8 @@ def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], b
             database = pgbench_stage(Path(POSTGRES_BIN_PATH), libpq_url(stack.database_url), 16, seconds)
             relay = relay_stage(stack, backlog, _say)
             tracing = tracing_stage(stack, max(concurrencies), seconds, _say)
+            if stack.issuer is not None:
+                authentication = auth_stage(stack, seconds, _say)
 
     print(table(results))
     if database:
@@ -322,6 +355,10 @@ def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], b
     if tracing:
         print(f"tracing: PlaceOrder at concurrency {tracing['concurrency']:.0f}: {tracing['traced_per_s']:.0f}/s traced "
               f"(spans exported over OTLP), {tracing['untraced_per_s']:.0f}/s untraced")
+    if authentication:
+        print(f"auth: PlaceOrder at concurrency {authentication['concurrency']:.0f}: "
+              f"{authentication['auth_on_per_s']:.0f}/s verifying bearer tokens, "
+              f"{authentication['auth_off_per_s']:.0f}/s with ORDERS_AUTH=off")
     top = max(concurrencies)
     place_top = next((m.rate for m in results if m.name == "place_order" and m.concurrency == top), None)
     extra = {}
@@ -329,6 +366,8 @@ def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], b
         extra["relay_vs_raw_publish"] = relay["relay_vs_raw"]
     if tracing:
         extra["traced_vs_untraced"] = tracing["traced_vs_untraced"]
+    if authentication:
+        extra["auth_on_vs_off"] = authentication["auth_on_vs_off"]
     if database and place_top:
         extra["place_order_vs_database_ceiling"] = round(place_top / database["pgbench_tps"], 3)
     return {
@@ -336,6 +375,7 @@ def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], b
         "database": database,
         "relay": relay,
         "tracing": tracing,
+        "auth": authentication,
         "ratios": ratios(results) | extra,
     }
 

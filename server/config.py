@@ -71,6 +71,8 @@ class Settings:
     jwt_audience: str | None = None
     jwt_leeway_seconds: float = 30.0
     reflection: bool = True
+    # The bearer token operator tools send to the servers (`orders bench --running`).
+    client_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,6 +117,7 @@ class Settings:
             jwt_audience=read.text("ORDERS_JWT_AUDIENCE", "") or None,
             jwt_leeway_seconds=read.seconds("ORDERS_JWT_LEEWAY_SECONDS", 30, zero=True, maximum=300),
             reflection=read.switch("ORDERS_REFLECTION", True),
+            client_token=read.text("ORDERS_TOKEN", "") or None,
         )
         if read.problems:
             raise ConfigError(read.problems)

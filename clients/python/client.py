@@ -60,15 +60,19 @@ class OrdersClient:
         command_addr: str,
         query_addr: str,
         *,
-        tenant_id: str = "default",
+        token: str | None = None,
+        tenant_id: str | None = None,
         timeout: float = 5.0,
         attempts: int = 3,
     ) -> None:
+        """`token`: the bearer JWT every call carries (its tenant_id claim is the tenant).
+        `tenant_id`: sent as x-tenant-id, for servers running with ORDERS_AUTH=off."""
         self._command_channel = grpc.aio.insecure_channel(command_addr)
         self._query_channel = grpc.aio.insecure_channel(query_addr)
         self._commands = cmd_grpc.CommandServiceStub(self._command_channel)
         self._queries = query_grpc.QueryServiceStub(self._query_channel)
-        self._metadata = (("x-tenant-id", tenant_id),)
+        self._metadata = ((("authorization", f"Bearer {token}"),) if token else ()) + (
+            (("x-tenant-id", tenant_id),) if tenant_id else ())
         self._timeout = timeout
         self._attempts = attempts
 

@@ -60,10 +60,13 @@ class _Tokens(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
         return continuation(self._details(details), request)
 
 
-class _AioTokens(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+# grpc.aio files an interceptor under the first call kind it implements: one class per kind.
+class _AioUnaryTokens(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
         return await continuation(details._replace(metadata=with_token(details.metadata)), request)
 
+
+class _AioStreamTokens(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
         return await continuation(details._replace(metadata=with_token(details.metadata)), request)
 
@@ -75,7 +78,7 @@ def channel(addr: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
 
 def aio_channel(addr: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
     """An asyncio channel whose calls carry a token of the tenant they name."""
-    return grpc.aio.insecure_channel(addr, options=options, interceptors=[_AioTokens()])
+    return grpc.aio.insecure_channel(addr, options=options, interceptors=[_AioUnaryTokens(), _AioStreamTokens()])
 
 
 def commands(addr: str) -> tuple[grpc.Channel, cmd_grpc.CommandServiceStub]:

@@ -33,6 +33,7 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
     assert report["database"]["pgbench_tps"] > 0
     assert report["relay"]["events"] == 2000 and report["relay"]["relay_per_s"] > 0
     assert report["tracing"]["spans_exported"] > 0
+    assert report["auth"]["concurrency"] == 16 and report["auth"]["auth_on_per_s"] > 0
     watch = report["query"]["watch"]
     assert watch["commands"] > 0 and watch["updates"] == watch["commands"] and watch["missing"] == 0
     assert isinstance(watch["refused"], dict)  # commands shed under overload, by status code
@@ -44,7 +45,7 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
     assert set(report["projector"]["rebuild_per_second"]) == {"order_summaries", "customer_orders", "product_sales"}
     assert set(report["ratios"]) == {
         "place_order_vs_noop_c1", "place_order_vs_noop_c16", "place_order_vs_noop_c64", "relay_vs_raw_publish",
-        "traced_vs_untraced", "place_order_vs_database_ceiling", "get_order_vs_noop", "list_orders_vs_noop",
+        "traced_vs_untraced", "auth_on_vs_off", "place_order_vs_database_ceiling", "get_order_vs_noop", "list_orders_vs_noop",
         "projector_vs_raw_fetch_ack",
     }
     assert all(value > 0 for value in report["ratios"].values())
