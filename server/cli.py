@@ -27,8 +27,8 @@ from typing import Any
 import uvloop
 
 from server.config import ROLES, ConfigError, Settings
-from server.platform.auth import SCOPES
 from server.platform.reach import ServiceError
+from server.platform.scopes import SCOPES
 from server.telemetry import setup_tracing
 from server.telemetry.logs import setup_logging
 

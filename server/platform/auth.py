@@ -23,13 +23,13 @@ import jwt
 
 from server.config import ConfigError, Settings
 from server.domain.tenancy import tenant_violations
+from server.platform.scopes import ADMIN, READ, SCOPES, WRITE
+
+__all__ = ["ADMIN", "READ", "SCOPES", "WRITE", "KeySet", "PermissionDeniedError", "Principal", "UnauthenticatedError",
+           "Verifier", "verifier_from"]
 
 log = logging.getLogger(__name__)
 
-READ = "orders.read"
-WRITE = "orders.write"
-ADMIN = "orders.admin"
-SCOPES = (READ, WRITE, ADMIN)
 
 # What a key of each JWK type may verify, unless the key names its one algorithm ("alg").
 _FAMILIES = {

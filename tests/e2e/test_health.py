@@ -11,14 +11,15 @@ from grpc_health.v1 import health_pb2
 
 from server.devstack.embedded import EmbeddedPostgres
 from server.platform.process import free_port
-from tests.harness import ROOT, health_status, serving, wait_until
+from tests.harness import ROOT, health_status, issuer, serving, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 def test_the_command_server_is_not_serving_until_postgres_answers(tmp_path: Path) -> None:
     pg_port, addr = free_port(), f"127.0.0.1:{free_port()}"
-    env = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{pg_port}/orders", "COMMAND_ADDR": addr, "PATH": ""}
+    env = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{pg_port}/orders", "COMMAND_ADDR": addr, "PATH": "",
+           **issuer().env()}
     server = subprocess.Popen([sys.executable, "-m", "server", "command-server"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     postgres = EmbeddedPostgres(tmp_path, port=pg_port)
