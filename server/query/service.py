@@ -312,7 +312,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
 async def run(settings: Settings) -> None:
     """Composition root of the query-server process."""
     pool = AsyncConnectionPool(
-        settings.require_database_url(),
+        settings.role_database_url("query-server"),
         min_size=2,
         max_size=settings.query_pool_size,
         kwargs={"autocommit": True},
@@ -321,7 +321,7 @@ async def run(settings: Settings) -> None:
     )
     await pool.open(wait=False)
     hub = Hub()
-    subscribing = asyncio.create_task(hub.subscribe(settings.require_nats_url()))
+    subscribing = asyncio.create_task(hub.subscribe(settings.require_nats_url(), settings.nats_access))
 
     async def ready() -> bool:
         async with pool.connection(timeout=1) as conn:
