@@ -238,13 +238,13 @@ async def run(settings: Settings, on_committed: OnCommitted | None = None) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    url = settings.require_database_url()
+    url = settings.role_database_url("projector")
     telemetry.serve_metrics(settings.metrics_addr)
 
     async def connect() -> Conn:
         return await psycopg.AsyncConnection.connect(url, autocommit=True)
 
-    nc = await messaging.connect(settings.require_nats_url(), "orders-projector")
+    nc = await messaging.connect(settings.require_nats_url(), "orders-projector", settings.nats_access)
     js = nc.jetstream()
     views = notices.Notices(nc, connect)
     on_committed = on_committed or views.publish_applied

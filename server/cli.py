@@ -213,10 +213,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         case "migrate":
             from server.platform.migrations import upgrade
+            from server.platform.migrations.roles import MissingRolesError
             from server.platform.reach import check_database
 
             uvloop.run(check_database(settings))  # alembic would wait on an unreachable server
-            upgrade(settings.require_database_url())
+            try:
+                upgrade(settings.require_database_url())
+            except MissingRolesError as exc:
+                raise ServiceError(str(exc)) from None
             logging.getLogger(__name__).info("database is at the newest schema")
             return 0
         case "command-server":

@@ -6,12 +6,20 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 # The processes `orders` runs; `orders up` starts each of them.
 ROLES = ("command-server", "query-server", "relay", "projector")
+
+# Each role's own PostgreSQL login, when set (docs/security.md, "Database roles").
+ROLE_DATABASE_VARIABLES = {
+    "command-server": "COMMAND_DATABASE_URL",
+    "query-server": "QUERY_DATABASE_URL",
+    "projector": "PROJECTOR_DATABASE_URL",
+    "relay": "RELAY_DATABASE_URL",
+}
 
 DATABASE_FORM = "a postgresql:// URL, e.g. postgresql://USER:PASSWORD@HOST:5432/DATABASE"
 NATS_FORM = "a nats:// URL, e.g. nats://HOST:4222 (tls://, ws:// and wss:// too)"
@@ -27,6 +35,19 @@ class ConfigError(Exception):
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = tuple(problems)
+
+
+@dataclass(frozen=True)
+class NatsAccess:
+    """How to log in to NATS and check its certificate, beyond what NATS_URL says (it may carry
+    user:password itself). Empty: anonymous, plain unless the URL is tls://."""
+
+    creds: Path | None = None  # a .creds file (JWT and NKey seed)
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +94,9 @@ class Settings:
     reflection: bool = True
     # The bearer token operator tools send to the servers (`orders bench --running`).
     client_token: str | None = None
+    # Each role's own PostgreSQL login (COMMAND_DATABASE_URL, ...); unset: DATABASE_URL.
+    role_database_urls: Mapping[str, str] = field(default_factory=dict)
+    nats_access: NatsAccess = NatsAccess()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +142,11 @@ class Settings:
             jwt_leeway_seconds=read.seconds("ORDERS_JWT_LEEWAY_SECONDS", 30, zero=True, maximum=300),
             reflection=read.switch("ORDERS_REFLECTION", True),
             client_token=read.text("ORDERS_TOKEN", "") or None,
+            role_database_urls={
+                role: url for role, variable in ROLE_DATABASE_VARIABLES.items()
+                if (url := read.url(variable, _DATABASE_SCHEMES, DATABASE_FORM))
+            },
+            nats_access=read.nats_access(),
         )
         if read.problems:
             raise ConfigError(read.problems)
@@ -145,6 +174,15 @@ class Settings:
             raise ConfigError([*missing, "(ORDERS_AUTH=off turns authentication off, for local experiments only)"])
         assert self.jwks and self.jwt_issuer and self.jwt_audience
         return self.jwks, self.jwt_issuer, self.jwt_audience
+    def role_database_url(self, role: str) -> str:
+        """The URL `role` (one of ROLES) logs in with: its own variable, else DATABASE_URL."""
+        own = self.role_database_urls.get(role)
+        if own:
+            return libpq_url(own)
+        if not self.database_url:
+            raise ConfigError([f"neither {ROLE_DATABASE_VARIABLES[role]} nor DATABASE_URL is set; "
+                               f"this command needs PostgreSQL: set one to {DATABASE_FORM}"])
+        return libpq_url(self.database_url)
 
     def require_nats_url(self) -> str:
         if not self.nats_url:
@@ -302,6 +340,35 @@ class _Reader:
             self._refuse(name, shown, "no host", form)
             return None
         return raw
+
+    def file(self, name: str, what: str) -> Path | None:
+        raw = self.env.get(name) or ""
+        if not raw:
+            return None
+        path = Path(raw)
+        if not path.is_file():
+            self._refuse(name, repr(raw), "no such file", f"the path of {what}")
+            return None
+        return path
+
+    def nats_access(self) -> NatsAccess:
+        access = NatsAccess(
+            creds=self.file("NATS_CREDS", "a NATS .creds file"),
+            user=self.text("NATS_USER", "") or None,
+            password=self.text("NATS_PASSWORD", "") or None,
+            tls_ca=self.file("NATS_TLS_CA", "the PEM certificates that sign the NATS server's"),
+            tls_cert=self.file("NATS_TLS_CERT", "this client's PEM certificate"),
+            tls_key=self.file("NATS_TLS_KEY", "this client's PEM private key"),
+        )
+        if access.password and not access.user:
+            self._refuse("NATS_PASSWORD", "(hidden)", "set without NATS_USER", "both NATS_USER and NATS_PASSWORD")
+        if (self.env.get("NATS_CREDS") or "") and access.user:
+            self._refuse("NATS_USER", repr(access.user), "set beside NATS_CREDS",
+                         "one way to log in: NATS_CREDS, or NATS_USER and NATS_PASSWORD")
+        if bool(self.env.get("NATS_TLS_CERT")) != bool(self.env.get("NATS_TLS_KEY")):
+            missing = "NATS_TLS_KEY" if self.env.get("NATS_TLS_CERT") else "NATS_TLS_CERT"
+            self._refuse(missing, "''", "unset while its pair is set", "a client certificate and its key, both")
+        return access
 
     def log_level(self, name: str, default: str) -> str:
         raw = (self.env.get(name) or default).upper()

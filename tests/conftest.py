@@ -37,7 +37,7 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         return
     server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
     server.start()
-    yield f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+    yield server.admin_url
     server.stop()
 
 
@@ -59,6 +59,8 @@ def database_url(postgres_admin_url: str) -> str:
 
 @pytest.fixture(scope="module")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The embedded server's admin URL (tests inject messages with it; Stack gives each role its
+    own user), or NATS_URL."""
     external = os.environ.get("NATS_URL")
     if external:
         yield external

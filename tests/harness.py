@@ -16,11 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.config import ROLE_DATABASE_VARIABLES, libpq_url
+from server.devstack.embedded import NATS_USER_OF_PROCESS, database_logins, nats_user_url
 from server.devstack.signing import DevIssuer
 from server.platform.process import die_with_parent, free_port
 
@@ -113,6 +116,7 @@ class Stack:
     query_addr: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    _logins: dict[str, str] | None = None
 
     def env(self) -> dict[str, str]:
         return dict(
@@ -129,13 +133,30 @@ class Stack:
             **self.extra_env,
         )
 
+    def role_env(self, role: str) -> dict[str, str]:
+        """A role logs in as its own database role and its own NATS user (on the embedded
+        nats-server), never as the owner: the whole suite shows the grants are enough."""
+        if role not in ROLE_DATABASE_VARIABLES:
+            return {}
+        if self._logins is None:
+            owner = urlsplit(self.database_url)
+            self._logins = database_logins(libpq_url(self.database_url), owner.password or owner.netloc,
+                                           tuple(ROLE_DATABASE_VARIABLES))
+        env = {ROLE_DATABASE_VARIABLES[role]: self._logins[role]}
+        if role in NATS_USER_OF_PROCESS:
+            env["NATS_URL"] = nats_user_url(self.nats_url, NATS_USER_OF_PROCESS[role])
+        return env
+
     def start(self, role: str, name: str | None = None, **env: str) -> subprocess.Popen[bytes]:
         """Starts `role` as process `name` (default: the role), with extra environment."""
         name = name or role
         log = (self.log_dir / f"{name}.log").open("ab")
+        base = self.env()
+        if role in ROLE_DATABASE_VARIABLES:
+            del base["DATABASE_URL"]  # the role's own login, or nothing
         proc = subprocess.Popen(
             [sys.executable, "-m", "server", role],
-            env={**self.env(), **env},
+            env={**base, **self.role_env(role), **env},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

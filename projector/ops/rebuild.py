@@ -22,6 +22,7 @@ from orders.v1 import events_pb2
 from projector.decide import Key
 from projector.store import Conn, lock_projection
 from projector.views.base import ReadModel, rows_json, select_json
+from server.platform import privileges
 
 CHUNK = 5000
 
@@ -185,7 +186,8 @@ async def parity(conn: Conn, model: ReadModel, limit: int = 50) -> list[str]:
 
 async def swap(conn: Conn, model: ReadModel) -> int:
     """Swaps the shadow in, in one transaction, after a last catch-up under the projection lock.
-    Indexes and constraints get the live tables' names back, so later migrations still find them."""
+    Indexes and constraints get the live tables' names back, so later migrations still find them,
+    and the tables get the live ones' grants (the query server reads them, the projector writes)."""
     await _require_rebuild(conn, model)
     async with conn.transaction():
         await lock_projection(conn)
@@ -202,6 +204,8 @@ async def swap(conn: Conn, model: ReadModel) -> int:
                     await conn.execute(f"ALTER INDEX {name} RENAME TO {live_indexes[shape]}")
             for definition in triggers:  # LIKE copies no triggers: e.g. the change_seq stamp
                 await conn.execute(definition)
+            for statement in privileges.table_statements(live):  # nor grants
+                await conn.execute(statement)
         await conn.execute("DELETE FROM rebuild_versions WHERE model = %s", (model.name,))
         await conn.execute("DELETE FROM rebuilds WHERE model = %s", (model.name,))
     return caught_up

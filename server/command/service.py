@@ -94,7 +94,7 @@ class CommandService(pb_grpc.CommandServiceServicer):
 async def run(settings: Settings) -> None:
     """Composition root of the command-server process."""
     verifier = auth.verifier_from(settings)
-    conninfo = settings.require_database_url()
+    conninfo = settings.role_database_url("command-server")
     pool = AsyncConnectionPool(
         conninfo,
         min_size=4,

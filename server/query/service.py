@@ -313,7 +313,7 @@ async def run(settings: Settings) -> None:
     """Composition root of the query-server process."""
     verifier = auth.verifier_from(settings)
     pool = AsyncConnectionPool(
-        settings.require_database_url(),
+        settings.role_database_url("query-server"),
         min_size=2,
         max_size=settings.query_pool_size,
         kwargs={"autocommit": True},
@@ -322,7 +322,7 @@ async def run(settings: Settings) -> None:
     )
     await pool.open(wait=False)
     hub = Hub()
-    subscribing = asyncio.create_task(hub.subscribe(settings.require_nats_url()))
+    subscribing = asyncio.create_task(hub.subscribe(settings.require_nats_url(), settings.nats_access))
 
     async def ready() -> bool:
         async with pool.connection(timeout=1) as conn:

@@ -21,6 +21,7 @@ from opentelemetry.context import Context
 from prometheus_client import Counter, Gauge
 
 from server import telemetry
+from server.config import NatsAccess
 from server.platform import messaging
 
 log = logging.getLogger(__name__)
@@ -104,11 +105,11 @@ class Hub:
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed view notice", extra={"subject": msg.subject})
 
-    async def subscribe(self, nats_url: str) -> Client:
+    async def subscribe(self, nats_url: str, access: NatsAccess = NatsAccess()) -> Client:
         """Connects and subscribes, retrying until NATS answers; watchers poll meanwhile."""
         while True:
             try:
-                nc = await messaging.connect(nats_url, "orders-query-server")
+                nc = await messaging.connect(nats_url, "orders-query-server", access)
                 await nc.subscribe(f"{messaging.NOTICE_PREFIX}.>", cb=self.on_message)
                 return nc
             except (messaging.NatsError, OSError) as exc:

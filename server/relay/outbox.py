@@ -199,7 +199,7 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
 
 async def _serve(settings: Settings, publisher: Publisher, stop: asyncio.Event) -> None:
     """Standby until this relay holds the lock; then publish until stopped or the session ends."""
-    url = settings.require_database_url()
+    url = settings.role_database_url("relay")
     name = f"orders-relay {socket.gethostname()}:{os.getpid()}"
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, application_name=name) as conn:
         while not stop.is_set():
@@ -242,7 +242,7 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     telemetry.serve_metrics(settings.metrics_addr)
-    nc = await messaging.connect(settings.require_nats_url(), "orders-relay")
+    nc = await messaging.connect(settings.require_nats_url(), "orders-relay", settings.nats_access)
     publisher = Publisher(nc, settings.partitions, settings.relay_publish_timeout)
     backoff = 0.1
     try:

@@ -17,12 +17,11 @@ pytestmark = pytest.mark.e2e
 
 
 def test_the_command_server_is_not_serving_until_postgres_answers(tmp_path: Path) -> None:
-    pg_port, addr = free_port(), f"127.0.0.1:{free_port()}"
-    env = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{pg_port}/orders", "COMMAND_ADDR": addr, "PATH": "",
-           **issuer().env()}
+    addr = f"127.0.0.1:{free_port()}"
+    postgres = EmbeddedPostgres(tmp_path)  # its URL, password included, is known before it starts
+    env = {"DATABASE_URL": postgres.url, "COMMAND_ADDR": addr, "PATH": "", **issuer().env()}
     server = subprocess.Popen([sys.executable, "-m", "server", "command-server"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    postgres = EmbeddedPostgres(tmp_path, port=pg_port)
     try:
         wait_until(lambda: health_status(addr) is not None, what="the server to answer health checks")
         assert health_status(addr) == health_pb2.HealthCheckResponse.NOT_SERVING

@@ -11,19 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
 from server.platform.process import free_port
 from tests.harness import GRPCURL, ROOT, wait_until
 
+ROLES = {"orders_command", "orders_query", "orders_projector", "orders_relay"}
+
 pytestmark = pytest.mark.e2e
-DATA_DIR: list[Path] = []  # the running stack's ORDERS_DATA_DIR
+Up = tuple[str, str, subprocess.Popen[str], Path]  # command and query addresses, the process, its data folder
 
 
 @pytest.fixture(scope="module")
-def orders_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
+def orders_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     data = tmp_path_factory.mktemp("up")
-    DATA_DIR.append(data)
     command_addr, query_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
     env.update(ORDERS_DATA_DIR=str(data), COMMAND_ADDR=command_addr, QUERY_ADDR=query_addr,
@@ -33,7 +35,7 @@ def orders_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
         [sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True
     )
     wait_until(lambda: "Orders is up." in (data / "out.log").read_text(), timeout=120, what="the banner")
-    yield command_addr, query_addr, proc
+    yield command_addr, query_addr, proc, data
     if proc.poll() is None:
         proc.kill()
 
@@ -48,18 +50,15 @@ def grpcurl(*args: str) -> str:
     return result.stdout
 
 
-def banner_token() -> str:
-    """The token the banner prints in its `export ORDERS_TOKEN=` line."""
-    lines = (DATA_DIR[0] / "out.log").read_text().splitlines()
-    return next(line.split("=", 1)[1] for line in lines if line.strip().startswith("export ORDERS_TOKEN="))
+def as_banner_token(data: Path) -> tuple[str, str]:
+    """grpcurl's option carrying the token of the banner's `export ORDERS_TOKEN=` line."""
+    lines = (data / "out.log").read_text().splitlines()
+    token = next(line.split("=", 1)[1] for line in lines if line.strip().startswith("export ORDERS_TOKEN="))
+    return ("-rpc-header", f"authorization: Bearer {token}")
 
 
-def as_banner_token() -> tuple[str, str]:
-    return ("-rpc-header", f"authorization: Bearer {banner_token()}")
-
-
-def test_grpcurl_lists_each_service_and_both_report_serving(orders_up: tuple[str, str, subprocess.Popen[str]]) -> None:
-    command_addr, query_addr, _ = orders_up
+def test_grpcurl_lists_each_service_and_both_report_serving(orders_up: Up) -> None:
+    command_addr, query_addr, _, _ = orders_up
 
     assert "orders.v1.CommandService" in grpcurl(command_addr, "list").split()
     assert "orders.v1.QueryService" in grpcurl(query_addr, "list").split()
@@ -68,18 +67,19 @@ def test_grpcurl_lists_each_service_and_both_report_serving(orders_up: tuple[str
 
 
 def test_grpcurl_registers_places_and_reads_an_order_with_its_exact_total(
-    orders_up: tuple[str, str, subprocess.Popen[str]],
+    orders_up: Up,
 ) -> None:
-    command_addr, query_addr, _ = orders_up
-    grpcurl(*as_banner_token(),
+    command_addr, query_addr, _, data = orders_up
+    signed_in = as_banner_token(data)
+    grpcurl(*signed_in,
             "-d", json.dumps({"request_id": "r-1", "customer_id": "c-1", "display_name": "Ada", "email": "ada@example.com"}),
             command_addr, "orders.v1.CommandService/RegisterCustomer")
     line = {"product_id": "p-1", "quantity": "3", "unit_price": {"currency_code": "EUR", "units": "9", "nanos": 990000000}}
 
-    placed = json.loads(grpcurl(*as_banner_token(),
+    placed = json.loads(grpcurl(*signed_in,
                                 "-d", json.dumps({"request_id": "r-2", "order_id": "o-1", "customer_id": "c-1", "lines": [line]}),
                                 command_addr, "orders.v1.CommandService/PlaceOrder"))
-    summary = json.loads(grpcurl(*as_banner_token(),
+    summary = json.loads(grpcurl(*signed_in,
                                  "-d", json.dumps({"order_id": "o-1", "consistency_token": placed["consistency_token"]}),
                                  query_addr, "orders.v1.QueryService/GetOrderSummary"))["summary"]
 
@@ -89,13 +89,11 @@ def test_grpcurl_registers_places_and_reads_an_order_with_its_exact_total(
     assert summary["lines"] == [line]
 
 
-def test_a_call_without_the_token_is_unauthenticated_and_orders_token_mints_narrower_ones(
-    orders_up: tuple[str, str, subprocess.Popen[str]],
-) -> None:
-    command_addr, query_addr, _ = orders_up
+def test_a_call_without_the_token_is_unauthenticated_and_orders_token_mints_narrower_ones(orders_up: Up) -> None:
+    command_addr, query_addr, _, data = orders_up
     anonymous = run_grpcurl("-d", json.dumps({"order_id": "o-1"}), query_addr, "orders.v1.QueryService/GetOrderSummary")
     minted = subprocess.run([sys.executable, "-m", "server", "token", "--tenant", "default", "--scope", "orders.read"],
-                            cwd=ROOT, env=dict(os.environ, ORDERS_DATA_DIR=str(DATA_DIR[0])),
+                            cwd=ROOT, env=dict(os.environ, ORDERS_DATA_DIR=str(data)),
                             capture_output=True, text=True, check=True)
     reader = ("-rpc-header", f"authorization: Bearer {minted.stdout.strip()}")
     read = run_grpcurl(*reader, "-d", json.dumps({"order_id": "o-404"}), query_addr,
@@ -109,8 +107,24 @@ def test_a_call_without_the_token_is_unauthenticated_and_orders_token_mints_narr
     assert "Code: PermissionDenied" in write.stderr and "SCOPE_MISSING" in write.stderr
 
 
-def test_sigterm_stops_every_child_and_leaves_no_process_behind(orders_up: tuple[str, str, subprocess.Popen[str]]) -> None:
-    _, _, proc = orders_up
+def test_each_role_logs_in_as_itself_and_the_banner_shows_no_password_beside_the_addresses(orders_up: Up) -> None:
+    _, _, _, data = orders_up
+    banner = (data / "out.log").read_text()
+    owner = next(line.split("'")[1] for line in banner.splitlines() if "export DATABASE_URL=" in line)
+
+    with psycopg.connect(owner, autocommit=True) as db:
+        def connected() -> set[str]:
+            return {str(r[0]) for r in db.execute("SELECT usename FROM pg_stat_activity WHERE datname = 'orders'")}
+
+        wait_until(lambda: connected() >= ROLES, what="every role connected as its own database role")
+    postgres_line = next(line for line in banner.splitlines() if line.strip().startswith("PostgreSQL"))
+
+    assert (data / "postgres.password").read_text().strip() not in postgres_line
+    assert (data / "postgres.password").stat().st_mode & 0o077 == 0
+
+
+def test_sigterm_stops_every_child_and_leaves_no_process_behind(orders_up: Up) -> None:
+    _, _, proc, _ = orders_up
     descendants = psutil.Process(proc.pid).children(recursive=True)
     assert len(descendants) >= 6  # four roles, postgres, nats-server
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from server.config import ConfigError, Settings, public_address
@@ -100,3 +102,43 @@ def test_a_missing_service_url_says_what_to_set() -> None:
 )
 def test_a_public_address_drops_credentials_and_options(url: str, shown: str) -> None:
     assert public_address(url) == shown
+
+
+def test_each_role_takes_its_own_database_url_else_database_url() -> None:
+    settings = Settings.from_env({"DATABASE_URL": "postgres://owner:o@db/orders",
+                                  "QUERY_DATABASE_URL": "postgresql+psycopg://reader:r@replica/orders"})
+
+    assert settings.role_database_url("query-server") == "postgresql://reader:r@replica/orders"
+    assert settings.role_database_url("relay") == "postgresql://owner:o@db/orders"
+    assert settings.require_database_url() == "postgresql://owner:o@db/orders"  # operator commands: the owner
+
+
+def test_a_role_without_any_database_url_names_both_variables() -> None:
+    with pytest.raises(ConfigError, match="neither PROJECTOR_DATABASE_URL nor DATABASE_URL is set"):
+        Settings.from_env({}).role_database_url("projector")
+
+
+def test_a_malformed_role_database_url_is_reported_without_its_password() -> None:
+    [message] = problems(RELAY_DATABASE_URL="mysql://relay:s3cret@db/orders")
+
+    assert message.startswith("RELAY_DATABASE_URL=") and "s3cret" not in message
+
+
+def test_nats_credentials_and_tls_files_are_taken(tmp_path: Path) -> None:
+    ca, creds = tmp_path / "ca.pem", tmp_path / "relay.creds"
+    ca.write_text("pem"), creds.write_text("creds")
+
+    access = Settings.from_env({"NATS_CREDS": str(creds), "NATS_TLS_CA": str(ca)}).nats_access
+    login = Settings.from_env({"NATS_USER": "orders-relay", "NATS_PASSWORD": "s3cret"}).nats_access
+
+    assert (access.creds, access.tls_ca, access.user) == (creds, ca, None)
+    assert (login.user, login.password) == ("orders-relay", "s3cret")
+    assert "s3cret" not in repr(login)
+
+
+def test_nats_access_problems_are_reported_at_once_and_never_echo_the_password(tmp_path: Path) -> None:
+    found = problems(NATS_CREDS=str(tmp_path / "missing.creds"), NATS_PASSWORD="s3cret",
+                     NATS_TLS_CERT=str(tmp_path / "missing.pem"))
+
+    assert [p.split("=", 1)[0] for p in found] == ["NATS_CREDS", "NATS_TLS_CERT", "NATS_PASSWORD", "NATS_TLS_KEY"]
+    assert not any("s3cret" in p for p in found)

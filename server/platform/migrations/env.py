@@ -1,9 +1,13 @@
-"""Alembic environment: runs migrations online, serialised by an advisory lock."""
+"""Alembic environment: runs migrations online, serialised by an advisory lock; at the newest
+schema, brings the grants to the matrix (server/platform/privileges.py)."""
 
 from __future__ import annotations
 
 from alembic import context
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
+
+from server.platform.migrations import roles
 
 MIGRATION_LOCK_KEY = 0x6F72646572730000
 
@@ -18,6 +22,11 @@ with engine.connect() as connection:
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()
+        heads = set(ScriptDirectory.from_config(context.config).get_heads())
+        if set(context.get_context().get_current_heads()) == heads:
+            # A table added by a later migration gets its grants from the matrix, in one transaction.
+            roles.converge_grants(connection)
+            connection.commit()
     finally:
         connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
         connection.commit()
