@@ -23,7 +23,7 @@ from prometheus_client import Counter, Histogram
 
 from server import telemetry
 from server.domain.errors import FieldViolation
-from server.platform import errors, process
+from server.platform import errors, process, tenancy
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
 
 log = logging.getLogger(__name__)
@@ -354,9 +354,9 @@ def tenant_of(context: grpc.aio.ServicerContext) -> str:
 
 
 def tenant_violations(tenant_id: str) -> list[FieldViolation]:
-    if 0 < len(tenant_id) <= 64 and tenant_id.replace("-", "").replace("_", "").isalnum() and tenant_id.isascii():
+    if tenancy.is_valid(tenant_id):
         return []
-    return [FieldViolation(TENANT_KEY, "metadata must be 1-64 ASCII letters, digits, - or _")]
+    return [FieldViolation(TENANT_KEY, f"metadata must be {tenancy.RULE}")]
 
 
 def caller_correlation_id(context: grpc.aio.ServicerContext) -> str | None:
