@@ -50,9 +50,10 @@ class Settings:
     relay_batch_size: int
     relay_publish_timeout: float
     relay_crash_after_publish: float
-    # Signs page and resume tokens. Unset: a random key per process, so tokens do not survive a
-    # restart nor work on another replica; set it (same value on every replica) in production.
-    page_token_key: bytes
+    # Signs page, resume and consistency tokens. Unset: a random key per process, so tokens do
+    # not survive a restart nor work on another process (a command server's consistency tokens
+    # on no query server); set it, the same on every command and query server, in production.
+    token_key: bytes
     watch_heartbeat_seconds: float
     query_pool_size: int
     # Unary calls in progress per server process; beyond it, RESOURCE_EXHAUSTED (serving.Admission).
@@ -63,6 +64,7 @@ class Settings:
     projector_fault_aggregates: frozenset[str] = frozenset()
     # How long an operator command waits for PostgreSQL or NATS before it says which is unreachable.
     connect_timeout_seconds: float = 2.0
+    token_key_generated: bool = False  # no key was configured: token_key is this process's own
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,7 +92,10 @@ class Settings:
             # Fault injection for the crash tests: the chance that the relay exits right after a
             # batch is in the stream and before it is marked published. Never set in production.
             relay_crash_after_publish=read.fraction("ORDERS_RELAY_CRASH_AFTER_PUBLISH"),
-            page_token_key=(read.text("ORDERS_PAGE_TOKEN_KEY", "") or secrets.token_hex(32)).encode(),
+            # ORDERS_PAGE_TOKEN_KEY: its name before it signed consistency tokens too.
+            token_key=(read.text("ORDERS_TOKEN_KEY", "") or read.text("ORDERS_PAGE_TOKEN_KEY", "")
+                       or secrets.token_hex(32)).encode(),
+            token_key_generated=not (read.text("ORDERS_TOKEN_KEY", "") or read.text("ORDERS_PAGE_TOKEN_KEY", "")),
             watch_heartbeat_seconds=read.seconds("ORDERS_WATCH_HEARTBEAT_SECONDS", 15),
             query_pool_size=read.integer("ORDERS_QUERY_POOL_SIZE", 10, minimum=1),
             max_calls_in_progress=read.integer("ORDERS_MAX_CALLS_IN_PROGRESS", 128, minimum=0),
@@ -120,6 +125,11 @@ class Settings:
         if not self.nats_url:
             raise ConfigError([f"NATS_URL is not set; this command needs NATS: set it to {NATS_FORM}"])
         return self.nats_url
+
+
+TOKEN_KEY_WARNING = ("ORDERS_TOKEN_KEY is not set: this process signs and checks tokens with a key of its own, "
+                     "so consistency, page and resume tokens work with no other process; set the same key on "
+                     "every command and query server")
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import grpc
@@ -13,9 +14,11 @@ from psycopg_pool import AsyncConnectionPool
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from server.command import pipeline, store
-from server.config import Settings
+from server.config import TOKEN_KEY_WARNING, Settings
 from server.platform import serving
 from server.platform.schema import NOTIFY_CHANNEL
+
+log = logging.getLogger(__name__)
 
 
 class Notifier:
@@ -94,6 +97,8 @@ class CommandService(pb_grpc.CommandServiceServicer):
 async def run(settings: Settings) -> None:
     """Composition root of the command-server process."""
     conninfo = settings.require_database_url()
+    if settings.token_key_generated:
+        log.warning(TOKEN_KEY_WARNING)
     pool = AsyncConnectionPool(
         conninfo,
         min_size=4,
@@ -117,7 +122,7 @@ async def run(settings: Settings) -> None:
         await serving.serve(
             addr=settings.command_addr,
             service_names=[pb.DESCRIPTOR.services_by_name["CommandService"].full_name],
-            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(pool, notifier.poke)), server),
+            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(pool, notifier.poke, settings.token_key)), server),
             ready=ready,
             max_request_bytes=settings.max_request_bytes,
             max_calls_in_progress=settings.max_calls_in_progress,

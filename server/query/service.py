@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -20,16 +21,16 @@ from orders.v1 import query_service_pb2_grpc as pb_grpc
 from orders.v1 import types_pb2
 from projector.views import customer_orders, order_summaries, product_sales
 from server import telemetry
-from server.config import Settings
+from server.config import TOKEN_KEY_WARNING, Settings
 from server.domain.commands import id_violations
 from server.domain.errors import FieldViolation, InvalidArgumentError, NotFoundError
-from server.platform import errors, messaging, serving, wire
+from server.platform import errors, messaging, serving, tokens, wire
 from server.platform import schema as db
 from server.query import store as read_store
-from server.query import tokens
 from server.query.watch import Hub, Watcher
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Leave this much of the caller's deadline to answer "not caught up yet" instead of timing out.
 ANSWER_MARGIN_SECONDS = 0.05
@@ -89,7 +90,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
         self._pool = pool
         self._hub = hub
         self._settings = settings
-        self._key = settings.page_token_key
+        self._key = settings.token_key
 
     # --- unary reads ---------------------------------------------------------------------------
 
@@ -270,12 +271,16 @@ class QueryService(pb_grpc.QueryServiceServicer):
             yield conn
 
     async def _wait_for(self, context: grpc.aio.ServicerContext, tenant_id: str, token_text: str) -> None:
-        """Waits, within the call's deadline, until the read models include the token's write."""
+        """Waits until the read models include the token's write: within the call's deadline, and
+        never longer than ORDERS_READ_WAIT_SECONDS. A token that is not this tenant's, signed with
+        this key, is refused at once (the caller cannot make a query wait on a write of its own
+        invention)."""
         if not token_text:
             return
-        token = wire.ConsistencyToken.decode(token_text)
+        token = tokens.verify_consistency(self._key, tenant_id, token_text)
         remaining = context.time_remaining()
-        budget = self._settings.read_wait_seconds if remaining is None else remaining
+        cap = self._settings.read_wait_seconds
+        budget = cap if remaining is None else min(cap, remaining)
         give_up = time.monotonic() + max(0.0, budget - ANSWER_MARGIN_SECONDS)
         pause = 0.002
         # The projector's notice for an order wakes this read at once; other writes (and a lost
@@ -311,6 +316,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
 
 async def run(settings: Settings) -> None:
     """Composition root of the query-server process."""
+    if settings.token_key_generated:
+        log.warning(TOKEN_KEY_WARNING)
     pool = AsyncConnectionPool(
         settings.require_database_url(),
         min_size=2,

@@ -100,3 +100,12 @@ def test_a_missing_service_url_says_what_to_set() -> None:
 )
 def test_a_public_address_drops_credentials_and_options(url: str, shown: str) -> None:
     assert public_address(url) == shown
+
+
+def test_the_token_key_is_taken_under_its_name_or_its_former_one_else_made_up_and_said_so() -> None:
+    assert Settings.from_env({"ORDERS_TOKEN_KEY": "k1", "ORDERS_PAGE_TOKEN_KEY": "k2"}).token_key == b"k1"
+    assert Settings.from_env({"ORDERS_PAGE_TOKEN_KEY": "k2"}).token_key == b"k2"
+    assert not Settings.from_env({"ORDERS_PAGE_TOKEN_KEY": "k2"}).token_key_generated
+    made_up = Settings.from_env({})
+    assert made_up.token_key_generated and len(made_up.token_key) == 64
+    assert Settings.from_env({}).token_key != made_up.token_key

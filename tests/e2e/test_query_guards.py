@@ -1,0 +1,119 @@
+"""What the query server refuses at once or bounds: consistency tokens it did not sign for the
+caller's tenant, and waits past ORDERS_READ_WAIT_SECONDS."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from orders.v1 import command_service_pb2 as pb
+from orders.v1 import query_service_pb2 as query_pb
+from tests.e2e.client import (
+    BadRequest,
+    ErrorInfo,
+    commands,
+    detail,
+    new_id,
+    place_request,
+    queries,
+    status_of,
+)
+from tests.harness import Stack
+
+pytestmark = pytest.mark.e2e
+READ_WAIT_SECONDS = 0.5
+
+
+@pytest.fixture(scope="module")
+def stack(database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = Stack(database_url, nats_url, tmp_path_factory.mktemp("logs"), extra_env={
+        "ORDERS_READ_WAIT_SECONDS": str(READ_WAIT_SECONDS),
+    }).start_all()
+    yield running
+    running.stop_all()
+
+
+def as_tenant(tenant_id: str) -> tuple[tuple[str, str]]:
+    return (("x-tenant-id", tenant_id),)
+
+
+def place(stack: Stack, tenant_id: str, order_id: str) -> pb.PlaceOrderResponse:
+    _, cmd = commands(stack.command_addr)
+    customer_id = new_id("c")
+    cmd.RegisterCustomer(pb.RegisterCustomerRequest(request_id=new_id("r"), customer_id=customer_id,
+                                                    display_name="Ada", email="ada@example.com"),
+                         metadata=as_tenant(tenant_id), timeout=10)
+    placed: pb.PlaceOrderResponse = cmd.PlaceOrder(place_request(order_id, customer_id), metadata=as_tenant(tenant_id),
+                                                   timeout=10)
+    return placed
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def refusal(stack: Stack, tenant_id: str, order_id: str, token: str) -> tuple[str, float]:
+    """The field violation's description a read with `token` gets, and how long it took to get it."""
+    _, query = queries(stack.query_addr)
+    began = time.monotonic()
+    with pytest.raises(grpc.RpcError) as raised:
+        query.GetOrderSummary(query_pb.GetOrderSummaryRequest(order_id=order_id, consistency_token=token),
+                              metadata=as_tenant(tenant_id), timeout=30)
+    took = time.monotonic() - began
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
+    [violation] = detail(status_of(raised.value), BadRequest).field_violations
+    assert violation.field == "consistency_token"
+    return violation.description, took
+
+
+def test_a_forged_or_edited_consistency_token_is_invalid_argument_at_once(stack: Stack) -> None:
+    tenant_id, order_id = new_id("t"), new_id("o")
+    token = place(stack, tenant_id, order_id).consistency_token
+    body, mac = token.split(".")
+    endless = str(2**63 - 1).encode()
+    forged = {
+        "edited to the last version": b64(b"order|" + order_id.encode() + b"|" + endless) + "." + mac,
+        "unsigned, as tokens were": b64(b"1|order|" + order_id.encode() + b"|" + endless),
+        "another MAC": body + "." + b64(b"\0" * 16),
+        "nonsense": "nonsense!",
+    }
+    for what, text in forged.items():
+        _, took = refusal(stack, tenant_id, order_id, text)
+        assert took < 5, f"{what}: refused only after {took:.1f}s"
+
+    _, query = queries(stack.query_addr)
+    summary = query.GetOrderSummary(query_pb.GetOrderSummaryRequest(order_id=order_id, consistency_token=token),
+                                    metadata=as_tenant(tenant_id), timeout=30).summary
+    assert summary.version == 1
+
+
+def test_another_tenants_consistency_token_is_refused_as_if_forged_even_on_the_same_order_id(stack: Stack) -> None:
+    tenant_a, tenant_b, order_id = new_id("ta"), new_id("tb"), new_id("o")
+    token_a = place(stack, tenant_a, order_id).consistency_token
+    place(stack, tenant_b, order_id)
+
+    told_b, _ = refusal(stack, tenant_b, order_id, token_a)
+    told_forged, _ = refusal(stack, tenant_b, order_id, "nonsense!")
+    assert told_b == told_forged  # nothing tells B that A wrote anything
+
+
+def test_the_wait_for_a_consistency_token_ends_at_its_cap_well_before_the_deadline(stack: Stack) -> None:
+    assert stack.cli("projector", "pause", timeout=60).returncode == 0
+    try:
+        tenant_id, order_id = new_id("t"), new_id("o")
+        token = place(stack, tenant_id, order_id).consistency_token
+        _, query = queries(stack.query_addr)
+        began = time.monotonic()
+        with pytest.raises(grpc.RpcError) as raised:
+            query.GetOrderSummary(query_pb.GetOrderSummaryRequest(order_id=order_id, consistency_token=token),
+                                  metadata=as_tenant(tenant_id), timeout=30)
+        took = time.monotonic() - began
+    finally:
+        assert stack.cli("projector", "resume", timeout=60).returncode == 0
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert detail(status_of(raised.value), ErrorInfo).reason == "READ_MODEL_BEHIND"
+    assert READ_WAIT_SECONDS * 0.8 <= took < 10, took
