@@ -13,9 +13,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
-from server.command import pipeline, store
+from server.command import pipeline
 from server.config import TOKEN_KEY_WARNING, Settings
-from server.platform import serving
+from server.platform import serving, timeouts
 from server.platform.schema import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ async def run(settings: Settings) -> None:
         async with pool.connection(timeout=1) as conn:
             # Commands leave their own deadline's statement_timeout on the pooled connection;
             # the check sets its own rather than inherit a few milliseconds.
-            await store.set_timeout(conn, "1000")
+            await timeouts.set_timeout(conn, "1000")
         return True
 
     try:

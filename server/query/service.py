@@ -24,7 +24,7 @@ from server import telemetry
 from server.config import TOKEN_KEY_WARNING, Settings
 from server.domain.commands import id_violations
 from server.domain.errors import FieldViolation, InvalidArgumentError, NotFoundError
-from server.platform import errors, messaging, serving, tokens, wire
+from server.platform import errors, messaging, serving, timeouts, tokens, wire
 from server.platform import schema as db
 from server.query import store as read_store
 from server.query.watch import Hub, Watcher
@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 # Leave this much of the caller's deadline to answer "not caught up yet" instead of timing out.
 ANSWER_MARGIN_SECONDS = 0.05
+# A read's statements end within this share of the time left to its call (a step of it, see
+# platform.timeouts), so the server answers DEADLINE_EXCEEDED itself and frees the connection;
+# a call without a deadline gets NO_DEADLINE_SECONDS.
+STATEMENT_SHARE = 0.9
+NO_DEADLINE_SECONDS = 30.0
+APPLICATION_NAME = "orders-query-server"  # its connections in pg_stat_activity
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 # Rows per catch-up read of a watcher; a long backlog is read in pages of this size.
@@ -204,7 +210,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 watcher.wake.clear()
                 while True:  # catch up from the last delivered change_seq
                     try:
-                        async with self._pool.connection(timeout=heartbeat) as conn:
+                        async with self._connection(context, wait=heartbeat) as conn:
                             rows = await order_summaries.changes_since(conn, tenant_id, filter_, last, WATCH_BATCH)
                     except psycopg.OperationalError as exc:
                         # The table's status, with where to resume (the serving layer could not know).
@@ -265,9 +271,17 @@ class QueryService(pb_grpc.QueryServiceServicer):
             return await query(conn, tenant_id, *args)
 
     @contextlib.asynccontextmanager
-    async def _connection(self, context: grpc.aio.ServicerContext) -> AsyncIterator[read_store.Connection]:
+    async def _connection(self, context: grpc.aio.ServicerContext,
+                          wait: float | None = None) -> AsyncIterator[read_store.Connection]:
+        """A pooled connection, waited for at most `wait` (default: the call's time left, or 5 s),
+        whose statements end before the call's deadline."""
         remaining = context.time_remaining()
-        async with self._pool.connection(timeout=5.0 if remaining is None else max(0.01, remaining)) as conn:
+        if wait is None:
+            wait = 5.0 if remaining is None else max(0.01, remaining)
+        async with self._pool.connection(timeout=wait) as conn:
+            remaining = context.time_remaining()  # less, by the wait for the connection
+            budget = NO_DEADLINE_SECONDS if remaining is None else remaining * STATEMENT_SHARE
+            await timeouts.bound(conn, budget * 1000)
             yield conn
 
     async def _wait_for(self, context: grpc.aio.ServicerContext, tenant_id: str, token_text: str) -> None:
@@ -322,7 +336,7 @@ async def run(settings: Settings) -> None:
         settings.require_database_url(),
         min_size=2,
         max_size=settings.query_pool_size,
-        kwargs={"autocommit": True},
+        kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
         open=False,
         name="queries",
     )
@@ -332,6 +346,9 @@ async def run(settings: Settings) -> None:
 
     async def ready() -> bool:
         async with pool.connection(timeout=1) as conn:
+            # Reads leave their own deadline's statement_timeout on the pooled connection; the
+            # check sets its own rather than inherit a few milliseconds.
+            await timeouts.bound(conn, 1000)
             await conn.execute("SELECT 1")
         return True
 

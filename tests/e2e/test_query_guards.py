@@ -1,5 +1,5 @@
 """What the query server refuses at once or bounds: consistency tokens it did not sign for the
-caller's tenant, and waits past ORDERS_READ_WAIT_SECONDS."""
+caller's tenant, waits past ORDERS_READ_WAIT_SECONDS, and statements past the call's deadline."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import time
 from collections.abc import Iterator
 
 import grpc
+import psycopg
 import pytest
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import query_service_pb2 as query_pb
+from server.config import libpq_url
 from tests.e2e.client import (
     BadRequest,
     ErrorInfo,
@@ -22,7 +24,7 @@ from tests.e2e.client import (
     queries,
     status_of,
 )
-from tests.harness import Stack
+from tests.harness import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 READ_WAIT_SECONDS = 0.5
@@ -117,3 +119,25 @@ def test_the_wait_for_a_consistency_token_ends_at_its_cap_well_before_the_deadli
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert detail(status_of(raised.value), ErrorInfo).reason == "READ_MODEL_BEHIND"
     assert READ_WAIT_SECONDS * 0.8 <= took < 10, took
+
+
+def test_a_read_held_up_by_a_lock_ends_by_its_deadline_and_leaves_no_statement_waiting(stack: Stack) -> None:
+    _, query = queries(stack.query_addr)
+    waiting = """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                 AND application_name = 'orders-query-server' AND wait_event_type = 'Lock'"""
+    with psycopg.connect(libpq_url(stack.database_url)) as locker, \
+            psycopg.connect(libpq_url(stack.database_url), autocommit=True) as observer:
+        locker.execute("LOCK TABLE order_summaries IN ACCESS EXCLUSIVE MODE")  # held until the rollback
+        try:
+            with pytest.raises(grpc.RpcError) as raised:
+                query.GetOrderSummary(query_pb.GetOrderSummaryRequest(order_id=new_id("o")), timeout=2)
+            # The server's own answer (the client's deadline alone would carry no details): its
+            # statement timeout ended the read before the deadline.
+            assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert detail(status_of(raised.value), ErrorInfo).reason == "DEADLINE_EXCEEDED"
+            # ... and PostgreSQL no longer works on it, though the lock is still held.
+            assert observer.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                    "'orders-query-server'").fetchone() != (0,)  # its connections are there to see
+            wait_until(lambda: observer.execute(waiting).fetchone() == (0,), timeout=5, what="no statement waiting")
+        finally:
+            locker.rollback()
