@@ -65,6 +65,9 @@ class Settings:
     # How long an operator command waits for PostgreSQL or NATS before it says which is unreachable.
     connect_timeout_seconds: float = 2.0
     token_key_generated: bool = False  # no key was configured: token_key is this process's own
+    # Open WatchOrders streams a query server takes per connection and per tenant (0: no limit).
+    watch_max_per_connection: int = 100
+    watch_max_per_tenant: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -106,6 +109,8 @@ class Settings:
                 a for a in read.text("ORDERS_PROJECTOR_FAULT_AGGREGATES", "").split(",") if a
             ),
             connect_timeout_seconds=read.seconds("ORDERS_CONNECT_TIMEOUT_SECONDS", 2),
+            watch_max_per_connection=read.integer("ORDERS_WATCH_MAX_PER_CONNECTION", 100, minimum=0),
+            watch_max_per_tenant=read.integer("ORDERS_WATCH_MAX_PER_TENANT", 1000, minimum=0),
         )
         if read.problems:
             raise ConfigError(read.problems)

@@ -27,7 +27,7 @@ from server.domain.errors import FieldViolation, InvalidArgumentError, NotFoundE
 from server.platform import errors, messaging, serving, timeouts, tokens, wire
 from server.platform import schema as db
 from server.query import store as read_store
-from server.query.watch import Hub, Watcher
+from server.query.watch import Hub, StreamLimits, Watcher
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ MAX_PAGE_SIZE = 500
 WATCH_BATCH = 200
 # The documented answer to a stream ended by shutdown: resume with the last token.
 SHUTTING_DOWN = "SHUTTING_DOWN"
+# The documented answer to a stream over ORDERS_WATCH_MAX_PER_CONNECTION or _PER_TENANT.
+WATCH_LIMIT = "WATCH_LIMIT"
 STATE_NAMES = {v: types_pb2.OrderState.Name(v).removeprefix("ORDER_STATE_") for v in types_pb2.OrderState.values()}
 STATE_NUMBERS = {name: cast(types_pb2.OrderState, v) for v, name in STATE_NAMES.items()}
 
@@ -97,6 +99,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
         self._hub = hub
         self._settings = settings
         self._key = settings.token_key
+        self._streams = StreamLimits(settings.watch_max_per_connection, settings.watch_max_per_tenant)
 
     # --- unary reads ---------------------------------------------------------------------------
 
@@ -199,6 +202,13 @@ class QueryService(pb_grpc.QueryServiceServicer):
         def resume_token() -> str:
             return tokens.sign(self._key, "resume", bound, s=last)
 
+        peer = context.peer()
+        full = self._streams.take(peer, tenant_id)
+        if full is not None:
+            limit, value = full
+            await errors.abort(context, errors.resource_exhausted(
+                f"too many WatchOrders streams open {limit.replace('_', ' ')} (at most {value}); "
+                "close one, or open it on another connection", WATCH_LIMIT, limit=limit, max_streams=str(value)))
         watcher = Watcher(tenant_id, request.order_id, request.customer_id)
         # Registered before the first read, so a change committed during it still wakes us.
         self._hub.add(watcher)
@@ -250,6 +260,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                     await asyncio.wait_for(watcher.wake.wait(), wait)
         finally:
             self._hub.remove(watcher)
+            self._streams.give_back(peer, tenant_id)
 
     # --- shared --------------------------------------------------------------------------------
 

@@ -1,11 +1,13 @@
 """What the query server refuses at once or bounds: consistency tokens it did not sign for the
-caller's tenant, waits past ORDERS_READ_WAIT_SECONDS, and statements past the call's deadline."""
+caller's tenant, waits past ORDERS_READ_WAIT_SECONDS, WatchOrders streams past their caps, and
+statements past the call's deadline."""
 
 from __future__ import annotations
 
 import base64
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import psycopg
@@ -13,6 +15,7 @@ import pytest
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import query_service_pb2 as query_pb
+from orders.v1 import query_service_pb2_grpc as query_grpc
 from server.config import libpq_url
 from tests.e2e.client import (
     BadRequest,
@@ -28,12 +31,15 @@ from tests.harness import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 READ_WAIT_SECONDS = 0.5
+PER_CONNECTION, PER_TENANT = 2, 3
 
 
 @pytest.fixture(scope="module")
 def stack(database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running = Stack(database_url, nats_url, tmp_path_factory.mktemp("logs"), extra_env={
         "ORDERS_READ_WAIT_SECONDS": str(READ_WAIT_SECONDS),
+        "ORDERS_WATCH_MAX_PER_CONNECTION": str(PER_CONNECTION),
+        "ORDERS_WATCH_MAX_PER_TENANT": str(PER_TENANT),
     }).start_all()
     yield running
     running.stop_all()
@@ -119,6 +125,63 @@ def test_the_wait_for_a_consistency_token_ends_at_its_cap_well_before_the_deadli
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert detail(status_of(raised.value), ErrorInfo).reason == "READ_MODEL_BEHIND"
     assert READ_WAIT_SECONDS * 0.8 <= took < 10, took
+
+
+def local_channel(addr: str) -> grpc.Channel:
+    """A channel with a connection of its own (channels otherwise share one per target)."""
+    return grpc.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def open_stream(stub: query_grpc.QueryServiceStub, tenant_id: str) -> Any:
+    """A WatchOrders stream, once it is open (its first heartbeat, as nothing matches it)."""
+    stream = stub.WatchOrders(query_pb.WatchOrdersRequest(order_id=new_id("o-none")), metadata=as_tenant(tenant_id),
+                              timeout=60)
+    assert next(stream).HasField("heartbeat")
+    return stream
+
+
+def watch_limit(stub: query_grpc.QueryServiceStub, tenant_id: str) -> dict[str, str]:
+    """The ErrorInfo metadata of a stream refused for a limit."""
+    with pytest.raises(grpc.RpcError) as raised:
+        open_stream(stub, tenant_id)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, raised.value
+    info = detail(status_of(raised.value), ErrorInfo)
+    assert info.reason == "WATCH_LIMIT"
+    return dict(info.metadata)
+
+
+def test_streams_over_the_per_connection_cap_are_refused_and_a_closed_one_frees_its_slot(stack: Stack) -> None:
+    tenant_id = new_id("t")
+    with local_channel(stack.query_addr) as channel:
+        stub = query_grpc.QueryServiceStub(channel)
+        streams = [open_stream(stub, tenant_id) for _ in range(PER_CONNECTION)]
+        assert watch_limit(stub, tenant_id) == {"limit": "per_connection", "max_streams": str(PER_CONNECTION)}
+        with local_channel(stack.query_addr) as other:  # another connection is not held back
+            open_stream(query_grpc.QueryServiceStub(other), tenant_id).cancel()
+
+        streams.pop().cancel()
+        streams.append(wait_until(lambda: open_stream(stub, tenant_id), timeout=10, what="the slot freed"))
+        for stream in streams:
+            stream.cancel()
+
+
+def test_streams_over_the_per_tenant_cap_are_refused_and_a_closed_one_frees_its_slot(stack: Stack) -> None:
+    tenant_id = new_id("t")
+    channels = [local_channel(stack.query_addr) for _ in range(PER_TENANT + 1)]
+    try:
+        stubs = [query_grpc.QueryServiceStub(c) for c in channels]
+        streams = [open_stream(stub, tenant_id) for stub in stubs[:PER_TENANT]]
+        spare = stubs[PER_TENANT]
+        assert watch_limit(spare, tenant_id) == {"limit": "per_tenant", "max_streams": str(PER_TENANT)}
+        open_stream(spare, new_id("t-other")).cancel()  # another tenant is not held back
+
+        streams.pop().cancel()
+        streams.append(wait_until(lambda: open_stream(spare, tenant_id), timeout=10, what="the slot freed"))
+        for stream in streams:
+            stream.cancel()
+    finally:
+        for channel in channels:
+            channel.close()
 
 
 def test_a_read_held_up_by_a_lock_ends_by_its_deadline_and_leaves_no_statement_waiting(stack: Stack) -> None:
