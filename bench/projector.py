@@ -100,7 +100,7 @@ async def load(db_url: str, nats_url: str, stream: str, envelopes: list[events_p
     sequences: list[int] = []
     for start in range(0, len(envelopes), PUBLISH_WINDOW):
         window = envelopes[start:start + PUBLISH_WINDOW]
-        acks = await asyncio.gather(*(js.publish(messaging.subject_for(e.aggregate_type, e.aggregate_id, 16),
+        acks = await asyncio.gather(*(js.publish(messaging.subject_for(e.tenant_id, e.aggregate_type, e.aggregate_id, 16),
                                                  e.SerializeToString(), headers=relay_headers(e))
                                       for e in window))
         sequences += [ack.seq for ack in acks]

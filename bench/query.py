@@ -29,7 +29,8 @@ from orders.v1 import command_service_pb2_grpc as cmd_grpc
 from orders.v1 import query_service_pb2 as pb
 from orders.v1 import query_service_pb2_grpc as pb_grpc
 
-STREAMS_PER_CHANNEL = 100
+# Well within a query server's streams per connection (ORDERS_WATCH_MAX_PER_CONNECTION, 100).
+STREAMS_PER_CHANNEL = 50
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ _APPLIED = f"""
     FOR UPDATE
 """
 _PARKED = f"""
-    SELECT DISTINCT aggregate_type, aggregate_id FROM dead_letters
-    WHERE status = 'parked' AND (aggregate_type, aggregate_id) IN ({select_json("text", "text")})
+    SELECT DISTINCT tenant_id, aggregate_type, aggregate_id FROM dead_letters
+    WHERE status = 'parked' AND (tenant_id, aggregate_type, aggregate_id) IN ({select_json("text", "text", "text")})
 """
 # clock_timestamp(), not now(): a batch whose transaction began before a rebuild started but that
 # took the projection lock after it must count as applied after the start, or the rebuild's
@@ -99,11 +99,11 @@ async def load_applied(conn: Conn, keys: Iterable[Key]) -> dict[Key, int]:
     return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
 
 
-async def load_state(conn: Conn, keys: set[Key]) -> tuple[dict[Key, int], set[tuple[str, str]]]:
-    """The keys' applied versions, and which of their aggregates are parked."""
+async def load_state(conn: Conn, keys: set[Key]) -> tuple[dict[Key, int], set[Key]]:
+    """The keys' applied versions, and which of their aggregates (each of its tenant) are parked."""
     applied = await load_applied(conn, keys)
-    parked = await (await conn.execute(_PARKED, [rows_json((k[1], k[2]) for k in keys)])).fetchall()
-    return applied, {(r[0], r[1]) for r in parked}
+    parked = await (await conn.execute(_PARKED, [rows_json(keys)])).fetchall()
+    return applied, {(r[0], r[1], r[2]) for r in parked}
 
 
 async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[ReadModel], consumer: str | None,
@@ -127,11 +127,13 @@ async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[Read
 
 def dead_letter_params(d: Decision) -> dict[str, Any]:
     env = d.envelope  # when there is one, the key holds its tenant, type and id (see decode)
+    # A forged event's ids may be longer than any real one: clipped to the columns, they are
+    # still parked, rather than refused by the database again and again.
     return dict(
-        stream_seq=d.item.stream_seq, subject=d.item.subject, tenant_id=d.key[0],
-        aggregate_type=d.key[1], aggregate_id=d.key[2],
+        stream_seq=d.item.stream_seq, subject=d.item.subject, tenant_id=d.key[0][:64],
+        aggregate_type=d.key[1][:32], aggregate_id=d.key[2][:64],
         aggregate_version=None if env is None else env.aggregate_version,
-        event_id=None if env is None else env.event_id,
+        event_id=None if env is None else env.event_id[:64],
         event_type=None if env is None else (env.WhichOneof("payload") or None),
         payload=d.item.data, headers=Jsonb(dict(d.item.headers)), reason=d.reason, error=d.error[:2000],
     )

@@ -50,7 +50,8 @@ class CheckpointRow(Base):
 
 class DeadLetterRow(Base):
     """An event the projector could not apply, parked with its error, trace headers and stream
-    position; while one is `parked`, later events of its aggregate are parked behind it."""
+    position; while one is `parked`, later events of its aggregate (of the same tenant: ids of
+    different tenants may collide) are parked behind it."""
 
     __tablename__ = "dead_letters"
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -70,7 +71,8 @@ class DeadLetterRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     __table_args__ = (
-        Index("ix_dead_letters_parked", "aggregate_type", "aggregate_id", postgresql_where=text("status = 'parked'")),
+        Index("ix_dead_letters_parked", "tenant_id", "aggregate_type", "aggregate_id",
+              postgresql_where=text("status = 'parked'")),
     )
 
 

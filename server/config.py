@@ -71,9 +71,10 @@ class Settings:
     relay_batch_size: int
     relay_publish_timeout: float
     relay_crash_after_publish: float
-    # Signs page and resume tokens. Unset: a random key per process, so tokens do not survive a
-    # restart nor work on another replica; set it (same value on every replica) in production.
-    page_token_key: bytes
+    # Signs page, resume and consistency tokens. Unset: a random key per process, so tokens do
+    # not survive a restart nor work on another process (a command server's consistency tokens
+    # on no query server); set it, the same on every command and query server, in production.
+    token_key: bytes
     watch_heartbeat_seconds: float
     query_pool_size: int
     # Unary calls in progress per server process; beyond it, RESOURCE_EXHAUSTED (serving.Admission).
@@ -97,6 +98,10 @@ class Settings:
     # Each role's own PostgreSQL login (COMMAND_DATABASE_URL, ...); unset: DATABASE_URL.
     role_database_urls: Mapping[str, str] = field(default_factory=dict)
     nats_access: NatsAccess = NatsAccess()
+    token_key_generated: bool = False  # no key was configured: token_key is this process's own
+    # Open WatchOrders streams a query server takes per connection and per tenant (0: no limit).
+    watch_max_per_connection: int = 100
+    watch_max_per_tenant: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -124,7 +129,10 @@ class Settings:
             # Fault injection for the crash tests: the chance that the relay exits right after a
             # batch is in the stream and before it is marked published. Never set in production.
             relay_crash_after_publish=read.fraction("ORDERS_RELAY_CRASH_AFTER_PUBLISH"),
-            page_token_key=(read.text("ORDERS_PAGE_TOKEN_KEY", "") or secrets.token_hex(32)).encode(),
+            # ORDERS_PAGE_TOKEN_KEY: its name before it signed consistency tokens too.
+            token_key=(read.text("ORDERS_TOKEN_KEY", "") or read.text("ORDERS_PAGE_TOKEN_KEY", "")
+                       or secrets.token_hex(32)).encode(),
+            token_key_generated=not (read.text("ORDERS_TOKEN_KEY", "") or read.text("ORDERS_PAGE_TOKEN_KEY", "")),
             watch_heartbeat_seconds=read.seconds("ORDERS_WATCH_HEARTBEAT_SECONDS", 15),
             query_pool_size=read.integer("ORDERS_QUERY_POOL_SIZE", 10, minimum=1),
             max_calls_in_progress=read.integer("ORDERS_MAX_CALLS_IN_PROGRESS", 128, minimum=0),
@@ -147,6 +155,8 @@ class Settings:
                 if (url := read.url(variable, _DATABASE_SCHEMES, DATABASE_FORM))
             },
             nats_access=read.nats_access(),
+            watch_max_per_connection=read.integer("ORDERS_WATCH_MAX_PER_CONNECTION", 100, minimum=0),
+            watch_max_per_tenant=read.integer("ORDERS_WATCH_MAX_PER_TENANT", 1000, minimum=0),
         )
         if read.problems:
             raise ConfigError(read.problems)
@@ -188,6 +198,11 @@ class Settings:
         if not self.nats_url:
             raise ConfigError([f"NATS_URL is not set; this command needs NATS: set it to {NATS_FORM}"])
         return self.nats_url
+
+
+TOKEN_KEY_WARNING = ("ORDERS_TOKEN_KEY is not set: this process signs and checks tokens with a key of its own, "
+                     "so consistency, page and resume tokens work with no other process; set the same key on "
+                     "every command and query server")
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -126,8 +126,9 @@ class Stack:
             COMMAND_ADDR=self.command_addr,
             QUERY_ADDR=self.query_addr,
             ORDERS_RELAY_POLL_SECONDS="0.5",
-            # Shared by restarted query-servers, so resume and page tokens stay valid.
-            ORDERS_PAGE_TOKEN_KEY="test-key-" + "0" * 32,
+            # Shared by the command server (consistency tokens) and restarted query-servers (resume
+            # and page tokens stay valid).
+            ORDERS_TOKEN_KEY="test-key-" + "0" * 32,
             ORDERS_WATCH_HEARTBEAT_SECONDS="1",
             **issuer().env(),
             **self.extra_env,

@@ -87,7 +87,7 @@ async def dead_letters(settings: Settings) -> list[dict[str, Any]]:
 
 
 def letter_line(r: dict[str, Any]) -> str:
-    return (f"#{r['id']} seq={r['stream_seq']} {r['aggregate_type']} {r['aggregate_id']}"
+    return (f"#{r['id']} seq={r['stream_seq']} tenant={r['tenant_id']} {r['aggregate_type']} {r['aggregate_id']}"
             f" v{r['aggregate_version']} {r['reason']}: {r['error'][:120]}")
 
 

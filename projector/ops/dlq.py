@@ -1,6 +1,7 @@
 """`orders dlq`: list, show, replay and discard dead letters.
 
-Replay works per aggregate, because a dead letter holds back every later event of its aggregate:
+Replay works per aggregate (of one tenant: tenants' ids may collide, and one tenant's dead letter
+never touches another's aggregate), because a dead letter holds back every later event of its aggregate:
 `replay <id>` retries that letter's aggregate queue from its head in version order (an undecodable
 letter first), applying each event on top of the applied version exactly as the projector would;
 it stops at the first letter that still fails (which stays parked with its new error) and leaves
@@ -53,20 +54,21 @@ async def replay(conn: Conn, letter_ids: list[int] | None, *, dry_run: bool) -> 
         await lock_projection(conn)
         picked = "" if letter_ids is None else "AND id = ANY(%(ids)s)"
         aggregates = await (await conn.execute(
-            f"SELECT DISTINCT aggregate_type, aggregate_id FROM dead_letters WHERE status = 'parked' {picked}",
+            f"""SELECT DISTINCT tenant_id, aggregate_type, aggregate_id FROM dead_letters
+                WHERE status = 'parked' {picked}""",
             {"ids": letter_ids or []},
         )).fetchall()
-        for aggregate_type, aggregate_id in aggregates:
-            report.extend(await _replay_aggregate(conn, aggregate_type, aggregate_id))
+        for tenant_id, aggregate_type, aggregate_id in aggregates:
+            report.extend(await _replay_aggregate(conn, tenant_id, aggregate_type, aggregate_id))
     return [("(dry run) " if dry_run else "") + line for line in report] or ["nothing parked to replay"]
 
 
-async def _replay_aggregate(conn: Conn, aggregate_type: str, aggregate_id: str) -> list[str]:
+async def _replay_aggregate(conn: Conn, tenant_id: str, aggregate_type: str, aggregate_id: str) -> list[str]:
     letters = await (await conn.execute(
         """SELECT id, stream_seq, subject, payload, headers FROM dead_letters
-           WHERE status = 'parked' AND aggregate_type = %s AND aggregate_id = %s
+           WHERE status = 'parked' AND tenant_id = %s AND aggregate_type = %s AND aggregate_id = %s
            ORDER BY aggregate_version NULLS FIRST, stream_seq""",
-        (aggregate_type, aggregate_id),
+        (tenant_id, aggregate_type, aggregate_id),
     )).fetchall()
     report = []
     for letter_id, seq, subject, payload, headers in letters:
@@ -112,11 +114,11 @@ async def discard(conn: Conn, letter_id: int, *, dry_run: bool) -> str:
         await lock_projection(conn)
         row = await (await conn.execute(
             "UPDATE dead_letters SET status = 'discarded', resolved_at = now() WHERE id = %s AND status = 'parked' "
-            "RETURNING aggregate_type, aggregate_id", (letter_id,),
+            "RETURNING tenant_id, aggregate_type, aggregate_id", (letter_id,),
         )).fetchone()
     if row is None:
         return f"#{letter_id}: not parked, nothing to discard"
-    return f"{'(dry run) ' if dry_run else ''}#{letter_id}: discarded ({row[0]} {row[1]})"
+    return f"{'(dry run) ' if dry_run else ''}#{letter_id}: discarded (tenant {row[0]}: {row[1]} {row[2]})"
 
 
 def as_json(rows: Any) -> str:

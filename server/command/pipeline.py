@@ -20,7 +20,7 @@ from server.command import handlers, store
 from server.command.unit_of_work import UnitOfWork, Written
 from server.domain import commands as c
 from server.domain.errors import InvalidCommandError, RequestIdReusedError
-from server.platform import errors, serving, wire
+from server.platform import errors, serving, tokens, wire
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,10 @@ class Pipeline:
     A request id used before answers with the first response; what it raises, the serving
     layer's error table answers."""
 
-    def __init__(self, pool: AsyncConnectionPool, committed: Callable[[], None]) -> None:
+    def __init__(self, pool: AsyncConnectionPool, committed: Callable[[], None], token_key: bytes) -> None:
         self._pool = pool
         self._committed = committed
+        self._token_key = token_key  # signs consistency tokens, for the query servers to verify
 
     async def run(self, route: Route[Req, Cmd, Resp], request: Req, context: grpc.aio.ServicerContext) -> Resp:
         request_id: str = request.request_id  # type: ignore[attr-defined]  # every command request has one
@@ -106,7 +107,7 @@ class Pipeline:
         async with self._pool.connection(timeout=budget) as conn:
             session = store.Session(conn, ctx, request_id, route.method, digest, timeout_ms=budget * 1000)
             try:
-                response = await _apply(route, session, cmd)
+                response = await _apply(route, session, cmd, self._token_key)
             except store.Replayed as replay:
                 prior = replay.prior or await store.prior_request(conn, tenant_id, request_id)
                 if prior is None or (prior.method, prior.request_hash) != (route.method, digest) or prior.response is None:
@@ -125,10 +126,10 @@ def _budget(context: grpc.aio.ServicerContext) -> float:
     return budget
 
 
-async def _apply(route: Route[Any, Cmd, Resp], session: store.Session, cmd: Cmd) -> Resp:
+async def _apply(route: Route[Any, Cmd, Resp], session: store.Session, cmd: Cmd, token_key: bytes) -> Resp:
     written = await route.handle(session, cmd)
-    token = wire.ConsistencyToken(written.aggregate_type, written.aggregate_id, written.version)
-    response = route.reply(written, token.encode())
+    write = tokens.ConsistencyToken(written.aggregate_type, written.aggregate_id, written.version)
+    response = route.reply(written, tokens.sign_consistency(token_key, session.ctx.tenant_id, write))
     await session.commit(response.SerializeToString())
     # On the call's own server span: a span of its own per command cost more than it told (the
     # database spans below it already time the work).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import grpc
@@ -12,10 +13,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
-from server.command import pipeline, store
-from server.config import Settings
-from server.platform import auth, serving
+from server.command import pipeline
+from server.config import TOKEN_KEY_WARNING, Settings
+from server.platform import auth, serving, timeouts
 from server.platform.schema import NOTIFY_CHANNEL
+
+log = logging.getLogger(__name__)
 
 
 class Notifier:
@@ -95,6 +98,8 @@ async def run(settings: Settings) -> None:
     """Composition root of the command-server process."""
     verifier = auth.verifier_from(settings)
     conninfo = settings.role_database_url("command-server")
+    if settings.token_key_generated:
+        log.warning(TOKEN_KEY_WARNING)
     pool = AsyncConnectionPool(
         conninfo,
         min_size=4,
@@ -111,14 +116,14 @@ async def run(settings: Settings) -> None:
         async with pool.connection(timeout=1) as conn:
             # Commands leave their own deadline's statement_timeout on the pooled connection;
             # the check sets its own rather than inherit a few milliseconds.
-            await store.set_timeout(conn, "1000")
+            await timeouts.set_timeout(conn, "1000")
         return True
 
     try:
         await serving.serve(
             addr=settings.command_addr,
             service_names=[pb.DESCRIPTOR.services_by_name["CommandService"].full_name],
-            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(pool, notifier.poke)), server),
+            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(pool, notifier.poke, settings.token_key)), server),
             ready=ready,
             max_request_bytes=settings.max_request_bytes,
             max_calls_in_progress=settings.max_calls_in_progress,

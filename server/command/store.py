@@ -12,9 +12,7 @@ was taken.
 
 from __future__ import annotations
 
-import math
 import uuid
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,8 +29,9 @@ from server.domain.commands import OrderLine
 from server.domain.errors import AlreadyExistsError, DomainError, NotFoundError, VersionConflictError
 from server.domain.events import Event
 from server.domain.model import Customer, Order, OrderState, Product
-from server.platform import wire
+from server.platform import timeouts, wire
 from server.platform.schema import from_decimal, to_decimal
+from server.platform.timeouts import set_timeout, timeout_step
 from server.telemetry import tracer
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
 
@@ -59,7 +58,6 @@ READ = {
         {_FROM}
         LEFT JOIN orders a ON a.tenant_id = %(tenant_id)s AND a.order_id = %(aggregate_id)s""",
 }
-SET_TIMEOUT = "SELECT set_config('statement_timeout', %(timeout_ms)s, false)"
 PRIOR_REQUEST = (
     "SELECT method, request_hash, response FROM idempotency WHERE tenant_id = %(tenant_id)s AND request_id = %(request_id)s"
 )
@@ -117,26 +115,10 @@ SELECT orders_command_guard(EXISTS (SELECT FROM claim), EXISTS (SELECT FROM chan
 WRITE = {key: _write_sql(*key) for key in _CHANGES}
 
 
-def timeout_step(budget_ms: float) -> int:
-    """The statement timeout for a command with `budget_ms` left before its deadline: the largest
-    step of 2**(n/4) ms within it, so at least 84% of the budget, and calls with like deadlines
-    share a value that a pooled connection then already has."""
-    if budget_ms < 2:
-        return 1
-    return int(2 ** (math.floor(4 * math.log2(budget_ms)) / 4))
-
-
-# What each pooled connection's statement_timeout was last set to (absent: not known). Reads set
-# it within their own statement; a command that does not read sets it first only when its step
-# differs.
-_timeouts: weakref.WeakKeyDictionary[Connection, str] = weakref.WeakKeyDictionary()
-
-
-async def set_timeout(conn: Connection, timeout_ms: str) -> None:
-    """Sets the connection's statement timeout, and remembers it once set."""
-    _timeouts.pop(conn, None)  # a failed statement leaves the setting unknown
-    await conn.execute(SET_TIMEOUT, {"timeout_ms": timeout_ms})
-    _timeouts[conn] = timeout_ms
+# What each pooled connection's statement_timeout was last set to (shared with the query side,
+# see platform.timeouts). Reads set it within their own statement; a command that does not read
+# sets it first only when its step differs.
+_timeouts = timeouts.known
 
 
 @dataclass(frozen=True)

@@ -172,8 +172,9 @@ class LocalStack:
             COMMAND_ADDR=self.settings.command_addr,
             QUERY_ADDR=self.settings.query_addr,
         )
-        # One key for every child of this run, so watchers can resume on a restarted query-server.
-        self.env.setdefault("ORDERS_PAGE_TOKEN_KEY", self.settings.page_token_key.decode())
+        # One key for every child of this run: the query server accepts the command server's
+        # consistency tokens, and watchers can resume on a restarted query-server.
+        self.env["ORDERS_TOKEN_KEY"] = self.settings.token_key.decode()
         if self.settings.auth and not self.settings.jwks:
             self.issuer = dev_issuer(self.settings)
             self.env.update(self.issuer.env())

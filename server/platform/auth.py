@@ -22,7 +22,7 @@ from typing import Any
 import jwt
 
 from server.config import ConfigError, Settings
-from server.domain.tenancy import tenant_violations
+from server.platform import tenancy
 from server.platform.scopes import ADMIN, READ, SCOPES, WRITE
 
 __all__ = ["ADMIN", "READ", "SCOPES", "WRITE", "KeySet", "PermissionDeniedError", "Principal", "UnauthenticatedError",
@@ -228,7 +228,7 @@ def _principal_of(claims: Mapping[str, Any]) -> Principal:
     tenant_id = claims.get("tenant_id")
     if not isinstance(tenant_id, str) or not tenant_id:
         raise UnauthenticatedError("TOKEN_TENANT_MISSING", "the bearer token has no tenant_id claim")
-    if tenant_violations(tenant_id, "tenant_id"):
+    if not tenancy.is_valid(tenant_id):
         raise UnauthenticatedError("TOKEN_TENANT_INVALID", "the bearer token's tenant_id is not a valid tenant id")
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject or len(subject) > 256:

@@ -30,8 +30,10 @@ def partition_of(aggregate_id: str, partitions: int) -> int:
     return zlib.crc32(aggregate_id.encode()) % partitions
 
 
-def subject_for(aggregate_type: str, aggregate_id: str, partitions: int) -> str:
-    return f"{SUBJECT_PREFIX}.{aggregate_type}.{partition_of(aggregate_id, partitions)}.{aggregate_id}"
+def subject_for(tenant_id: str, aggregate_type: str, aggregate_id: str, partitions: int) -> str:
+    """orders.events.<tenant>.<type>.<partition>.<id>: the tenant leads, so a message that cannot
+    be read is still known to be that tenant's (and NATS permissions can be given per tenant)."""
+    return f"{SUBJECT_PREFIX}.{tenant_id}.{aggregate_type}.{partition_of(aggregate_id, partitions)}.{aggregate_id}"
 
 
 def access_options(access: NatsAccess) -> dict[str, Any]:

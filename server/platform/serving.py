@@ -23,9 +23,8 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from prometheus_client import Counter, Histogram
 
 from server import telemetry
-from server.domain import tenancy
 from server.domain.errors import FieldViolation, InvalidArgumentError
-from server.platform import auth, errors, process
+from server.platform import auth, errors, process, tenancy
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
 
 log = logging.getLogger(__name__)
@@ -453,7 +452,9 @@ def _caller(context: grpc.aio.ServicerContext) -> auth.Principal:
 
 
 def tenant_violations(tenant_id: str) -> list[FieldViolation]:
-    return tenancy.tenant_violations(tenant_id, TENANT_KEY)
+    if tenancy.is_valid(tenant_id):
+        return []
+    return [FieldViolation(TENANT_KEY, f"metadata must be {tenancy.RULE}")]
 
 
 def caller_correlation_id(context: grpc.aio.ServicerContext) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import uuid
@@ -15,7 +14,7 @@ from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import events_pb2, types_pb2
 from server.domain import commands as c
 from server.domain import events as e
-from server.domain.errors import FieldViolation, InvalidArgumentError
+from server.domain.errors import FieldViolation
 from server.domain.money import Money
 
 REASONS = {
@@ -187,33 +186,3 @@ def _set_payload(env: events_pb2.Envelope, event: e.Event) -> None:
             env.order_cancelled.CopyFrom(
                 events_pb2.OrderCancelled(order_id=event.order_id, reason=REASON_NUMBERS[event.reason], note=event.note)
             )
-
-
-# --- consistency tokens -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConsistencyToken:
-    """A write the caller wants to read: aggregate and the version the command produced."""
-
-    aggregate_type: str
-    aggregate_id: str
-    version: int
-
-    def encode(self) -> str:
-        raw = f"1|{self.aggregate_type}|{self.aggregate_id}|{self.version}".encode()
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-    @classmethod
-    def decode(cls, token: str) -> ConsistencyToken:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-            fmt, aggregate_type, aggregate_id, version = raw.split("|")
-            if fmt != "1" or int(version) < 1:
-                raise ValueError(token)
-            return cls(aggregate_type, aggregate_id, int(version))
-        except ValueError as exc:
-            # Queries take the token: a bad one is a bad argument of the query, not a bad command.
-            raise InvalidArgumentError(
-                [FieldViolation("consistency_token", "is not a token returned by a command")]
-            ) from exc

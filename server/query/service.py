@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -20,25 +21,33 @@ from orders.v1 import query_service_pb2_grpc as pb_grpc
 from orders.v1 import types_pb2
 from projector.views import customer_orders, order_summaries, product_sales
 from server import telemetry
-from server.config import Settings
+from server.config import TOKEN_KEY_WARNING, Settings
 from server.domain.commands import id_violations
 from server.domain.errors import FieldViolation, InvalidArgumentError, NotFoundError
-from server.platform import auth, errors, messaging, serving, wire
+from server.platform import auth, errors, messaging, serving, timeouts, tokens, wire
 from server.platform import schema as db
 from server.query import store as read_store
-from server.query import tokens
-from server.query.watch import Hub, Watcher
+from server.query.watch import Hub, StreamLimits, Watcher
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Leave this much of the caller's deadline to answer "not caught up yet" instead of timing out.
 ANSWER_MARGIN_SECONDS = 0.05
+# A read's statements end within this share of the time left to its call (a step of it, see
+# platform.timeouts), so the server answers DEADLINE_EXCEEDED itself and frees the connection;
+# a call without a deadline gets NO_DEADLINE_SECONDS.
+STATEMENT_SHARE = 0.9
+NO_DEADLINE_SECONDS = 30.0
+APPLICATION_NAME = "orders-query-server"  # its connections in pg_stat_activity
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 # Rows per catch-up read of a watcher; a long backlog is read in pages of this size.
 WATCH_BATCH = 200
 # The documented answer to a stream ended by shutdown: resume with the last token.
 SHUTTING_DOWN = "SHUTTING_DOWN"
+# The documented answer to a stream over ORDERS_WATCH_MAX_PER_CONNECTION or _PER_TENANT.
+WATCH_LIMIT = "WATCH_LIMIT"
 STATE_NAMES = {v: types_pb2.OrderState.Name(v).removeprefix("ORDER_STATE_") for v in types_pb2.OrderState.values()}
 STATE_NUMBERS = {name: cast(types_pb2.OrderState, v) for v, name in STATE_NAMES.items()}
 
@@ -89,7 +98,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
         self._pool = pool
         self._hub = hub
         self._settings = settings
-        self._key = settings.page_token_key
+        self._key = settings.token_key
+        self._streams = StreamLimits(settings.watch_max_per_connection, settings.watch_max_per_tenant)
 
     # --- unary reads ---------------------------------------------------------------------------
 
@@ -192,6 +202,13 @@ class QueryService(pb_grpc.QueryServiceServicer):
         def resume_token() -> str:
             return tokens.sign(self._key, "resume", bound, s=last)
 
+        peer = context.peer()
+        full = self._streams.take(peer, tenant_id)
+        if full is not None:
+            limit, value = full
+            await errors.abort(context, errors.resource_exhausted(
+                f"too many WatchOrders streams open {limit.replace('_', ' ')} (at most {value}); "
+                "close one, or open it on another connection", WATCH_LIMIT, limit=limit, max_streams=str(value)))
         watcher = Watcher(tenant_id, request.order_id, request.customer_id)
         # Registered before the first read, so a change committed during it still wakes us.
         self._hub.add(watcher)
@@ -203,7 +220,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 watcher.wake.clear()
                 while True:  # catch up from the last delivered change_seq
                     try:
-                        async with self._pool.connection(timeout=heartbeat) as conn:
+                        async with self._connection(context, wait=heartbeat) as conn:
                             rows = await order_summaries.changes_since(conn, tenant_id, filter_, last, WATCH_BATCH)
                     except psycopg.OperationalError as exc:
                         # The table's status, with where to resume (the serving layer could not know).
@@ -243,6 +260,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                     await asyncio.wait_for(watcher.wake.wait(), wait)
         finally:
             self._hub.remove(watcher)
+            self._streams.give_back(peer, tenant_id)
 
     # --- shared --------------------------------------------------------------------------------
 
@@ -264,18 +282,30 @@ class QueryService(pb_grpc.QueryServiceServicer):
             return await query(conn, tenant_id, *args)
 
     @contextlib.asynccontextmanager
-    async def _connection(self, context: grpc.aio.ServicerContext) -> AsyncIterator[read_store.Connection]:
+    async def _connection(self, context: grpc.aio.ServicerContext,
+                          wait: float | None = None) -> AsyncIterator[read_store.Connection]:
+        """A pooled connection, waited for at most `wait` (default: the call's time left, or 5 s),
+        whose statements end before the call's deadline."""
         remaining = context.time_remaining()
-        async with self._pool.connection(timeout=5.0 if remaining is None else max(0.01, remaining)) as conn:
+        if wait is None:
+            wait = 5.0 if remaining is None else max(0.01, remaining)
+        async with self._pool.connection(timeout=wait) as conn:
+            remaining = context.time_remaining()  # less, by the wait for the connection
+            budget = NO_DEADLINE_SECONDS if remaining is None else remaining * STATEMENT_SHARE
+            await timeouts.bound(conn, budget * 1000)
             yield conn
 
     async def _wait_for(self, context: grpc.aio.ServicerContext, tenant_id: str, token_text: str) -> None:
-        """Waits, within the call's deadline, until the read models include the token's write."""
+        """Waits until the read models include the token's write: within the call's deadline, and
+        never longer than ORDERS_READ_WAIT_SECONDS. A token that is not this tenant's, signed with
+        this key, is refused at once (the caller cannot make a query wait on a write of its own
+        invention)."""
         if not token_text:
             return
-        token = wire.ConsistencyToken.decode(token_text)
+        token = tokens.verify_consistency(self._key, tenant_id, token_text)
         remaining = context.time_remaining()
-        budget = self._settings.read_wait_seconds if remaining is None else remaining
+        cap = self._settings.read_wait_seconds
+        budget = cap if remaining is None else min(cap, remaining)
         give_up = time.monotonic() + max(0.0, budget - ANSWER_MARGIN_SECONDS)
         pause = 0.002
         # The projector's notice for an order wakes this read at once; other writes (and a lost
@@ -312,11 +342,13 @@ class QueryService(pb_grpc.QueryServiceServicer):
 async def run(settings: Settings) -> None:
     """Composition root of the query-server process."""
     verifier = auth.verifier_from(settings)
+    if settings.token_key_generated:
+        log.warning(TOKEN_KEY_WARNING)
     pool = AsyncConnectionPool(
         settings.role_database_url("query-server"),
         min_size=2,
         max_size=settings.query_pool_size,
-        kwargs={"autocommit": True},
+        kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
         open=False,
         name="queries",
     )
@@ -326,6 +358,9 @@ async def run(settings: Settings) -> None:
 
     async def ready() -> bool:
         async with pool.connection(timeout=1) as conn:
+            # Reads leave their own deadline's statement_timeout on the pooled connection; the
+            # check sets its own rather than inherit a few milliseconds.
+            await timeouts.bound(conn, 1000)
             await conn.execute("SELECT 1")
         return True
 

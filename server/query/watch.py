@@ -62,6 +62,35 @@ class Watcher:
         return (self.tenant_id, "all", "")
 
 
+class StreamLimits:
+    """Caps on the WatchOrders streams this server holds open: per connection (a client's
+    channel, as `context.peer()` names it) and per tenant, 0 meaning none. A stream over a cap is
+    refused before it starts; a stream that ends gives its slot back. A stream costs the server a
+    task and a database read per change, so no one client or tenant may take all of them."""
+
+    def __init__(self, per_connection: int, per_tenant: int) -> None:
+        self.per_connection = per_connection
+        self.per_tenant = per_tenant
+        self._connections: dict[str, int] = defaultdict(int)
+        self._tenants: dict[str, int] = defaultdict(int)
+
+    def take(self, peer: str, tenant_id: str) -> tuple[str, int] | None:
+        """Takes a slot, or names the limit that is full (per_connection or per_tenant) and its value."""
+        if self.per_connection and self._connections[peer] >= self.per_connection:
+            return "per_connection", self.per_connection
+        if self.per_tenant and self._tenants[tenant_id] >= self.per_tenant:
+            return "per_tenant", self.per_tenant
+        self._connections[peer] += 1
+        self._tenants[tenant_id] += 1
+        return None
+
+    def give_back(self, peer: str, tenant_id: str) -> None:
+        for counts, key in ((self._connections, peer), (self._tenants, tenant_id)):
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
+
+
 class Hub:
     def __init__(self) -> None:
         self._watchers: dict[Key, set[Watcher]] = defaultdict(set)

@@ -43,7 +43,7 @@ RELAY_LOCK_KEY = 0x6F72646572730001  # "orders" + 1: one active relay per databa
 STATUS_EVERY_SECONDS = 5.0
 
 _SELECT_BATCH = """
-    SELECT id, event_id::text, aggregate_type, aggregate_id, payload, headers
+    SELECT id, event_id::text, tenant_id, aggregate_type, aggregate_id, payload, headers
     FROM events WHERE published_at IS NULL ORDER BY id LIMIT %s
 """
 # The stream sequence is kept with the row: a rebuild reproduces where each change came from.
@@ -69,6 +69,7 @@ ACTIVE = Gauge("orders_relay_active", "1 while this relay holds the lock and pub
 class Row:
     id: int
     event_id: str
+    tenant_id: str
     aggregate_type: str
     aggregate_id: str
     payload: bytes
@@ -112,7 +113,7 @@ class Publisher:
     async def _publish(self, row: Row) -> api.PubAck | None:
         """One publish, awaiting its PubAck. (js.publish_async would pipeline the same way, but
         nats-py 2.16 loses its error replies, so a full stream would look like a timeout.)"""
-        subject = messaging.subject_for(row.aggregate_type, row.aggregate_id, self.partitions)
+        subject = messaging.subject_for(row.tenant_id, row.aggregate_type, row.aggregate_id, self.partitions)
         stored = {str(k): str(v) for k, v in (row.headers or {}).items()}
         # A child of the command that wrote the event, however long ago: the trace runs on. The
         # span is never made current: only its context goes out, in the message's headers.

@@ -58,14 +58,23 @@ def setup_tracing(role: str, env: Mapping[str, str] | None = None) -> TracerProv
     return provider
 
 
+def metrics_bind(addr: str) -> tuple[str, int]:
+    """Where METRICS_ADDR (host:port) listens. An empty host means this machine only (127.0.0.1):
+    metrics show what the service does, so reaching them from elsewhere takes an explicit host
+    (0.0.0.0, [::] or an interface's address)."""
+    host, _, port = addr.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    return host or "127.0.0.1", int(port)
+
+
 def serve_metrics(addr: str | None) -> None:
     """Serves this process's Prometheus metrics on `addr` (host:port); no address, no endpoint."""
     if not addr:
         return
     from prometheus_client import start_http_server
 
-    host, _, port = addr.rpartition(":")
-    start_http_server(int(port), addr=host or "0.0.0.0")
+    host, port = metrics_bind(addr)
+    start_http_server(port, addr=host)
 
 
 # --- context across the outbox and NATS --------------------------------------------------------

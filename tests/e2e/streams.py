@@ -1,13 +1,17 @@
-"""Reading the events stream back in tests: every message, in stream order."""
+"""The events stream in tests: every message read back in stream order, and events published
+straight into it, as a misbehaving or forged publisher could."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 
 import nats
+from google.protobuf import timestamp_pb2
 
-from orders.v1 import events_pb2
+from orders.v1 import events_pb2, types_pb2
+from server.platform import messaging
 
 STREAM = "ORDERS_EVENTS"
 
@@ -50,3 +54,37 @@ def stream_messages(nats_url: str) -> int:
             await nc.close()
 
     return asyncio.run(count())
+
+
+def envelope(order_id: str, version: int, customer_id: str = "c-direct", tenant_id: str = "default") -> events_pb2.Envelope:
+    """Version 1 places the order (two of p-direct at 5 EUR), 2 confirms it, 3 ships it."""
+    occur = timestamp_pb2.Timestamp()
+    occur.GetCurrentTime()
+    env = events_pb2.Envelope(event_id=str(uuid.uuid4()), tenant_id=tenant_id, aggregate_type="order",
+                              aggregate_id=order_id, aggregate_version=version, occur_time=occur)
+    if version == 1:
+        env.order_placed.CopyFrom(events_pb2.OrderPlaced(
+            order_id=order_id, customer_id=customer_id,
+            lines=[types_pb2.OrderLine(product_id="p-direct", quantity=2,
+                                       unit_price=types_pb2.Money(currency_code="EUR", units=5))],
+            total=types_pb2.Money(currency_code="EUR", units=10)))
+    elif version == 2:
+        env.order_confirmed.order_id = order_id
+    else:
+        env.order_shipped.order_id = order_id
+    env.event_type = env.WhichOneof("payload") or ""
+    return env
+
+
+def publish(nats_url: str, messages: list[tuple[str, bytes]]) -> None:
+    """Publishes straight to the stream, each with its own Nats-Msg-Id, as a misbehaving relay could."""
+    async def go() -> None:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        # The relay and projector create the stream when they start: do not race them to it.
+        await messaging.ensure_stream(js, STREAM, max_msgs=-1, max_bytes=-1)
+        for subject, data in messages:
+            await js.publish(subject, data, headers={"Nats-Msg-Id": str(uuid.uuid4()), "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+        await nc.close()
+
+    asyncio.run(go())

@@ -20,7 +20,7 @@ from server.command.unit_of_work import Written
 from server.config import libpq_url
 from server.domain import commands as c
 from server.domain.money import Money
-from server.platform import wire
+from server.platform import timeouts, wire
 from tests.e2e.client import (
     ErrorInfo,
     PreconditionFailure,
@@ -231,6 +231,6 @@ def test_each_command_runs_under_its_own_deadline_on_a_shared_connection(databas
                 await run(conn, order(), 9_990),
             ]
 
-    steps = [store.timeout_step(ms) for ms in (10_000, 500, 9_990, 2_000, 2_000, 9_990)]
+    steps = [timeouts.timeout_step(ms) for ms in (10_000, 500, 9_990, 2_000, 2_000, 9_990)]
     assert asyncio.run(scenario()) == [f"{step}ms" for step in steps]
     assert steps[1] < steps[0] and steps[3] < steps[2]  # each change really changed it

@@ -15,8 +15,7 @@ import pytest
 from server.devstack.embedded import NATS_ADMIN, EmbeddedNats, nats_user_url
 from server.platform import messaging
 from tests.e2e.client import commands, new_id, place_request, register
-from tests.e2e.streams import STREAM, stream_messages
-from tests.e2e.test_projector_delivery import envelope
+from tests.e2e.streams import STREAM, envelope, stream_messages
 from tests.harness import Stack, scalar, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -82,7 +81,7 @@ def test_a_wrong_password_is_refused(own_nats: EmbeddedNats) -> None:
 
 @pytest.mark.parametrize("process", ["projector", "query-server"])
 def test_only_the_relay_may_publish_events(own_nats: EmbeddedNats, process: str) -> None:
-    subject = messaging.subject_for("order", new_id("o-forged"), 16)
+    subject = messaging.subject_for("default", "order", new_id("o-forged"), 16)
     before = stream_messages(own_nats.url)
 
     errors = publish_as(own_nats.url_for(process), subject, envelope("o-forged", 1).SerializeToString())
@@ -133,7 +132,7 @@ def test_a_forged_event_no_longer_reaches_a_read_model(stack: Stack, db: psycopg
     if nats_user_url(stack.nats_url, "orders-projector") == stack.nats_url:
         pytest.skip("NATS_URL is not the embedded server's admin: its users are not ours to know")
     forged = new_id("o-forged")
-    subject = messaging.subject_for("order", forged, 16)
+    subject = messaging.subject_for("default", "order", forged, 16)
     data = envelope(forged, 1).SerializeToString()
     for user in ("orders-projector", "orders-query"):
         assert publish_as(nats_user_url(stack.nats_url, user), subject, data) == [

@@ -3,7 +3,6 @@ that fails until fixed, and a pause; while it all happens, other orders keep flo
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import threading
@@ -12,17 +11,16 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 
-import nats
 import psycopg
 import pytest
-from google.protobuf import timestamp_pb2
 
 from orders.v1 import command_service_pb2 as pb
-from orders.v1 import events_pb2, types_pb2
+from orders.v1 import events_pb2
 from server.config import libpq_url
 from server.platform import messaging
 from server.platform.process import free_port
 from tests.e2e.client import commands, new_id, place_request, register
+from tests.e2e.streams import envelope, publish
 from tests.harness import Stack, scalar, serving, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -52,41 +50,8 @@ def orders(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return stack.cli(*args, timeout=120, unset=("ORDERS_PROJECTOR_FAULT",))
 
 
-def envelope(order_id: str, version: int, customer_id: str = "c-direct") -> events_pb2.Envelope:
-    occur = timestamp_pb2.Timestamp()
-    occur.GetCurrentTime()
-    env = events_pb2.Envelope(event_id=str(uuid.uuid4()), tenant_id="default", aggregate_type="order",
-                              aggregate_id=order_id, aggregate_version=version, occur_time=occur)
-    if version == 1:
-        env.order_placed.CopyFrom(events_pb2.OrderPlaced(
-            order_id=order_id, customer_id=customer_id,
-            lines=[types_pb2.OrderLine(product_id="p-direct", quantity=2,
-                                       unit_price=types_pb2.Money(currency_code="EUR", units=5))],
-            total=types_pb2.Money(currency_code="EUR", units=10)))
-    elif version == 2:
-        env.order_confirmed.order_id = order_id
-    else:
-        env.order_shipped.order_id = order_id
-    env.event_type = env.WhichOneof("payload") or ""
-    return env
-
-
-def publish(nats_url: str, messages: list[tuple[str, bytes]]) -> None:
-    """Publishes straight to the stream, each with its own Nats-Msg-Id, as a misbehaving relay could."""
-    async def go() -> None:
-        nc = await nats.connect(nats_url)
-        js = nc.jetstream()
-        # The relay and projector create the stream when they start: do not race them to it.
-        await messaging.ensure_stream(js, "ORDERS_EVENTS", max_msgs=-1, max_bytes=-1)
-        for subject, data in messages:
-            await js.publish(subject, data, headers={"Nats-Msg-Id": str(uuid.uuid4()), "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
-        await nc.close()
-
-    asyncio.run(go())
-
-
 def subject(order_id: str) -> str:
-    return messaging.subject_for("order", order_id, 16)
+    return messaging.subject_for("default", "order", order_id, 16)
 
 
 def test_events_out_of_order_and_twice_end_at_v3_and_never_go_backwards(stack: Stack, db: psycopg.Connection) -> None:

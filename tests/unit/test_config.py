@@ -142,3 +142,12 @@ def test_nats_access_problems_are_reported_at_once_and_never_echo_the_password(t
 
     assert [p.split("=", 1)[0] for p in found] == ["NATS_CREDS", "NATS_TLS_CERT", "NATS_PASSWORD", "NATS_TLS_KEY"]
     assert not any("s3cret" in p for p in found)
+
+
+def test_the_token_key_is_taken_under_its_name_or_its_former_one_else_made_up_and_said_so() -> None:
+    assert Settings.from_env({"ORDERS_TOKEN_KEY": "k1", "ORDERS_PAGE_TOKEN_KEY": "k2"}).token_key == b"k1"
+    assert Settings.from_env({"ORDERS_PAGE_TOKEN_KEY": "k2"}).token_key == b"k2"
+    assert not Settings.from_env({"ORDERS_PAGE_TOKEN_KEY": "k2"}).token_key_generated
+    made_up = Settings.from_env({})
+    assert made_up.token_key_generated and len(made_up.token_key) == 64
+    assert Settings.from_env({}).token_key != made_up.token_key

@@ -1,10 +1,11 @@
-"""The notice fan-out: a notice wakes exactly the watchers whose filter matches, in its tenant."""
+"""The notice fan-out: a notice wakes exactly the watchers whose filter matches, in its tenant; and
+the caps on open streams."""
 
 from __future__ import annotations
 
 import asyncio
 
-from server.query.watch import Hub, Watcher
+from server.query.watch import Hub, StreamLimits, Watcher
 
 
 def test_a_notice_wakes_the_order_its_customer_and_the_tenant_wide_watchers_only() -> None:
@@ -44,3 +45,20 @@ def test_closing_wakes_every_watcher_and_removed_watchers_are_forgotten() -> Non
         return kept.wake.is_set() and hub.closing, hub.count()
 
     assert asyncio.run(scenario()) == (True, 1)
+
+
+def test_stream_limits_refuse_past_either_cap_and_take_again_once_a_stream_ends() -> None:
+    limits = StreamLimits(per_connection=2, per_tenant=3)
+    assert [limits.take("peer-1", "t") for _ in range(3)] == [None, None, ("per_connection", 2)]
+    assert limits.take("peer-2", "t") is None
+    assert limits.take("peer-3", "t") == ("per_tenant", 3)
+    assert limits.take("peer-3", "u") is None  # another tenant has slots of its own
+
+    limits.give_back("peer-1", "t")
+    assert limits.take("peer-3", "t") is None
+    assert limits.take("peer-1", "t") == ("per_tenant", 3)
+
+
+def test_stream_limits_of_zero_limit_nothing() -> None:
+    limits = StreamLimits(per_connection=0, per_tenant=0)
+    assert all(limits.take("peer", "t") is None for _ in range(10_000))

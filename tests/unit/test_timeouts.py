@@ -1,11 +1,11 @@
-"""The statement timeout a command's remaining deadline gives it."""
+"""The statement timeout a call's remaining deadline gives its statements (commands and reads)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.command.store import timeout_step
+from server.platform.timeouts import timeout_step
 
 
 @given(st.floats(min_value=2, max_value=10**9))
