@@ -22,6 +22,7 @@ from tests.e2e.client import commands, eur, new_id, queries
 from tests.harness import Stack
 
 pytestmark = pytest.mark.e2e
+CUSTOMER_REQUEST = types_pb2.CANCELLATION_REASON_CUSTOMER_REQUEST
 
 # Ids as callers write them (letters, digits, _.:-), tenants as tokens carry them.
 ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}", fullmatch=True)
@@ -123,7 +124,8 @@ def test_a_tenant_never_reaches_another_tenants_rows_with_the_same_ids(
     a_confirmed = cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=new_id("r"), order_id=order_ids[0],
                                                           expected_version=1), timeout=10, metadata=a.metadata)
     b_cancelled = cmd.CancelOrder(pb.CancelOrderRequest(request_id=new_id("r"), order_id=order_ids[0],
-                                                        expected_version=1), timeout=10, metadata=b.metadata)
+                                                        expected_version=1, reason=CUSTOMER_REQUEST),
+                                  timeout=10, metadata=b.metadata)
     b_summary = query.GetOrderSummary(query_pb.GetOrderSummaryRequest(
         order_id=order_ids[0], consistency_token=b_cancelled.consistency_token), timeout=10, metadata=b.metadata)
     assert (a_confirmed.version, b_cancelled.version) == (2, 2)  # B's order was still at 1: A did not touch it
@@ -139,5 +141,5 @@ def test_a_tenant_never_reaches_another_tenants_rows_with_the_same_ids(
     assert refused(lambda: query.GetOrderSummary(query_pb.GetOrderSummaryRequest(order_id=only_b), timeout=10,
                                                  metadata=a.metadata)) == grpc.StatusCode.NOT_FOUND
     assert refused(lambda: cmd.CancelOrder(pb.CancelOrderRequest(request_id=new_id("r"), order_id=only_b,
-                                                                 expected_version=1), timeout=10,
-                                           metadata=a.metadata)) == grpc.StatusCode.NOT_FOUND
+                                                                 expected_version=1, reason=CUSTOMER_REQUEST),
+                                           timeout=10, metadata=a.metadata)) == grpc.StatusCode.NOT_FOUND
