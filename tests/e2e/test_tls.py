@@ -138,6 +138,8 @@ def test_under_mutual_tls_a_client_without_a_valid_certificate_fails_the_handsha
         assert health(addr, certs.trusting(client=presented)) == grpc.StatusCode.UNAVAILABLE
     # ... and the server is up: a client with a certificate is served
     assert health(mtls.command_addr, certs.trusting(client=certs.client)) == health_pb2.HealthCheckResponse.SERVING
+    # gRPC's plain-text line per refused handshake stays out of the JSON logs.
+    assert "Handshake failed" not in mtls.log("command-server") + mtls.log("query-server")
 
 
 def test_under_mutual_tls_the_python_client_with_a_certificate_places_and_reads_an_order(
