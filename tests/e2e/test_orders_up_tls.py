@@ -1,5 +1,6 @@
 """`orders up` with mutual TLS: its probes present the probe certificate, and the grpcurl lines of
-its banner work as printed. Without a probe certificate it refuses to start, at once."""
+its banner (certificates and dev token) work as printed. Without a probe certificate it refuses
+to start, at once."""
 
 from __future__ import annotations
 
@@ -54,9 +55,12 @@ def banner(tls_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def _banner_line(banner: str, ending: str) -> list[str]:
+    """The banner's grpcurl line ending in `ending`, as a shell would run it after the banner's
+    `export ORDERS_TOKEN=...`."""
+    token = next(line.split("=", 1)[1] for line in banner.splitlines() if line.strip().startswith("export ORDERS_TOKEN="))
     line = next(line.strip() for line in banner.splitlines() if line.strip().startswith("grpcurl ")
                 and line.rstrip().endswith(ending))
-    words = shlex.split(line)
+    words = shlex.split(line.replace("$ORDERS_TOKEN", token))
     return [GRPCURL, "-max-time", "10", *words[1:]]
 
 
@@ -75,8 +79,12 @@ def test_the_banner_grpcurl_lines_work_as_printed(banner: str) -> None:
     checked = subprocess.run(_banner_line(banner, "grpc.health.v1.Health/Check"), capture_output=True, text=True,
                              timeout=60)
 
+    registered = subprocess.run(_banner_line(banner, "orders.v1.CommandService/RegisterCustomer"),
+                                capture_output=True, text=True, timeout=60)
+
     assert listed.returncode == 0 and "orders.v1.CommandService" in listed.stdout.split(), listed.stderr
     assert checked.returncode == 0 and json.loads(checked.stdout) == {"status": "SERVING"}, checked.stderr
+    assert registered.returncode == 0 and json.loads(registered.stdout)["version"] == "1", registered.stderr
 
 
 def test_orders_up_under_mutual_tls_without_a_probe_certificate_refuses_to_start(

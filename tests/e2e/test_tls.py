@@ -18,12 +18,12 @@ from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import command_service_pb2_grpc as cmd_grpc
 from orders.v1 import types_pb2
 from tests.certs import Authority, Issued, expired_window
-from tests.e2e.client import eur, new_id, place_request
+from tests.e2e.client import eur, new_id, place_request, with_token
 from tests.harness import GRPCURL, Stack, wait_until
 
 pytestmark = pytest.mark.e2e
-# The transport alone: these servers take calls without a token (ORDERS_AUTH=off), so a call that
-# fails here fails in the handshake; tokens have their own suite.
+# The mutual-TLS stack shows the transport alone: it takes calls without a token (ORDERS_AUTH=off),
+# so a call that fails there fails in the handshake. The TLS stack checks tokens as usual.
 ANONYMOUS = {"ORDERS_AUTH": "off"}
 TENANT = (("x-tenant-id", "tls"),)
 # Each channel makes its own connection: a handshake refused once is not remembered by another.
@@ -71,8 +71,8 @@ def _servers(stack: Stack, roles: tuple[str, ...]) -> Stack:
 
 @pytest.fixture(scope="module")
 def tls(certs: Certs, database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The two servers with TLS, no client certificate asked for."""
-    env = dict(ANONYMOUS, ORDERS_TLS_CERT=str(certs.server.cert), ORDERS_TLS_KEY=str(certs.server.key))
+    """The two servers with TLS, no client certificate asked for; calls need a token, as usual."""
+    env = dict(ORDERS_TLS_CERT=str(certs.server.cert), ORDERS_TLS_KEY=str(certs.server.key))
     stack = Stack(database_url, nats_url, tmp_path_factory.mktemp("tls-logs"), extra_env=env,
                   credentials=certs.trusting())
     yield _servers(stack, ("command-server", "query-server"))
@@ -113,19 +113,27 @@ def test_under_tls_a_client_that_trusts_another_ca_is_refused(tls: Stack, certs:
     assert health(tls.command_addr, certs.trusting(certs.foreign_ca)) == grpc.StatusCode.UNAVAILABLE
 
 
-def test_under_tls_a_client_trusting_the_ca_is_served(tls: Stack, certs: Certs) -> None:
+def test_under_tls_a_client_trusting_the_ca_is_served_with_its_token(tls: Stack, certs: Certs) -> None:
     with grpc.secure_channel(tls.command_addr, certs.trusting(), OWN_CONNECTION) as channel:
         stub = cmd_grpc.CommandServiceStub(channel)
         customer_id = new_id("c")
         stub.RegisterCustomer(cmd_pb.RegisterCustomerRequest(
             request_id=new_id("r"), customer_id=customer_id, display_name="Ada", email="ada@example.com"),
-            timeout=10, metadata=TENANT)
+            timeout=10, metadata=with_token(TENANT))
 
         placed: cmd_pb.PlaceOrderResponse = stub.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10,
-                                                            metadata=TENANT)
+                                                            metadata=with_token(TENANT))
 
     assert placed.version == 1
     assert health(tls.query_addr, certs.trusting()) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_under_tls_a_call_without_a_token_is_still_unauthenticated(tls: Stack, certs: Certs) -> None:
+    with grpc.secure_channel(tls.command_addr, certs.trusting(), OWN_CONNECTION) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            cmd_grpc.CommandServiceStub(channel).PlaceOrder(place_request(new_id("o"), new_id("c")), timeout=10)
+
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 @pytest.mark.parametrize("client", ["none", "foreign", "expired"])
