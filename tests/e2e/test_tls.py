@@ -19,12 +19,10 @@ from orders.v1 import command_service_pb2_grpc as cmd_grpc
 from orders.v1 import types_pb2
 from tests.certs import Authority, Issued, expired_window
 from tests.e2e.client import eur, new_id, place_request, with_token
-from tests.harness import GRPCURL, Stack, wait_until
+from tests.harness import GRPCURL, Stack, token, wait_until
 
 pytestmark = pytest.mark.e2e
-# The mutual-TLS stack shows the transport alone: it takes calls without a token (ORDERS_AUTH=off),
-# so a call that fails there fails in the handshake. The TLS stack checks tokens as usual.
-ANONYMOUS = {"ORDERS_AUTH": "off"}
+# Both stacks check tokens as usual: TLS and bearer tokens apply together.
 TENANT = (("x-tenant-id", "tls"),)
 # Each channel makes its own connection: a handshake refused once is not remembered by another.
 OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
@@ -82,7 +80,7 @@ def tls(certs: Certs, database_url: str, nats_url: str, tmp_path_factory: pytest
 @pytest.fixture(scope="module")
 def mtls(certs: Certs, database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole stack with mutual TLS: a client certificate signed by our CA is required."""
-    env = dict(ANONYMOUS, ORDERS_TLS_CERT=str(certs.server.cert), ORDERS_TLS_KEY=str(certs.server.key),
+    env = dict(ORDERS_TLS_CERT=str(certs.server.cert), ORDERS_TLS_KEY=str(certs.server.key),
                ORDERS_TLS_CLIENT_CA=str(certs.ca.cert))
     stack = Stack(database_url, nats_url, tmp_path_factory.mktemp("mtls-logs"), extra_env=env,
                   credentials=certs.trusting(client=certs.client))
@@ -154,7 +152,7 @@ def test_under_mutual_tls_the_python_client_with_a_certificate_places_and_reads_
     mtls: Stack, certs: Certs,
 ) -> None:
     async def scenario() -> tuple[str, types_pb2.Money]:
-        async with OrdersClient(mtls.command_addr, mtls.query_addr, tenant_id="tls",
+        async with OrdersClient(mtls.command_addr, mtls.query_addr, token=token("tls"),
                                 root_certificates=certs.ca.cert.read_bytes(),
                                 certificate_chain=certs.client.cert.read_bytes(),
                                 private_key=certs.client.key.read_bytes()) as client:
@@ -180,7 +178,7 @@ def test_grpcurl_with_a_client_certificate_lists_checks_and_calls_and_without_on
 
     listed = grpcurl(*trusted, mtls.query_addr, "list")
     checked = grpcurl(*trusted, mtls.command_addr, "grpc.health.v1.Health/Check")
-    registered = grpcurl(*trusted, "-H", "x-tenant-id: tls", "-d",
+    registered = grpcurl(*trusted, "-rpc-header", f"authorization: Bearer {token('tls')}", "-d",
                          f'{{"request_id":"{new_id("r")}","customer_id":"{new_id("c")}","display_name":"Ada",'
                          '"email":"ada@example.com"}', mtls.command_addr, "orders.v1.CommandService/RegisterCustomer")
     without_cert = grpcurl("-cacert", str(certs.ca.cert), mtls.command_addr, "grpc.health.v1.Health/Check")
