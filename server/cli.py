@@ -10,6 +10,10 @@ import os
 # pollers in the forked child before the exec, on descriptors the fork has just closed, and
 # abort it. The roles never fork to run gRPC code, so the handlers have nothing to protect.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# gRPC's C core prints a plain-text line for every refused TLS handshake (a client without a
+# certificate, a scanner) at its default verbosity: noise an unauthenticated peer can produce at
+# will, among the JSON log lines. GRPC_VERBOSITY=INFO in the environment brings them back.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
 import datetime as dt

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +50,28 @@ class NatsAccess:
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for TLS on both gRPC servers. They are read once, when a server starts: a renewed
+    certificate takes effect on a restart."""
+
+    cert: Path
+    key: Path
+    # Set: mutual TLS. Every client (health probes included) presents a certificate signed by it.
+    client_ca: Path | None = None
+    # The client certificate `orders up` presents to probe its servers under mutual TLS.
+    probe_cert: Path | None = None
+    probe_key: Path | None = None
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_ca is not None
+
+    @property
+    def probe(self) -> tuple[Path, Path] | None:
+        return (self.probe_cert, self.probe_key) if self.probe_cert and self.probe_key else None
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,8 @@ class Settings:
     # Open WatchOrders streams a query server takes per connection and per tenant (0: no limit).
     watch_max_per_connection: int = 100
     watch_max_per_tenant: int = 1000
+    # None: plaintext gRPC (loopback and local experiments); set: TLS, or mutual TLS with client_ca.
+    tls: TlsFiles | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -157,10 +183,18 @@ class Settings:
             nats_access=read.nats_access(),
             watch_max_per_connection=read.integer("ORDERS_WATCH_MAX_PER_CONNECTION", 100, minimum=0),
             watch_max_per_tenant=read.integer("ORDERS_WATCH_MAX_PER_TENANT", 1000, minimum=0),
+            tls=read.tls(),
         )
         if read.problems:
             raise ConfigError(read.problems)
         return settings
+
+    def require_probe_certificate(self) -> None:
+        """`orders up` probes its servers: under mutual TLS it needs a client certificate to do so."""
+        if self.tls is not None and self.tls.mutual and self.tls.probe is None:
+            raise ConfigError(["ORDERS_TLS_CLIENT_CA is set, so the servers accept only clients with a certificate: "
+                               "set ORDERS_TLS_PROBE_CERT and ORDERS_TLS_PROBE_KEY (PEM files) to one signed by "
+                               "that CA, for `orders up`'s health probes"])
 
     def with_services(self, database_url: str, nats_url: str) -> Settings:
         return replace(self, database_url=database_url, nats_url=nats_url)
@@ -391,6 +425,68 @@ class _Reader:
             self._refuse(name, repr(self.env[name]), "not a log level", " | ".join(_LOG_LEVELS))
             return default
         return raw
+
+    def pem(self, name: str, marker: str) -> Path | None:
+        """A PEM file that exists, can be read and holds a `-----BEGIN <marker>` block. The path
+        is shown in a refusal; the contents never are."""
+        raw = self.env.get(name) or ""
+        if not raw:
+            return None
+        form = f"the path of a readable PEM file holding a {marker.lower()}"
+        try:
+            text = Path(raw).read_text(errors="replace")
+        except OSError as exc:
+            self._refuse(name, repr(raw), exc.strerror or type(exc).__name__, form)
+            return None
+        if "ENCRYPTED" in text and "PRIVATE KEY" in marker:
+            self._refuse(name, repr(raw), "the key is encrypted; gRPC needs it unencrypted", form)
+            return None
+        if not re.search(rf"-----BEGIN [A-Z ]*{marker}-----", text):
+            self._refuse(name, repr(raw), f"no {marker} block in it", form)
+            return None
+        return Path(raw).absolute()
+
+    def pem_pair(self, cert_name: str, key_name: str) -> tuple[Path, Path] | None:
+        """A certificate (chain) and its private key, both or neither, and the key the
+        certificate's."""
+        cert, key = self.pem(cert_name, "CERTIFICATE"), self.pem(key_name, "PRIVATE KEY")
+        given = [name for name in (cert_name, key_name) if self.env.get(name)]
+        if len(given) == 1:
+            missing = key_name if given == [cert_name] else cert_name
+            self._refuse(missing, "''", f"unset while {given[0]} is set", f"both {cert_name} and {key_name}, or neither")
+            return None
+        if cert is None or key is None:
+            return None
+        try:
+            # An empty password: a key that wants one fails here rather than prompt at a terminal.
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=b"")
+        except ssl.SSLError as exc:
+            problem = "not the private key of that certificate" if exc.reason == "KEY_VALUES_MISMATCH" else str(exc)
+            self._refuse(key_name, repr(self.env[key_name]), problem, f"the private key of {cert_name}")
+            return None
+        return cert, key
+
+    def tls(self) -> TlsFiles | None:
+        """TLS on the gRPC servers when ORDERS_TLS_CERT and ORDERS_TLS_KEY are set; mutual TLS
+        when ORDERS_TLS_CLIENT_CA is set too."""
+        server = self.pem_pair("ORDERS_TLS_CERT", "ORDERS_TLS_KEY")
+        client_ca = self.pem("ORDERS_TLS_CLIENT_CA", "CERTIFICATE")
+        probe = self.pem_pair("ORDERS_TLS_PROBE_CERT", "ORDERS_TLS_PROBE_KEY")
+        if client_ca is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=client_ca)
+            except ssl.SSLError as exc:
+                self._refuse("ORDERS_TLS_CLIENT_CA", repr(self.env["ORDERS_TLS_CLIENT_CA"]), str(exc),
+                             "a PEM file of CA certificates")
+                client_ca = None
+        if server is None:
+            for name in ("ORDERS_TLS_CLIENT_CA", "ORDERS_TLS_PROBE_CERT"):
+                if self.env.get(name) and not self.env.get("ORDERS_TLS_CERT"):
+                    self._refuse(name, repr(self.env[name]), "set while ORDERS_TLS_CERT is not",
+                                 "it only with ORDERS_TLS_CERT and ORDERS_TLS_KEY set too (TLS on the servers)")
+            return None
+        return TlsFiles(*server, client_ca=client_ca, probe_cert=probe[0] if probe else None,
+                        probe_key=probe[1] if probe else None)
 
     def stream_name(self, name: str, default: str) -> str:
         raw = self.env.get(name) or default

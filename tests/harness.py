@@ -75,8 +75,9 @@ def scalar(db: psycopg.Connection[Any], sql: str, *params: Any) -> Any:
     return row[0]
 
 
-def health_status(addr: str, service: str = "") -> int | None:
-    with grpc.insecure_channel(addr) as channel:
+def health_status(addr: str, service: str = "", credentials: grpc.ChannelCredentials | None = None) -> int | None:
+    """The server's health status; None when it cannot be reached (over TLS with `credentials`)."""
+    with grpc.insecure_channel(addr) if credentials is None else grpc.secure_channel(addr, credentials) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=1
@@ -101,8 +102,8 @@ def sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def serving(addr: str) -> bool:
-    return bool(health_status(addr) == health_pb2.HealthCheckResponse.SERVING)
+def serving(addr: str, credentials: grpc.ChannelCredentials | None = None) -> bool:
+    return bool(health_status(addr, credentials=credentials) == health_pb2.HealthCheckResponse.SERVING)
 
 
 @dataclass
@@ -117,6 +118,8 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
     _logins: dict[str, str] | None = None
+    # How the probes reach servers started with ORDERS_TLS_* in extra_env (None: plaintext).
+    credentials: grpc.ChannelCredentials | None = None
 
     def env(self) -> dict[str, str]:
         return dict(
@@ -169,8 +172,8 @@ class Stack:
     def start_all(self) -> Stack:
         for role in ("command-server", "query-server", "relay", "projector"):
             self.start(role)
-        wait_until(lambda: self.alive() and serving(self.command_addr), what="command-server SERVING")
-        wait_until(lambda: self.alive() and serving(self.query_addr), what="query-server SERVING")
+        wait_until(lambda: self.alive() and serving(self.command_addr, self.credentials), what="command-server SERVING")
+        wait_until(lambda: self.alive() and serving(self.query_addr, self.credentials), what="query-server SERVING")
         return self
 
     def cli(self, *args: str, timeout: float = 300, unset: tuple[str, ...] = (),

@@ -53,7 +53,12 @@ class OrdersError(Exception):
 
 
 class OrdersClient:
-    """Talks to a command server and a query server. Use as `async with OrdersClient(...) as c`."""
+    """Talks to a command server and a query server. Use as `async with OrdersClient(...) as c`.
+
+    Plaintext unless `tls` is true or a certificate is given. Over TLS, `root_certificates` (PEM)
+    are the CAs trusted to have signed the servers' certificates (default: the system's), and
+    `certificate_chain` with `private_key` (PEM) the client certificate that servers with mutual
+    TLS require."""
 
     def __init__(
         self,
@@ -64,11 +69,22 @@ class OrdersClient:
         tenant_id: str | None = None,
         timeout: float = 5.0,
         attempts: int = 3,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
     ) -> None:
         """`token`: the bearer JWT every call carries (its tenant_id claim is the tenant).
         `tenant_id`: sent as x-tenant-id, for servers running with ORDERS_AUTH=off."""
-        self._command_channel = grpc.aio.insecure_channel(command_addr)
-        self._query_channel = grpc.aio.insecure_channel(query_addr)
+        if (certificate_chain is None) != (private_key is None):
+            raise ValueError("a client certificate needs both certificate_chain and private_key")
+        if tls or root_certificates or certificate_chain:
+            credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+            self._command_channel = grpc.aio.secure_channel(command_addr, credentials)
+            self._query_channel = grpc.aio.secure_channel(query_addr, credentials)
+        else:
+            self._command_channel = grpc.aio.insecure_channel(command_addr)
+            self._query_channel = grpc.aio.insecure_channel(query_addr)
         self._commands = cmd_grpc.CommandServiceStub(self._command_channel)
         self._queries = query_grpc.QueryServiceStub(self._query_channel)
         self._metadata = ((("authorization", f"Bearer {token}"),) if token else ()) + (

@@ -132,6 +132,7 @@ async def run(settings: Settings) -> None:
             verifier=verifier,
             reflection_on=settings.reflection,
             metrics_addr=settings.metrics_addr,
+            tls=settings.tls,
         )
     finally:
         notifying.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,12 +15,13 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.config import ROLE_DATABASE_VARIABLES, ROLES, Settings, public_address
+from server.config import ROLE_DATABASE_VARIABLES, ROLES, Settings, TlsFiles, public_address
 from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres, database_logins
 from server.devstack.signing import DevIssuer
 from server.platform.migrations import upgrade
 from server.platform.process import die_with_parent
 from server.platform.serving import DEFAULT_TENANT
+from server.platform.tls import probe_credentials, transport_name
 
 log = logging.getLogger("orders.up")
 
@@ -79,8 +81,9 @@ class Child:
             self.proc.wait()
 
 
-def serving(addr: str) -> bool:
-    with grpc.insecure_channel(addr) as channel:
+def serving(addr: str, credentials: grpc.ChannelCredentials | None = None) -> bool:
+    """The server's health check says SERVING (over TLS when given `credentials`)."""
+    with grpc.insecure_channel(addr) if credentials is None else grpc.secure_channel(addr, credentials) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
         except grpc.RpcError:
@@ -88,9 +91,21 @@ def serving(addr: str) -> bool:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def grpcurl_flags(tls: TlsFiles | None) -> str:
+    """How the banner's grpcurl commands reach the servers: -plaintext, or trusting the servers'
+    certificate and, under mutual TLS, presenting the probe certificate."""
+    if tls is None:
+        return "-plaintext"
+    flags = f"-cacert {shlex.quote(str(tls.cert))}"
+    if tls.probe is not None:
+        flags += f" -cert {shlex.quote(str(tls.probe[0]))} -key {shlex.quote(str(tls.probe[1]))}"
+    return flags
+
+
 def banner(stack: LocalStack) -> str:
     settings, database_url, nats_url = stack.settings, stack.database_url, stack.nats_url
     cmd, query = settings.command_addr, settings.query_addr
+    grpcurl = f"grpcurl {grpcurl_flags(settings.tls)}"
     metrics = "\n".join(f"  metrics         http://{stack.metrics_addr(role)}/metrics  ({role})"
                          for role in stack.roles if stack.metrics_addr(role))
     if stack.issuer is not None:
@@ -107,8 +122,8 @@ def banner(stack: LocalStack) -> str:
         header = ""
     return f"""
 Orders is up.
-  CommandService  {cmd}
-  QueryService    {query}
+  CommandService  {cmd}  ({transport_name(settings.tls)})
+  QueryService    {query}  ({transport_name(settings.tls)})
   PostgreSQL      {public_address(database_url)}
   NATS JetStream  {public_address(nats_url)}
 {metrics}
@@ -118,11 +133,11 @@ Operator commands (orders status, orders dlq list, ...) log in as the owner and 
   export DATABASE_URL='{database_url}' NATS_URL='{nats_url}'
 
 Try it (grpcurl ships with `make test`'s tools in .venv/bin):
-  grpcurl -plaintext {cmd} list
-  grpcurl -plaintext {cmd} grpc.health.v1.Health/Check
-  grpcurl -plaintext{header} -d '{{"request_id":"r-1","customer_id":"c-1","display_name":"Ada","email":"ada@example.com"}}' {cmd} orders.v1.CommandService/RegisterCustomer
-  grpcurl -plaintext{header} -d '{{"request_id":"r-2","order_id":"o-1","customer_id":"c-1","lines":[{{"product_id":"p-1","quantity":"2","unit_price":{{"currency_code":"EUR","units":"9","nanos":990000000}}}}]}}' {cmd} orders.v1.CommandService/PlaceOrder
-  grpcurl -plaintext{header} -d '{{"order_id":"o-1","consistency_token":"<token from PlaceOrder>"}}' {query} orders.v1.QueryService/GetOrderSummary
+  {grpcurl} {cmd} list
+  {grpcurl} {cmd} grpc.health.v1.Health/Check
+  {grpcurl}{header} -d '{{"request_id":"r-1","customer_id":"c-1","display_name":"Ada","email":"ada@example.com"}}' {cmd} orders.v1.CommandService/RegisterCustomer
+  {grpcurl}{header} -d '{{"request_id":"r-2","order_id":"o-1","customer_id":"c-1","lines":[{{"product_id":"p-1","quantity":"2","unit_price":{{"currency_code":"EUR","units":"9","nanos":990000000}}}}]}}' {cmd} orders.v1.CommandService/PlaceOrder
+  {grpcurl}{header} -d '{{"order_id":"o-1","consistency_token":"<token from PlaceOrder>"}}' {query} orders.v1.QueryService/GetOrderSummary
 
 Ctrl-C stops everything.
 """
@@ -142,6 +157,7 @@ class LocalStack:
         self.env: dict[str, str] = {}
         # The dev token issuer, when authentication is on and no ORDERS_JWKS names another.
         self.issuer: DevIssuer | None = None
+        self.probe: grpc.ChannelCredentials | None = None
 
     def __enter__(self) -> LocalStack:
         try:
@@ -216,7 +232,9 @@ class LocalStack:
             child.check()
 
     def serving(self) -> bool:
-        return serving(self.settings.command_addr) and serving(self.settings.query_addr)
+        if self.probe is None and self.settings.tls is not None:
+            self.probe = probe_credentials(self.settings.tls)  # read once, as the servers read theirs
+        return serving(self.settings.command_addr, self.probe) and serving(self.settings.query_addr, self.probe)
 
     def stop(self) -> None:
         for child in self.children:
@@ -231,6 +249,7 @@ class LocalStack:
 
 
 def up(settings: Settings) -> int:
+    settings.require_probe_certificate()
     stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

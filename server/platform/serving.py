@@ -23,8 +23,10 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from prometheus_client import Counter, Histogram
 
 from server import telemetry
+from server.config import TlsFiles
 from server.domain.errors import FieldViolation, InvalidArgumentError
 from server.platform import auth, errors, process, tenancy
+from server.platform.tls import server_credentials, transport_name
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
 
 log = logging.getLogger(__name__)
@@ -495,11 +497,13 @@ async def serve(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     before_stop: Callable[[], Awaitable[None]] | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    tls: TlsFiles | None = None,
 ) -> None:
     """Runs a server until SIGTERM/SIGINT. Health stays NOT_SERVING while `ready()` is false.
     `max_calls_in_progress` (0: no limit) bounds the unary calls in progress (`Admission`).
     Every call needs a token `verifier` accepts with the scope `scopes` names for its method
-    (no verifier: authentication off)."""
+    (no verifier: authentication off). With `tls`, the one port speaks only TLS (mutual TLS with a
+    client CA), health and reflection included; the certificate files are read here, once."""
     traced = aio_server_interceptor(filter_=_traced_method)
     # Outermost first: streams closed in their task, admission (a refusal costs as little as it
     # can), the server span, then the correlation id and metrics, then who is calling, then input
@@ -520,7 +524,10 @@ async def serve(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if reflection_on:
         reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(addr)
+    if tls is None:
+        port = server.add_insecure_port(addr)
+    else:
+        port = server.add_secure_port(addr, server_credentials(tls))
     if port == 0:
         raise SystemExit(f"cannot listen on {addr}")
 
@@ -535,7 +542,7 @@ async def serve(
     # Objects that outlive a few collections (requests in flight) reach the oldest generation,
     # whose collections would otherwise scan the whole start-up heap each time.
     process.freeze_heap()
-    log.info("listening", extra={"addr": addr})
+    log.info("listening", extra={"addr": addr, "transport": transport_name(tls)})
     if verifier is None:
         log.warning("AUTHENTICATION IS OFF (ORDERS_AUTH=off): anyone who reaches this port may call every method "
                     "as any tenant it names in x-tenant-id; for local experiments only", extra={"addr": addr})

@@ -383,6 +383,7 @@ async def run(settings: Settings) -> None:
             verifier=verifier,
             reflection_on=settings.reflection,
             metrics_addr=settings.metrics_addr,
+            tls=settings.tls,
             before_stop=end_streams,
             options=serving.STREAM_KEEPALIVE,
         )
