@@ -4,7 +4,9 @@ algorithm, the claims this service requires, the cache, and key rotation."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -184,3 +186,36 @@ def test_every_rpc_needs_a_scope() -> None:
     assert len(commands) == 10 and set(commands.values()) == {auth.WRITE}
     assert len(queries) == 5 and set(queries.values()) == {auth.READ}
     assert queries["/orders.v1.QueryService/WatchOrders"] == auth.READ
+
+
+def test_a_key_set_is_read_from_an_http_url(rsa_key: rsa.RSAPrivateKey) -> None:
+    document = json.dumps({"keys": [rsa_entry(rsa_key, "k1")]}).encode()
+
+    class Jwks(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        keys = auth.KeySet(f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json")
+        keys.load()
+        v = auth.Verifier(keys, ISSUER, AUDIENCE, 0)
+
+        assert principal(v, jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "k1"})).tenant_id == "acme"
+    finally:
+        server.shutdown()
+
+
+def test_an_unreachable_key_set_url_stops_the_server_naming_it() -> None:
+    settings = Settings.from_env({"ORDERS_JWKS": "http://127.0.0.1:9/jwks.json", "ORDERS_JWT_ISSUER": ISSUER,
+                                  "ORDERS_JWT_AUDIENCE": AUDIENCE})
+
+    with pytest.raises(ConfigError, match="cannot read the JWKS at http://127.0.0.1:9/jwks.json"):
+        auth.verifier_from(settings)
