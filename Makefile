@@ -29,15 +29,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The benchmarks are not installed: python -m server, run here, finds bench/ beside it.
 bench: $(STAMP)
-	$(BIN)/orders bench --json bench-results/bench.json
+	$(BIN)/python -m server bench --json bench-results/bench.json
 
 # The fault plan's long outages: NATS down for three minutes under load.
 test-chaos: $(STAMP)
 	ORDERS_TEST_NATS_OUTAGE_SECONDS=180 $(BIN)/python -m pytest tests/e2e/test_relay_outages.py
 
 bench-query: $(STAMP)
-	$(BIN)/orders bench query --json bench-results/bench-query.json
+	$(BIN)/python -m server bench query --json bench-results/bench-query.json
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

@@ -148,7 +148,7 @@ def _require_bench() -> None:
     """The benchmarks are not part of the installed packages: they run from a source checkout."""
     if importlib.util.find_spec("bench") is None:
         raise ConfigError(["the benchmarks live in bench/ of a source checkout, not in the installed package: "
-                           "run `orders bench` (or `make bench`) from the checkout's root"])
+                           "run `make bench`, or `python -m server bench` from the checkout's root"])
 
 
 def _print_json(document: Any) -> None:
