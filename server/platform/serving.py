@@ -342,8 +342,12 @@ class Authenticate(_Wrapping):
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 await admit(context)
-                async for item in stream(request, context):
-                    yield item
+                responses = stream(request, context)
+                try:
+                    async for item in responses:
+                        yield item
+                finally:
+                    await responses.aclose()  # in this task, as every layer does (see ClosedStreams)
 
             return handler._replace(unary_stream=unary_stream)
         return handler
