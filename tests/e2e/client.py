@@ -114,6 +114,23 @@ def place_request(order_id: str, customer_id: str, *lines: types_pb2.OrderLine) 
     )
 
 
+def as_tenant(tenant_id: str) -> tuple[tuple[str, str]]:
+    """Call metadata naming the tenant; the test channels sign in with that tenant's token."""
+    return (("x-tenant-id", tenant_id),)
+
+
+def place_for_a_new_customer(command_addr: str, tenant_id: str, order_id: str) -> cmd_pb.PlaceOrderResponse:
+    """Registers a customer and places `order_id` for it, both as `tenant_id`."""
+    _, cmd = commands(command_addr)
+    customer_id = new_id("c")
+    cmd.RegisterCustomer(cmd_pb.RegisterCustomerRequest(request_id=new_id("r"), customer_id=customer_id,
+                                                        display_name="Ada", email="ada@example.com"),
+                         metadata=as_tenant(tenant_id), timeout=10)
+    placed: cmd_pb.PlaceOrderResponse = cmd.PlaceOrder(place_request(order_id, customer_id),
+                                                       metadata=as_tenant(tenant_id), timeout=10)
+    return placed
+
+
 def status_of(error: grpc.RpcError) -> status_pb2.Status:
     status = rpc_status.from_call(error)
     assert status is not None, f"no google.rpc.Status details on {error}"

@@ -13,18 +13,17 @@ import grpc
 import psycopg
 import pytest
 
-from orders.v1 import command_service_pb2 as pb
 from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import query_service_pb2_grpc as query_grpc
 from server.config import libpq_url
 from tests.e2e.client import (
     BadRequest,
     ErrorInfo,
+    as_tenant,
     channel,
-    commands,
     detail,
     new_id,
-    place_request,
+    place_for_a_new_customer,
     queries,
     status_of,
 )
@@ -46,19 +45,6 @@ def stack(database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFac
     running.stop_all()
 
 
-def as_tenant(tenant_id: str) -> tuple[tuple[str, str]]:
-    return (("x-tenant-id", tenant_id),)
-
-
-def place(stack: Stack, tenant_id: str, order_id: str) -> pb.PlaceOrderResponse:
-    _, cmd = commands(stack.command_addr)
-    customer_id = new_id("c")
-    cmd.RegisterCustomer(pb.RegisterCustomerRequest(request_id=new_id("r"), customer_id=customer_id,
-                                                    display_name="Ada", email="ada@example.com"),
-                         metadata=as_tenant(tenant_id), timeout=10)
-    placed: pb.PlaceOrderResponse = cmd.PlaceOrder(place_request(order_id, customer_id), metadata=as_tenant(tenant_id),
-                                                   timeout=10)
-    return placed
 
 
 def b64(raw: bytes) -> str:
@@ -81,7 +67,7 @@ def refusal(stack: Stack, tenant_id: str, order_id: str, token: str) -> tuple[st
 
 def test_a_forged_or_edited_consistency_token_is_invalid_argument_at_once(stack: Stack) -> None:
     tenant_id, order_id = new_id("t"), new_id("o")
-    token = place(stack, tenant_id, order_id).consistency_token
+    token = place_for_a_new_customer(stack.command_addr, tenant_id, order_id).consistency_token
     body, mac = token.split(".")
     endless = str(2**63 - 1).encode()
     forged = {
@@ -102,8 +88,8 @@ def test_a_forged_or_edited_consistency_token_is_invalid_argument_at_once(stack:
 
 def test_another_tenants_consistency_token_is_refused_as_if_forged_even_on_the_same_order_id(stack: Stack) -> None:
     tenant_a, tenant_b, order_id = new_id("ta"), new_id("tb"), new_id("o")
-    token_a = place(stack, tenant_a, order_id).consistency_token
-    place(stack, tenant_b, order_id)
+    token_a = place_for_a_new_customer(stack.command_addr, tenant_a, order_id).consistency_token
+    place_for_a_new_customer(stack.command_addr, tenant_b, order_id)
 
     told_b, _ = refusal(stack, tenant_b, order_id, token_a)
     told_forged, _ = refusal(stack, tenant_b, order_id, "nonsense!")
@@ -114,7 +100,7 @@ def test_the_wait_for_a_consistency_token_ends_at_its_cap_well_before_the_deadli
     assert stack.cli("projector", "pause", timeout=60).returncode == 0
     try:
         tenant_id, order_id = new_id("t"), new_id("o")
-        token = place(stack, tenant_id, order_id).consistency_token
+        token = place_for_a_new_customer(stack.command_addr, tenant_id, order_id).consistency_token
         _, query = queries(stack.query_addr)
         began = time.monotonic()
         with pytest.raises(grpc.RpcError) as raised:

@@ -12,31 +12,17 @@ from orders.v1 import command_service_pb2 as pb
 from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import types_pb2
 from server.platform import messaging
-from tests.e2e.client import commands, new_id, place_request, queries
+from tests.e2e.client import as_tenant, commands, new_id, place_for_a_new_customer, queries
 from tests.e2e.streams import envelope, publish
 from tests.harness import Stack, scalar, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
-def as_tenant(tenant_id: str) -> tuple[tuple[str, str]]:
-    return (("x-tenant-id", tenant_id),)
-
 
 def subject(tenant_id: str, order_id: str) -> str:
     return messaging.subject_for(tenant_id, "order", order_id, 16)
 
-
-def place(stack: Stack, tenant_id: str, order_id: str) -> pb.PlaceOrderResponse:
-    """Registers a customer and places `order_id` for it, both as `tenant_id`."""
-    _, cmd = commands(stack.command_addr)
-    customer_id = new_id("c")
-    cmd.RegisterCustomer(pb.RegisterCustomerRequest(request_id=new_id("r"), customer_id=customer_id,
-                                                    display_name="Ada", email="ada@example.com"),
-                         metadata=as_tenant(tenant_id), timeout=10)
-    placed: pb.PlaceOrderResponse = cmd.PlaceOrder(place_request(order_id, customer_id), metadata=as_tenant(tenant_id),
-                                                   timeout=10)
-    return placed
 
 
 def letters(db: psycopg.Connection, order_id: str) -> list[tuple[str, str, str]]:
@@ -77,7 +63,7 @@ def test_garbage_on_one_tenants_order_parks_that_order_and_not_another_tenants_w
                what="the garbage parked as tenant A's")
 
     # Tenant B's order with the same id is placed and confirmed, and its read model follows.
-    placed_b = place(stack, tenant_b, order_id)
+    placed_b = place_for_a_new_customer(stack.command_addr, tenant_b, order_id)
     _, cmd = commands(stack.command_addr)
     confirmed = cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=new_id("r"), order_id=order_id, expected_version=1),
                                  metadata=as_tenant(tenant_b), timeout=10)
@@ -88,7 +74,7 @@ def test_garbage_on_one_tenants_order_parks_that_order_and_not_another_tenants_w
     assert placed_b.version == 1
 
     # Tenant A's own order of that id parks behind A's garbage.
-    place(stack, tenant_a, order_id)
+    place_for_a_new_customer(stack.command_addr, tenant_a, order_id)
     wait_until(lambda: letters(db, order_id) == [(tenant_a, "undecodable", "parked"), (tenant_a, "parked_behind", "parked")],
                timeout=30, what="A's order parked behind A's garbage")
     assert scalar(db, "SELECT count(*) FROM order_summaries WHERE tenant_id = %s", tenant_a) == 0
@@ -100,8 +86,8 @@ def test_replay_and_discard_touch_only_their_own_tenants_aggregate(stack: Stack,
     order_id = new_id("o")
     publish(stack.nats_url, [(subject(tenant_a, order_id), os.urandom(64)), (subject(tenant_b, order_id), os.urandom(64))])
     wait_until(lambda: len(letters(db, order_id)) == 2, timeout=30, what="both tenants' garbage parked")
-    place(stack, tenant_a, order_id)
-    place(stack, tenant_b, order_id)
+    place_for_a_new_customer(stack.command_addr, tenant_a, order_id)
+    place_for_a_new_customer(stack.command_addr, tenant_b, order_id)
     wait_until(lambda: len(letters(db, order_id)) == 4, timeout=30, what="both tenants' orders parked behind it")
 
     def letter(tenant_id: str, reason: str) -> str:
