@@ -458,6 +458,7 @@ def _caller(context: grpc.aio.ServicerContext) -> auth.Principal:
 
 
 def tenant_violations(tenant_id: str) -> list[FieldViolation]:
+    """What is wrong with an x-tenant-id header's tenant (authentication off: it names the tenant)."""
     if tenancy.is_valid(tenant_id):
         return []
     return [FieldViolation(TENANT_KEY, f"metadata must be {tenancy.RULE}")]

@@ -189,7 +189,6 @@ class QueryService(pb_grpc.QueryServiceServicer):
         filter_ = order_summaries.WatchFilter(request.order_id, request.customer_id)
         bound = {"tenant_id": tenant_id, **filter_.as_dict()}
         _check(
-            serving.tenant_violations(tenant_id),
             _optional_id("order_id", request.order_id),
             _optional_id("customer_id", request.customer_id),
             [FieldViolation("customer_id", "set order_id or customer_id, not both")]
@@ -267,7 +266,6 @@ class QueryService(pb_grpc.QueryServiceServicer):
     async def _answer(self, context: grpc.aio.ServicerContext, read: Callable[[str], Awaitable[T]]) -> T:
         """`read(tenant_id)`; what it raises, the serving layer's error table answers."""
         tenant_id = serving.tenant_of(context)
-        _check(serving.tenant_violations(tenant_id))
         try:
             return await read(tenant_id)
         except (psycopg.errors.UndefinedTable, psycopg.errors.FeatureNotSupported):

@@ -26,7 +26,7 @@ from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import events_pb2
 from orders.v1 import query_service_pb2 as query_pb
 from server.platform.process import free_port
-from tests.e2e.client import ErrorInfo, commands, detail, eur, new_id, place_request, register, status_of
+from tests.e2e.client import BadRequest, ErrorInfo, commands, detail, eur, new_id, place_request, register, status_of
 from tests.harness import GRPCURL, Stack, issuer, scalar, serving, token, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -300,3 +300,11 @@ def test_a_server_with_auth_on_and_no_jwks_exits_naming_the_settings(
     for name in ("ORDERS_JWKS", "ORDERS_JWT_ISSUER", "ORDERS_JWT_AUDIENCE", "ORDERS_AUTH=off"):
         assert name in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_with_auth_off_a_malformed_tenant_header_is_invalid_argument_naming_it(open_stack: Stack) -> None:
+    for service, method in RPCS:
+        outcome = call(open_stack, service, method, valid_request(method, "c-1"), (("x-tenant-id", "a/b"),))
+        assert isinstance(outcome, grpc.RpcError) and outcome.code() == grpc.StatusCode.INVALID_ARGUMENT, method.name
+        violations = detail(status_of(outcome), BadRequest).field_violations
+        assert [v.field for v in violations] == ["x-tenant-id"]
