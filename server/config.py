@@ -128,6 +128,8 @@ class Settings:
     watch_max_per_tenant: int = 1000
     # None: plaintext gRPC (loopback and local experiments); set: TLS, or mutual TLS with client_ca.
     tls: TlsFiles | None = None
+    # The roles `orders up` starts (ORDERS_ROLES), in ROLES order.
+    up_roles: tuple[str, ...] = ROLES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -184,6 +186,7 @@ class Settings:
             watch_max_per_connection=read.integer("ORDERS_WATCH_MAX_PER_CONNECTION", 100, minimum=0),
             watch_max_per_tenant=read.integer("ORDERS_WATCH_MAX_PER_TENANT", 1000, minimum=0),
             tls=read.tls(),
+            up_roles=read.roles("ORDERS_ROLES"),
         )
         if read.problems:
             raise ConfigError(read.problems)
@@ -318,6 +321,19 @@ class _Reader:
             self._refuse(name, repr(self.env[name]), problem, form)
             return default
         return value
+
+    def roles(self, name: str) -> tuple[str, ...]:
+        """A comma-separated choice among ROLES (unset: all of them), in ROLES order."""
+        raw = self.env.get(name) or ""
+        if not raw:
+            return ROLES
+        chosen = [part.strip() for part in raw.split(",") if part.strip()]
+        unknown = [role for role in chosen if role not in ROLES]
+        form = f"a comma-separated list of roles among {', '.join(ROLES)}"
+        if unknown or not chosen:
+            self._refuse(name, repr(raw), f"{', '.join(map(repr, unknown)) or 'no role'} is not a role", form)
+            return ROLES
+        return tuple(role for role in ROLES if role in chosen)
 
     def switch(self, name: str, default: bool) -> bool:
         raw = (self.env.get(name) or "").lower()

@@ -120,9 +120,10 @@ def banner(stack: LocalStack) -> str:
     else:
         auth = "AUTHENTICATION IS OFF (ORDERS_AUTH=off): anyone who reaches these ports is any tenant.\n"
         header = ""
+    roles = "" if stack.roles == ROLES else f"  roles           {', '.join(stack.roles)} (ORDERS_ROLES)\n"
     return f"""
 Orders is up.
-  CommandService  {cmd}  ({transport_name(settings.tls)})
+{roles}  CommandService  {cmd}  ({transport_name(settings.tls)})
   QueryService    {query}  ({transport_name(settings.tls)})
   PostgreSQL      {public_address(database_url)}
   NATS JetStream  {public_address(nats_url)}
@@ -232,9 +233,11 @@ class LocalStack:
             child.check()
 
     def serving(self) -> bool:
+        """Every server among the roles answers SERVING (a stack of other roles only: at once)."""
         if self.probe is None and self.settings.tls is not None:
             self.probe = probe_credentials(self.settings.tls)  # read once, as the servers read theirs
-        return serving(self.settings.command_addr, self.probe) and serving(self.settings.query_addr, self.probe)
+        servers = {"command-server": self.settings.command_addr, "query-server": self.settings.query_addr}
+        return all(serving(addr, self.probe) for role, addr in servers.items() if role in self.roles)
 
     def stop(self) -> None:
         for child in self.children:
@@ -258,7 +261,7 @@ def up(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    with LocalStack(settings) as stack:
+    with LocalStack(settings, settings.up_roles) as stack:
         announced = False
         while not stopping:
             stack.supervise()

@@ -133,3 +133,24 @@ def test_sigterm_stops_every_child_and_leaves_no_process_behind(orders_up: Up) -
     assert proc.wait(timeout=60) == 0
     _, alive = psutil.wait_procs(descendants, timeout=10)
     assert alive == []
+
+
+def test_orders_roles_starts_only_the_roles_it_names(tmp_path: Path) -> None:
+    command_addr = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
+    env.update(ORDERS_DATA_DIR=str(tmp_path), COMMAND_ADDR=command_addr, QUERY_ADDR=f"127.0.0.1:{free_port()}",
+               ORDERS_METRICS_BASE_PORT="0", ORDERS_ROLES="command-server")
+    with (tmp_path / "out.log").open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: "Orders is up." in (tmp_path / "out.log").read_text(), timeout=120, what="the banner")
+        roles = [" ".join(p.cmdline()[-2:]) for p in psutil.Process(proc.pid).children(recursive=True)
+                 if "-m" in p.cmdline() and "server" in p.cmdline()]
+
+        assert roles == ["server command-server"]
+        assert "roles           command-server (ORDERS_ROLES)" in (tmp_path / "out.log").read_text()
+        assert json.loads(grpcurl(command_addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, Settings, public_address
+from server.config import ROLES, ConfigError, Settings, public_address
 
 
 def problems(**env: str) -> tuple[str, ...]:
@@ -151,3 +151,15 @@ def test_the_token_key_is_taken_under_its_name_or_its_former_one_else_made_up_an
     made_up = Settings.from_env({})
     assert made_up.token_key_generated and len(made_up.token_key) == 64
     assert Settings.from_env({}).token_key != made_up.token_key
+
+
+def test_orders_roles_chooses_the_roles_orders_up_starts_in_their_own_order() -> None:
+    assert Settings.from_env({}).up_roles == ROLES
+    assert Settings.from_env({"ORDERS_ROLES": "relay, command-server"}).up_roles == ("command-server", "relay")
+
+
+@pytest.mark.parametrize("value", ["command-server,saga-ish", ",", "query"])
+def test_orders_roles_names_what_is_not_a_role(value: str) -> None:
+    [message] = problems(ORDERS_ROLES=value)
+
+    assert message.startswith("ORDERS_ROLES=") and "command-server, query-server, relay, projector" in message
