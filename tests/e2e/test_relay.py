@@ -72,7 +72,9 @@ def test_a_relay_that_dies_between_publish_and_mark_loses_and_duplicates_nothing
         chance = "1" if crashes == 0 else "0.5"
         proc = fresh.start("relay", f"relay-{crashes}", ORDERS_RELAY_CRASH_AFTER_PUBLISH=chance)
         try:
-            proc.wait(timeout=2)
+            # The first one is awaited until it crashes, however slowly it starts on a busy
+            # machine: the duplicates the test looks for come from it.
+            proc.wait(timeout=60 if crashes == 0 else 2)
             crashes += 1
         except subprocess.TimeoutExpired:
             fresh.kill(f"relay-{crashes}", 15)
