@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("parity", "compare a rebuilt shadow with the live read model; non-zero exit on differences"),
                        ("swap", "swap a rebuilt shadow in, in one transaction")):
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("model", help="order_summaries | customer_orders | product_sales")
+        cmd.add_argument("model", help="order_summaries | customer_orders | product_sales | customer_credit | product_stock")
         if name == "rebuild":
             cmd.add_argument("--swap", action="store_true", help="then check parity and swap if equal")
     outbox = sub.add_parser("outbox", help="the outbox: status, and republishing for disaster recovery")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, DateTime, FetchedValue, Index, Numeric, String
+from sqlalchemy import BigInteger, DateTime, FetchedValue, Index, Numeric, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from orders.v1 import events_pb2
+from orders.v1 import events_pb2, types_pb2
 from projector.tables import Base
 from projector.views._money import nanos, occurred
 from projector.views.base import Apply, Conn, ReadModel, Tables, rows_json, select_json
@@ -33,6 +33,10 @@ class OrderSummaryRow(Base):
     stream_seq: Mapped[int] = mapped_column(BigInteger)
     # Stamped by a trigger on every write (migration 0005): commit order, for WatchOrders.
     change_seq: Mapped[int] = mapped_column(BigInteger, server_default=FetchedValue(), server_onupdate=FetchedValue())
+    # Why a cancelled order was cancelled (a CancellationReason name, e.g. "OUT_OF_STOCK", and the
+    # note); empty for an order in any other state.
+    cancellation_reason: Mapped[str] = mapped_column(String(32), server_default="")
+    cancellation_note: Mapped[str] = mapped_column(Text, server_default="")
     __table_args__ = (
         Index("ix_order_summaries_tenant_change_seq", "tenant_id", "change_seq"),
         Index("ix_order_summaries_tenant_customer_change_seq", "tenant_id", "customer_id", "change_seq"),
@@ -42,33 +46,38 @@ class OrderSummaryRow(Base):
 
 T = OrderSummaryRow.__tablename__
 Key = tuple[str, str]
-_STATE, _VERSION, _AT, _SEQ = 3, 7, 8, 9  # in a placed row
+_STATE = 3  # in a placed row, where the fields of a move begin
+# A move: state, version, at micros, stream seq, cancellation reason, cancellation note.
+Move = tuple[str, int, int, int, str, str]
 
 
 @dataclass
 class Changes:
-    # [tenant, order, customer, state, currency, total nanos, lines, version, at micros, stream seq]
+    # [tenant, order, customer, state, currency, total nanos, lines, version, at micros, stream seq,
+    #  cancellation reason, cancellation note]
     placed: dict[Key, list[Any]] = field(default_factory=dict)
-    moved: dict[Key, tuple[str, int, int, int]] = field(default_factory=dict)  # the last state wins
+    moved: dict[Key, Move] = field(default_factory=dict)  # the last state wins
 
     async def flush(self, conn: Conn, tables: Tables) -> None:
         for key, row in self.placed.items():  # placed and moved in one batch: insert the final row
             if key in self.moved:
-                row[_STATE], row[_VERSION], row[_AT], row[_SEQ] = self.moved.pop(key)
+                state, version, at, seq, reason, note = self.moved.pop(key)
+                row[_STATE], row[7:] = state, [version, at, seq, reason, note]
         if self.placed:
             await conn.execute(
                 f"""INSERT INTO {tables[T]} (tenant_id, order_id, customer_id, state, currency_code, total, lines,
-                                            version, updated_at, stream_seq)
-                    {select_json("text", "text", "text", "text", "text", "nanos", "jsonb", "bigint", "micros", "bigint")}
+                                            version, updated_at, stream_seq, cancellation_reason, cancellation_note)
+                    {select_json("text", "text", "text", "text", "text", "nanos", "jsonb", "bigint", "micros", "bigint",
+                                 "text", "text")}
                     ON CONFLICT DO NOTHING""",
                 [rows_json(self.placed.values())],
             )
         if self.moved:
             await conn.execute(
                 f"""UPDATE {tables[T]} s SET state = m.state, version = m.version, updated_at = m.at,
-                           stream_seq = m.seq
-                    FROM ({select_json("text", "text", "text", "bigint", "micros", "bigint")})
-                         AS m(tenant_id, order_id, state, version, at, seq)
+                           stream_seq = m.seq, cancellation_reason = m.reason, cancellation_note = m.note
+                    FROM ({select_json("text", "text", "text", "bigint", "micros", "bigint", "text", "text")})
+                         AS m(tenant_id, order_id, state, version, at, seq, reason, note)
                     WHERE s.tenant_id = m.tenant_id AND s.order_id = m.order_id""",
                 [rows_json((*key, *move) for key, move in self.moved.items())],
             )
@@ -88,15 +97,40 @@ def order_placed(changes: Changes, env: events_pb2.Envelope, stream_seq: int) ->
     ]
     changes.placed[(env.tenant_id, env.aggregate_id)] = [
         env.tenant_id, env.aggregate_id, placed.customer_id, "PLACED", placed.total.currency_code,
-        nanos(placed.total), lines, env.aggregate_version, occurred(env), stream_seq,
+        nanos(placed.total), lines, env.aggregate_version, occurred(env), stream_seq, "", "",
     ]
 
 
 def _to(state: str) -> Apply:
     def move(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
-        changes.moved[(env.tenant_id, env.aggregate_id)] = (state, env.aggregate_version, occurred(env), stream_seq)
+        changes.moved[(env.tenant_id, env.aggregate_id)] = (
+            state, env.aggregate_version, occurred(env), stream_seq, "", "")
 
     return move
+
+
+def reason_name(reason: int) -> str:
+    """A CancellationReason as the table keeps it: its name without the prefix ("OUT_OF_STOCK"),
+    or its number for a value this contract does not know yet."""
+    if reason in types_pb2.CancellationReason.values():
+        return types_pb2.CancellationReason.Name(cast(types_pb2.CancellationReason, reason)).removeprefix(
+            "CANCELLATION_REASON_")
+    return str(reason)
+
+
+def reason_number(name: str) -> int:
+    """The inverse of `reason_name`; 0 (unspecified) for an empty name."""
+    if not name:
+        return 0
+    if name.isdigit():
+        return int(name)
+    return types_pb2.CancellationReason.Value("CANCELLATION_REASON_" + name)
+
+
+def order_cancelled(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
+    cancelled = env.order_cancelled
+    changes.moved[(env.tenant_id, env.aggregate_id)] = (
+        "CANCELLED", env.aggregate_version, occurred(env), stream_seq, reason_name(cancelled.reason), cancelled.note)
 
 
 MODEL = ReadModel(
@@ -106,7 +140,7 @@ MODEL = ReadModel(
     handlers={
         "order_placed": order_placed,
         "order_confirmed": _to("CONFIRMED"),
-        "order_cancelled": _to("CANCELLED"),
+        "order_cancelled": order_cancelled,
         "order_shipped": _to("SHIPPED"),
     },
 )
@@ -114,7 +148,8 @@ MODEL = ReadModel(
 
 # --- what the query server reads ---------------------------------------------------------------
 
-COLUMNS = "order_id, customer_id, state, currency_code, total, lines, version, updated_at, change_seq"
+COLUMNS = ("order_id, customer_id, state, currency_code, total, lines, version, updated_at, change_seq,"
+           " cancellation_reason, cancellation_note")
 
 
 @dataclass(frozen=True)
@@ -128,6 +163,8 @@ class Summary:
     version: int
     updated_at: dt.datetime
     change_seq: int  # commit-ordered (see migration 0005): what watchers page and resume by
+    cancellation_reason: str  # a CancellationReason name (see reason_name); empty unless cancelled
+    cancellation_note: str
 
 
 @dataclass(frozen=True)

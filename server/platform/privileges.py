@@ -45,6 +45,8 @@ TABLES: Mapping[str, Mapping[str, frozenset[str]]] = {
     "order_summaries": {PROJECTOR: _WRITE, QUERY: _READ},
     "customer_orders": {PROJECTOR: _WRITE, QUERY: _READ},
     "product_sales": {PROJECTOR: _WRITE, QUERY: _READ},
+    "customer_credit": {PROJECTOR: _WRITE, QUERY: _READ},
+    "product_stock": {PROJECTOR: _WRITE, QUERY: _READ},
     "customer_order_states": {PROJECTOR: _WRITE},  # private to customer_orders' apply
     "product_sales_orders": {PROJECTOR: _WRITE},  # private to product_sales' apply
     # The projector's bookkeeping; a consistency token waits on applied_versions.

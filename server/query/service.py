@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from orders.v1 import query_service_pb2 as pb
 from orders.v1 import query_service_pb2_grpc as pb_grpc
 from orders.v1 import types_pb2
-from projector.views import customer_orders, order_summaries, product_sales
+from projector.views import customer_credit, customer_orders, order_summaries, product_sales, product_stock
 from server import telemetry
 from server.config import TOKEN_KEY_WARNING, Settings
 from server.domain.commands import id_violations
@@ -63,7 +63,7 @@ def _money(currency_code: str, amount: Any) -> types_pb2.Money:
 
 
 def summary_to_proto(row: order_summaries.Summary) -> pb.OrderSummary:
-    return pb.OrderSummary(
+    summary = pb.OrderSummary(
         order_id=row.order_id,
         customer_id=row.customer_id,
         total=_money(row.currency_code, row.total),
@@ -79,6 +79,34 @@ def summary_to_proto(row: order_summaries.Summary) -> pb.OrderSummary:
             )
             for line in row.lines
         ],
+        update_time=_timestamp(row.updated_at),
+    )
+    if row.state == "CANCELLED":
+        summary.cancellation.CopyFrom(pb.OrderCancellation(
+            reason=cast(types_pb2.CancellationReason, order_summaries.reason_number(row.cancellation_reason)),
+            note=row.cancellation_note,
+        ))
+    return summary
+
+
+def customer_to_proto(row: customer_credit.Credit) -> pb.Customer:
+    return pb.Customer(
+        customer_id=row.customer_id,
+        credit_limit=_money(row.currency_code, row.credit_limit),
+        credit_reserved=_money(row.currency_code, row.credit_reserved),
+        credit_available=_money(row.currency_code, row.credit_available),
+        version=row.version,
+        update_time=_timestamp(row.updated_at),
+    )
+
+
+def product_to_proto(row: product_stock.Stock) -> pb.Product:
+    return pb.Product(
+        product_id=row.product_id,
+        on_hand=row.on_hand,
+        reserved=row.reserved,
+        available=row.available,
+        version=row.version,
         update_time=_timestamp(row.updated_at),
     )
 
@@ -177,6 +205,28 @@ class QueryService(pb_grpc.QueryServiceServicer):
                     for r in rows
                 ]
             )
+
+        return await self._answer(context, read)
+
+    async def GetCustomer(self, request: pb.GetCustomerRequest, context: grpc.aio.ServicerContext) -> pb.GetCustomerResponse:
+        async def read(tenant_id: str) -> pb.GetCustomerResponse:
+            _check(id_violations("customer_id", request.customer_id))
+            row = await self._read(context, tenant_id, request.consistency_token,
+                                   customer_credit.read, request.customer_id)
+            if row is None:
+                raise NotFoundError("customer", request.customer_id)
+            return pb.GetCustomerResponse(customer=customer_to_proto(row))
+
+        return await self._answer(context, read)
+
+    async def GetProduct(self, request: pb.GetProductRequest, context: grpc.aio.ServicerContext) -> pb.GetProductResponse:
+        async def read(tenant_id: str) -> pb.GetProductResponse:
+            _check(id_violations("product_id", request.product_id))
+            row = await self._read(context, tenant_id, request.consistency_token,
+                                   product_stock.read, request.product_id)
+            if row is None:
+                raise NotFoundError("product", request.product_id)
+            return pb.GetProductResponse(product=product_to_proto(row))
 
         return await self._answer(context, read)
 

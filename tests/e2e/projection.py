@@ -19,24 +19,66 @@ Db = psycopg.Connection[Any]
 
 class Traffic:
     """Orders through the command server from a few threads: each order is placed, then with
-    some probability confirmed, shipped or cancelled. Counts every command that succeeded."""
+    some probability confirmed, shipped or cancelled. Some orders also reserve credit and stock,
+    released again when they are cancelled, as a saga would. Counts every command that succeeded."""
 
     def __init__(self, command_addr: str, customers: int = 5, seed: int = 7) -> None:
         self.channel, self.cmd = commands(command_addr)
         self.customers = [new_id("c") for _ in range(customers)]
-        for customer_id in self.customers:
-            register(self.cmd, customer_id)
+        for customer_id in self.customers[1:]:
+            self.cmd.RegisterCustomer(pb.RegisterCustomerRequest(
+                request_id=rid(), customer_id=customer_id, display_name="Ada", email="ada@example.com",
+                credit_limit=eur(1_000_000)), timeout=10)
+        register(self.cmd, self.customers[0])  # one with no credit at all
         self.events = customers
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
         self.stop = threading.Event()
+        # Each customer's and product's version, and a lock per aggregate so one thread at a time
+        # writes it (the expected version is then known, never a conflict).
+        self.versions: dict[str, int] = {c: 1 for c in self.customers}
+        self.products = new_id("p")  # this traffic's own products: their versions start at 0
+        self.aggregate_locks: dict[str, threading.Lock] = {}
+
+    def _locked(self, aggregate_id: str) -> threading.Lock:
+        with self.lock:
+            return self.aggregate_locks.setdefault(aggregate_id, threading.Lock())
+
+    def _credit(self, customer_id: str, order_id: str, units: int, release: bool) -> int:
+        with self._locked(customer_id):
+            version = self.versions[customer_id]
+            request = (pb.ReleaseCreditRequest if release else pb.ReserveCreditRequest)(
+                request_id=rid(), customer_id=customer_id, expected_version=version, amount=eur(units),
+                order_id=order_id)
+            (self.cmd.ReleaseCredit if release else self.cmd.ReserveCredit)(request, timeout=30)
+            self.versions[customer_id] = version + 1
+        return 1
+
+    def _stock(self, product_id: str, order_id: str, quantity: int, release: bool) -> int:
+        with self._locked(product_id):
+            version, done = self.versions.get(product_id, 0), 0
+            if not release:  # stock first, then the reservation
+                self.cmd.AddStock(pb.AddStockRequest(request_id=rid(), product_id=product_id,
+                                                     expected_version=version, quantity=quantity + 1), timeout=30)
+                version, done = version + 1, 1
+            request = (pb.ReleaseStockRequest if release else pb.ReserveStockRequest)(
+                request_id=rid(), product_id=product_id, expected_version=version, quantity=quantity,
+                order_id=order_id)
+            (self.cmd.ReleaseStock if release else self.cmd.ReserveStock)(request, timeout=30)
+            self.versions[product_id] = version + 1
+        return done + 1
 
     def _one_order(self, i: int) -> int:
         order_id = new_id("o")
-        lines = [types_pb2.OrderLine(product_id=f"p-{(i + k) % 7}", quantity=1 + (i + k) % 3, unit_price=eur(2 + k, 500_000_000))
+        lines = [types_pb2.OrderLine(product_id=f"{self.products}-{(i + k) % 7}", quantity=1 + (i + k) % 3, unit_price=eur(2 + k, 500_000_000))
                  for k in range(1 + i % 3)]
-        self.cmd.PlaceOrder(place_request(order_id, self.customers[i % len(self.customers)], *lines), timeout=30)
+        customer_id = self.customers[i % len(self.customers)]
+        self.cmd.PlaceOrder(place_request(order_id, customer_id, *lines), timeout=30)
         done, roll = 1, (i * 7919) % 10
+        reserves = i % 2 == 1 and customer_id != self.customers[0]
+        if reserves:
+            done += self._credit(customer_id, order_id, 1 + i % 5, release=False)
+            done += self._stock(lines[0].product_id, order_id, lines[0].quantity, release=False)
         if roll < 6:
             self.cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=rid(), order_id=order_id, expected_version=1), timeout=30)
             done += 1
@@ -51,8 +93,11 @@ class Traffic:
         elif roll < 8:
             self.cmd.CancelOrder(pb.CancelOrderRequest(
                 request_id=rid(), order_id=order_id, expected_version=1,
-                reason=types_pb2.CANCELLATION_REASON_OTHER), timeout=30)
+                reason=types_pb2.CANCELLATION_REASON_OTHER, note=f"roll {roll}"), timeout=30)
             done += 1
+            if reserves:
+                done += self._credit(customer_id, order_id, 1 + i % 5, release=True)
+                done += self._stock(lines[0].product_id, order_id, lines[0].quantity, release=True)
         with self.lock:
             self.events += done
         return done
@@ -126,6 +171,16 @@ def read_model_differences(db: Db) -> dict[str, list[Any]]:
               FROM order_lines l JOIN orders o USING (tenant_id, order_id) GROUP BY 1, 2, 3),
             r AS (SELECT tenant_id, product_id, currency_code, units_ordered, revenue_ordered, units_cancelled,
                          revenue_cancelled FROM product_sales)
+            (SELECT 'write', * FROM (SELECT * FROM w EXCEPT SELECT * FROM r) x)
+            UNION ALL (SELECT 'read', * FROM (SELECT * FROM r EXCEPT SELECT * FROM w) y)""",
+        "customer_credit": """
+            WITH w AS (SELECT tenant_id, customer_id, credit_currency, credit_limit, credit_reserved, version FROM customers),
+            r AS (SELECT tenant_id, customer_id, currency_code, credit_limit, credit_reserved, version FROM customer_credit)
+            (SELECT 'write', * FROM (SELECT * FROM w EXCEPT SELECT * FROM r) x)
+            UNION ALL (SELECT 'read', * FROM (SELECT * FROM r EXCEPT SELECT * FROM w) y)""",
+        "product_stock": """
+            WITH w AS (SELECT tenant_id, product_id, on_hand, reserved, version FROM products),
+            r AS (SELECT tenant_id, product_id, on_hand, reserved, version FROM product_stock)
             (SELECT 'write', * FROM (SELECT * FROM w EXCEPT SELECT * FROM r) x)
             UNION ALL (SELECT 'read', * FROM (SELECT * FROM r EXCEPT SELECT * FROM w) y)""",
     }

@@ -119,6 +119,8 @@ def valid_request(method: Any, customer_id: str) -> Message:
         "ListOrders": query_pb.ListOrdersRequest(),
         "GetCustomerOrders": query_pb.GetCustomerOrdersRequest(customer_id=customer_id),
         "GetProductSales": query_pb.GetProductSalesRequest(),
+        "GetCustomer": query_pb.GetCustomerRequest(customer_id=customer_id),
+        "GetProduct": query_pb.GetProductRequest(product_id=new_id("p")),
         "WatchOrders": query_pb.WatchOrdersRequest(customer_id=customer_id),
     }
     return requests[method.name]

@@ -27,7 +27,8 @@ from tests.harness import ROOT
 pytestmark = pytest.mark.e2e
 
 WRITE_TABLES = ("customers", "products", "orders", "order_lines", "idempotency", "events")
-READ_MODELS = ("order_summaries", "customer_orders", "customer_order_states", "product_sales", "product_sales_orders")
+READ_MODELS = ("order_summaries", "customer_orders", "customer_order_states", "product_sales", "product_sales_orders",
+               "customer_credit", "product_stock")
 BOOKKEEPING = ("applied_versions", "projection_checkpoints", "dead_letters", "rebuilds", "rebuild_versions")
 
 

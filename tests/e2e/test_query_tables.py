@@ -73,12 +73,14 @@ def own_query_server(stack: Stack, db: Db) -> Iterator[query_grpc.QueryServiceSt
 
 @pytest.fixture(scope="module")
 def quiet_read_models(stack: Stack, database_url: str) -> Iterator[Orders]:
-    """Given orders in every read model, one of them cancelled, and the projector caught up and
+    """Given orders in every read model, one of them cancelled, stock of their product, and the projector caught up and
     stopped, so that only queries move the read models' scan counters (the stack's own query
     server is never asked)."""
     _, cmd = commands(stack.command_addr)
     customer_id, product_id = new_id("c"), new_id("p")
     register(cmd, customer_id)
+    cmd.AddStock(pb.AddStockRequest(request_id=new_id("r"), product_id=product_id, expected_version=0, quantity=5),
+                 timeout=10)
     line = types_pb2.OrderLine(product_id=product_id, quantity=2, unit_price=eur(3))
     kept, cancelled = (cmd.PlaceOrder(place_request(new_id("o"), customer_id, line), timeout=10) for _ in range(2))
     cmd.CancelOrder(pb.CancelOrderRequest(request_id=new_id("r"), order_id=cancelled.order_id, expected_version=1,
@@ -109,6 +111,10 @@ CALLS: dict[str, tuple[Call, str]] = {
         query_pb.GetCustomerOrdersRequest(customer_id=o.customer_id), timeout=10).totals, "customer_orders"),
     "GetProductSales": (lambda q, o: q.GetProductSales(
         query_pb.GetProductSalesRequest(product_id=o.product_id), timeout=10).sales, "product_sales"),
+    "GetCustomer": (lambda q, o: q.GetCustomer(
+        query_pb.GetCustomerRequest(customer_id=o.customer_id), timeout=10).customer.version, "customer_credit"),
+    "GetProduct": (lambda q, o: q.GetProduct(
+        query_pb.GetProductRequest(product_id=o.product_id), timeout=10).product.version, "product_stock"),
 }
 
 

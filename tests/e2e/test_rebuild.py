@@ -48,7 +48,9 @@ def test_rebuild_parity_and_swap_while_commands_flow_and_queries_never_fail(
                 # The dashboards read their own tables, which are rebuilt and swapped too.
                 reads += [("dashboard", stub.GetCustomerOrders,
                            qpb.GetCustomerOrdersRequest(customer_id=traffic.customers[0])),
-                          ("sales", stub.GetProductSales, qpb.GetProductSalesRequest())]
+                          ("sales", stub.GetProductSales, qpb.GetProductSalesRequest()),
+                          ("credit", stub.GetCustomer, qpb.GetCustomerRequest(customer_id=traffic.customers[1])),
+                          ("stock", stub.GetProduct, qpb.GetProductRequest(product_id=f"{traffic.products}-1"))]
                 for what, rpc, request in reads:
                     try:
                         rpc(request, timeout=10)
@@ -58,6 +60,8 @@ def test_rebuild_parity_and_swap_while_commands_flow_and_queries_never_fail(
 
     try:
         traffic.run(400)  # a history to rebuild
+        # Every customer and product the reader asks for is in the live read models before it starts.
+        wait_until(lambda: lagging_aggregates(db) == 0, timeout=60, what="the history applied")
         # Futures, so that a writer or reader that crashes fails the test through .result().
         writer = pool.submit(traffic.run, 1_400)
         reader = pool.submit(query_loop)
@@ -72,7 +76,7 @@ def test_rebuild_parity_and_swap_while_commands_flow_and_queries_never_fail(
         assert swapped.returncode == 0 and "swapped" in swapped.stdout, swapped.stderr
         # Commands kept flowing while the table was rebuilt, checked and swapped.
         assert scalar(db, "SELECT max(id) FROM events") > began
-        for model in ("customer_orders", "product_sales"):
+        for model in ("customer_orders", "product_sales", "customer_credit", "product_stock"):
             done = stack.cli("rebuild", model, "--swap")
             assert done.returncode == 0 and "swapped" in done.stdout, done.stdout + done.stderr
         # The swapped-in tables carry the live ones' grants: the query server (its own role) kept

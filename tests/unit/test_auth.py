@@ -184,7 +184,8 @@ def test_every_rpc_needs_a_scope() -> None:
     queries = serving.required_scopes(query_service_pb2.DESCRIPTOR.services_by_name["QueryService"], auth.READ)
 
     assert len(commands) == 10 and set(commands.values()) == {auth.WRITE}
-    assert len(queries) == 5 and set(queries.values()) == {auth.READ}
+    assert len(queries) == 7 and set(queries.values()) == {auth.READ}
+    assert queries["/orders.v1.QueryService/GetCustomer"] == queries["/orders.v1.QueryService/GetProduct"] == auth.READ
     assert queries["/orders.v1.QueryService/WatchOrders"] == auth.READ
 
 

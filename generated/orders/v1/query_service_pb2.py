@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from orders.v1 import types_pb2 as orders_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dorders/v1/query_service.proto\x12\torders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15orders/v1/types.proto\"E\n\x16GetOrderSummaryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"C\n\x17GetOrderSummaryResponse\x12(\n\x07summary\x18\x01 \x01(\x0b\x32\x17.orders.v1.OrderSummary\"\xe3\x01\n\x0cOrderSummary\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x1f\n\x05total\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.orders.v1.OrderState\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12#\n\x05lines\x18\x06 \x03(\x0b\x32\x14.orders.v1.OrderLine\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.orders.v1.OrderState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"V\n\x12ListOrdersResponse\x12\'\n\x06orders\x18\x01 \x03(\x0b\x32\x17.orders.v1.OrderSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x18GetCustomerOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"m\n\x0fOrderStateTotal\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.orders.v1.OrderState\x12\x13\n\x0border_count\x18\x02 \x01(\x03\x12\x1f\n\x05total\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\"\x91\x01\n\x19GetCustomerOrdersResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12*\n\x06totals\x18\x02 \x03(\x0b\x32\x1a.orders.v1.OrderStateTotal\x12\x33\n\x0flast_order_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x16GetProductSalesRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"Y\n\x0cProductSales\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\nunits_sold\x18\x02 \x01(\x03\x12!\n\x07revenue\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\"A\n\x17GetProductSalesResponse\x12&\n\x05sales\x18\x01 \x03(\x0b\x32\x17.orders.v1.ProductSales\"Q\n\x12WatchOrdersRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\"w\n\x13WatchOrdersResponse\x12(\n\x06update\x18\x01 \x01(\x0b\x32\x16.orders.v1.OrderUpdateH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.orders.v1.WatchHeartbeatH\x00\x42\x06\n\x04kind\"M\n\x0bOrderUpdate\x12(\n\x07summary\x18\x01 \x01(\x0b\x32\x17.orders.v1.OrderSummary\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\"U\n\x0eWatchHeartbeat\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cresume_token\x18\x02 \x01(\t2\xbd\x03\n\x0cQueryService\x12X\n\x0fGetOrderSummary\x12!.orders.v1.GetOrderSummaryRequest\x1a\".orders.v1.GetOrderSummaryResponse\x12I\n\nListOrders\x12\x1c.orders.v1.ListOrdersRequest\x1a\x1d.orders.v1.ListOrdersResponse\x12^\n\x11GetCustomerOrders\x12#.orders.v1.GetCustomerOrdersRequest\x1a$.orders.v1.GetCustomerOrdersResponse\x12X\n\x0fGetProductSales\x12!.orders.v1.GetProductSalesRequest\x1a\".orders.v1.GetProductSalesResponse\x12N\n\x0bWatchOrders\x12\x1d.orders.v1.WatchOrdersRequest\x1a\x1e.orders.v1.WatchOrdersResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dorders/v1/query_service.proto\x12\torders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15orders/v1/types.proto\"E\n\x16GetOrderSummaryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"C\n\x17GetOrderSummaryResponse\x12(\n\x07summary\x18\x01 \x01(\x0b\x32\x17.orders.v1.OrderSummary\"\x97\x02\n\x0cOrderSummary\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x1f\n\x05total\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.orders.v1.OrderState\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12#\n\x05lines\x18\x06 \x03(\x0b\x32\x14.orders.v1.OrderLine\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0c\x63\x61ncellation\x18\x08 \x01(\x0b\x32\x1c.orders.v1.OrderCancellation\"P\n\x11OrderCancellation\x12-\n\x06reason\x18\x01 \x01(\x0e\x32\x1d.orders.v1.CancellationReason\x12\x0c\n\x04note\x18\x02 \x01(\t\"\x90\x01\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.orders.v1.OrderState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"V\n\x12ListOrdersResponse\x12\'\n\x06orders\x18\x01 \x03(\x0b\x32\x17.orders.v1.OrderSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x18GetCustomerOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"m\n\x0fOrderStateTotal\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.orders.v1.OrderState\x12\x13\n\x0border_count\x18\x02 \x01(\x03\x12\x1f\n\x05total\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\"\x91\x01\n\x19GetCustomerOrdersResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12*\n\x06totals\x18\x02 \x03(\x0b\x32\x1a.orders.v1.OrderStateTotal\x12\x33\n\x0flast_order_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x16GetProductSalesRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"Y\n\x0cProductSales\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x12\n\nunits_sold\x18\x02 \x01(\x03\x12!\n\x07revenue\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\"A\n\x17GetProductSalesResponse\x12&\n\x05sales\x18\x01 \x03(\x0b\x32\x17.orders.v1.ProductSales\"D\n\x12GetCustomerRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"<\n\x13GetCustomerResponse\x12%\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x13.orders.v1.Customer\"\xe0\x01\n\x08\x43ustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12&\n\x0c\x63redit_limit\x18\x02 \x01(\x0b\x32\x10.orders.v1.Money\x12)\n\x0f\x63redit_reserved\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\x12*\n\x10\x63redit_available\x18\x04 \x01(\x0b\x32\x10.orders.v1.Money\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x11GetProductRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"9\n\x12GetProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.orders.v1.Product\"\x95\x01\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0f\n\x07on_hand\x18\x02 \x01(\x03\x12\x10\n\x08reserved\x18\x03 \x01(\x03\x12\x11\n\tavailable\x18\x04 \x01(\x03\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x12WatchOrdersRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\"w\n\x13WatchOrdersResponse\x12(\n\x06update\x18\x01 \x01(\x0b\x32\x16.orders.v1.OrderUpdateH\x00\x12.\n\theartbeat\x18\x02 \x01(\x0b\x32\x19.orders.v1.WatchHeartbeatH\x00\x42\x06\n\x04kind\"M\n\x0bOrderUpdate\x12(\n\x07summary\x18\x01 \x01(\x0b\x32\x17.orders.v1.OrderSummary\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\"U\n\x0eWatchHeartbeat\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cresume_token\x18\x02 \x01(\t2\xd6\x04\n\x0cQueryService\x12X\n\x0fGetOrderSummary\x12!.orders.v1.GetOrderSummaryRequest\x1a\".orders.v1.GetOrderSummaryResponse\x12I\n\nListOrders\x12\x1c.orders.v1.ListOrdersRequest\x1a\x1d.orders.v1.ListOrdersResponse\x12^\n\x11GetCustomerOrders\x12#.orders.v1.GetCustomerOrdersRequest\x1a$.orders.v1.GetCustomerOrdersResponse\x12X\n\x0fGetProductSales\x12!.orders.v1.GetProductSalesRequest\x1a\".orders.v1.GetProductSalesResponse\x12L\n\x0bGetCustomer\x12\x1d.orders.v1.GetCustomerRequest\x1a\x1e.orders.v1.GetCustomerResponse\x12I\n\nGetProduct\x12\x1c.orders.v1.GetProductRequest\x1a\x1d.orders.v1.GetProductResponse\x12N\n\x0bWatchOrders\x12\x1d.orders.v1.WatchOrdersRequest\x1a\x1e.orders.v1.WatchOrdersResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,31 +38,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETORDERSUMMARYRESPONSE']._serialized_start=171
   _globals['_GETORDERSUMMARYRESPONSE']._serialized_end=238
   _globals['_ORDERSUMMARY']._serialized_start=241
-  _globals['_ORDERSUMMARY']._serialized_end=468
-  _globals['_LISTORDERSREQUEST']._serialized_start=471
-  _globals['_LISTORDERSREQUEST']._serialized_end=615
-  _globals['_LISTORDERSRESPONSE']._serialized_start=617
-  _globals['_LISTORDERSRESPONSE']._serialized_end=703
-  _globals['_GETCUSTOMERORDERSREQUEST']._serialized_start=705
-  _globals['_GETCUSTOMERORDERSREQUEST']._serialized_end=779
-  _globals['_ORDERSTATETOTAL']._serialized_start=781
-  _globals['_ORDERSTATETOTAL']._serialized_end=890
-  _globals['_GETCUSTOMERORDERSRESPONSE']._serialized_start=893
-  _globals['_GETCUSTOMERORDERSRESPONSE']._serialized_end=1038
-  _globals['_GETPRODUCTSALESREQUEST']._serialized_start=1040
-  _globals['_GETPRODUCTSALESREQUEST']._serialized_end=1111
-  _globals['_PRODUCTSALES']._serialized_start=1113
-  _globals['_PRODUCTSALES']._serialized_end=1202
-  _globals['_GETPRODUCTSALESRESPONSE']._serialized_start=1204
-  _globals['_GETPRODUCTSALESRESPONSE']._serialized_end=1269
-  _globals['_WATCHORDERSREQUEST']._serialized_start=1271
-  _globals['_WATCHORDERSREQUEST']._serialized_end=1352
-  _globals['_WATCHORDERSRESPONSE']._serialized_start=1354
-  _globals['_WATCHORDERSRESPONSE']._serialized_end=1473
-  _globals['_ORDERUPDATE']._serialized_start=1475
-  _globals['_ORDERUPDATE']._serialized_end=1552
-  _globals['_WATCHHEARTBEAT']._serialized_start=1554
-  _globals['_WATCHHEARTBEAT']._serialized_end=1639
-  _globals['_QUERYSERVICE']._serialized_start=1642
-  _globals['_QUERYSERVICE']._serialized_end=2087
+  _globals['_ORDERSUMMARY']._serialized_end=520
+  _globals['_ORDERCANCELLATION']._serialized_start=522
+  _globals['_ORDERCANCELLATION']._serialized_end=602
+  _globals['_LISTORDERSREQUEST']._serialized_start=605
+  _globals['_LISTORDERSREQUEST']._serialized_end=749
+  _globals['_LISTORDERSRESPONSE']._serialized_start=751
+  _globals['_LISTORDERSRESPONSE']._serialized_end=837
+  _globals['_GETCUSTOMERORDERSREQUEST']._serialized_start=839
+  _globals['_GETCUSTOMERORDERSREQUEST']._serialized_end=913
+  _globals['_ORDERSTATETOTAL']._serialized_start=915
+  _globals['_ORDERSTATETOTAL']._serialized_end=1024
+  _globals['_GETCUSTOMERORDERSRESPONSE']._serialized_start=1027
+  _globals['_GETCUSTOMERORDERSRESPONSE']._serialized_end=1172
+  _globals['_GETPRODUCTSALESREQUEST']._serialized_start=1174
+  _globals['_GETPRODUCTSALESREQUEST']._serialized_end=1245
+  _globals['_PRODUCTSALES']._serialized_start=1247
+  _globals['_PRODUCTSALES']._serialized_end=1336
+  _globals['_GETPRODUCTSALESRESPONSE']._serialized_start=1338
+  _globals['_GETPRODUCTSALESRESPONSE']._serialized_end=1403
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=1405
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=1473
+  _globals['_GETCUSTOMERRESPONSE']._serialized_start=1475
+  _globals['_GETCUSTOMERRESPONSE']._serialized_end=1535
+  _globals['_CUSTOMER']._serialized_start=1538
+  _globals['_CUSTOMER']._serialized_end=1762
+  _globals['_GETPRODUCTREQUEST']._serialized_start=1764
+  _globals['_GETPRODUCTREQUEST']._serialized_end=1830
+  _globals['_GETPRODUCTRESPONSE']._serialized_start=1832
+  _globals['_GETPRODUCTRESPONSE']._serialized_end=1889
+  _globals['_PRODUCT']._serialized_start=1892
+  _globals['_PRODUCT']._serialized_end=2041
+  _globals['_WATCHORDERSREQUEST']._serialized_start=2043
+  _globals['_WATCHORDERSREQUEST']._serialized_end=2124
+  _globals['_WATCHORDERSRESPONSE']._serialized_start=2126
+  _globals['_WATCHORDERSRESPONSE']._serialized_end=2245
+  _globals['_ORDERUPDATE']._serialized_start=2247
+  _globals['_ORDERUPDATE']._serialized_end=2324
+  _globals['_WATCHHEARTBEAT']._serialized_start=2326
+  _globals['_WATCHHEARTBEAT']._serialized_end=2411
+  _globals['_QUERYSERVICE']._serialized_start=2414
+  _globals['_QUERYSERVICE']._serialized_end=3012
 # @@protoc_insertion_point(module_scope)

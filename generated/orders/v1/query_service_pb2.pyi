@@ -25,7 +25,7 @@ class GetOrderSummaryResponse(_message.Message):
     def __init__(self, summary: _Optional[_Union[OrderSummary, _Mapping]] = ...) -> None: ...
 
 class OrderSummary(_message.Message):
-    __slots__ = ("order_id", "customer_id", "total", "state", "version", "lines", "update_time")
+    __slots__ = ("order_id", "customer_id", "total", "state", "version", "lines", "update_time", "cancellation")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class OrderSummary(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CANCELLATION_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     customer_id: str
     total: _types_pb2.Money
@@ -40,7 +41,16 @@ class OrderSummary(_message.Message):
     version: int
     lines: _containers.RepeatedCompositeFieldContainer[_types_pb2.OrderLine]
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., total: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., state: _Optional[_Union[_types_pb2.OrderState, str]] = ..., version: _Optional[int] = ..., lines: _Optional[_Iterable[_Union[_types_pb2.OrderLine, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cancellation: OrderCancellation
+    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., total: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., state: _Optional[_Union[_types_pb2.OrderState, str]] = ..., version: _Optional[int] = ..., lines: _Optional[_Iterable[_Union[_types_pb2.OrderLine, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancellation: _Optional[_Union[OrderCancellation, _Mapping]] = ...) -> None: ...
+
+class OrderCancellation(_message.Message):
+    __slots__ = ("reason", "note")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    reason: _types_pb2.CancellationReason
+    note: str
+    def __init__(self, reason: _Optional[_Union[_types_pb2.CancellationReason, str]] = ..., note: _Optional[str] = ...) -> None: ...
 
 class ListOrdersRequest(_message.Message):
     __slots__ = ("customer_id", "state", "page_size", "page_token", "consistency_token")
@@ -115,6 +125,66 @@ class GetProductSalesResponse(_message.Message):
     SALES_FIELD_NUMBER: _ClassVar[int]
     sales: _containers.RepeatedCompositeFieldContainer[ProductSales]
     def __init__(self, sales: _Optional[_Iterable[_Union[ProductSales, _Mapping]]] = ...) -> None: ...
+
+class GetCustomerRequest(_message.Message):
+    __slots__ = ("customer_id", "consistency_token")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    consistency_token: str
+    def __init__(self, customer_id: _Optional[str] = ..., consistency_token: _Optional[str] = ...) -> None: ...
+
+class GetCustomerResponse(_message.Message):
+    __slots__ = ("customer",)
+    CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    customer: Customer
+    def __init__(self, customer: _Optional[_Union[Customer, _Mapping]] = ...) -> None: ...
+
+class Customer(_message.Message):
+    __slots__ = ("customer_id", "credit_limit", "credit_reserved", "credit_available", "version", "update_time")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_RESERVED_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    credit_limit: _types_pb2.Money
+    credit_reserved: _types_pb2.Money
+    credit_available: _types_pb2.Money
+    version: int
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, customer_id: _Optional[str] = ..., credit_limit: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., credit_reserved: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., credit_available: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., version: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetProductRequest(_message.Message):
+    __slots__ = ("product_id", "consistency_token")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    consistency_token: str
+    def __init__(self, product_id: _Optional[str] = ..., consistency_token: _Optional[str] = ...) -> None: ...
+
+class GetProductResponse(_message.Message):
+    __slots__ = ("product",)
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    product: Product
+    def __init__(self, product: _Optional[_Union[Product, _Mapping]] = ...) -> None: ...
+
+class Product(_message.Message):
+    __slots__ = ("product_id", "on_hand", "reserved", "available", "version", "update_time")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    ON_HAND_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    on_hand: int
+    reserved: int
+    available: int
+    version: int
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, product_id: _Optional[str] = ..., on_hand: _Optional[int] = ..., reserved: _Optional[int] = ..., available: _Optional[int] = ..., version: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class WatchOrdersRequest(_message.Message):
     __slots__ = ("order_id", "customer_id", "resume_token")

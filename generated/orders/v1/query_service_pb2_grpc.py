@@ -59,6 +59,16 @@ class QueryServiceStub:
                 request_serializer=orders_dot_v1_dot_query__service__pb2.GetProductSalesRequest.SerializeToString,
                 response_deserializer=orders_dot_v1_dot_query__service__pb2.GetProductSalesResponse.FromString,
                 _registered_method=True)
+        self.GetCustomer = channel.unary_unary(
+                '/orders.v1.QueryService/GetCustomer',
+                request_serializer=orders_dot_v1_dot_query__service__pb2.GetCustomerRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_query__service__pb2.GetCustomerResponse.FromString,
+                _registered_method=True)
+        self.GetProduct = channel.unary_unary(
+                '/orders.v1.QueryService/GetProduct',
+                request_serializer=orders_dot_v1_dot_query__service__pb2.GetProductRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_query__service__pb2.GetProductResponse.FromString,
+                _registered_method=True)
         self.WatchOrders = channel.unary_stream(
                 '/orders.v1.QueryService/WatchOrders',
                 request_serializer=orders_dot_v1_dot_query__service__pb2.WatchOrdersRequest.SerializeToString,
@@ -102,6 +112,20 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCustomer(self, request, context):
+        """Returns one customer's credit: limit, reserved, available, and the customer's version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProduct(self, request, context):
+        """Returns one product's stock: on hand, reserved, available, and the product's version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchOrders(self, request, context):
         """Streams the current state of the matching orders, then every committed change.
         Each update carries a `resume_token`; a new call with it continues with no gap and
@@ -133,6 +157,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetProductSales,
                     request_deserializer=orders_dot_v1_dot_query__service__pb2.GetProductSalesRequest.FromString,
                     response_serializer=orders_dot_v1_dot_query__service__pb2.GetProductSalesResponse.SerializeToString,
+            ),
+            'GetCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomer,
+                    request_deserializer=orders_dot_v1_dot_query__service__pb2.GetCustomerRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_query__service__pb2.GetCustomerResponse.SerializeToString,
+            ),
+            'GetProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProduct,
+                    request_deserializer=orders_dot_v1_dot_query__service__pb2.GetProductRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_query__service__pb2.GetProductResponse.SerializeToString,
             ),
             'WatchOrders': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchOrders,
@@ -253,6 +287,60 @@ class QueryService:
             '/orders.v1.QueryService/GetProductSales',
             orders_dot_v1_dot_query__service__pb2.GetProductSalesRequest.SerializeToString,
             orders_dot_v1_dot_query__service__pb2.GetProductSalesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.QueryService/GetCustomer',
+            orders_dot_v1_dot_query__service__pb2.GetCustomerRequest.SerializeToString,
+            orders_dot_v1_dot_query__service__pb2.GetCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.QueryService/GetProduct',
+            orders_dot_v1_dot_query__service__pb2.GetProductRequest.SerializeToString,
+            orders_dot_v1_dot_query__service__pb2.GetProductResponse.FromString,
             options,
             channel_credentials,
             insecure,
