@@ -31,7 +31,6 @@ from server.domain.events import Event
 from server.domain.model import Customer, Order, OrderState, Product
 from server.platform import timeouts, wire
 from server.platform.schema import from_decimal, to_decimal
-from server.platform.timeouts import set_timeout, timeout_step
 from server.telemetry import tracer
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
 
@@ -115,12 +114,6 @@ SELECT orders_command_guard(EXISTS (SELECT FROM claim), EXISTS (SELECT FROM chan
 WRITE = {key: _write_sql(*key) for key in _CHANGES}
 
 
-# What each pooled connection's statement_timeout was last set to (shared with the query side,
-# see platform.timeouts). Reads set it within their own statement; a command that does not read
-# sets it first only when its step differs.
-_timeouts = timeouts.known
-
-
 @dataclass(frozen=True)
 class Prior:
     """An earlier request with the same id: what it was and what it answered."""
@@ -154,20 +147,21 @@ class Session:
         self.conn = conn
         self.ctx = ctx
         self.base = dict(tenant_id=ctx.tenant_id, request_id=request_id, method=method, request_hash=request_hash)
-        self.timeout_ms = str(timeout_step(timeout_ms))
+        self.timeout_ms = str(timeouts.timeout_step(timeout_ms))
         self._change: tuple[str, str, dict[str, Any]] | None = None
         self._event: Event | None = None
         self._missing_reference: Callable[[], DomainError] | None = None
 
     async def _read(self, aggregate_type: str, aggregate_id: str) -> tuple[Any, ...]:
         # No span of its own: a primary-key read, timed by the call's server span; the write,
-        # where a command spends its database time, has one.
-        _timeouts.pop(self.conn, None)
+        # where a command spends its database time, has one. The read sets the statement timeout
+        # within its own statement, and the connection remembers it (platform.timeouts).
+        timeouts.known.pop(self.conn, None)
         cursor = await self.conn.execute(
             READ[aggregate_type], dict(self.base, aggregate_id=aggregate_id, timeout_ms=self.timeout_ms)
         )
         row = await cursor.fetchone()
-        _timeouts[self.conn] = self.timeout_ms
+        timeouts.known[self.conn] = self.timeout_ms
         assert row is not None  # the query always returns its one row
         if row[1] is not None:
             raise Replayed(Prior.from_row(row[1:4]))
@@ -237,8 +231,8 @@ class Session:
                         CORRELATION_ID: headers[CORRELATION_ID], CAUSATION_ID: headers[CAUSATION_ID]},
         )
         try:
-            if _timeouts.get(self.conn) != self.timeout_ms:
-                await set_timeout(self.conn, self.timeout_ms)
+            if timeouts.known.get(self.conn) != self.timeout_ms:  # a command that did not read
+                await timeouts.set_timeout(self.conn, self.timeout_ms)
             await self.conn.execute(WRITE[(aggregate_type, kind)], params)
         except psycopg.Error as exc:
             span.set_status(StatusCode.ERROR, type(exc).__name__)
