@@ -135,11 +135,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
         self, request: pb.GetOrderSummaryRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetOrderSummaryResponse:
         async def read(tenant_id: str) -> pb.GetOrderSummaryResponse:
-            _check(id_violations("order_id", request.order_id))
-            row = await self._read(context, tenant_id, request.consistency_token,
-                                   order_summaries.order_summary, request.order_id)
-            if row is None:
-                raise NotFoundError("order", request.order_id)
+            row = await self._one(context, tenant_id, request.consistency_token, "order", "order_id",
+                                  request.order_id, order_summaries.order_summary)
             return pb.GetOrderSummaryResponse(summary=summary_to_proto(row))
 
         return await self._answer(context, read)
@@ -210,22 +207,16 @@ class QueryService(pb_grpc.QueryServiceServicer):
 
     async def GetCustomer(self, request: pb.GetCustomerRequest, context: grpc.aio.ServicerContext) -> pb.GetCustomerResponse:
         async def read(tenant_id: str) -> pb.GetCustomerResponse:
-            _check(id_violations("customer_id", request.customer_id))
-            row = await self._read(context, tenant_id, request.consistency_token,
-                                   customer_credit.read, request.customer_id)
-            if row is None:
-                raise NotFoundError("customer", request.customer_id)
+            row = await self._one(context, tenant_id, request.consistency_token, "customer", "customer_id",
+                                  request.customer_id, customer_credit.read)
             return pb.GetCustomerResponse(customer=customer_to_proto(row))
 
         return await self._answer(context, read)
 
     async def GetProduct(self, request: pb.GetProductRequest, context: grpc.aio.ServicerContext) -> pb.GetProductResponse:
         async def read(tenant_id: str) -> pb.GetProductResponse:
-            _check(id_violations("product_id", request.product_id))
-            row = await self._read(context, tenant_id, request.consistency_token,
-                                   product_stock.read, request.product_id)
-            if row is None:
-                raise NotFoundError("product", request.product_id)
+            row = await self._one(context, tenant_id, request.consistency_token, "product", "product_id",
+                                  request.product_id, product_stock.read)
             return pb.GetProductResponse(product=product_to_proto(row))
 
         return await self._answer(context, read)
@@ -321,6 +312,17 @@ class QueryService(pb_grpc.QueryServiceServicer):
         except (psycopg.errors.UndefinedTable, psycopg.errors.FeatureNotSupported):
             # A read model swapped in under this query (orders swap): read the new table.
             return await read(tenant_id)
+
+    async def _one(self, context: grpc.aio.ServicerContext, tenant_id: str, consistency_token: str, kind: str,
+                   id_field: str, id_value: str, query: Callable[..., Awaitable[T | None]]) -> T:
+        """The row `query(conn, tenant_id, id_value)` finds, once the read models include the
+        token's write: INVALID_ARGUMENT for a malformed id, NOT_FOUND for none (another tenant's
+        included)."""
+        _check(id_violations(id_field, id_value))
+        row = await self._read(context, tenant_id, consistency_token, query, id_value)
+        if row is None:
+            raise NotFoundError(kind, id_value)
+        return row
 
     async def _read(self, context: grpc.aio.ServicerContext, tenant_id: str, consistency_token: str,
                     query: Callable[..., Awaitable[T]], *args: Any) -> T:
