@@ -100,8 +100,9 @@ class Pipeline:
         violations = wire.request_id_violations(request_id) + cmd.violations()
         if violations:
             raise InvalidCommandError(violations)
-        ctx = wire.EventContext(tenant_id, telemetry.correlation_id() or str(uuid.uuid4()), causation_id=request_id,
-                                actor=serving.actor_of(context))
+        ctx = wire.EventContext(tenant_id, telemetry.correlation_id() or str(uuid.uuid4()),
+                                causation_id=telemetry.causation_id() or request_id, actor=serving.actor_of(context),
+                                request_id=request_id)
         digest = wire.request_hash(route.method, request)
         budget = _budget(context)
         async with self._pool.connection(timeout=budget) as conn:

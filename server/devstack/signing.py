@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from server.platform.auth import SCOPES
+from server.platform.scopes import TENANT_SCOPES
 
 ISSUER = "orders-dev"
 AUDIENCE = "orders"
@@ -74,7 +74,7 @@ class DevIssuer:
         return {"ORDERS_JWKS": str(self.jwks_path), "ORDERS_JWT_ISSUER": self.issuer,
                 "ORDERS_JWT_AUDIENCE": self.audience}
 
-    def mint(self, tenant_id: str | None, scopes: Iterable[str] = SCOPES, *, ttl_seconds: float = DEFAULT_TTL_SECONDS,
+    def mint(self, tenant_id: str | None, scopes: Iterable[str] = TENANT_SCOPES, *, ttl_seconds: float = DEFAULT_TTL_SECONDS,
              subject: str = "dev", **claims: Any) -> str:
         """A token for `tenant_id` with `scopes`; `claims` add to or replace the standard ones
         (a claim given as None is left out)."""

@@ -24,6 +24,7 @@ class CancellationReason(Enum):
     OUT_OF_STOCK = "OUT_OF_STOCK"
     CREDIT_DECLINED = "CREDIT_DECLINED"
     OTHER = "OTHER"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 
 
 @dataclass(frozen=True)

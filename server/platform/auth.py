@@ -23,9 +23,9 @@ import jwt
 
 from server.config import ConfigError, Settings
 from server.platform import tenancy
-from server.platform.scopes import ADMIN, READ, SCOPES, WRITE
+from server.platform.scopes import ADMIN, ANY_TENANT, READ, SCOPES, WRITE
 
-__all__ = ["ADMIN", "READ", "SCOPES", "WRITE", "KeySet", "PermissionDeniedError", "Principal", "UnauthenticatedError",
+__all__ = ["ADMIN", "ANY_TENANT", "READ", "SCOPES", "WRITE", "KeySet", "PermissionDeniedError", "Principal", "UnauthenticatedError",
            "Verifier", "verifier_from"]
 
 log = logging.getLogger(__name__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
 import signal
 import time
@@ -307,7 +308,8 @@ class Authenticate(_Wrapping):
     """Every call but health checks and reflection names its caller before its handler runs: a
     bearer token `verifier` accepts, holding the scope `scopes` gives the method; a method not in
     `scopes` is refused to everyone. An x-tenant-id header that disagrees with the token's tenant
-    is PERMISSION_DENIED. Without a verifier (ORDERS_AUTH=off) every caller is the anonymous actor
+    is PERMISSION_DENIED, unless the token holds `orders.any_tenant` (a service such as the saga,
+    acting for the tenant the header names). Without a verifier (ORDERS_AUTH=off) every caller is the anonymous actor
     of the tenant its x-tenant-id header names, with every scope."""
 
     def __init__(self, verifier: auth.Verifier | None, scopes: dict[str, str]) -> None:
@@ -369,6 +371,10 @@ class Authenticate(_Wrapping):
             raise auth.PermissionDeniedError("METHOD_NOT_ALLOWED", "no scope allows this method")
         caller.require(scope)
         if header_tenant is not None and header_tenant != caller.tenant_id:
+            if auth.ANY_TENANT in caller.scopes:
+                if violations := tenant_violations(header_tenant):
+                    raise InvalidArgumentError(violations)
+                return dataclasses.replace(caller, tenant_id=header_tenant)
             raise auth.PermissionDeniedError(
                 "TENANT_MISMATCH", "the x-tenant-id header names another tenant than the bearer token; "
                                    "drop the header (the token says which tenant) or use that tenant's token")

@@ -22,6 +22,7 @@ REASONS = {
     types_pb2.CANCELLATION_REASON_OUT_OF_STOCK: c.CancellationReason.OUT_OF_STOCK,
     types_pb2.CANCELLATION_REASON_CREDIT_DECLINED: c.CancellationReason.CREDIT_DECLINED,
     types_pb2.CANCELLATION_REASON_OTHER: c.CancellationReason.OTHER,
+    types_pb2.CANCELLATION_REASON_DEADLINE_EXCEEDED: c.CancellationReason.DEADLINE_EXCEEDED,
 }
 REASON_NUMBERS = {reason: number for number, reason in REASONS.items()}
 
@@ -112,6 +113,7 @@ class EventContext:
     correlation_id: str
     causation_id: str
     actor: str
+    request_id: str = ""
 
 
 def envelope(
@@ -131,6 +133,7 @@ def envelope(
         correlation_id=ctx.correlation_id,
         causation_id=ctx.causation_id,
         actor=ctx.actor,
+        request_id=ctx.request_id,
     )
     _set_payload(env, event)
     return env

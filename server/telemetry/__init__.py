@@ -139,6 +139,11 @@ def correlation_id() -> str | None:
     return None if value is None else str(value)
 
 
+def causation_id() -> str | None:
+    value = baggage.get_baggage(CAUSATION_ID)
+    return None if value is None else str(value)
+
+
 @contextmanager
 def ids(correlation_id: str, causation_id: str) -> Iterator[None]:
     """Puts the correlation and causation ids in baggage for everything done inside."""

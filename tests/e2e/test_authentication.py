@@ -225,6 +225,29 @@ def test_an_x_tenant_id_header_naming_another_tenant_is_permission_denied(
     assert writes(db) == before
 
 
+def test_a_service_token_with_any_tenant_acts_for_the_tenant_its_header_names(
+    stack: Stack, db: psycopg.Connection[Any]
+) -> None:
+    service = "Bearer " + issuer().mint("default", ["orders.write", "orders.any_tenant"], subject="svc-saga")
+    customer_id = new_id("c")
+    request = cmd_pb.RegisterCustomerRequest(request_id=new_id("r"), customer_id=customer_id, display_name="Ann",
+                                             email="ann@example.com")
+    register_customer = COMMANDS.methods_by_name["RegisterCustomer"]
+
+    outcome = call(stack, COMMANDS, register_customer, request, (("authorization", service), ("x-tenant-id", "acme")))
+
+    assert not isinstance(outcome, grpc.RpcError), outcome
+    assert scalar(db, "SELECT tenant_id FROM customers WHERE customer_id = %s", customer_id) == "acme"
+    # The scope adds no other right: a read still needs orders.read.
+    get_order = QUERIES.methods_by_name["GetCustomer"]
+    refused = call(stack, QUERIES, get_order, valid_request(get_order, customer_id),
+                   (("authorization", service), ("x-tenant-id", "acme")))
+    assert isinstance(refused, grpc.RpcError) and refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    # And a tenant it names must still be a valid tenant id.
+    invalid = call(stack, COMMANDS, register_customer, request, (("authorization", service), ("x-tenant-id", "no such")))
+    assert isinstance(invalid, grpc.RpcError) and invalid.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_the_actor_of_every_event_is_the_tokens_subject(stack: Stack, db: psycopg.Connection[Any]) -> None:
     customer_id = new_id("c")
     metadata = (("authorization", "Bearer " + issuer().mint("default", subject="svc-checkout")),)
@@ -234,7 +257,10 @@ def test_the_actor_of_every_event_is_the_tokens_subject(stack: Stack, db: psycop
                           grpc.RpcError)
 
     payload = scalar(db, "SELECT payload FROM events WHERE aggregate_id = %s", customer_id)
-    assert events_pb2.Envelope.FromString(payload).actor == "svc-checkout"
+    envelope = events_pb2.Envelope.FromString(payload)
+    assert envelope.actor == "svc-checkout"
+    # Which request had the effect, and (no saga involved) what caused it: the same request.
+    assert envelope.request_id == envelope.causation_id == request.request_id
 
 
 def test_health_and_reflection_answer_without_a_token(stack: Stack) -> None:

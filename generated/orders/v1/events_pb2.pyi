@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("event_id", "event_type", "schema_version", "tenant_id", "aggregate_type", "aggregate_id", "aggregate_version", "occur_time", "correlation_id", "causation_id", "actor", "customer_registered", "order_placed", "order_confirmed", "order_cancelled", "order_shipped", "credit_reserved", "credit_released", "stock_added", "stock_reserved", "stock_released")
+    __slots__ = ("event_id", "event_type", "schema_version", "tenant_id", "aggregate_type", "aggregate_id", "aggregate_version", "occur_time", "correlation_id", "causation_id", "actor", "request_id", "customer_registered", "order_placed", "order_confirmed", "order_cancelled", "order_shipped", "credit_reserved", "credit_released", "stock_added", "stock_reserved", "stock_released")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class Envelope(_message.Message):
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     CAUSATION_ID_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ORDER_PLACED_FIELD_NUMBER: _ClassVar[int]
     ORDER_CONFIRMED_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +45,7 @@ class Envelope(_message.Message):
     correlation_id: str
     causation_id: str
     actor: str
+    request_id: str
     customer_registered: CustomerRegistered
     order_placed: OrderPlaced
     order_confirmed: OrderConfirmed
@@ -54,7 +56,7 @@ class Envelope(_message.Message):
     stock_added: StockAdded
     stock_reserved: StockReserved
     stock_released: StockReleased
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., schema_version: _Optional[int] = ..., tenant_id: _Optional[str] = ..., aggregate_type: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., aggregate_version: _Optional[int] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., actor: _Optional[str] = ..., customer_registered: _Optional[_Union[CustomerRegistered, _Mapping]] = ..., order_placed: _Optional[_Union[OrderPlaced, _Mapping]] = ..., order_confirmed: _Optional[_Union[OrderConfirmed, _Mapping]] = ..., order_cancelled: _Optional[_Union[OrderCancelled, _Mapping]] = ..., order_shipped: _Optional[_Union[OrderShipped, _Mapping]] = ..., credit_reserved: _Optional[_Union[CreditReserved, _Mapping]] = ..., credit_released: _Optional[_Union[CreditReleased, _Mapping]] = ..., stock_added: _Optional[_Union[StockAdded, _Mapping]] = ..., stock_reserved: _Optional[_Union[StockReserved, _Mapping]] = ..., stock_released: _Optional[_Union[StockReleased, _Mapping]] = ...) -> None: ...
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., schema_version: _Optional[int] = ..., tenant_id: _Optional[str] = ..., aggregate_type: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., aggregate_version: _Optional[int] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., actor: _Optional[str] = ..., request_id: _Optional[str] = ..., customer_registered: _Optional[_Union[CustomerRegistered, _Mapping]] = ..., order_placed: _Optional[_Union[OrderPlaced, _Mapping]] = ..., order_confirmed: _Optional[_Union[OrderConfirmed, _Mapping]] = ..., order_cancelled: _Optional[_Union[OrderCancelled, _Mapping]] = ..., order_shipped: _Optional[_Union[OrderShipped, _Mapping]] = ..., credit_reserved: _Optional[_Union[CreditReserved, _Mapping]] = ..., credit_released: _Optional[_Union[CreditReleased, _Mapping]] = ..., stock_added: _Optional[_Union[StockAdded, _Mapping]] = ..., stock_reserved: _Optional[_Union[StockReserved, _Mapping]] = ..., stock_released: _Optional[_Union[StockReleased, _Mapping]] = ...) -> None: ...
 
 class CustomerRegistered(_message.Message):
     __slots__ = ("customer_id", "display_name", "email", "credit_limit")

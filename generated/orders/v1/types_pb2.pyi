@@ -21,6 +21,7 @@ class CancellationReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANCELLATION_REASON_OUT_OF_STOCK: _ClassVar[CancellationReason]
     CANCELLATION_REASON_CREDIT_DECLINED: _ClassVar[CancellationReason]
     CANCELLATION_REASON_OTHER: _ClassVar[CancellationReason]
+    CANCELLATION_REASON_DEADLINE_EXCEEDED: _ClassVar[CancellationReason]
 ORDER_STATE_UNSPECIFIED: OrderState
 ORDER_STATE_PLACED: OrderState
 ORDER_STATE_CONFIRMED: OrderState
@@ -31,6 +32,7 @@ CANCELLATION_REASON_CUSTOMER_REQUEST: CancellationReason
 CANCELLATION_REASON_OUT_OF_STOCK: CancellationReason
 CANCELLATION_REASON_CREDIT_DECLINED: CancellationReason
 CANCELLATION_REASON_OTHER: CancellationReason
+CANCELLATION_REASON_DEADLINE_EXCEEDED: CancellationReason
 
 class Money(_message.Message):
     __slots__ = ("currency_code", "units", "nanos")
