@@ -117,7 +117,7 @@ async def consume(
     conn: Conn | None = None
     # The next batch is fetched while this one is applied, so the stream and the database work
     # at the same time; batches are still applied strictly one after the other.
-    ahead = asyncio.create_task(next_batch(sub))
+    ahead = asyncio.create_task(messaging.next_batch(sub, FETCH_BATCH))
     try:
         while not stop.is_set():
             try:
@@ -131,7 +131,7 @@ async def consume(
                 continue
             finally:
                 if not stop.is_set():
-                    ahead = asyncio.create_task(next_batch(sub))
+                    ahead = asyncio.create_task(messaging.next_batch(sub, FETCH_BATCH))
             if not msgs:  # a paused consumer answers a pull with a status, not messages
                 metrics.idle()
                 continue
@@ -182,27 +182,6 @@ def read(msgs: list[Msg]) -> Batch:
     # Each message's own trace: the relay's publish, in the trace of the command that caused it.
     linked = (telemetry.event_span_context(item.headers) for item in items)
     return Batch(items, [trace.Link(c) for c in linked if c.is_valid])
-
-
-async def next_batch(sub: JetStreamContext.PullSubscription) -> list[Msg]:
-    """The next batch: as soon as one message is there, plus whatever else is pending.
-
-    A single fetch of FETCH_BATCH holds its first message until the batch is full or the fetch
-    expires (the server treats a pull with `expires` as lingering even with `no_wait`): a second's
-    delay for every event at moderate load. So: linger for one message only, then pull exactly
-    what the stream says is pending behind it, which arrives without waiting.
-    """
-    first = await sub.fetch(batch=1, timeout=1)
-    try:
-        pending = int(first[-1].metadata.num_pending) if first else 0
-    except (AttributeError, ValueError, TypeError):  # a status reply (e.g. paused), not a message
-        return first
-    if pending <= 0:
-        return first
-    try:
-        return first + await sub.fetch(batch=min(pending, FETCH_BATCH - 1), timeout=1)
-    except TimeoutError:  # another projector took them: this one is enough
-        return first
 
 
 def _batch_span(batch: Batch, durable: str) -> Any:

@@ -33,6 +33,7 @@ import uvloop
 from server.config import ROLES, ConfigError, Settings
 from server.platform.reach import ServiceError
 from server.platform.scopes import SCOPES
+from server.saga.model import State as SagaState
 from server.telemetry import setup_tracing
 from server.telemetry.logs import setup_logging
 
@@ -62,6 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("relay", help="publish the outbox (events table) to JetStream")
     projector = sub.add_parser("projector", help="build the read models from JetStream (or pause/resume it)")
     projector.add_argument("action", nargs="?", choices=["run", "pause", "resume"], default="run")
+    saga = sub.add_parser("saga", help="run the fulfilment saga, or: list | show ORDER_ID | retry ORDER_ID",
+                          description="Without an action, runs the saga process. list, show and retry read and "
+                                      "change the sagas in the database at DATABASE_URL.")
+    saga.add_argument("action", nargs="?", choices=["run", "list", "show", "retry"], default="run")
+    saga.add_argument("order_id", nargs="?", help="show, retry: the order whose saga it is")
+    saga.add_argument("--tenant", default=None, help="the order's tenant (show, retry: default `default`)")
+    saga.add_argument("--state", default=None, choices=[state.value for state in SagaState],
+                      help="list: only sagas in this state")
+    saga.add_argument("--limit", type=int, default=50, help="list: at most this many, newest first (default: 50)")
+    saga.add_argument("--json", action="store_true", help="list, show: one JSON document on stdout, for scripts")
     status = sub.add_parser("status", help="projection lag (events, seconds), checkpoint, pause state, dead letters")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
     dlq = sub.add_parser("dlq", help="dead letters: list | show ID | replay ID|--all | discard ID")
@@ -105,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "dlq":
         _check_dlq_arguments(parser, args)
+    if args.command == "saga" and args.action in ("show", "retry") and not args.order_id:
+        parser.error(f"orders saga {args.action} needs an order id")
     try:
         return _run(args)
     except (ConfigError, ServiceError) as exc:
@@ -133,6 +146,33 @@ def _check_dlq_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
         parser.error(f"a dead letter id is a number, as `orders dlq list` shows it; got {args.id!r}")
     if args.json and args.action != "list":
         parser.error("--json goes with `orders dlq list`")
+
+
+def _saga_ops(args: argparse.Namespace, settings: Settings) -> int:
+    from server.saga import ops
+
+    try:
+        if args.action == "list":
+            sagas = uvloop.run(ops.list_sagas(settings, args.state, args.tenant, args.limit))
+            if args.json:
+                _print_json(sagas)
+            for saga in [] if args.json else sagas:
+                print(f"{saga['tenant_id']}/{saga['order_id']}  {saga['state']:<16} {saga['note']:<24} "
+                      f"{saga['updated_at']:%Y-%m-%d %H:%M:%S}")
+            return 0
+        tenant = args.tenant or "default"
+        if args.action == "show":
+            saga = uvloop.run(ops.show(settings, tenant, args.order_id))
+            if args.json:
+                _print_json(saga)
+            else:
+                print(ops.show_text(saga))
+            return 0
+        print(uvloop.run(ops.retry(settings, tenant, args.order_id)))
+        return 0
+    except ops.NoSuchSagaError as exc:
+        print(f"orders saga {args.action}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _duration(text: str) -> float:
@@ -239,6 +279,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from server.relay import outbox as relay
 
             uvloop.run(relay.run(settings))
+        case "saga" if args.action == "run":
+            from server.saga import runner as saga_runner
+
+            uvloop.run(saga_runner.run(settings))
+        case "saga":
+            return _saga_ops(args, settings)
         case "projector" if args.action in ("pause", "resume"):
             from projector.ops import commands as ops
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 # The processes `orders` runs; `orders up` starts each of them.
-ROLES = ("command-server", "query-server", "relay", "projector")
+ROLES = ("command-server", "query-server", "relay", "projector", "saga")
 
 # Each role's own PostgreSQL login, when set (docs/security.md, "Database roles").
 ROLE_DATABASE_VARIABLES = {
@@ -21,6 +21,7 @@ ROLE_DATABASE_VARIABLES = {
     "query-server": "QUERY_DATABASE_URL",
     "projector": "PROJECTOR_DATABASE_URL",
     "relay": "RELAY_DATABASE_URL",
+    "saga": "SAGA_DATABASE_URL",
 }
 
 DATABASE_FORM = "a postgresql:// URL, e.g. postgresql://USER:PASSWORD@HOST:5432/DATABASE"
@@ -130,6 +131,10 @@ class Settings:
     tls: TlsFiles | None = None
     # The roles `orders up` starts (ORDERS_ROLES), in ROLES order.
     up_roles: tuple[str, ...] = ROLES
+    # The fulfilment saga: how long an order may take from placed to confirmed before the saga
+    # compensates, and the file holding its service token (re-read when it changes).
+    saga_deadline_seconds: float = 30.0
+    saga_token_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -187,6 +192,9 @@ class Settings:
             watch_max_per_tenant=read.integer("ORDERS_WATCH_MAX_PER_TENANT", 1000, minimum=0),
             tls=read.tls(),
             up_roles=read.roles("ORDERS_ROLES"),
+            saga_deadline_seconds=read.seconds("ORDERS_SAGA_DEADLINE_SECONDS", 30, maximum=86400),
+            saga_token_file=Path(read.text("ORDERS_SAGA_TOKEN_FILE", "")).absolute()
+            if read.text("ORDERS_SAGA_TOKEN_FILE", "") else None,
         )
         if read.problems:
             raise ConfigError(read.problems)

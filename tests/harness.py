@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server.config import ROLE_DATABASE_VARIABLES, libpq_url
 from server.devstack.embedded import NATS_USER_OF_PROCESS, database_logins, nats_user_url
 from server.devstack.signing import DevIssuer
+from server.devstack.supervisor import SAGA_SCOPES
 from server.platform.process import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +45,12 @@ def issuer() -> DevIssuer:
 def token(tenant_id: str = "default") -> str:
     """A bearer token of `tenant_id` with every scope, from the run's issuer."""
     return issuer().mint(tenant_id, subject=f"test-{tenant_id}")
+
+
+@functools.cache
+def saga_token_file() -> str:
+    """The saga's service token (orders.write and orders.any_tenant), in a file of the run's issuer."""
+    return str(issuer().service_token_file("orders-saga", SAGA_SCOPES))
 
 
 def bearer(tenant_id: str = "default") -> tuple[str, str]:
@@ -108,7 +115,7 @@ def serving(addr: str, credentials: grpc.ChannelCredentials | None = None) -> bo
 
 @dataclass
 class Stack:
-    """The four roles as real processes, against one database and one nats-server."""
+    """The roles as real processes, against one database and one nats-server."""
 
     database_url: str
     nats_url: str
@@ -133,6 +140,7 @@ class Stack:
             # and page tokens stay valid).
             ORDERS_TOKEN_KEY="test-key-" + "0" * 32,
             ORDERS_WATCH_HEARTBEAT_SECONDS="1",
+            ORDERS_SAGA_TOKEN_FILE=saga_token_file(),
             **issuer().env(),
             **self.extra_env,
         )
@@ -169,8 +177,10 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_all(self) -> Stack:
-        for role in ("command-server", "query-server", "relay", "projector"):
+    def start_all(self, *, saga: bool = False) -> Stack:
+        """The four roles of the pipeline; with `saga`, the fulfilment saga too (it confirms or
+        cancels every order placed, so the suites that drive orders by hand run without it)."""
+        for role in ("command-server", "query-server", "relay", "projector", *(("saga",) if saga else ())):
             self.start(role)
         wait_until(lambda: self.alive() and serving(self.command_addr, self.credentials), what="command-server SERVING")
         wait_until(lambda: self.alive() and serving(self.query_addr, self.credentials), what="query-server SERVING")

@@ -27,6 +27,7 @@ from server.platform import privileges
 from server.platform.messaging import NOTICE_PREFIX, SUBJECT_PREFIX
 from server.platform.privileges import login_password
 from server.platform.process import die_with_parent, free_port
+from server.saga import DURABLE as SAGA_DURABLE
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 DATABASE = "orders"
@@ -226,33 +227,30 @@ def nats_server_binary() -> str:
 
 # The embedded server's users: one per role that talks to NATS, and one for operators and tests.
 NATS_ADMIN = "orders-admin"
-NATS_USER_OF_PROCESS = {"relay": "orders-relay", "projector": "orders-projector", "query-server": "orders-query"}
+NATS_USER_OF_PROCESS = {"relay": "orders-relay", "projector": "orders-projector", "query-server": "orders-query",
+                        "saga": "orders-saga"}
 
 
 def nats_permissions(stream: str) -> dict[str, dict[str, dict[str, list[str]]]]:
     """What each role's user may publish and subscribe to; the admin user is not limited. Only the
     relay publishes events. Whoever calls messaging.ensure_stream (relay, projector) may look
     up, create and update the events stream; the projector may create, fetch from and ack its
-    own consumer, and publish view notices; the query servers only listen to those notices.
+    own consumer, and publish view notices; the saga may do the same with its own consumer and
+    publishes nothing else; the query servers only listen to those notices.
     `_INBOX.>` is where JetStream's replies (PubAcks, fetched messages) arrive."""
     api = "$JS.API"
     stream_api = [f"{api}.STREAM.{verb}.{stream}" for verb in ("INFO", "CREATE", "UPDATE")]
-    consumer = f"{stream}.{DURABLE}"
     return {
         "orders-relay": {
             "publish": {"allow": [f"{SUBJECT_PREFIX}.>", *stream_api]},
             "subscribe": {"allow": ["_INBOX.>"]},
         },
         "orders-projector": {
-            "publish": {"allow": [
-                *stream_api,
-                f"{api}.CONSUMER.INFO.{consumer}",
-                f"{api}.CONSUMER.CREATE.{consumer}", f"{api}.CONSUMER.CREATE.{consumer}.>",
-                f"{api}.CONSUMER.DURABLE.CREATE.{consumer}",
-                f"{api}.CONSUMER.MSG.NEXT.{consumer}",
-                f"$JS.ACK.{consumer}.>",
-                f"{NOTICE_PREFIX}.>",
-            ]},
+            "publish": {"allow": [*stream_api, *_consumer_api(stream, DURABLE), f"{NOTICE_PREFIX}.>"]},
+            "subscribe": {"allow": ["_INBOX.>"]},
+        },
+        "orders-saga": {
+            "publish": {"allow": [*stream_api, *_consumer_api(stream, SAGA_DURABLE)]},
             "subscribe": {"allow": ["_INBOX.>"]},
         },
         "orders-query": {
@@ -260,6 +258,18 @@ def nats_permissions(stream: str) -> dict[str, dict[str, dict[str, list[str]]]]:
             "subscribe": {"allow": [f"{NOTICE_PREFIX}.>"]},
         },
     }
+
+
+def _consumer_api(stream: str, durable: str) -> list[str]:
+    """What a role needs to create, fetch from and ack its own durable consumer, and no other."""
+    api, consumer = "$JS.API", f"{stream}.{durable}"
+    return [
+        f"{api}.CONSUMER.INFO.{consumer}",
+        f"{api}.CONSUMER.CREATE.{consumer}", f"{api}.CONSUMER.CREATE.{consumer}.>",
+        f"{api}.CONSUMER.DURABLE.CREATE.{consumer}",
+        f"{api}.CONSUMER.MSG.NEXT.{consumer}",
+        f"$JS.ACK.{consumer}.>",
+    ]
 
 
 def nats_user_url(admin_url: str, user: str) -> str:

@@ -37,6 +37,11 @@ def _kid(public_jwk: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+# A service token's home tenant: it acts for others with orders.any_tenant and x-tenant-id.
+SERVICE_TENANT = "default"
+SERVICE_TTL_SECONDS = 30 * 86400  # re-minted by every `orders up`
+
+
 class DevIssuer:
     """`directory`/signing-key.pem (mode 0600) and `directory`/jwks.json, made on first use."""
 
@@ -86,6 +91,15 @@ class DevIssuer:
         }
         payload = {name: value for name, value in payload.items() if value is not None}  # None drops a claim
         return jwt.encode(payload, self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+    def service_token_file(self, name: str, scopes: Iterable[str], ttl_seconds: float = SERVICE_TTL_SECONDS) -> Path:
+        """A fresh token for service `name` (its subject) in `directory`/`name`.token, mode 0600: the
+        file a service reads its token from (the saga's ORDERS_SAGA_TOKEN_FILE)."""
+        path = self.directory / f"{name}.token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.mint(SERVICE_TENANT, scopes, ttl_seconds=ttl_seconds, subject=name) + "\n")
+        return path
 
     def public_key_pem(self) -> bytes:
         return self._private_key.public_key().public_bytes(serialization.Encoding.PEM,

@@ -20,6 +20,7 @@ from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres, database_lo
 from server.devstack.signing import DevIssuer
 from server.platform.migrations import upgrade
 from server.platform.process import die_with_parent
+from server.platform.scopes import ANY_TENANT, WRITE
 from server.platform.serving import DEFAULT_TENANT
 from server.platform.tls import probe_credentials, transport_name
 
@@ -195,6 +196,9 @@ class LocalStack:
         if self.settings.auth and not self.settings.jwks:
             self.issuer = dev_issuer(self.settings)
             self.env.update(self.issuer.env())
+            if "saga" in self.roles and not self.settings.saga_token_file:
+                saga_token = self.issuer.service_token_file("orders-saga", SAGA_SCOPES)
+                self.env["ORDERS_SAGA_TOKEN_FILE"] = str(saga_token)
         logins = self.logins()
         self.children = [Child(role, dict(self.role_env(role, logins), **self.metrics_env(role))) for role in self.roles]
         for child in self.children:
@@ -272,6 +276,10 @@ def up(settings: Settings) -> int:
         log.info("stopping")
     log.info("stopped")
     return 0
+
+
+# What the saga's service token grants: commands, for whichever tenant an order belongs to.
+SAGA_SCOPES = (WRITE, ANY_TENANT)
 
 
 def dev_issuer(settings: Settings) -> DevIssuer:

@@ -2,7 +2,8 @@
 
 Each process logs in as (a member of) one group role and can touch only what its statements need:
 the command server the write side, the query server nothing but SELECT on the read models it
-serves, the projector the read models and its bookkeeping, the relay the outbox. Operator
+serves, the projector the read models and its bookkeeping, the relay the outbox, the saga its
+own state (it changes everything else through CommandService, like any client). Operator
 commands and migrations run as the owner (DATABASE_URL). `orders migrate` converges the
 database's grants to this matrix after every run (server/platform/migrations/env.py), so a new
 table needs only its line here; a test compares the database's actual privileges with it, and a
@@ -20,10 +21,12 @@ COMMAND = "orders_command"
 QUERY = "orders_query"
 PROJECTOR = "orders_projector"
 RELAY = "orders_relay"
-ROLES = (COMMAND, QUERY, PROJECTOR, RELAY)
+SAGA = "orders_saga"
+ROLES = (COMMAND, QUERY, PROJECTOR, RELAY, SAGA)
 
 # `orders <process>` -> the database role it runs as.
-ROLE_OF_PROCESS = {"command-server": COMMAND, "query-server": QUERY, "projector": PROJECTOR, "relay": RELAY}
+ROLE_OF_PROCESS = {"command-server": COMMAND, "query-server": QUERY, "projector": PROJECTOR, "relay": RELAY,
+                   "saga": SAGA}
 
 # Table privileges PostgreSQL knows; the ones a role lacks are checked to be absent.
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
@@ -53,6 +56,9 @@ TABLES: Mapping[str, Mapping[str, frozenset[str]]] = {
     "applied_versions": {PROJECTOR: _WRITE, QUERY: _READ},
     "projection_checkpoints": {PROJECTOR: _WRITE},
     "dead_letters": {PROJECTOR: frozenset({"SELECT", "INSERT"})},
+    # The fulfilment saga's state and checkpoint; the query server shows each order's saga state.
+    "sagas": {SAGA: _WRITE, QUERY: _READ},
+    "saga_checkpoints": {SAGA: _WRITE},
     # Operator-only: rebuilds, the schema's version.
     "rebuilds": {},
     "rebuild_versions": {},

@@ -140,13 +140,16 @@ HANDLING = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 CORRELATION_KEY = "x-correlation-id"
+# What caused the call, when the caller says: a process manager's command names the event it
+# reacts to (the fulfilment saga does); otherwise a command's cause is its own request_id.
+CAUSATION_KEY = "x-causation-id"
 
 
 class Observe(_Wrapping):
     """Per call: the correlation id (the caller's x-correlation-id, else a new one) is echoed in
     the response metadata (a unary call's trailers, a stream's headers), put on the server span
-    and in baggage for everything the call does (events, logs, spans); the outcome is counted and
-    timed for Prometheus."""
+    and in baggage for everything the call does (events, logs, spans), with the causation id (the
+    caller's x-causation-id, else the request_id); the outcome is counted and timed for Prometheus."""
 
     def wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, _, method = full_method.lstrip("/").partition("/")
@@ -156,10 +159,12 @@ class Observe(_Wrapping):
         handling = HANDLING.labels(service, method)
 
         async def begin(request: Any, context: grpc.aio.ServicerContext, stream: bool) -> tuple[str, str]:
-            """The call's correlation id and causation id (its request_id, else the correlation
-            id), echoed to the caller and set on the server span, which starts before them."""
+            """The call's correlation id and causation id (the caller's x-causation-id, else its
+            request_id, else the correlation id), echoed to the caller and set on the server span,
+            which starts before them."""
             correlation_id = caller_correlation_id(context) or str(uuid.uuid4())
-            causation_id = getattr(request, "request_id", "") or correlation_id
+            causation_id = (caller_id(context, CAUSATION_KEY) or getattr(request, "request_id", "")
+                            or correlation_id)
             echo = ((CORRELATION_KEY, correlation_id),)
             if stream:
                 # A subscriber needs it while the stream is open, not when it ends.
@@ -472,7 +477,12 @@ def tenant_violations(tenant_id: str) -> list[FieldViolation]:
 
 def caller_correlation_id(context: grpc.aio.ServicerContext) -> str | None:
     """The caller's x-correlation-id, when it sent a usable one (printable, at most 128 characters)."""
-    value = metadata_value(context, CORRELATION_KEY)
+    return caller_id(context, CORRELATION_KEY)
+
+
+def caller_id(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    """An id the caller sent in metadata `key`, when usable (printable, at most 128 characters)."""
+    value = metadata_value(context, key)
     return value if value and len(value) <= 128 and value.isprintable() else None
 
 

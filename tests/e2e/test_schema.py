@@ -13,6 +13,7 @@ import projector.views  # noqa: F401  (registers the read-model tables)
 from projector import tables
 from server.config import sqlalchemy_url
 from server.platform import schema as db
+from server.saga import tables as saga_tables
 
 
 def _table(difference: Any) -> str | None:
@@ -47,6 +48,10 @@ def test_the_migrated_schema_matches_the_write_side_tables(database_url: str) ->
 
 def test_the_migrated_schema_matches_the_read_side_tables(database_url: str) -> None:
     assert drift(database_url, tables.metadata) == []
+
+
+def test_the_migrated_schema_matches_the_sagas_tables(database_url: str) -> None:
+    assert drift(database_url, saga_tables.metadata) == []
 
 
 def test_table_names_the_table_of_every_kind_of_diff() -> None:

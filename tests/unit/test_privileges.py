@@ -12,7 +12,7 @@ def test_a_shadow_table_gets_the_grants_of_the_live_table_it_replaces() -> None:
     statements = privileges.table_statements("order_summaries", physical="order_summaries__shadow")
 
     assert statements == [
-        "REVOKE ALL ON TABLE order_summaries__shadow FROM orders_command, orders_query, orders_projector, orders_relay",
+        "REVOKE ALL ON TABLE order_summaries__shadow FROM orders_command, orders_query, orders_projector, orders_relay, orders_saga",
         "GRANT INSERT, SELECT, UPDATE ON TABLE order_summaries__shadow TO orders_projector",
         "GRANT SELECT ON TABLE order_summaries__shadow TO orders_query",
     ]
@@ -20,8 +20,8 @@ def test_a_shadow_table_gets_the_grants_of_the_live_table_it_replaces() -> None:
 
 def test_a_table_the_matrix_does_not_name_gets_nothing_but_the_revoke() -> None:
     assert privileges.grant_statements(["unplanned"], [], "public") == [
-        "GRANT USAGE ON SCHEMA public TO orders_command, orders_query, orders_projector, orders_relay",
-        "REVOKE ALL ON TABLE unplanned FROM orders_command, orders_query, orders_projector, orders_relay",
+        "GRANT USAGE ON SCHEMA public TO orders_command, orders_query, orders_projector, orders_relay, orders_saga",
+        "REVOKE ALL ON TABLE unplanned FROM orders_command, orders_query, orders_projector, orders_relay, orders_saga",
     ]
 
 
