@@ -262,8 +262,11 @@ def on_refused(saga: Saga, request: str, reason: str, now: float, versions: Vers
     refused = replace(saga, pending=None, history=_log(saga, now, step.name, f"refused:{reason}"))
     if step.settle:
         return advance(refused, step.cause, now, versions)
-    if step.kind is Kind.CANCEL_ORDER and reason == "ORDER_STATE":  # a caller cancelled it first
-        return advance(replace(refused, order_cancelled=True), step.cause, now, versions)
+    if step.kind in (Kind.CONFIRM_ORDER, Kind.CANCEL_ORDER) and reason == "ORDER_STATE":
+        # A caller decided the order's fate first (confirmed, shipped or cancelled it): the saga
+        # gives back what it holds and leaves the order as it is.
+        settled = _compensate(refused, saga.note or "ORDER_STATE") if saga.state in FORWARD else refused
+        return advance(replace(settled, order_cancelled=True), step.cause, now, versions)
     if saga.state in FORWARD:
         return advance(_compensate(refused, _why(step, reason)), step.cause, now, versions)
     return replace(refused, state=State.STUCK, pending=step, note=saga.note or _why(step, reason))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 import time
@@ -51,6 +52,9 @@ LOST_RACE_RETRIES = 10
 RESEND_SECONDS = 3.0
 RESEND_MAX_SECONDS = 10.0
 VERSION_CACHE_SIZE = 100_000
+# Steps in flight at once per process: a burst of orders must not exceed the command server's
+# admission limit (ORDERS_MAX_CALLS_IN_PROGRESS), which answers RESOURCE_EXHAUSTED beyond it.
+MAX_IN_FLIGHT = 32
 
 T = TypeVar("T")
 
@@ -62,12 +66,13 @@ def resend_delay(attempts: int) -> float:
     return min(RESEND_SECONDS * 2.0 ** min(attempts, 8), RESEND_MAX_SECONDS)
 
 
-def consumer_config() -> api.ConsumerConfig:
-    # Orders placed before the saga's consumer first existed are not the saga's to drive.
+def consumer_config(since: dt.datetime) -> api.ConsumerConfig:
+    """From the time the saga began to drive orders (migration 0009), whenever the consumer is made."""
     return api.ConsumerConfig(
         durable_name=DURABLE,
         ack_policy=api.AckPolicy.EXPLICIT,
-        deliver_policy=api.DeliverPolicy.NEW,
+        deliver_policy=api.DeliverPolicy.BY_START_TIME,
+        opt_start_time=since.astimezone(dt.UTC),
         ack_wait=ACK_WAIT_SECONDS,
         max_ack_pending=20_000,
         filter_subject=f"{messaging.SUBJECT_PREFIX}.>",
@@ -131,14 +136,16 @@ def concerning(msg: Msg) -> tuple[events_pb2.Envelope | None, Event | None]:
 class Runner:
     """One saga process's work: batches of events, steps, and wake-ups."""
 
-    def __init__(self, pool: AsyncConnectionPool, commands: Commands, deadline_seconds: float,
+    def __init__(self, pool: AsyncConnectionPool, commands: Commands, deadline_seconds: float, since: float,
                  clock: Callable[[], float] = time.time) -> None:
         self.pool = pool
         self.commands = commands
         self.deadline_seconds = deadline_seconds
+        self.since = since  # orders placed before it are not the saga's
         self.clock = clock
         self.versions = Versions()
         self.sending: set[asyncio.Task[None]] = set()
+        self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     # --- events ------------------------------------------------------------------------------
 
@@ -164,7 +171,7 @@ class Runner:
         for event in events:
             saga = sagas.get(event.key)
             if saga is None:
-                if event.payload == "order_placed":
+                if event.payload == "order_placed" and event.envelope.occur_time.ToMicroseconds() >= self.since * 1e6:
                     sagas[event.key] = self._start(event, now)
                 continue
             changed = model.on_event(saga, event.payload, event.envelope.request_id, event.cause, event.quantity,
@@ -216,8 +223,9 @@ class Runner:
     async def _send(self, saga: Saga) -> None:
         step = saga.pending
         assert step is not None
-        started = time.monotonic()
-        outcome = await self.commands.send(saga, step)
+        async with self.in_flight:
+            started = time.monotonic()
+            outcome = await self.commands.send(saga, step)
         metrics.step_answered(step.kind.method, type(outcome).__name__, time.monotonic() - started)
         match outcome:
             case Done(version):
@@ -330,7 +338,7 @@ def _earlier(a: float | None, b: float | None) -> float | None:
 
 async def consume(js: JetStreamContext, runner: Runner, settings: Settings, stop: asyncio.Event) -> None:
     await messaging.ensure_stream(js, settings.stream_name, settings.stream_max_msgs, settings.stream_max_bytes)
-    config = consumer_config()
+    config = consumer_config(dt.datetime.fromtimestamp(runner.since, dt.UTC))
     sub = await js.pull_subscribe(config.filter_subject or "", durable=DURABLE, stream=settings.stream_name,
                                   config=config)
     try:
@@ -399,9 +407,12 @@ async def run(settings: Settings) -> None:
     telemetry.serve_metrics(settings.metrics_addr)
     pool = AsyncConnectionPool(url, min_size=2, max_size=10, kwargs={"autocommit": True}, open=False, name="saga")
     await pool.open(wait=False)
+    async with pool.connection() as conn:
+        since = (await store.drives_since(conn, DURABLE)).timestamp()
     credentials = tls.probe_credentials(settings.tls) if settings.tls is not None else None
     grpc_channel = channel(settings.command_addr, credentials)
-    runner = Runner(pool, Commands(grpc_channel, TokenFile(settings.saga_token_file)), settings.saga_deadline_seconds)
+    runner = Runner(pool, Commands(grpc_channel, TokenFile(settings.saga_token_file)), settings.saga_deadline_seconds,
+                    since)
     nc = await messaging.connect(settings.require_nats_url(), "orders-saga", settings.nats_access)
     js = nc.jetstream()
     process.freeze_heap()

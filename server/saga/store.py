@@ -30,6 +30,7 @@ UPDATE = """UPDATE sagas SET state = %(state)s, deadline_at = %(deadline_at)s, r
 CHECKPOINT = """INSERT INTO saga_checkpoints (consumer, stream_seq, updated_at) VALUES (%s, %s, now())
     ON CONFLICT (consumer) DO UPDATE SET stream_seq = greatest(saga_checkpoints.stream_seq, EXCLUDED.stream_seq),
                                          updated_at = now()"""
+DRIVES_SINCE = "SELECT drives_since FROM saga_checkpoints WHERE consumer = %s"
 NEXT_WAKE = "SELECT extract(epoch FROM min(wake_at))::float8 FROM sagas WHERE wake_at IS NOT NULL"
 DUE = f"""SELECT {_COLUMNS} FROM sagas WHERE wake_at IS NOT NULL AND wake_at <= now()
     ORDER BY wake_at LIMIT %s FOR UPDATE SKIP LOCKED"""
@@ -146,6 +147,16 @@ async def update(conn: Conn, stored: Stored, saga: Saga, attempts: int, retry_at
 
 async def checkpoint(conn: Conn, consumer: str, stream_seq: int) -> None:
     await conn.execute(CHECKPOINT, (consumer, stream_seq))
+
+
+async def drives_since(conn: Conn, consumer: str) -> dt.datetime:
+    """Orders placed before this are not the saga's (see migration 0009)."""
+    cursor = await conn.execute(DRIVES_SINCE, (consumer,))
+    row = await cursor.fetchone()
+    if row is None:  # a database from before the saga's migration is not migrated yet
+        raise RuntimeError("the saga's checkpoint row is missing: run `orders migrate`")
+    since: dt.datetime = row[0]
+    return since
 
 
 async def notify_wake(conn: Conn, at: float) -> None:

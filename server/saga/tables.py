@@ -40,9 +40,11 @@ class SagaRow(Base):
 
 
 class SagaCheckpointRow(Base):
-    """Highest stream sequence the saga's consumer has committed; written with the sagas it changed."""
+    """Highest stream sequence the saga's consumer has committed, written with the sagas it
+    changed; and since when the saga drives orders (set by the migration that made the table)."""
 
     __tablename__ = "saga_checkpoints"
     consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
     stream_seq: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    drives_since: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -3,7 +3,8 @@
 `wake_at` is the earlier of the saga's deadline and the time its pending command is sent again;
 the saga processes wait for the next one through the partial index on it, never by scanning the
 table. The rest of a saga (its order's lines, what it holds reserved, its pending command and
-its steps) is one JSON document that only the saga reads and writes.
+its steps) is one JSON document that only the saga reads and writes. The saga drives orders
+placed after this migration (saga_checkpoints.drives_since).
 
 Revision ID: 0009
 Revises: 0008
@@ -41,8 +42,12 @@ def upgrade() -> None:
         sa.Column("consumer", sa.String(64), nullable=False),
         sa.Column("stream_seq", sa.BigInteger, nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("drives_since", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.PrimaryKeyConstraint("consumer", name="pk_saga_checkpoints"),
     )
+    # The saga drives the orders placed from now on: not those of the database's past (some
+    # confirmed or cancelled by hand long ago), nor any placed before its first process started.
+    op.execute("INSERT INTO saga_checkpoints (consumer, stream_seq) VALUES ('saga', 0)")
 
 
 def downgrade() -> None:
