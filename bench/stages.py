@@ -283,6 +283,10 @@ def run(
         report["ratios"]["projector_vs_raw_fetch_ack"] = projector["projector_vs_raw"]
     if stage in ("all", "overload"):
         report["overload"] = run_overload(settings, seconds=seconds, factor=factor, use_running=use_running)
+    if stage in ("all", "saga") and not use_running:
+        saga = run_saga(settings, seconds=seconds, concurrency=max(concurrencies))
+        report["saga"] = saga
+        report["ratios"]["saga_confirmed_vs_place_order"] = round(saga["confirmed_per_s"] / saga["place_order_per_s"], 3)
     print("ratios (same client, same run): " + json.dumps(report["ratios"]))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -396,8 +400,28 @@ def run_query(settings: Settings, *, seconds: float, watchers: int, rate: float,
 
     if use_running:
         return asyncio.run(measure(settings.command_addr, settings.query_addr))
-    with _fresh_stack(settings, ROLES) as stack:  # every role: the watch delay runs through them all
+    # Every role of the pipeline: the watch delay runs through them all (the saga would confirm
+    # or cancel each order, a second update per order; the saga stage measures it).
+    with _fresh_stack(settings, tuple(role for role in ROLES if role != "saga")) as stack:
         return asyncio.run(measure(stack.settings.command_addr, stack.settings.query_addr))
+
+
+def run_saga(settings: Settings, *, seconds: float, concurrency: int) -> dict[str, Any]:
+    """Orders placed to confirmed through the saga (closed loop), beside PlaceOrder alone: each on
+    a fresh stack with the relay and the projector, the saga only in the second."""
+    from bench import saga as bench_saga
+    from server.config import ROLES
+
+    pipeline = tuple(role for role in ROLES if role != "saga")
+    with _fresh_stack(settings, pipeline) as stack:
+        _say(f"saga: PlaceOrder alone at concurrency {concurrency}, no saga running ...")
+        alone = asyncio.run(bench_saga.place_order_alone(stack.settings.command_addr, concurrency, seconds))
+    with _fresh_stack(settings, ROLES) as stack:
+        _say(f"saga: orders placed to CONFIRMED at concurrency {concurrency} ...")
+        saga = asyncio.run(bench_saga.placed_to_confirmed(stack.settings.command_addr, stack.settings.query_addr,
+                                                          concurrency, seconds, _say))
+    print(table([alone, saga]))
+    return bench_saga.report(alone, saga)
 
 
 def run_overload(settings: Settings, *, seconds: float, factor: float, use_running: bool) -> dict[str, Any]:

@@ -96,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--since", required=True, help="a timestamp, e.g. 2026-01-31T12:00:00Z")
     again.add_argument("--dry-run", action="store_true", help="only count the events")
     bench = sub.add_parser("bench", help="measure throughput and latency against same-run baselines")
-    bench.add_argument("stage", nargs="?", choices=("all", "write", "query", "projector", "overload"), default="all",
+    bench.add_argument("stage", nargs="?", choices=("all", "write", "query", "projector", "overload", "saga"),
+                       default="all",
                        help="all (default), or one of: write (commands, database ceiling, relay, tracing), "
                             "query (watch delay, reads), projector (projector and rebuild rates), "
-                            "overload (a command server offered --factor times its capacity)")
+                            "overload (a command server offered --factor times its capacity), "
+                            "saga (orders placed to confirmed beside PlaceOrder alone)")
     bench.add_argument("--watchers", type=int, default=1000, help="query stage: concurrent WatchOrders streams")
     bench.add_argument("--rate", type=float, default=None,
                        help="query stage: commands per second while watching (default: half the measured maximum, "

@@ -148,8 +148,11 @@ MODEL = ReadModel(
 
 # --- what the query server reads ---------------------------------------------------------------
 
+# The last column is the fulfilment saga's state (server/saga): read beside the summary, never
+# stored in it, so it is as current as the saga's own row.
 COLUMNS = ("order_id, customer_id, state, currency_code, total, lines, version, updated_at, change_seq,"
-           " cancellation_reason, cancellation_note")
+           " cancellation_reason, cancellation_note,"
+           " coalesce((SELECT s.state FROM sagas s WHERE s.tenant_id = o.tenant_id AND s.order_id = o.order_id), '')")
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ class Summary:
     change_seq: int  # commit-ordered (see migration 0005): what watchers page and resume by
     cancellation_reason: str  # a CancellationReason name (see reason_name); empty unless cancelled
     cancellation_note: str
+    saga_state: str = ""  # a SagaState name without its prefix; empty: no saga drives the order
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ class WatchFilter:
 
 
 async def order_summary(conn: Conn, tenant_id: str, order_id: str) -> Summary | None:
-    cur = await conn.execute(f"SELECT {COLUMNS} FROM {T} WHERE tenant_id = %s AND order_id = %s", (tenant_id, order_id))
+    cur = await conn.execute(f"SELECT {COLUMNS} FROM {T} o WHERE tenant_id = %s AND order_id = %s", (tenant_id, order_id))
     row = await cur.fetchone()
     return None if row is None else Summary(*row)
 
@@ -214,7 +218,7 @@ async def changes_since(conn: Conn, tenant_id: str, filter_: WatchFilter, after_
 async def _summaries(conn: Conn, where: list[str], order_by: str, limit: int, params: dict[str, Any]) -> list[Summary]:
     """The first `limit` rows matching every condition in `where`, by `order_by`."""
     cur = await conn.execute(
-        f"SELECT {COLUMNS} FROM {T} WHERE {' AND '.join(where)} ORDER BY {order_by} LIMIT %(limit)s",
+        f"SELECT {COLUMNS} FROM {T} o WHERE {' AND '.join(where)} ORDER BY {order_by} LIMIT %(limit)s",
         {**params, "limit": limit},
     )
     return [Summary(*row) for row in await cur.fetchall()]

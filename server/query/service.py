@@ -80,6 +80,7 @@ def summary_to_proto(row: order_summaries.Summary) -> pb.OrderSummary:
             for line in row.lines
         ],
         update_time=_timestamp(row.updated_at),
+        saga_state=cast(pb.SagaState, pb.SagaState.Value(f"SAGA_STATE_{row.saga_state}") if row.saga_state else 0),
     )
     if row.state == "CANCELLED":
         summary.cancellation.CopyFrom(pb.OrderCancellation(

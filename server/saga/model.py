@@ -147,7 +147,7 @@ class Saga:
         """The reason the saga's CancelOrder gives, from its note."""
         if self.note == DEADLINE:
             return CancellationReason.DEADLINE_EXCEEDED
-        if self.note.startswith("CREDIT"):
+        if self.note.startswith(("CREDIT", "UNKNOWN_CUSTOMER")):
             return CancellationReason.CREDIT_DECLINED
         if self.note.startswith(("OUT_OF_STOCK", "UNKNOWN_PRODUCT")):
             return CancellationReason.OUT_OF_STOCK

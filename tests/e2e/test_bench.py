@@ -44,10 +44,13 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
     assert overload["capacity_per_s"] > 0 and overload["by_status"].get("OK", 0) > 0
     assert set(overload["by_status"]) <= {"OK", "RESOURCE_EXHAUSTED", "CANCELLED"}  # never UNKNOWN or INTERNAL
     assert set(report["projector"]["rebuild_per_second"]) == {m.name for m in MODELS}
+    saga = report["saga"]
+    assert saga["confirmed"] > 0 and saga["not_confirmed"] == 0 and saga["place_order_per_s"] > 0
+    assert saga["placed_to_confirmed_p99_ms"] >= saga["placed_to_confirmed_p50_ms"] > 0
     assert set(report["ratios"]) == {
         "place_order_vs_noop_c1", "place_order_vs_noop_c16", "place_order_vs_noop_c64", "relay_vs_raw_publish",
         "traced_vs_untraced", "auth_on_vs_off", "place_order_vs_database_ceiling", "get_order_vs_noop", "list_orders_vs_noop",
-        "projector_vs_raw_fetch_ack",
+        "projector_vs_raw_fetch_ack", "saga_confirmed_vs_place_order",
     }
     assert all(value > 0 for value in report["ratios"].values())
     assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "throughput.png").stat().st_size > 0

@@ -17,7 +17,7 @@ import pytest
 from server.platform.process import free_port
 from tests.harness import GRPCURL, ROOT, wait_until
 
-ROLES = {"orders_command", "orders_query", "orders_projector", "orders_relay"}
+ROLES = {"orders_command", "orders_query", "orders_projector", "orders_relay", "orders_saga"}
 
 pytestmark = pytest.mark.e2e
 Up = tuple[str, str, subprocess.Popen[str], Path]  # command and query addresses, the process, its data folder
@@ -66,27 +66,61 @@ def test_grpcurl_lists_each_service_and_both_report_serving(orders_up: Up) -> No
         assert json.loads(grpcurl(addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
 
 
-def test_grpcurl_registers_places_and_reads_an_order_with_its_exact_total(
-    orders_up: Up,
-) -> None:
+def test_grpcurl_places_an_order_and_watches_the_saga_confirm_it_holding_credit_and_stock(orders_up: Up) -> None:
+    """The README's walk-through: a customer with credit, a product in stock, an order placed;
+    WatchOrders shows it PLACED, then CONFIRMED by the saga; the reads show the reservations."""
     command_addr, query_addr, _, data = orders_up
     signed_in = as_banner_token(data)
-    grpcurl(*signed_in,
-            "-d", json.dumps({"request_id": "r-1", "customer_id": "c-1", "display_name": "Ada", "email": "ada@example.com"}),
+    grpcurl(*signed_in, "-d", json.dumps({"request_id": "r-1", "customer_id": "c-1", "display_name": "Ada",
+                                          "email": "ada@example.com",
+                                          "credit_limit": {"currency_code": "EUR", "units": "100"}}),
             command_addr, "orders.v1.CommandService/RegisterCustomer")
+    grpcurl(*signed_in, "-d", json.dumps({"request_id": "r-5", "product_id": "p-1", "expected_version": "0",
+                                          "quantity": "10"}),
+            command_addr, "orders.v1.CommandService/AddStock")
+    watch = subprocess.Popen([GRPCURL, "-plaintext", "-max-time", "60", *signed_in, "-d", '{"customer_id":"c-1"}',
+                              query_addr, "orders.v1.QueryService/WatchOrders"], stdout=subprocess.PIPE, text=True)
     line = {"product_id": "p-1", "quantity": "3", "unit_price": {"currency_code": "EUR", "units": "9", "nanos": 990000000}}
-
-    placed = json.loads(grpcurl(*signed_in,
-                                "-d", json.dumps({"request_id": "r-2", "order_id": "o-1", "customer_id": "c-1", "lines": [line]}),
-                                command_addr, "orders.v1.CommandService/PlaceOrder"))
-    summary = json.loads(grpcurl(*signed_in,
-                                 "-d", json.dumps({"order_id": "o-1", "consistency_token": placed["consistency_token"]}),
-                                 query_addr, "orders.v1.QueryService/GetOrderSummary"))["summary"]
+    try:
+        placed = json.loads(grpcurl(*signed_in, "-d", json.dumps({"request_id": "r-2", "order_id": "o-1",
+                                                                   "customer_id": "c-1", "lines": [line]}),
+                                    command_addr, "orders.v1.CommandService/PlaceOrder"))
+        states = watched_states(watch, "o-1", until="ORDER_STATE_CONFIRMED")
+    finally:
+        watch.kill()
+        watch.wait()
 
     assert placed["version"] == "1"
-    assert summary["state"] == "ORDER_STATE_PLACED"
+    assert states == ["ORDER_STATE_PLACED", "ORDER_STATE_CONFIRMED"]
+    summary = json.loads(grpcurl(*signed_in, "-d", '{"order_id":"o-1"}', query_addr,
+                                 "orders.v1.QueryService/GetOrderSummary"))["summary"]
     assert summary["total"] == {"currency_code": "EUR", "units": "29", "nanos": 970000000}
-    assert summary["lines"] == [line]
+    assert summary["saga_state"] == "SAGA_STATE_CONFIRMED"
+    customer = wait_until(lambda: (c := json.loads(grpcurl(*signed_in, "-d", '{"customer_id":"c-1"}', query_addr,
+                                                           "orders.v1.QueryService/GetCustomer"))["customer"])
+                          .get("credit_reserved", {}).get("units") == "29" and c, what="the credit reservation read")
+    assert customer["credit_available"] == {"currency_code": "EUR", "units": "70", "nanos": 30000000}
+    product = json.loads(grpcurl(*signed_in, "-d", '{"product_id":"p-1"}', query_addr,
+                                 "orders.v1.QueryService/GetProduct"))["product"]
+    assert (product["on_hand"], product["reserved"], product["available"]) == ("10", "3", "7")
+
+
+def watched_states(watch: subprocess.Popen[str], order_id: str, until: str) -> list[str]:
+    """The states grpcurl prints for `order_id` on a WatchOrders stream, up to `until`."""
+    assert watch.stdout is not None
+    states: list[str] = []
+    message = ""
+    for text in watch.stdout:
+        message += text
+        if text.rstrip() != "}":
+            continue
+        update = json.loads(message).get("update", {}).get("summary", {})
+        message = ""
+        if update.get("order_id") == order_id:
+            states.append(update["state"])
+            if update["state"] == until:
+                break
+    return states
 
 
 def test_a_call_without_the_token_is_unauthenticated_and_orders_token_mints_narrower_ones(orders_up: Up) -> None:
@@ -126,7 +160,7 @@ def test_each_role_logs_in_as_itself_and_the_banner_shows_no_password_beside_the
 def test_sigterm_stops_every_child_and_leaves_no_process_behind(orders_up: Up) -> None:
     _, _, proc, _ = orders_up
     descendants = psutil.Process(proc.pid).children(recursive=True)
-    assert len(descendants) >= 6  # four roles, postgres, nats-server
+    assert len(descendants) >= 7  # five roles, postgres, nats-server
 
     proc.send_signal(signal.SIGTERM)
 

@@ -129,6 +129,7 @@ def test_an_order_with_credit_and_stock_is_confirmed_and_the_reads_show_the_rese
     assert (customer.credit_available.units, customer.credit_limit.units) == (65, 100)
     products = [query.GetProduct(query_pb.GetProductRequest(product_id=p), timeout=5).product for p in (first, second)]
     assert [(p.on_hand, p.reserved, p.available) for p in products] == [(10, 2, 8), (5, 3, 2)]
+    assert summary(stack, order_id).saga_state == query_pb.SAGA_STATE_CONFIRMED
 
 
 def test_each_step_is_caused_by_the_event_before_it_in_the_orders_correlation_by_the_saga(
@@ -160,6 +161,7 @@ def test_credit_short_cancels_with_credit_limit_and_reserves_no_stock(stack: Sta
     assert cancelled.state == types_pb2.ORDER_STATE_CANCELLED
     assert (cancelled.cancellation.reason, cancelled.cancellation.note) == (
         types_pb2.CANCELLATION_REASON_CREDIT_DECLINED, "CREDIT_LIMIT")
+    assert cancelled.saga_state == query_pb.SAGA_STATE_CANCELLED
     assert (credit_reserved(db, customer_id), stock_reserved(db, product_id)) == (0, 0)
     kinds = [e.event_type for e in envelopes(db, product_id)]
     assert kinds == ["StockAdded"]

@@ -3,12 +3,32 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from orders.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SagaState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAGA_STATE_UNSPECIFIED: _ClassVar[SagaState]
+    SAGA_STATE_RESERVING_CREDIT: _ClassVar[SagaState]
+    SAGA_STATE_RESERVING_STOCK: _ClassVar[SagaState]
+    SAGA_STATE_CONFIRMING: _ClassVar[SagaState]
+    SAGA_STATE_COMPENSATING: _ClassVar[SagaState]
+    SAGA_STATE_CONFIRMED: _ClassVar[SagaState]
+    SAGA_STATE_CANCELLED: _ClassVar[SagaState]
+    SAGA_STATE_STUCK: _ClassVar[SagaState]
+SAGA_STATE_UNSPECIFIED: SagaState
+SAGA_STATE_RESERVING_CREDIT: SagaState
+SAGA_STATE_RESERVING_STOCK: SagaState
+SAGA_STATE_CONFIRMING: SagaState
+SAGA_STATE_COMPENSATING: SagaState
+SAGA_STATE_CONFIRMED: SagaState
+SAGA_STATE_CANCELLED: SagaState
+SAGA_STATE_STUCK: SagaState
 
 class GetOrderSummaryRequest(_message.Message):
     __slots__ = ("order_id", "consistency_token")
@@ -25,7 +45,7 @@ class GetOrderSummaryResponse(_message.Message):
     def __init__(self, summary: _Optional[_Union[OrderSummary, _Mapping]] = ...) -> None: ...
 
 class OrderSummary(_message.Message):
-    __slots__ = ("order_id", "customer_id", "total", "state", "version", "lines", "update_time", "cancellation")
+    __slots__ = ("order_id", "customer_id", "total", "state", "version", "lines", "update_time", "cancellation", "saga_state")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +54,7 @@ class OrderSummary(_message.Message):
     LINES_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CANCELLATION_FIELD_NUMBER: _ClassVar[int]
+    SAGA_STATE_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     customer_id: str
     total: _types_pb2.Money
@@ -42,7 +63,8 @@ class OrderSummary(_message.Message):
     lines: _containers.RepeatedCompositeFieldContainer[_types_pb2.OrderLine]
     update_time: _timestamp_pb2.Timestamp
     cancellation: OrderCancellation
-    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., total: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., state: _Optional[_Union[_types_pb2.OrderState, str]] = ..., version: _Optional[int] = ..., lines: _Optional[_Iterable[_Union[_types_pb2.OrderLine, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancellation: _Optional[_Union[OrderCancellation, _Mapping]] = ...) -> None: ...
+    saga_state: SagaState
+    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., total: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., state: _Optional[_Union[_types_pb2.OrderState, str]] = ..., version: _Optional[int] = ..., lines: _Optional[_Iterable[_Union[_types_pb2.OrderLine, _Mapping]]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancellation: _Optional[_Union[OrderCancellation, _Mapping]] = ..., saga_state: _Optional[_Union[SagaState, str]] = ...) -> None: ...
 
 class OrderCancellation(_message.Message):
     __slots__ = ("reason", "note")

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
+from server.platform.migrations import roles
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
@@ -21,6 +23,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # The saga's group role, orders_saga, on a database whose roles migration 0006 made before
+    # there was a saga (the grants follow after the migration, as always).
+    roles.create_roles(op.get_bind())
     op.create_table(
         "sagas",
         sa.Column("tenant_id", sa.String(64), nullable=False),
