@@ -117,9 +117,15 @@ class Commands:
                 telemetry.ids(saga.correlation_id, step.caused_by):
             headers: dict[str, str] = {}
             telemetry.inject_into(headers, context.get_current())
+            try:
+                token = self._token.metadata()
+            except OSError as exc:
+                log.error("the saga's token file cannot be read", extra={"error": repr(exc)})
+                span.set_status(StatusCode.ERROR, "token file unreadable")
+                return Unknown("TOKEN_FILE_UNREADABLE")
             metadata = [*headers.items(), (serving.TENANT_KEY, saga.tenant_id),
                         (serving.CORRELATION_KEY, saga.correlation_id), (serving.CAUSATION_KEY, step.caused_by),
-                        *self._token.metadata()]
+                        *token]
             started = time.monotonic()
             try:
                 response = await getattr(self._stub, step.kind.method)(request, metadata=metadata,

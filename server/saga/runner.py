@@ -30,7 +30,7 @@ import psycopg
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from orders.v1 import events_pb2
 from server import telemetry
@@ -136,12 +136,12 @@ def concerning(msg: Msg) -> tuple[events_pb2.Envelope | None, Event | None]:
 class Runner:
     """One saga process's work: batches of events, steps, and wake-ups."""
 
-    def __init__(self, pool: AsyncConnectionPool, commands: Commands, deadline_seconds: float, since: float,
+    def __init__(self, pool: AsyncConnectionPool, commands: Commands, deadline_seconds: float,
                  clock: Callable[[], float] = time.time) -> None:
         self.pool = pool
         self.commands = commands
         self.deadline_seconds = deadline_seconds
-        self.since = since  # orders placed before it are not the saga's
+        self.since = float("inf")  # orders placed before it are not the saga's (read as consuming starts)
         self.clock = clock
         self.versions = Versions()
         self.sending: set[asyncio.Task[None]] = set()
@@ -221,6 +221,17 @@ class Runner:
         task.add_done_callback(self.sending.discard)
 
     async def _send(self, saga: Saga) -> None:
+        """Sends the saga's pending step and applies what the answer says. Whatever goes wrong
+        here is logged and left to the step's retry time: the row holds the step."""
+        try:
+            await self._send_step(saga)
+        except (psycopg.Error, LostRace) as exc:
+            log.warning("step answer not recorded; the step is sent again later",
+                        extra={"order_id": saga.order_id, "error": repr(exc)})
+        except Exception:
+            log.exception("step failed; it is sent again later", extra={"order_id": saga.order_id})
+
+    async def _send_step(self, saga: Saga) -> None:
         step = saga.pending
         assert step is not None
         async with self.in_flight:
@@ -337,6 +348,8 @@ def _earlier(a: float | None, b: float | None) -> float | None:
 
 
 async def consume(js: JetStreamContext, runner: Runner, settings: Settings, stop: asyncio.Event) -> None:
+    async with runner.pool.connection() as conn:
+        runner.since = (await store.drives_since(conn, DURABLE)).timestamp()
     await messaging.ensure_stream(js, settings.stream_name, settings.stream_max_msgs, settings.stream_max_bytes)
     config = consumer_config(dt.datetime.fromtimestamp(runner.since, dt.UTC))
     sub = await js.pull_subscribe(config.filter_subject or "", durable=DURABLE, stream=settings.stream_name,
@@ -407,12 +420,9 @@ async def run(settings: Settings) -> None:
     telemetry.serve_metrics(settings.metrics_addr)
     pool = AsyncConnectionPool(url, min_size=2, max_size=10, kwargs={"autocommit": True}, open=False, name="saga")
     await pool.open(wait=False)
-    async with pool.connection() as conn:
-        since = (await store.drives_since(conn, DURABLE)).timestamp()
     credentials = tls.probe_credentials(settings.tls) if settings.tls is not None else None
     grpc_channel = channel(settings.command_addr, credentials)
-    runner = Runner(pool, Commands(grpc_channel, TokenFile(settings.saga_token_file)), settings.saga_deadline_seconds,
-                    since)
+    runner = Runner(pool, Commands(grpc_channel, TokenFile(settings.saga_token_file)), settings.saga_deadline_seconds)
     nc = await messaging.connect(settings.require_nats_url(), "orders-saga", settings.nats_access)
     js = nc.jetstream()
     process.freeze_heap()
@@ -423,7 +433,7 @@ async def run(settings: Settings) -> None:
             try:
                 log.info("consuming", extra={"durable": DURABLE})
                 await consume(js, runner, settings, stop)
-            except (messaging.NatsError, OSError, psycopg.OperationalError) as exc:
+            except (messaging.NatsError, OSError, psycopg.OperationalError, PoolTimeout) as exc:
                 log.warning("cannot consume yet, retrying", extra={"error": repr(exc)})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1)

@@ -21,9 +21,11 @@ from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import events_pb2, types_pb2
 from orders.v1 import query_service_pb2 as query_pb
 from server.platform.messaging import SUBJECT_PREFIX
+from server.platform.process import free_port
 from server.saga.model import request_id
 from tests.e2e.client import commands, eur, new_id, queries
-from tests.harness import Stack, scalar, wait_until
+from tests.e2e.otlp import Collector, by_trace
+from tests.harness import Stack, sample, scalar, scrape, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,9 +33,24 @@ DEADLINE_SECONDS = 6
 
 
 @pytest.fixture(scope="module")
-def stack(database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def collector() -> Iterator[Collector]:
+    with Collector() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def saga_metrics() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="module")
+def stack(database_url: str, nats_url: str, collector: Collector, saga_metrics: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running = Stack(database_url, nats_url, tmp_path_factory.mktemp("logs"),
-                    extra_env={"ORDERS_SAGA_DEADLINE_SECONDS": str(DEADLINE_SECONDS)}).start_all(saga=True)
+                    extra_env={"ORDERS_SAGA_DEADLINE_SECONDS": str(DEADLINE_SECONDS),
+                               "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"})
+    running.start_all()
+    running.start("saga", METRICS_ADDR=saga_metrics)
     yield running
     running.stop_all()
 
@@ -149,6 +166,29 @@ def test_each_step_is_caused_by_the_event_before_it_in_the_orders_correlation_by
     assert {e.actor for e in chain} == {"orders-saga"}
     assert [e.request_id for e in chain] == [request_id("default", order_id, step)
                                               for step in ("credit", "stock:0", "confirm")]
+
+
+def test_every_step_is_a_span_in_the_orders_trace(stack: Stack, db: psycopg.Connection[Any],
+                                                 collector: Collector) -> None:
+    customer_id = customer_with_credit(stack, 100)
+    product_id = product_with_stock(stack, 10)
+    order_id = place(stack, customer_id, (product_id, 1, 10))
+    assert finished(db, order_id) == "CONFIRMED"
+
+    def whole_trace() -> set[tuple[str, str]] | None:
+        spans = collector.spans()
+        placed = next((s for s in spans if s.name == "/orders.v1.CommandService/PlaceOrder"
+                       and s.attributes.get("orders.aggregate_id") == order_id), None)
+        if placed is None:
+            return None
+        names = {(s.service, s.name) for s in by_trace(spans, placed.trace_id)}
+        return names if {("orders-saga", "saga confirm"),
+                         ("orders-command-server", "/orders.v1.CommandService/ConfirmOrder")} <= names else None
+
+    names = wait_until(whole_trace, what="the saga's spans in the order's trace")
+    assert {("orders-saga", f"saga {step}") for step in ("credit", "stock:0", "confirm")} <= names
+    assert {("orders-command-server", f"/orders.v1.CommandService/{method}")
+            for method in ("PlaceOrder", "ReserveCredit", "ReserveStock", "ConfirmOrder")} <= names
 
 
 def test_credit_short_cancels_with_credit_limit_and_reserves_no_stock(stack: Stack, db: psycopg.Connection[Any]) -> None:
@@ -294,6 +334,18 @@ def test_saga_list_show_and_retry_tell_an_operator_what_each_saga_did(stack: Sta
     assert retried.returncode == 0 and "nothing to retry" in retried.stdout
     missing = stack.cli("saga", "show", "o-none")
     assert missing.returncode == 1 and "no saga for order 'o-none'" in missing.stderr
+
+
+def test_the_saga_counts_states_compensations_and_deadlines(stack: Stack, saga_metrics: str) -> None:
+    text = scrape(saga_metrics)
+    assert sample(text, "orders_saga_entered_total", state="CONFIRMED") >= 1
+    assert sample(text, "orders_saga_compensations_total", reason="CREDIT_LIMIT") >= 1
+    assert sample(text, "orders_saga_compensations_total", reason="OUT_OF_STOCK") >= 1
+    assert sample(text, "orders_saga_deadlines_fired_total") >= 1
+    assert sample(text, "orders_saga_step_seconds_count", command="ReserveCredit") >= 1
+    assert sample(text, "orders_saga_answers_total", command="ReserveCredit", answer="refused") >= 1
+    wait_until(lambda: sample(scrape(saga_metrics), "orders_saga_sagas", state="STUCK") == 0
+               and "orders_saga_sagas{" in scrape(saga_metrics), what="the saga states counted")
 
 
 def test_the_saga_exits_naming_its_token_setting_when_it_has_none(stack: Stack) -> None:
