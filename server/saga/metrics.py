@@ -36,14 +36,17 @@ COUNT_STATES = "SELECT state, count(*) FROM sagas WHERE state = ANY(%s) GROUP BY
 COUNT_EVERY_SECONDS = 10.0
 
 
-def started() -> None:
-    STARTED.inc()
-
-
-def entered(state: State, note: str) -> None:
-    ENTERED.labels(state.value).inc()
-    if state is State.COMPENSATING:
-        COMPENSATIONS.labels(note.split(":", 1)[0] or "OTHER").inc()
+def changed(before: Saga | None, after: Saga, now: float) -> None:
+    """Counts a committed change: a saga started, a state entered (a compensation by its reason),
+    the steps it completed."""
+    if before is None:
+        STARTED.inc()
+    if before is None or after.state is not before.state:
+        ENTERED.labels(after.state.value).inc()
+        if after.state is State.COMPENSATING:
+            COMPENSATIONS.labels(after.note.split(":", 1)[0] or "OTHER").inc()
+    if before is not None:
+        steps_done(before, after, now)
 
 
 def deadline_fired() -> None:

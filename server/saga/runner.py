@@ -188,7 +188,6 @@ class Runner:
                 wakes.append(_earlier(saga.deadline, retry_at))
             elif saga != before.saga:
                 wakes.append(await self._write(conn, before, saga, now))
-                metrics.steps_done(before.saga, saga, now)
             else:
                 continue
             result.append((None if before is None else before.saga, saga))
@@ -202,13 +201,14 @@ class Runner:
         lines = tuple(model.Line(line.product_id, line.quantity) for line in placed.lines)
         saga = model.start(event.key[0], event.key[1], placed.customer_id, wire.money_to_domain(placed.total), lines,
                            event.envelope.correlation_id, event.cause, now, self.deadline_seconds, self.versions)
-        metrics.started()
         return saga
 
     # --- answers -----------------------------------------------------------------------------
 
     def _sent_if_new(self, before: Saga | None, saga: Saga) -> None:
-        """Sends the saga's pending step when the change made a new one (or changed its version)."""
+        """After a change committed: counts it, and sends the saga's pending step when the change
+        made a new one (or changed its version)."""
+        metrics.changed(before, saga, self.clock())
         if saga.pending is None or saga.state not in model.ACTIVE:
             return
         if before is not None and before.pending == saga.pending and before.state in model.ACTIVE:
@@ -281,19 +281,23 @@ class Runner:
                 due = await store.due(conn, WAKE_BATCH)
                 now = self.clock()
                 resend: list[Saga] = []
+                fired: list[tuple[Saga, Saga]] = []
                 wakes: list[float | None] = []
                 for stored in due:
                     expired = model.on_deadline(stored.saga, now, self.versions)
                     if expired is not None:
-                        metrics.deadline_fired()
                         wakes.append(await self._write(conn, stored, expired, now))
                         resend.append(expired)
+                        fired.append((stored.saga, expired))
                     elif stored.saga.pending is not None and stored.saga.state in model.ACTIVE:
                         wakes.append(await self._write(conn, stored, stored.saga, now, attempts=stored.attempts + 1))
                         resend.append(stored.saga)
                     else:  # nothing left to wait for: no wake-up either
                         await self._write(conn, stored, stored.saga, now)
                 await self._notify(conn, wakes)
+            for before, expired in fired:
+                metrics.deadline_fired()
+                metrics.changed(before, expired, now)
             for saga in resend:
                 if saga.pending is not None:
                     self.send(saga)
@@ -307,8 +311,6 @@ class Runner:
         """Writes the saga if it is still as read; returns when it next needs attention."""
         if attempts is None:
             attempts = before.attempts if before.saga.pending == saga.pending else 0
-        if saga.state is not before.saga.state:
-            metrics.entered(saga.state, saga.note)
         retry_at = self._retry_at(saga, attempts, now)
         await store.update(conn, before, saga, attempts, retry_at)
         return _earlier(saga.deadline, retry_at)
