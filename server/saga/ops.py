@@ -68,7 +68,7 @@ def show_text(saga: dict[str, Any]) -> str:
         lines.append(f"  deadline: {saga['deadline_at']:%Y-%m-%d %H:%M:%S.%f}"[:-3])
     lines.append("  steps:")
     for step in saga["steps"]:
-        lines.append(f"    {step['at']:%H:%M:%S.%f}"[:-3] + f"  {step['step']:<16} {step['outcome']}"
+        lines.append(f"    {step['at']:%H:%M:%S.%f}"[:-3] + f"  {step['step']:<18} {step['outcome']}"
                      + (f"  {step['request_id']}" if step["request_id"] and step["outcome"] == "sent" else ""))
     return "\n".join(lines)
 

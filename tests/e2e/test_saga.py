@@ -336,6 +336,33 @@ def test_saga_list_show_and_retry_tell_an_operator_what_each_saga_did(stack: Sta
     assert missing.returncode == 1 and "no saga for order 'o-none'" in missing.stderr
 
 
+def test_a_saga_stuck_on_a_refused_release_is_finished_by_orders_saga_retry_once_the_cause_is_fixed(
+    stack: Stack, db: psycopg.Connection[Any]
+) -> None:
+    customer_id = customer_with_credit(stack, 100)
+    product_id = product_with_stock(stack, 10)
+    order_id = place(stack, customer_id, (product_id, 2, 10))
+    assert finished(db, order_id) == "CONFIRMED"
+    # A change made by hand behind the saga's back: the product's reservation is gone.
+    db.execute("UPDATE products SET reserved = 0 WHERE product_id = %s", (product_id,))
+    _, cmd = commands(stack.command_addr)
+    cmd.CancelOrder(cmd_pb.CancelOrderRequest(request_id=new_id("r"), order_id=order_id, expected_version=2,
+                                              reason=types_pb2.CANCELLATION_REASON_CUSTOMER_REQUEST), timeout=10)
+
+    wait_until(lambda: saga_state(db, order_id) == "STUCK", what="the refused release")
+    shown = stack.cli("saga", "show", order_id)
+    assert "STUCK (CANCELLED_BY_CALLER)" in shown.stdout
+    assert ["release-stock:0", "refused:STOCK_RESERVED"] in [line.split()[1:3] for line in shown.stdout.splitlines()]
+    assert order_id in {s["order_id"] for s in json.loads(stack.cli("saga", "list", "--state", "STUCK", "--json").stdout)}
+
+    db.execute("UPDATE products SET reserved = 2 WHERE product_id = %s", (product_id,))  # the fix
+    retried = stack.cli("saga", "retry", order_id)
+    assert retried.returncode == 0 and "release-stock:0 is sent again now" in retried.stdout, retried.stdout
+
+    wait_until(lambda: saga_state(db, order_id) == "CANCELLED", what="the saga finished after the retry")
+    assert (credit_reserved(db, customer_id), stock_reserved(db, product_id)) == (0, 0)
+
+
 def test_the_saga_counts_states_compensations_and_deadlines(stack: Stack, saga_metrics: str) -> None:
     text = scrape(saga_metrics)
     assert sample(text, "orders_saga_entered_total", state="CONFIRMED") >= 1
