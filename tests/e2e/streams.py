@@ -4,6 +4,7 @@ straight into it, as a misbehaving or forged publisher could."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -74,6 +75,12 @@ def envelope(order_id: str, version: int, customer_id: str = "c-direct", tenant_
         env.order_shipped.order_id = order_id
     env.event_type = env.WhichOneof("payload") or ""
     return env
+
+
+def garbage() -> bytes:
+    """Bytes no Envelope decodes from: they open with a field tag longer than a varint may be
+    (random bytes alone sometimes parse, as an envelope of unknown fields and no payload)."""
+    return b"\xff" * 16 + os.urandom(48)
 
 
 def publish(nats_url: str, messages: list[tuple[str, bytes]]) -> None:

@@ -3,7 +3,6 @@ that fails until fixed, and a pause; while it all happens, other orders keep flo
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ from server.platform import messaging
 from server.platform.process import free_port
 from tests.e2e.client import commands, new_id, place_request, register
 from tests.e2e.streams import envelope, publish
+from tests.e2e.streams import garbage as undecodable
 from tests.harness import Stack, scalar, serving, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -96,7 +96,7 @@ def test_poison_is_parked_counted_and_replayable_while_other_orders_flow(stack: 
     garbage, unknown, gap = new_id("o-garbage"), new_id("o-unknown"), new_id("o-gap")
     no_payload = events_pb2.Envelope(event_id=str(uuid.uuid4()), aggregate_type="order", aggregate_id=unknown,
                                      aggregate_version=1).SerializeToString()
-    publish(stack.nats_url, [(subject(garbage), os.urandom(64)), (subject(unknown), no_payload),
+    publish(stack.nats_url, [(subject(garbage), undecodable()), (subject(unknown), no_payload),
                              (subject(gap), envelope(gap, 2).SerializeToString())])
     # A real order whose handler fails (FAULTY), and an event of it that must park behind it.
     cmd.PlaceOrder(place_request(FAULTY, customer_id), timeout=10)

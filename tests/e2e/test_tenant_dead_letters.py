@@ -3,8 +3,6 @@ and a dead letter parks its own tenant's aggregate only, even where two tenants'
 
 from __future__ import annotations
 
-import os
-
 import psycopg
 import pytest
 
@@ -13,7 +11,7 @@ from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import types_pb2
 from server.platform import messaging
 from tests.e2e.client import as_tenant, commands, new_id, place_for_a_new_customer, queries
-from tests.e2e.streams import envelope, publish
+from tests.e2e.streams import envelope, garbage, publish
 from tests.harness import Stack, scalar, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -58,7 +56,7 @@ def test_garbage_on_one_tenants_order_parks_that_order_and_not_another_tenants_w
         stack: Stack, db: psycopg.Connection) -> None:
     tenant_a, tenant_b = new_id("ta"), new_id("tb")
     order_id = new_id("o")
-    publish(stack.nats_url, [(subject(tenant_a, order_id), os.urandom(64))])
+    publish(stack.nats_url, [(subject(tenant_a, order_id), garbage())])
     wait_until(lambda: letters(db, order_id) == [(tenant_a, "undecodable", "parked")], timeout=30,
                what="the garbage parked as tenant A's")
 
@@ -84,7 +82,7 @@ def test_garbage_on_one_tenants_order_parks_that_order_and_not_another_tenants_w
 def test_replay_and_discard_touch_only_their_own_tenants_aggregate(stack: Stack, db: psycopg.Connection) -> None:
     tenant_a, tenant_b = new_id("ta"), new_id("tb")
     order_id = new_id("o")
-    publish(stack.nats_url, [(subject(tenant_a, order_id), os.urandom(64)), (subject(tenant_b, order_id), os.urandom(64))])
+    publish(stack.nats_url, [(subject(tenant_a, order_id), garbage()), (subject(tenant_b, order_id), garbage())])
     wait_until(lambda: len(letters(db, order_id)) == 2, timeout=30, what="both tenants' garbage parked")
     place_for_a_new_customer(stack.command_addr, tenant_a, order_id)
     place_for_a_new_customer(stack.command_addr, tenant_b, order_id)
