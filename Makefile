@@ -12,7 +12,7 @@ THIRD_PARTY := third_party
 GOOGLE_PROTOS := google/api/field_behavior.proto google/rpc/status.proto google/rpc/error_details.proto \
 	google/rpc/code.proto
 
-.PHONY: install lock run test test-chaos test-fast bench bench-query generate third-party-protos lint clean
+.PHONY: install lock run test test-chaos test-fast bench bench-query generate third-party-protos breaking lint clean
 
 # Every runtime and dev dependency comes from requirements.lock, exact versions with hashes; our own
 # packages install on top of it without touching a dependency.
@@ -59,6 +59,10 @@ generate: $(STAMP)
 third-party-protos: $(STAMP)
 	cd "$$($(BIN)/python -c 'import google.api, os; print(os.path.dirname(os.path.dirname(list(google.api.__path__)[0])))')" && \
 		cp --parents $(GOOGLE_PROTOS) $(CURDIR)/$(THIRD_PARTY)/
+
+# The contract gate: no breaking change since the release named in proto/RELEASE (also in make test).
+breaking: $(STAMP)
+	$(BIN)/python -m tests.contract_gate
 
 lint: $(STAMP)
 	$(BIN)/ruff check server projector clients bench tests
