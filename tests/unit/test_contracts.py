@@ -29,6 +29,14 @@ def test_contracts_break_no_client_of_the_last_release() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_release_the_gate_compares_with_is_in_the_changelog() -> None:
+    tag = contract_gate.release_tag(ROOT)
+    assert tag.startswith("contracts-v"), f"{contract_gate.RELEASE_FILE} should name a contracts-vX.Y.Z tag, not {tag!r}"
+    version = tag.removeprefix("contracts-v")
+    headings = [line for line in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").splitlines() if line.startswith("## ")]
+    assert f"## {version}" in headings, f"CHANGELOG.md has no section for {version}, the release {tag}"
+
+
 def released_copy(tmp_path: Path) -> Path:
     """A git repository holding today's contracts, tagged as the release proto/RELEASE names."""
     repo = tmp_path / "repo"
