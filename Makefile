@@ -6,8 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROTOS := $(sort $(wildcard proto/orders/v1/*.proto))
 GEN_OUT ?= generated
+# The google.api / google.rpc protos the contracts import, copied from the googleapis-common-protos
+# wheel, whose own _pb2 modules the stubs import at run time.
+THIRD_PARTY := third_party
+GOOGLE_PROTOS := google/api/field_behavior.proto google/rpc/status.proto google/rpc/error_details.proto \
+	google/rpc/code.proto
 
-.PHONY: install lock run test test-chaos test-fast bench bench-query generate lint clean
+.PHONY: install lock run test test-chaos test-fast bench bench-query generate third-party-protos breaking lint clean
 
 # Every runtime and dev dependency comes from requirements.lock, exact versions with hashes; our own
 # packages install on top of it without touching a dependency.
@@ -46,9 +51,18 @@ test-fast: $(STAMP)
 # Regenerate the committed stubs; GEN_OUT lets the freshness check build a second copy.
 generate: $(STAMP)
 	rm -rf $(GEN_OUT)/orders && mkdir -p $(GEN_OUT)
-	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=$(GEN_OUT) --pyi_out=$(GEN_OUT) \
+	$(BIN)/python -m grpc_tools.protoc -Iproto -I$(THIRD_PARTY) --python_out=$(GEN_OUT) --pyi_out=$(GEN_OUT) \
 		--grpc_python_out=$(GEN_OUT) $(PROTOS)
 	touch $(GEN_OUT)/orders/__init__.py $(GEN_OUT)/orders/v1/__init__.py
+
+# Refresh third_party/ after googleapis-common-protos changes in the lock (a unit test compares them).
+third-party-protos: $(STAMP)
+	cd "$$($(BIN)/python -c 'import google.api, os; print(os.path.dirname(os.path.dirname(list(google.api.__path__)[0])))')" && \
+		cp --parents $(GOOGLE_PROTOS) $(CURDIR)/$(THIRD_PARTY)/
+
+# The contract gate: no breaking change since the release named in proto/RELEASE (also in make test).
+breaking: $(STAMP)
+	$(BIN)/python -m tests.contract_gate
 
 lint: $(STAMP)
 	$(BIN)/ruff check server projector clients bench tests

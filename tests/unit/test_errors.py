@@ -3,8 +3,11 @@ details its caller reads; and the interceptor that applies it to every call, log
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
+import re
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -15,7 +18,7 @@ from psycopg_pool import PoolTimeout
 
 from server.domain import errors as domain
 from server.domain.errors import FieldViolation
-from server.platform import errors, serving
+from server.platform import auth, errors, serving
 
 BadRequest = error_details_pb2.BadRequest
 ErrorInfo = error_details_pb2.ErrorInfo
@@ -88,6 +91,59 @@ def test_metadata_given_with_the_exception_joins_its_error_info() -> None:
 
     assert isinstance(info, ErrorInfo)
     assert dict(info.metadata) == {"resume_token": "t-1"}
+
+
+# AIP-193: a reason is UPPER_SNAKE_CASE, at most 63 characters, unique within its domain.
+REASON_FORM = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")
+SERVER = Path(__file__).resolve().parents[2] / "server"
+# The calls that take a reason as their first argument, and the one that takes it second.
+REASON_FIRST = {"_info", "UnauthenticatedError", "PermissionDeniedError"}
+REASON_SECOND = {"unavailable", "resource_exhausted", "invalid"}
+
+
+def reasons_in_server_code() -> set[str]:
+    """Every reason the server code names; a variable passing one on (exc.reason) is not one."""
+    found: set[object] = set()
+    for path in SERVER.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        # A reason is a literal, or a module constant (WATCH_LIMIT = "WATCH_LIMIT").
+        constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                     and isinstance(n.value, ast.Constant) for t in n.targets if isinstance(t, ast.Name)}
+
+        def value(arg: ast.expr) -> object:
+            return arg.value if isinstance(arg, ast.Constant) else constants.get(getattr(arg, "id", ""), arg)
+
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                at = 0 if name in REASON_FIRST else 1 if name in REASON_SECOND else None
+                if at is not None and len(node.args) > at:
+                    found.add(value(node.args[at]))
+            # PyJWT's refusals are a table of (exception, reason, message).
+            if isinstance(node, ast.Tuple) and len(node.elts) == 3 and str(value(node.elts[1])).startswith("TOKEN_"):
+                found.add(value(node.elts[1]))
+    return {r for r in found if isinstance(r, str)}
+
+
+def test_every_error_reason_in_the_server_has_the_form_aip_193_asks_for() -> None:
+    reasons = reasons_in_server_code()
+
+    assert {"VERSION_CONFLICT", "OVERLOADED", "WATCH_LIMIT", "TOKEN_EXPIRED", "SCOPE_MISSING"} <= reasons
+    assert sorted(r for r in reasons if not (REASON_FORM.fullmatch(r) and len(r) <= 63)) == []
+
+
+@pytest.mark.parametrize("status", [
+    errors.unavailable("stopping", "SHUTTING_DOWN", resume_token="t-1"),
+    errors.resource_exhausted("too many streams", "WATCH_LIMIT", limit="per_tenant"),
+    errors.overloaded("busy", limit=8, retry_delay_seconds=0.5),
+    errors.invalid("not protobuf", "UNDECODABLE_REQUEST"),
+    errors.status_of(auth.UnauthenticatedError("TOKEN_MISSING", "no token")),
+    errors.status_of(auth.PermissionDeniedError("SCOPE_MISSING", "no scope", required_scope="orders.write")),
+], ids=["unavailable", "resource_exhausted", "overloaded", "invalid", "unauthenticated", "permission_denied"])
+def test_every_error_info_names_the_orders_domain(status: status_pb2.Status) -> None:
+    infos = [d for d in details_of(status) if isinstance(d, ErrorInfo)]
+
+    assert [i.domain for i in infos] == [errors.DOMAIN] == ["orders.v1"]
 
 
 @pytest.mark.parametrize("raised", [RuntimeError("/srv/orders/secret.py line 3"),

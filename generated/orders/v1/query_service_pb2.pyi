@@ -1,5 +1,6 @@
 import datetime
 
+from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from orders.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers

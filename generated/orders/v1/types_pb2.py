@@ -22,21 +22,34 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15orders/v1/types.proto\x12\torders.v1\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"W\n\tOrderLine\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12$\n\nunit_price\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money*\x90\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_STATE_PLACED\x10\x01\x12\x19\n\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x17\n\x13ORDER_STATE_SHIPPED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04*\xfc\x01\n\x12\x43\x61ncellationReason\x12#\n\x1f\x43\x41NCELLATION_REASON_UNSPECIFIED\x10\x00\x12(\n$CANCELLATION_REASON_CUSTOMER_REQUEST\x10\x01\x12$\n CANCELLATION_REASON_OUT_OF_STOCK\x10\x02\x12\'\n#CANCELLATION_REASON_CREDIT_DECLINED\x10\x03\x12\x1d\n\x19\x43\x41NCELLATION_REASON_OTHER\x10\x04\x12)\n%CANCELLATION_REASON_DEADLINE_EXCEEDED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15orders/v1/types.proto\x12\torders.v1\x1a\x1fgoogle/api/field_behavior.proto\"N\n\x05Money\x12\x1b\n\rcurrency_code\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05units\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x13\n\x05nanos\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01\"i\n\tOrderLine\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12*\n\nunit_price\x18\x03 \x01(\x0b\x32\x10.orders.v1.MoneyB\x04\xe2\x41\x01\x02*\x90\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_STATE_PLACED\x10\x01\x12\x19\n\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x17\n\x13ORDER_STATE_SHIPPED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04*\xfc\x01\n\x12\x43\x61ncellationReason\x12#\n\x1f\x43\x41NCELLATION_REASON_UNSPECIFIED\x10\x00\x12(\n$CANCELLATION_REASON_CUSTOMER_REQUEST\x10\x01\x12$\n CANCELLATION_REASON_OUT_OF_STOCK\x10\x02\x12\'\n#CANCELLATION_REASON_CREDIT_DECLINED\x10\x03\x12\x1d\n\x19\x43\x41NCELLATION_REASON_OTHER\x10\x04\x12)\n%CANCELLATION_REASON_DEADLINE_EXCEEDED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orders.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATE']._serialized_start=188
-  _globals['_ORDERSTATE']._serialized_end=332
-  _globals['_CANCELLATIONREASON']._serialized_start=335
-  _globals['_CANCELLATIONREASON']._serialized_end=587
-  _globals['_MONEY']._serialized_start=36
-  _globals['_MONEY']._serialized_end=96
-  _globals['_ORDERLINE']._serialized_start=98
-  _globals['_ORDERLINE']._serialized_end=185
+  _globals['_MONEY'].fields_by_name['currency_code']._loaded_options = None
+  _globals['_MONEY'].fields_by_name['currency_code']._serialized_options = b'\342A\001\002'
+  _globals['_MONEY'].fields_by_name['units']._loaded_options = None
+  _globals['_MONEY'].fields_by_name['units']._serialized_options = b'\342A\001\001'
+  _globals['_MONEY'].fields_by_name['nanos']._loaded_options = None
+  _globals['_MONEY'].fields_by_name['nanos']._serialized_options = b'\342A\001\001'
+  _globals['_ORDERLINE'].fields_by_name['product_id']._loaded_options = None
+  _globals['_ORDERLINE'].fields_by_name['product_id']._serialized_options = b'\342A\001\002'
+  _globals['_ORDERLINE'].fields_by_name['quantity']._loaded_options = None
+  _globals['_ORDERLINE'].fields_by_name['quantity']._serialized_options = b'\342A\001\002'
+  _globals['_ORDERLINE'].fields_by_name['unit_price']._loaded_options = None
+  _globals['_ORDERLINE'].fields_by_name['unit_price']._serialized_options = b'\342A\001\002'
+  _globals['_ORDERSTATE']._serialized_start=257
+  _globals['_ORDERSTATE']._serialized_end=401
+  _globals['_CANCELLATIONREASON']._serialized_start=404
+  _globals['_CANCELLATIONREASON']._serialized_end=656
+  _globals['_MONEY']._serialized_start=69
+  _globals['_MONEY']._serialized_end=147
+  _globals['_ORDERLINE']._serialized_start=149
+  _globals['_ORDERLINE']._serialized_end=254
 # @@protoc_insertion_point(module_scope)
