@@ -12,7 +12,7 @@ THIRD_PARTY := third_party
 GOOGLE_PROTOS := google/api/field_behavior.proto google/rpc/status.proto google/rpc/error_details.proto \
 	google/rpc/code.proto
 
-.PHONY: install lock run test test-chaos test-fast bench bench-query generate third-party-protos breaking lint clean
+.PHONY: install lock run test test-chaos test-fast bench bench-query generate third-party-protos breaking release-image lint clean
 
 # Every runtime and dev dependency comes from requirements.lock, exact versions with hashes; our own
 # packages install on top of it without touching a dependency.
@@ -63,6 +63,11 @@ third-party-protos: $(STAMP)
 # The contract gate: no breaking change since the release named in proto/RELEASE (also in make test).
 breaking: $(STAMP)
 	$(BIN)/python -m tests.contract_gate
+
+# The image of the release named in proto/RELEASE, built from its tag: the gate compares with it.
+release-image: $(STAMP)
+	mkdir -p proto/releases
+	$(BIN)/buf build ".git#tag=$$(cat proto/RELEASE),subdir=proto" -o proto/releases/$$(cat proto/RELEASE).binpb
 
 lint: $(STAMP)
 	$(BIN)/ruff check server projector clients bench tests

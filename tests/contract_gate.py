@@ -1,7 +1,9 @@
-"""The contract gate: `buf breaking` between proto/ and the release tag named in proto/RELEASE.
+"""The contract gate: `buf breaking` between proto/ and the last release, as proto/RELEASE names it.
 
-`make breaking` runs it on its own; `make test` runs it through tests/unit/test_contracts.py.
-The baseline is read from git (buf's `.git#tag=...` input), so it is exactly what was released.
+The release is a git tag (`contracts-vX.Y.Z`) and, beside the contracts, the buf image built from
+that tag (proto/releases/<tag>.binpb): the gate compares with the image, so it needs no tag in the
+clone it runs in, and a test checks the image is the tag's own build wherever the tag is present.
+`make breaking` runs the gate on its own; `make test` runs it through tests/unit/test_contracts.py.
 """
 
 from __future__ import annotations
@@ -11,35 +13,37 @@ import sys
 from pathlib import Path
 
 RELEASE_FILE = Path("proto") / "RELEASE"
+RELEASES = Path("proto") / "releases"
 # buf's exit code when it found a breaking change (1 is buf failing to run at all).
 BREAKING = 100
 
 
 class MissingReleaseError(Exception):
-    """The release tag named in proto/RELEASE is not in this clone."""
+    """The release image named by proto/RELEASE is not in the checkout."""
 
 
 def release_tag(root: Path) -> str:
     return (root / RELEASE_FILE).read_text(encoding="utf-8").strip()
 
 
-def against(tag: str) -> str:
-    """buf's input for the tag's proto/ module; its imports resolve in that commit's workspace."""
-    return f".git#tag={tag},subdir=proto"
+def release_image(root: Path) -> Path:
+    return root / RELEASES / f"{release_tag(root)}.binpb"
+
+
+def build_command(buf: Path, tag: str, out: Path) -> list[str]:
+    """How a release's image is made from its tag (`make release-image`)."""
+    return [str(buf), "build", f".git#tag={tag},subdir=proto", "-o", str(out)]
 
 
 def check(root: Path, buf: Path) -> subprocess.CompletedProcess[str]:
     """Runs the gate in the checkout at `root`: exit code 0 passes, BREAKING lists what breaks."""
-    tag = release_tag(root)
-    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"],
-                           cwd=root, capture_output=True, text=True)
-    if found.returncode != 0:
+    image = release_image(root)
+    if not image.exists():
         raise MissingReleaseError(
-            f"the contract gate compares proto/ with the release tag {tag!r} named in {RELEASE_FILE}, "
-            f"and this clone does not have it: fetch it (`git fetch --tags`; a shallow clone needs "
-            f"`--unshallow` too), or, for the first release, tag it (see CHANGELOG.md)"
+            f"the contract gate compares proto/ with the release {release_tag(root)!r} named in {RELEASE_FILE}, "
+            f"and {image.relative_to(root)} is missing: build it from the release tag with `make release-image`"
         )
-    return subprocess.run([str(buf), "breaking", "proto", "--against", against(tag)],
+    return subprocess.run([str(buf), "breaking", "proto", "--against", str(image.relative_to(root))],
                           cwd=root, capture_output=True, text=True)
 
 
