@@ -30,6 +30,7 @@ from projector.views.base import ReadModel
 from server import telemetry
 from server.config import Settings
 from server.platform import messaging, process
+from server.telemetry import semconv
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +193,12 @@ def _batch_span(batch: Batch, durable: str) -> Any:
         f"process {messaging.SUBJECT_PREFIX}",
         kind=SpanKind.CONSUMER,
         links=batch.links,
-        attributes={
-            "messaging.system": "nats",
-            "messaging.operation.type": "process",
-            "messaging.consumer.group.name": durable,
-            "messaging.batch.message_count": len(batch.items),
-        },
+        # The batch's messages come from many subjects: the destination is the subscription's filter.
+        attributes=semconv.messaging(
+            semconv.PROCESS, f"{messaging.SUBJECT_PREFIX}.>", template=messaging.EVENT_SUBJECT_TEMPLATE,
+            **{semconv.MESSAGING_CONSUMER_GROUP_NAME: durable,
+               semconv.MESSAGING_DESTINATION_SUBSCRIPTION_NAME: durable,
+               semconv.MESSAGING_BATCH_MESSAGE_COUNT: len(batch.items)}),
     )
 
 

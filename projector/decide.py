@@ -11,10 +11,14 @@ from google.protobuf.message import DecodeError
 
 from orders.v1 import events_pb2
 from projector.views.base import EVENT_TYPES
-from server.platform import messaging, tenancy
+from server.platform import messaging, tenancy, upcasting
 
 Key = tuple[str, str, str]  # tenant_id, aggregate_type, aggregate_id
 TENANT_INVALID = "tenant_invalid"
+# An event of a schema version this projector does not know yet (a newer command side wrote it):
+# parked with the rest of its aggregate, and applied by `orders dlq replay` once the projector is
+# upgraded.
+UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
 
 
 class Outcome(enum.Enum):
@@ -66,9 +70,10 @@ Decoded = tuple[events_pb2.Envelope | None, Key, str, str]
 
 
 def decode(item: Incoming) -> Decoded:
-    """The envelope and its key, or the reason and error that make it a dead letter: a message
-    that cannot be read, or an event whose tenant is no valid tenant id or not its subject's (no
-    read model ever gets a row of a tenant the servers would refuse)."""
+    """The envelope, upcast to its newest schema version, and its key; or the reason and error that
+    make it a dead letter: a message that cannot be read (or not yet, by this version of the code),
+    or an event whose tenant is no valid tenant id or not its subject's (no read model ever gets a
+    row of a tenant the servers would refuse)."""
     try:
         env = events_pb2.Envelope.FromString(item.data)
     except (DecodeError, ValueError) as exc:
@@ -84,6 +89,10 @@ def decode(item: Incoming) -> Decoded:
     subject_tenant = key_from_subject(item.subject)[0]
     if subject_tenant and subject_tenant != env.tenant_id:
         return env, key, TENANT_INVALID, "the event's tenant is not its subject's"
+    try:
+        upcasting.upcast(env)  # every view reads the newest form of each event
+    except upcasting.UnknownSchemaVersionError as exc:
+        return env, key, UNKNOWN_SCHEMA_VERSION, str(exc)
     return env, key, "", ""
 
 
@@ -110,7 +119,8 @@ def decide(
     for n, item in enumerate(items):
         env, key, reason, error = decode(item) if decoded is None else decoded[n]
         if reason:
-            if env is None:  # unreadable, so of any version: hold back the rest of its aggregate
+            if env is None or reason == UNKNOWN_SCHEMA_VERSION:
+                # Unreadable (of any version), or not readable yet: hold back the rest of its aggregate.
                 parked.add(key)
             decisions.append(Decision(item, Outcome.DEAD, env, key, reason=reason, error=error))
             continue

@@ -23,6 +23,7 @@ from projector.views.base import rows_by_order
 from projector.views.order_summaries import OrderSummaryRow
 from server import telemetry
 from server.platform import messaging
+from server.telemetry import semconv
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +49,22 @@ class Notices:
             rows = await rows_by_order(self._conn, OrderSummaryRow.__tablename__, "customer_id, version, stream_seq", changed)
             for tenant_id, order_id, customer_id, version, stream_seq in rows:
                 payload = {"t": tenant_id, "o": order_id, "c": customer_id, "v": version, "s": stream_seq}
+                body = json.dumps(payload, separators=(",", ":")).encode()
                 subject = f"{messaging.NOTICE_PREFIX}.{tenant_id}"
                 parent = telemetry.event_context(carried[(tenant_id, order_id)])
                 # The notice continues the trace of the change it announces, so the watcher's
                 # push that it causes lands in the same trace as the command.
                 span = telemetry.tracer.start_span(
                     f"send {messaging.NOTICE_PREFIX}", context=parent, kind=SpanKind.PRODUCER,
-                    attributes={"messaging.system": "nats", "messaging.operation.type": "send",
-                                "messaging.destination.name": subject, "orders.aggregate_id": order_id,
-                                "orders.aggregate_version": version},
+                    attributes=semconv.messaging(
+                        semconv.SEND, subject, template=messaging.NOTICE_SUBJECT_TEMPLATE,
+                        **{semconv.MESSAGING_MESSAGE_BODY_SIZE: len(body), "orders.aggregate_id": order_id,
+                           "orders.aggregate_version": version}),
                 )
                 headers: dict[str, str] = {}
                 telemetry.inject_into(headers, trace.set_span_in_context(span, parent))  # baggage too
                 try:
-                    await self._nc.publish(subject, json.dumps(payload, separators=(",", ":")).encode(), headers=headers)
+                    await self._nc.publish(subject, body, headers=headers)
                 finally:
                     span.end()
         except Exception as exc:  # noqa: BLE001 - notices are best effort by design

@@ -22,7 +22,7 @@ from orders.v1 import events_pb2
 from projector.decide import Key
 from projector.store import Conn, lock_projection
 from projector.views.base import ReadModel, rows_json, select_json
-from server.platform import privileges
+from server.platform import privileges, upcasting
 
 CHUNK = 5000
 
@@ -82,7 +82,7 @@ async def _apply(conn: Conn, model: ReadModel, rows: Iterable[tuple[Any, ...]], 
             # Not applied live yet, or its stream position not yet recorded by the relay (the
             # catch-up will see it), or behind a skipped one.
             continue
-        batch.append((events_pb2.Envelope.FromString(payload), seq))
+        batch.append((upcasting.parse(payload), seq))  # the newest form, as the projector applied it
         versions[key] = changed[key] = version
     await model.apply(conn, batch, model.shadow())
     if changed:

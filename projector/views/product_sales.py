@@ -57,10 +57,12 @@ Line = tuple[str, str, int, int]  # product, currency, units, revenue in nanos
 def sums(placed: events_pb2.OrderPlaced) -> list[Line]:
     """One entry per (product, currency): what the order adds to each product_sales row."""
     totals: dict[tuple[str, str], list[int]] = {}  # units, revenue in nanos
-    for line in placed.lines:
+    # Revenue is the amount the command side recorded for each line (schema version 2; upcast for
+    # version 1 events): a line without its amount is a malformed event, never zero revenue.
+    for line, amount in zip(placed.lines, placed.line_totals, strict=True):
         row = totals.setdefault((line.product_id, line.unit_price.currency_code), [0, 0])
         row[0] += line.quantity
-        row[1] += nanos(line.unit_price) * line.quantity
+        row[1] += nanos(amount)
     return [(p, c, units, revenue) for (p, c), (units, revenue) in sorted(totals.items())]
 
 

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 SUBJECT_PREFIX = "orders.events"
 # View-changed notices (core NATS): orders.views.<tenant_id>, from the projector to query servers.
 NOTICE_PREFIX = "orders.views"
+# The subjects' shapes, low in cardinality where the subjects are not (span attributes).
+EVENT_SUBJECT_TEMPLATE = SUBJECT_PREFIX + ".{tenant_id}.{aggregate_type}.{partition}.{aggregate_id}"
+NOTICE_SUBJECT_TEMPLATE = NOTICE_PREFIX + ".{tenant_id}"
 MAX_EVENT_BYTES = 1024 * 1024
 DUPLICATE_WINDOW_SECONDS = 120.0
 NatsError = nats.errors.Error  # every nats-py error, JetStream's included

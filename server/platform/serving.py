@@ -21,13 +21,13 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
-from prometheus_client import Counter, Histogram
 
 from server import telemetry
 from server.config import TlsFiles
 from server.domain.errors import FieldViolation, InvalidArgumentError
 from server.platform import auth, errors, process, tenancy
 from server.platform.tls import server_credentials, transport_name
+from server.telemetry.grpc_metrics import MethodMetrics, rpc_type
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
 
 log = logging.getLogger(__name__)
@@ -131,14 +131,6 @@ class RequestGuard(_Wrapping):
 # the server is overloaded: a probe must see a busy server as alive.
 _UNOBSERVED = (health.SERVICE_NAME, reflection.SERVICE_NAME)
 
-HANDLED = Counter(
-    "grpc_server_handled_total", "RPCs completed on the server, by method and status code",
-    ["grpc_service", "grpc_method", "grpc_code"],
-)
-HANDLING = Histogram(
-    "grpc_server_handling_seconds", "Time to complete an RPC on the server", ["grpc_service", "grpc_method"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
 CORRELATION_KEY = "x-correlation-id"
 # What caused the call, when the caller says: a process manager's command names the event it
 # reacts to (the fulfilment saga does); otherwise a command's cause is its own request_id.
@@ -155,8 +147,7 @@ class Observe(_Wrapping):
         service, _, method = full_method.lstrip("/").partition("/")
         if service in _UNOBSERVED:
             return handler
-        handled = {code: HANDLED.labels(service, method, code.name) for code in grpc.StatusCode}
-        handling = HANDLING.labels(service, method)
+        metrics = MethodMetrics.of(rpc_type(handler), service, method)
 
         async def begin(request: Any, context: grpc.aio.ServicerContext, stream: bool) -> tuple[str, str]:
             """The call's correlation id and causation id (the caller's x-causation-id, else its
@@ -178,21 +169,27 @@ class Observe(_Wrapping):
                 {CORRELATION_ID: correlation_id, CAUSATION_ID: causation_id})
             return correlation_id, causation_id
 
+        def start() -> float:
+            metrics.started.inc()
+            metrics.received.inc()  # the one request message (no client streams here)
+            return time.perf_counter()
+
         def end(context: grpc.aio.ServicerContext, started: float, failed: BaseException | None) -> None:
-            code = grpc.StatusCode.OK if failed is None else context.code()
-            handled[code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN].inc()
-            handling.observe(time.perf_counter() - started)
+            metrics.handled[outcome(context, failed)].inc()
+            metrics.handling.observe(time.perf_counter() - started)
 
         if handler.unary_unary is not None:
             unary = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
+                started = start()
                 ids = await begin(request, context, stream=False)
                 failed: BaseException | None = None
                 try:
                     with telemetry.ids(*ids):
-                        return await unary(request, context)
+                        response = await unary(request, context)
+                    metrics.sent.inc()
+                    return response
                 except BaseException as exc:
                     failed = exc
                     raise
@@ -204,7 +201,7 @@ class Observe(_Wrapping):
             stream = handler.unary_stream
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
+                started = start()
                 ids = await begin(request, context, stream=True)
                 failed: BaseException | None = None
                 responses = stream(request, context)
@@ -219,6 +216,7 @@ class Observe(_Wrapping):
                                 item = await anext(responses)
                             except StopAsyncIteration:
                                 break
+                        metrics.sent.inc()
                         yield item
                 except BaseException as exc:
                     failed = exc
@@ -229,6 +227,21 @@ class Observe(_Wrapping):
 
             return handler._replace(unary_stream=unary_stream)
         return handler
+
+
+def outcome(context: grpc.aio.ServicerContext, failed: BaseException | None) -> grpc.StatusCode:
+    """The status a call ended with. A call its client cancelled, or whose deadline passed, ends
+    its handler with CancelledError and no code set: Canceled or DeadlineExceeded, as grpc-go
+    counts them, not Unknown."""
+    if failed is None:
+        return grpc.StatusCode.OK
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(failed, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        return grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
 
 
 class Admission(_Wrapping):
@@ -258,11 +271,15 @@ class Admission(_Wrapping):
         if service in _UNOBSERVED or handler.unary_unary is None:
             return handler
         unary = handler.unary_unary
-        refused = HANDLED.labels(service, method, grpc.StatusCode.RESOURCE_EXHAUSTED.name)
+        # Refused before Observe sees the call: counted here as started, received and handled.
+        metrics = MethodMetrics.of(rpc_type(handler), service, method)
+        refused = metrics.handled[grpc.StatusCode.RESOURCE_EXHAUSTED]
         code, message, details = self._refusal
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if self.in_progress >= self.limit:
+                metrics.started.inc()
+                metrics.received.inc()
                 refused.inc()
                 correlation_id = caller_correlation_id(context)
                 echo = ((CORRELATION_KEY, correlation_id),) if correlation_id else ()

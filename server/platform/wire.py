@@ -16,6 +16,7 @@ from server.domain import commands as c
 from server.domain import events as e
 from server.domain.errors import FieldViolation
 from server.domain.money import Money
+from server.platform import upcasting
 
 REASONS = {
     types_pb2.CANCELLATION_REASON_CUSTOMER_REQUEST: c.CancellationReason.CUSTOMER_REQUEST,
@@ -124,7 +125,6 @@ def envelope(
     env = events_pb2.Envelope(
         event_id=str(event_id),
         event_type=type(event).__name__,
-        schema_version=1,
         tenant_id=ctx.tenant_id,
         aggregate_type=aggregate_type,
         aggregate_id=aggregate_id,
@@ -136,6 +136,7 @@ def envelope(
         request_id=ctx.request_id,
     )
     _set_payload(env, event)
+    env.schema_version = upcasting.schema_version(env.WhichOneof("payload") or "")
     return env
 
 
@@ -179,6 +180,7 @@ def _set_payload(env: events_pb2.Envelope, event: e.Event) -> None:
                     customer_id=event.customer_id,
                     lines=[line_to_proto(line) for line in event.lines],
                     total=money_to_proto(event.total),
+                    line_totals=[money_to_proto(line.amount) for line in event.lines],
                 )
             )
         case e.OrderConfirmed():

@@ -28,6 +28,7 @@ from server.platform import auth, errors, messaging, serving, timeouts, tokens, 
 from server.platform import schema as db
 from server.query import store as read_store
 from server.query.watch import Hub, StreamLimits, Watcher
+from server.telemetry import semconv
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -445,6 +446,9 @@ async def run(settings: Settings) -> None:
         await pool.close()
 
 
+_WATCH_ATTRIBUTES = semconv.grpc_method(pb.DESCRIPTOR.services_by_name["QueryService"].full_name, "WatchOrders")
+
+
 def _push_span(watcher: Watcher, row: Any) -> Any:
     """The push of one update, in the trace of the change it carries when a notice told us which
     (else under the stream's own span)."""
@@ -452,6 +456,5 @@ def _push_span(watcher: Watcher, row: Any) -> Any:
         "push WatchOrders",
         context=watcher.traces.pop(row.order_id, None),
         kind=SpanKind.PRODUCER,
-        attributes={"rpc.method": "WatchOrders", "orders.aggregate_id": row.order_id,
-                    "orders.aggregate_version": row.version},
+        attributes={**_WATCH_ATTRIBUTES, "orders.aggregate_id": row.order_id, "orders.aggregate_version": row.version},
     )

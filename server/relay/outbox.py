@@ -35,6 +35,7 @@ from server import telemetry
 from server.config import Settings
 from server.platform import messaging, reach
 from server.platform.schema import NOTIFY_CHANNEL
+from server.telemetry import semconv
 from server.telemetry.logs import CORRELATION_ID
 
 log = logging.getLogger(__name__)
@@ -122,13 +123,12 @@ class Publisher:
             f"send {messaging.SUBJECT_PREFIX}.{row.aggregate_type}",
             context=parent,
             kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.operation.type": "send",
-                "messaging.destination.name": subject,
-                "messaging.message.id": row.event_id,
-                "messaging.message.conversation_id": stored.get(CORRELATION_ID, ""),
-            },
+            attributes=semconv.messaging(
+                semconv.SEND, subject, template=messaging.EVENT_SUBJECT_TEMPLATE,
+                **{semconv.MESSAGING_MESSAGE_ID: row.event_id,
+                   semconv.MESSAGING_MESSAGE_CONVERSATION_ID: stored.get(CORRELATION_ID, ""),
+                   semconv.MESSAGING_MESSAGE_BODY_SIZE: len(row.payload),
+                   semconv.MESSAGING_DESTINATION_PARTITION_ID: str(messaging.partition_of(row.aggregate_id, self.partitions))}),
         )
         headers = {k: v for k, v in stored.items() if k not in telemetry.TRACE_HEADERS}
         telemetry.event_trace_into(headers, trace.set_span_in_context(span, parent))

@@ -35,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from orders.v1 import events_pb2
 from server import telemetry
 from server.config import Settings
-from server.platform import messaging, process, tls, wire
+from server.platform import messaging, process, tls, upcasting, wire
 from server.saga import DURABLE, metrics, model, store
 from server.saga.commands import Commands, Conflict, Done, Refused, TokenFile, Unknown, channel
 from server.saga.model import Cause, Saga
@@ -116,11 +116,19 @@ class Event:
 
 
 def concerning(msg: Msg) -> tuple[events_pb2.Envelope | None, Event | None]:
-    """The message's envelope (None: unreadable), and the saga event it is (None: none's)."""
+    """The message's envelope, upcast to its newest schema version (None: unreadable), and the saga
+    event it is (None: none's)."""
     try:
         env = events_pb2.Envelope.FromString(msg.data)
     except (DecodeError, ValueError):  # the projector parks unreadable messages; the saga skips them
         return None, None
+    try:
+        upcasting.upcast(env)  # the rules read each event in its newest form
+    except upcasting.UnknownSchemaVersionError as exc:
+        # Written by a newer command side than this saga: readers are upgraded first (docs/events.md).
+        log.error("event of an unknown schema version skipped", extra={
+            "event_id": env.event_id, "aggregate_id": env.aggregate_id, "error": str(exc)})
+        return env, None
     payload = env.WhichOneof("payload") or ""
     if payload in ORDER_PAYLOADS:
         order_id = env.aggregate_id

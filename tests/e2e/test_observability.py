@@ -12,10 +12,13 @@ import pytest
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import query_service_pb2 as query_pb
+from server.platform import messaging
 from server.platform.process import free_port
 from tests.e2e.client import BadRequest, commands, detail, new_id, place_request, queries, status_of
 from tests.e2e.otlp import Collector, Span, by_trace
 from tests.harness import Stack, sample, scrape, serving, wait_until
+
+RPC = ("rpc.system", "rpc.system.name", "rpc.service", "rpc.method")
 
 pytestmark = pytest.mark.e2e
 ROLES = ("command-server", "query-server", "relay", "projector")
@@ -165,6 +168,33 @@ def test_one_trace_follows_an_order_from_the_call_to_the_watcher(traced: Stack, 
                        what="the projector's batch span linking the publish")
     assert batch.kind == CONSUMER and batch.service == "orders-projector"
 
+    # Each hop speaks the semantic conventions: messaging on the NATS hops, RPC on the push.
+    assert (sent.attributes["messaging.system"], sent.attributes["messaging.operation.type"],
+            sent.attributes["messaging.operation.name"]) == ("nats", "send", "send")
+    partition = sent.attributes["messaging.destination.partition.id"]
+    assert sent.attributes["messaging.destination.name"] == f"orders.events.default.order.{partition}.{order_id}"
+    assert sent.attributes["messaging.destination.template"] == messaging.EVENT_SUBJECT_TEMPLATE
+    assert int(sent.attributes["messaging.message.body.size"]) > 0
+    notice = by_name["send orders.views"]
+    assert (notice.attributes["messaging.system"], notice.attributes["messaging.operation.type"],
+            notice.attributes["messaging.destination.name"], notice.attributes["messaging.destination.template"]) == (
+        "nats", "send", "orders.views.default", messaging.NOTICE_SUBJECT_TEMPLATE)
+    assert (batch.attributes["messaging.system"], batch.attributes["messaging.operation.type"],
+            batch.attributes["messaging.operation.name"], batch.attributes["messaging.destination.name"],
+            batch.attributes["messaging.consumer.group.name"]) == ("nats", "process", "process", "orders.events.>",
+                                                                   "projector")
+    assert int(batch.attributes["messaging.batch.message_count"]) >= 1
+    push = by_name["push WatchOrders"]
+    assert {k: push.attributes.get(k) for k in RPC} == {
+        "rpc.system": "grpc", "rpc.system.name": "grpc", "rpc.service": "orders.v1.QueryService",
+        "rpc.method": "WatchOrders"}
+    # ... named as the gRPC instrumentation names the stream's own server span.
+    server_span = wait_until(lambda: next((s for s in collector.spans()
+                                           if s.name == "/orders.v1.QueryService/WatchOrders"), None),
+                             what="the WatchOrders server span")
+    assert {k: server_span.attributes[k] for k in ("rpc.system", "rpc.service", "rpc.method")} == {
+        k: push.attributes[k] for k in ("rpc.system", "rpc.service", "rpc.method")}
+
 
 def test_metrics_endpoints_move_when_orders_flow(traced: Stack, metrics: dict[str, str]) -> None:
     _, cmd = commands(traced.command_addr)
@@ -176,13 +206,45 @@ def test_metrics_endpoints_move_when_orders_flow(traced: Stack, metrics: dict[st
 
     cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10)
 
-    labels = {"grpc_service": "orders.v1.CommandService", "grpc_method": "PlaceOrder", "grpc_code": "OK"}
     after = scrape(metrics["command-server"])
-    assert sample(after, "grpc_server_handled_total", **labels) == sample(before_command, "grpc_server_handled_total", **labels) + 1
-    assert sample(after, "grpc_server_handling_seconds_count", grpc_method="PlaceOrder") >= 1
+    # go-grpc-prometheus's series and label values: grpc_type, and codes as grpc-go prints them.
+    method = {"grpc_type": "unary", "grpc_service": "orders.v1.CommandService", "grpc_method": "PlaceOrder"}
+    for name in ("grpc_server_started_total", "grpc_server_msg_received_total", "grpc_server_msg_sent_total",
+                 "grpc_server_handling_seconds_count"):
+        assert sample(after, name, **method) == sample(before_command, name, **method) + 1, name
+    ok = {**method, "grpc_code": "OK"}
+    assert sample(after, "grpc_server_handled_total", **ok) == sample(before_command, "grpc_server_handled_total", **ok) + 1
     wait_until(lambda: sample(scrape(metrics["relay"]), "orders_relay_published_total")
                >= sample(before_relay, "orders_relay_published_total") + 2, what="the relay's counter to move")
     assert "orders_outbox_depth" in scrape(metrics["relay"])
+
+
+def test_grpc_metrics_carry_the_labels_of_go_grpc_prometheus(traced: Stack, metrics: dict[str, str]) -> None:
+    _, cmd = commands(traced.command_addr)
+    channel, query = queries(traced.query_addr)
+    before_command, before_query = scrape(metrics["command-server"]), scrape(metrics["query-server"])
+    invalid = {"grpc_type": "unary", "grpc_service": "orders.v1.CommandService", "grpc_method": "PlaceOrder",
+               "grpc_code": "InvalidArgument"}
+    watch = {"grpc_type": "server_stream", "grpc_service": "orders.v1.QueryService", "grpc_method": "WatchOrders"}
+
+    with pytest.raises(grpc.RpcError):
+        cmd.PlaceOrder(place_request("", new_id("c")), timeout=10)
+    stream = query.WatchOrders(query_pb.WatchOrdersRequest(customer_id=new_id("c")), timeout=30)
+    assert next(stream).HasField("heartbeat")  # nothing to send but the caught-up heartbeat
+    stream.cancel()
+
+    after = scrape(metrics["command-server"])
+    assert sample(after, "grpc_server_handled_total", **invalid) == sample(
+        before_command, "grpc_server_handled_total", **invalid) + 1
+    canceled = {**watch, "grpc_code": "Canceled"}
+    wait_until(lambda: sample(scrape(metrics["query-server"]), "grpc_server_handled_total", **canceled)
+               == sample(before_query, "grpc_server_handled_total", **canceled) + 1, what="the stream counted as Canceled")
+    query_after = scrape(metrics["query-server"])
+    assert sample(query_after, "grpc_server_msg_sent_total", **watch) >= sample(
+        before_query, "grpc_server_msg_sent_total", **watch) + 1
+    # Never the Python enum's names: dashboards written for grpc-go would find nothing.
+    assert not re.search(r'grpc_code="[A-Z_]{4,}"', after + query_after)
+    channel.close()
 
 
 def test_names_and_emails_never_reach_logs_or_spans(traced: Stack, collector: Collector) -> None:

@@ -45,7 +45,7 @@ def test_a_call_past_the_limit_is_refused_with_details_and_succeeds_when_retried
     customer_id = new_id("c")
     register(cmd, customer_id)
     refused_before = sample(scrape(metrics), "grpc_server_handled_total", grpc_method="PlaceOrder",
-                            grpc_code="RESOURCE_EXHAUSTED")
+                            grpc_type="unary", grpc_code="ResourceExhausted")
     held = [place_request(new_id("o"), customer_id) for _ in range(LIMIT)]
     extra = place_request(new_id("o"), customer_id)
 
@@ -74,5 +74,5 @@ def test_a_call_past_the_limit_is_refused_with_details_and_succeeds_when_retried
 
     assert cmd.PlaceOrder(extra, timeout=10).version == 1  # the refusal wrote nothing: the retry places it
     refused = sample(scrape(metrics), "grpc_server_handled_total", grpc_method="PlaceOrder",
-                     grpc_code="RESOURCE_EXHAUSTED")
+                     grpc_type="unary", grpc_code="ResourceExhausted")
     assert refused == refused_before + 1

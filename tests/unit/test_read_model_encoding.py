@@ -19,7 +19,9 @@ from projector.views.product_sales import stored, sums
 def test_product_sales_sums_lines_per_product_so_one_upsert_touches_a_row_once() -> None:
     price = types_pb2.Money(currency_code="EUR", units=2, nanos=500_000_000)
     placed = events_pb2.OrderPlaced(lines=[types_pb2.OrderLine(product_id="p", quantity=2, unit_price=price),
-                                           types_pb2.OrderLine(product_id="p", quantity=1, unit_price=price)])
+                                           types_pb2.OrderLine(product_id="p", quantity=1, unit_price=price)],
+                                    line_totals=[types_pb2.Money(currency_code="EUR", units=5),
+                                                 types_pb2.Money(currency_code="EUR", units=2, nanos=500_000_000)])
     assert stored(sums(placed)) == [{"product_id": "p", "currency_code": "EUR", "units": "3", "revenue": "7.500000000"}]
 
 

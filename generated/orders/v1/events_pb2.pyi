@@ -71,16 +71,18 @@ class CustomerRegistered(_message.Message):
     def __init__(self, customer_id: _Optional[str] = ..., display_name: _Optional[str] = ..., email: _Optional[str] = ..., credit_limit: _Optional[_Union[_types_pb2.Money, _Mapping]] = ...) -> None: ...
 
 class OrderPlaced(_message.Message):
-    __slots__ = ("order_id", "customer_id", "lines", "total")
+    __slots__ = ("order_id", "customer_id", "lines", "total", "line_totals")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LINE_TOTALS_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     customer_id: str
     lines: _containers.RepeatedCompositeFieldContainer[_types_pb2.OrderLine]
     total: _types_pb2.Money
-    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_types_pb2.OrderLine, _Mapping]]] = ..., total: _Optional[_Union[_types_pb2.Money, _Mapping]] = ...) -> None: ...
+    line_totals: _containers.RepeatedCompositeFieldContainer[_types_pb2.Money]
+    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_types_pb2.OrderLine, _Mapping]]] = ..., total: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., line_totals: _Optional[_Iterable[_Union[_types_pb2.Money, _Mapping]]] = ...) -> None: ...
 
 class OrderConfirmed(_message.Message):
     __slots__ = ("order_id",)
