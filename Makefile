@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+TS_STAMP := clients/ts/node_modules/.installed-stamp
 PROTOS := $(sort $(wildcard proto/orders/v1/*.proto))
 GEN_OUT ?= generated
 
-.PHONY: install lock run test test-chaos test-fast bench bench-query generate lint clean
+.PHONY: install install-ts lock run test test-chaos test-fast bench bench-query generate generate-all lint clean
 
 # Every runtime and dev dependency comes from requirements.lock, exact versions with hashes; our own
 # packages install on top of it without touching a dependency.
@@ -17,7 +18,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(TS_STAMP)
+
+# The TypeScript client's packages, exactly as package-lock.json pins them (npm registry only).
+$(TS_STAMP): clients/ts/package.json clients/ts/package-lock.json
+	cd clients/ts && npm ci --no-audit --no-fund --loglevel=error
+	touch $(TS_STAMP)
+
+install-ts: $(TS_STAMP)
 
 # A dependency changes only here: edit pyproject.toml, run `make lock`, commit the lock on its own.
 lock: $(STAMP)
@@ -26,7 +34,7 @@ lock: $(STAMP)
 run: $(STAMP)
 	$(BIN)/orders up
 
-test: $(STAMP)
+test: $(STAMP) $(TS_STAMP)
 	$(BIN)/python -m pytest
 
 # The benchmarks are not installed: python -m server, run here, finds bench/ beside it.
@@ -49,6 +57,19 @@ generate: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=$(GEN_OUT) --pyi_out=$(GEN_OUT) \
 		--grpc_python_out=$(GEN_OUT) $(PROTOS)
 	touch $(GEN_OUT)/orders/__init__.py $(GEN_OUT)/orders/v1/__init__.py
+
+# Every language's stubs from buf.gen.yaml: Python into build/gen/python, TypeScript into
+# clients/ts/src/gen (committed), Go and Java into build/gen/{go,java}. Go and Java need Debian's
+# protoc plugins (docs/clients.md); this says which are missing rather than failing half-way.
+GEN_ALL_TOOLS := protoc protoc-gen-go protoc-gen-go-grpc grpc_java_plugin
+generate-all: $(STAMP) $(TS_STAMP)
+	@missing=""; for tool in $(GEN_ALL_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "missing:$$missing (Go and Java generation)"; \
+		echo "install them with: apt-get install -y protobuf-compiler protoc-gen-go protoc-gen-go-grpc protobuf-compiler-grpc-java-plugin"; \
+		exit 1; \
+	fi
+	$(BIN)/buf generate
 
 lint: $(STAMP)
 	$(BIN)/ruff check server projector clients bench tests
