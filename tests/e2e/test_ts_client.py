@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import grpc
 import pytest
 
+from tests.certs import Authority
 from tests.harness import ROOT, Stack, serving, token, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -65,6 +67,23 @@ def control() -> Iterator[Control]:
     running.close()
 
 
+@pytest.fixture(scope="module")
+def mtls(database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A second command server on the same database that requires a client certificate from a
+    throwaway CA; what the node tests need to reach it."""
+    folder = tmp_path_factory.mktemp("certs")
+    ca = Authority.create(folder, "orders-test-ca")
+    server, client = ca.issue(folder, "server", server=True), ca.issue(folder, "client")
+    env = dict(ORDERS_TLS_CERT=str(server.cert), ORDERS_TLS_KEY=str(server.key), ORDERS_TLS_CLIENT_CA=str(ca.cert))
+    credentials = grpc.ssl_channel_credentials(ca.cert.read_bytes(), client.key.read_bytes(), client.cert.read_bytes())
+    stack = Stack(database_url, nats_url, tmp_path_factory.mktemp("mtls-logs"), extra_env=env)
+    stack.start("command-server")
+    wait_until(lambda: stack.alive() and serving(stack.command_addr, credentials), what="the TLS command server SERVING")
+    yield {"ORDERS_TLS_COMMAND_ADDR": stack.command_addr, "ORDERS_TLS_CA": str(ca.cert),
+           "ORDERS_TLS_CLIENT_CERT": str(client.cert), "ORDERS_TLS_CLIENT_KEY": str(client.key)}
+    stack.stop_all()
+
+
 def actions(stack: Stack) -> dict[str, Callable[[], None]]:
     def kill() -> None:
         stack.kill("query-server")
@@ -76,8 +95,8 @@ def actions(stack: Stack) -> dict[str, Callable[[], None]]:
     return {"query-server/kill": kill, "query-server/start": start}
 
 
-def run_npm_test(stack: Stack, control: Control, log: Path) -> int:
-    env = {**stack.env(), "ORDERS_COMMAND_ADDR": stack.command_addr, "ORDERS_QUERY_ADDR": stack.query_addr,
+def run_npm_test(stack: Stack, control: Control, log: Path, extra: dict[str, str]) -> int:
+    env = {**stack.env(), **extra, "ORDERS_COMMAND_ADDR": stack.command_addr, "ORDERS_QUERY_ADDR": stack.query_addr,
            "ORDERS_TOKEN": token(), "ORDERS_TEST_CONTROL_URL": control.url}
     npm = shutil.which("npm")
     assert npm, "npm is needed for the TypeScript client's tests"
@@ -102,12 +121,12 @@ def run_npm_test(stack: Stack, control: Control, log: Path) -> int:
     return proc.returncode
 
 
-def test_the_typescript_client_suite_passes_against_the_stack(stack: Stack, control: Control,
+def test_the_typescript_client_suite_passes_against_the_stack(stack: Stack, control: Control, mtls: dict[str, str],
                                                               tmp_path: Path) -> None:
     log = tmp_path / "npm-test.log"
-    code = run_npm_test(stack, control, log)
+    code = run_npm_test(stack, control, log, mtls)
     output = log.read_text(errors="replace")
     assert code == 0, output[-6000:]
     # node's runner: every test ran and passed, none skipped.
     assert "# fail 0" in output and "# skipped 0" in output, output[-3000:]
-    assert "# pass 12" in output, output[-3000:]
+    assert "# pass 14" in output, output[-3000:]
