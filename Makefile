@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+TS_STAMP := clients/ts/node_modules/.installed-stamp
 PROTOS := $(sort $(wildcard proto/orders/v1/*.proto))
 GEN_OUT ?= generated
 # The google.api / google.rpc protos the contracts import, copied from the googleapis-common-protos
@@ -12,7 +13,7 @@ THIRD_PARTY := third_party
 GOOGLE_PROTOS := google/api/field_behavior.proto google/rpc/status.proto google/rpc/error_details.proto \
 	google/rpc/code.proto
 
-.PHONY: install lock run test test-chaos test-fast bench bench-query generate third-party-protos breaking release-image lint clean
+.PHONY: install install-ts lock run test test-chaos test-fast bench bench-query generate generate-all third-party-protos breaking release-image lint clean
 
 # Every runtime and dev dependency comes from requirements.lock, exact versions with hashes; our own
 # packages install on top of it without touching a dependency.
@@ -22,7 +23,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(TS_STAMP)
+
+# The TypeScript client's packages, exactly as package-lock.json pins them (npm registry only).
+$(TS_STAMP): clients/ts/package.json clients/ts/package-lock.json
+	cd clients/ts && npm ci --no-audit --no-fund --loglevel=error
+	touch $(TS_STAMP)
+
+install-ts: $(TS_STAMP)
 
 # A dependency changes only here: edit pyproject.toml, run `make lock`, commit the lock on its own.
 lock: $(STAMP)
@@ -31,7 +39,7 @@ lock: $(STAMP)
 run: $(STAMP)
 	$(BIN)/orders up
 
-test: $(STAMP)
+test: $(STAMP) $(TS_STAMP)
 	$(BIN)/python -m pytest
 
 # The benchmarks are not installed: python -m server, run here, finds bench/ beside it.
@@ -68,6 +76,19 @@ breaking: $(STAMP)
 release-image: $(STAMP)
 	mkdir -p proto/releases
 	$(BIN)/buf build ".git#tag=$$(cat proto/RELEASE),subdir=proto" -o proto/releases/$$(cat proto/RELEASE).binpb
+
+# Every language's stubs from buf.gen.yaml: Python into build/gen/python, TypeScript into
+# clients/ts/src/gen (committed), Go and Java into build/gen/{go,java}. Go and Java need Debian's
+# protoc plugins (docs/clients.md); this says which are missing rather than failing half-way.
+GEN_ALL_TOOLS := protoc protoc-gen-go protoc-gen-go-grpc grpc_java_plugin
+generate-all: $(STAMP) $(TS_STAMP)
+	@missing=""; for tool in $(GEN_ALL_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "missing:$$missing (Go and Java generation)"; \
+		echo "install them with: apt-get install -y protobuf-compiler protoc-gen-go protoc-gen-go-grpc protobuf-compiler-grpc-java-plugin"; \
+		exit 1; \
+	fi
+	$(BIN)/buf generate
 
 lint: $(STAMP)
 	$(BIN)/ruff check server projector clients bench tests
