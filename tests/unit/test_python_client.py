@@ -20,13 +20,16 @@ from orders.v1 import query_service_pb2_grpc as query_grpc
 from orders_client import (
     AbortedError,
     DeadlineExceededError,
+    InvalidArgumentError,
     OrdersClient,
+    Reconnect,
     ResourceExhaustedError,
     RetryPolicy,
     UnavailableError,
     VersionConflictError,
 )
 from orders_client.errors import error_from
+from server.platform.process import free_port
 
 
 def overloaded(delay_seconds: float) -> status_pb2.Status:
@@ -55,6 +58,17 @@ class Scripted(query_grpc.QueryServiceServicer):
                 await context.abort(st.code, st.details, st.trailing_metadata)
             await context.abort(answer, "try again")
         return query_pb.GetProductResponse(product=query_pb.Product(product_id=request.product_id, on_hand=7))
+
+    async def WatchOrders(self, request: query_pb.WatchOrdersRequest, context: grpc.aio.ServicerContext) -> Any:
+        """Per call: one update after the request's position, then the next scripted status."""
+        self.attempts.append({"resume_token": request.resume_token})
+        position = int(request.resume_token or "0") + 1
+        summary = query_pb.OrderSummary(order_id="o-1", version=position)
+        yield query_pb.WatchOrdersResponse(update=query_pb.OrderUpdate(summary=summary, resume_token=str(position)))
+        if len(self.attempts) <= len(self.script):
+            answer = self.script[len(self.attempts) - 1]
+            assert isinstance(answer, grpc.StatusCode)
+            await context.abort(answer, "stream cut")
 
 
 def against(servicer: Scripted, scenario: Callable[[OrdersClient], Awaitable[None]], **options: Any) -> None:
@@ -182,3 +196,35 @@ def test_details_whose_code_disagrees_with_the_call_are_ignored() -> None:
     error = error_from(grpc.StatusCode.UNAVAILABLE, "down", _trailers(status))
     assert isinstance(error, UnavailableError)
     assert (error.status, error.retry_delay) == (None, None)
+
+
+def test_a_subscription_resumes_after_its_last_update_until_the_stream_ends_for_good() -> None:
+    servicer = Scripted([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT])
+    versions: list[int] = []
+
+    async def scenario(client: OrdersClient) -> None:
+        subscription = client.watch_orders(order_id="o-1", reconnect=Reconnect(initial_backoff=0.01))
+        with pytest.raises(InvalidArgumentError):
+            async for update in subscription:
+                versions.append(update.summary.version)
+        assert (subscription.resumes, subscription.resume_token) == (2, "3")
+
+    against(servicer, scenario)
+    assert [a["resume_token"] for a in servicer.attempts] == ["", "1", "2"]
+    assert versions == [1, 2, 3]
+
+
+def test_a_subscription_gives_up_when_the_stream_stays_broken() -> None:
+    nothing_there = f"127.0.0.1:{free_port()}"
+
+    async def scenario() -> float:
+        async with OrdersClient(nothing_there, nothing_there) as client:
+            subscription = client.watch_orders(reconnect=Reconnect(initial_backoff=0.01, give_up_after=0.5))
+            started = time.monotonic()
+            with pytest.raises(UnavailableError):
+                async for _ in subscription:
+                    pass
+            assert subscription.resumes >= 1
+            return time.monotonic() - started
+
+    assert 0.5 <= asyncio.run(scenario()) < 5

@@ -28,8 +28,9 @@ RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, gr
 
 @dataclass(frozen=True)
 class Reconnect:
-    """Backoff between resumes: a random wait up to initial * 2^n, capped at `max_backoff`. After
-    `give_up_after` seconds with no message received (None: never), the last error is raised."""
+    """Backoff between resumes: a random wait up to initial * 2^n, capped at `max_backoff`. When
+    the stream has been broken for `give_up_after` seconds with no message received since (None:
+    never give up), the last error is raised."""
 
     initial_backoff: float = 0.1
     max_backoff: float = 2.0
@@ -82,7 +83,7 @@ class OrderSubscription:
     async def _run(self) -> AsyncGenerator[query_pb.OrderUpdate, None]:
         loop = asyncio.get_running_loop()
         failures = 0
-        last_message = loop.time()
+        broken_since: float | None = None  # when the stream broke, if nothing came since
         while not self._closed:
             request = query_pb.WatchOrdersRequest()
             request.CopyFrom(self._request)
@@ -91,7 +92,7 @@ class OrderSubscription:
             error: OrdersError
             try:
                 async for message in self._stream:
-                    failures, last_message = 0, loop.time()
+                    failures, broken_since = 0, None
                     if message.HasField("update"):
                         # Kept before handing the update out: a consumer that stops here resumes after it.
                         self.resume_token = message.update.resume_token
@@ -112,8 +113,9 @@ class OrderSubscription:
                     raise error from None
             finally:
                 self._stream.cancel()
+            broken_since = loop.time() if broken_since is None else broken_since
             give_up = self._reconnect.give_up_after
-            if give_up is not None and loop.time() - last_message > give_up:
+            if give_up is not None and loop.time() - broken_since > give_up:
                 raise error
             await asyncio.sleep(self._reconnect.backoff(failures))
             failures += 1
