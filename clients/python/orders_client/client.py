@@ -230,7 +230,7 @@ class OrdersClient:
         """One call with one deadline over all its tries. gRPC's retry policy repeats UNAVAILABLE
         within each try; RESOURCE_EXHAUSTED with RetryInfo is tried again here after the delay the
         server asked for, when the deadline leaves room for it. The request (and its request_id)
-        is the same on every try."""
+        is the same on every try. `reply` is the response type (the generated stubs are untyped)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._timeout if timeout is None else timeout)
         while True:
