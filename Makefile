@@ -17,10 +17,11 @@ GOOGLE_PROTOS := google/api/field_behavior.proto google/rpc/status.proto google/
 
 # Every runtime and dev dependency comes from requirements.lock, exact versions with hashes; our own
 # packages install on top of it without touching a dependency.
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e clients/python
 	touch $(STAMP)
 
 install: $(STAMP) $(TS_STAMP)
@@ -91,7 +92,7 @@ generate-all: $(STAMP) $(TS_STAMP)
 	$(BIN)/buf generate
 
 lint: $(STAMP)
-	$(BIN)/ruff check server projector clients bench tests
+	$(BIN)/ruff check server projector clients/python bench tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/buf lint

@@ -13,10 +13,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.python import OrdersClient
 from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import command_service_pb2_grpc as cmd_grpc
 from orders.v1 import types_pb2
+from orders_client import OrdersClient
 from tests.certs import Authority, Issued, expired_window
 from tests.e2e.client import eur, new_id, place_request, with_token
 from tests.harness import GRPCURL, Stack, token, wait_until

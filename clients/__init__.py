@@ -1,1 +1,0 @@
-"""Client libraries for the Orders services."""
