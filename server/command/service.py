@@ -66,6 +66,9 @@ class CommandService(pb_grpc.CommandServiceServicer):
     async def RegisterCustomer(self, request: pb.RegisterCustomerRequest, context: grpc.aio.ServicerContext) -> pb.RegisterCustomerResponse:
         return await self._run(pipeline.REGISTER_CUSTOMER, request, context)
 
+    async def ForgetCustomer(self, request: pb.ForgetCustomerRequest, context: grpc.aio.ServicerContext) -> pb.ForgetCustomerResponse:
+        return await self._run(pipeline.FORGET_CUSTOMER, request, context)
+
     async def ReserveCredit(self, request: pb.ReserveCreditRequest, context: grpc.aio.ServicerContext) -> pb.ReserveCreditResponse:
         return await self._run(pipeline.RESERVE_CREDIT, request, context)
 
@@ -94,9 +97,16 @@ class CommandService(pb_grpc.CommandServiceServicer):
         return await self._run(pipeline.SHIP_ORDER, request, context)
 
 
+def required_scopes() -> dict[str, str]:
+    """orders.write for every command but ForgetCustomer, an operator's action (orders.admin)."""
+    return serving.required_scopes(pb.DESCRIPTOR.services_by_name["CommandService"], auth.WRITE,
+                                   ForgetCustomer=auth.ADMIN)
+
+
 async def run(settings: Settings) -> None:
     """Composition root of the command-server process."""
     verifier = auth.verifier_from(settings)
+    kek = settings.require_kek()
     conninfo = settings.role_database_url("command-server")
     if settings.token_key_generated:
         log.warning(TOKEN_KEY_WARNING)
@@ -123,12 +133,12 @@ async def run(settings: Settings) -> None:
         await serving.serve(
             addr=settings.command_addr,
             service_names=[pb.DESCRIPTOR.services_by_name["CommandService"].full_name],
-            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(pool, notifier.poke, settings.token_key)), server),
+            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(pool, notifier.poke, settings.token_key, kek)), server),
             ready=ready,
             max_request_bytes=settings.max_request_bytes,
             max_calls_in_progress=settings.max_calls_in_progress,
             grace_seconds=settings.grace_seconds,
-            scopes=serving.required_scopes(pb.DESCRIPTOR.services_by_name["CommandService"], auth.WRITE),
+            scopes=required_scopes(),
             verifier=verifier,
             reflection_on=settings.reflection,
             metrics_addr=settings.metrics_addr,
