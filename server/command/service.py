@@ -9,6 +9,8 @@ from typing import Any
 
 import grpc
 import psycopg
+import psycopg_pool
+from prometheus_client import Gauge
 from psycopg_pool import AsyncConnectionPool
 
 from orders.v1 import command_service_pb2 as pb
@@ -19,6 +21,24 @@ from server.platform import auth, serving, timeouts
 from server.platform.schema import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
+
+FORGOTTEN = Gauge("orders_customers_forgotten",
+                  "Customers whose personal data is erased (ForgetCustomer or `orders forget`), read from the database")
+FORGOTTEN_REFRESH_SECONDS = 5.0
+
+
+async def count_forgotten(pool: AsyncConnectionPool) -> None:
+    """Keeps FORGOTTEN current: a count from the database, so forgets by `orders forget` or by
+    another command server count too."""
+    while True:
+        try:
+            async with pool.connection(timeout=2) as conn:
+                await timeouts.set_timeout(conn, "2000")
+                row = await (await conn.execute("SELECT count(*) FROM customers WHERE forgotten_at IS NOT NULL")).fetchone()
+                FORGOTTEN.set(row[0] if row else 0)
+        except (psycopg.Error, psycopg_pool.PoolTimeout):
+            pass  # the database is away: health says so; the gauge keeps its last value
+        await asyncio.sleep(FORGOTTEN_REFRESH_SECONDS)
 
 
 class Notifier:
@@ -121,6 +141,7 @@ async def run(settings: Settings) -> None:
     await pool.open(wait=False)
     notifier = Notifier(conninfo)
     notifying = asyncio.create_task(notifier.run())
+    counting = asyncio.create_task(count_forgotten(pool))
 
     async def ready() -> bool:
         async with pool.connection(timeout=1) as conn:
@@ -145,7 +166,8 @@ async def run(settings: Settings) -> None:
             tls=settings.tls,
         )
     finally:
-        notifying.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await notifying
+        for task in (notifying, counting):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await pool.close()
