@@ -16,9 +16,11 @@ from orders.v1 import events_pb2
 from server.command import handlers, store
 from server.config import ConfigError, Settings
 from server.domain import commands as c
+from server.domain.errors import VersionConflictError
 from server.platform import tenancy, wire
 
 ACTOR = "orders-forget"
+ATTEMPTS = 10
 _STATE = """SELECT c.version, c.forgotten_at IS NOT NULL, c.display_name <> '' OR c.email <> '',
        EXISTS (SELECT FROM customer_keys k WHERE k.tenant_id = c.tenant_id AND k.customer_id = c.customer_id),
        (SELECT count(*) FROM orders o WHERE o.tenant_id = c.tenant_id AND o.customer_id = c.customer_id),
@@ -90,10 +92,17 @@ async def _forget_one(conn: psycopg.AsyncConnection[Any], kek: bytes, tenant_id:
     request_id = f"forget-{uuid.uuid4()}"
     request = pb.ForgetCustomerRequest(request_id=request_id, customer_id=customer_id)
     ctx = wire.EventContext(tenant_id, str(uuid.uuid4()), request_id, ACTOR, request_id)
-    session = store.Session(conn, ctx, request_id, "ForgetCustomer", wire.request_hash("ForgetCustomer", request),
-                            timeout_ms=30_000, kek=kek)
-    written = await handlers.forget_customer(session, c.ForgetCustomer(customer_id))
-    await session.commit(pb.ForgetCustomerResponse(customer_id=customer_id, version=written.version).SerializeToString())
+    for attempt in range(1, ATTEMPTS + 1):  # credit may move between the read and the write
+        session = store.Session(conn, ctx, request_id, "ForgetCustomer", wire.request_hash("ForgetCustomer", request),
+                                timeout_ms=30_000, kek=kek)
+        written = await handlers.forget_customer(session, c.ForgetCustomer(customer_id))
+        try:
+            await session.commit(
+                pb.ForgetCustomerResponse(customer_id=customer_id, version=written.version).SerializeToString())
+            break
+        except VersionConflictError:
+            if attempt == ATTEMPTS:
+                raise
     report["version"] = written.version
     return report
 

@@ -19,13 +19,14 @@ from server import telemetry
 from server.command import handlers, store
 from server.command.unit_of_work import UnitOfWork, Written
 from server.domain import commands as c
-from server.domain.errors import InvalidCommandError, RequestIdReusedError
+from server.domain.errors import InvalidCommandError, RequestIdReusedError, VersionConflictError
 from server.platform import errors, serving, tokens, wire
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_SECONDS = 10.0
 MIN_USEFUL_SECONDS = 0.005
+UNCONDITIONAL_ATTEMPTS = 10
 
 Req = TypeVar("Req", bound=Message)
 Cmd = TypeVar("Cmd", bound=c.Command)
@@ -43,6 +44,9 @@ class Route(Generic[Req, Cmd, Resp]):
     handle: Callable[[UnitOfWork, Cmd], Awaitable[Written]]
     response: type[Resp]
     reply: Callable[[Written, str], Resp]
+    # A command that names no expected_version (ForgetCustomer): a version conflict means the
+    # aggregate moved between its read and its write, so it is read and decided again.
+    unconditional: bool = False
 
 
 REGISTER_CUSTOMER = Route(
@@ -50,7 +54,8 @@ REGISTER_CUSTOMER = Route(
     lambda w, token: pb.RegisterCustomerResponse(customer_id=w.aggregate_id, version=w.version, consistency_token=token))
 FORGET_CUSTOMER = Route(
     "ForgetCustomer", wire.to_forget_customer, handlers.forget_customer, pb.ForgetCustomerResponse,
-    lambda w, token: pb.ForgetCustomerResponse(customer_id=w.aggregate_id, version=w.version, consistency_token=token))
+    lambda w, token: pb.ForgetCustomerResponse(customer_id=w.aggregate_id, version=w.version, consistency_token=token),
+    unconditional=True)
 RESERVE_CREDIT = Route(
     "ReserveCredit", wire.to_reserve_credit, handlers.reserve_credit, pb.ReserveCreditResponse,
     lambda w, token: pb.ReserveCreditResponse(customer_id=w.aggregate_id, version=w.version, consistency_token=token))
@@ -110,10 +115,16 @@ class Pipeline:
         digest = wire.request_hash(route.method, request)
         budget = _budget(context)
         async with self._pool.connection(timeout=budget) as conn:
-            session = store.Session(conn, ctx, request_id, route.method, digest, timeout_ms=budget * 1000,
-                                    kek=self._kek)
             try:
-                response = await _apply(route, session, cmd, self._token_key)
+                for attempt in range(1, UNCONDITIONAL_ATTEMPTS + 1):
+                    session = store.Session(conn, ctx, request_id, route.method, digest, timeout_ms=budget * 1000,
+                                            kek=self._kek)
+                    try:
+                        response = await _apply(route, session, cmd, self._token_key)
+                        break
+                    except VersionConflictError:
+                        if not route.unconditional or attempt == UNCONDITIONAL_ATTEMPTS:
+                            raise
             except store.Replayed as replay:
                 prior = replay.prior or await store.prior_request(conn, tenant_id, request_id)
                 # A forgotten customer's registration keeps its response but no hash of the
