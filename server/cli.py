@@ -189,7 +189,9 @@ def _saga_ops(args: argparse.Namespace, settings: Settings) -> int:
 
 def _forget(args: argparse.Namespace, settings: Settings) -> int:
     from server.command import forget
+    from server.platform.reach import check_database
 
+    uvloop.run(check_database(settings))  # an unreachable database is one line, not a traceback
     if args.list:
         for tenant_id, customer_id in uvloop.run(forget.forgotten(settings)):
             print(f"{tenant_id} {customer_id}")

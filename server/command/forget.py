@@ -116,7 +116,7 @@ def report_text(report: dict[str, Any]) -> str:
         return head + f"already forgotten; nothing left to erase ({report['orders_kept']} orders kept)"
     lines = [head + ("would be forgotten" if report["dry_run"] else f"forgotten (version {report['version']})"),
              f"  data key {verb} deleted: {'yes' if report['data_key_deleted'] else 'no key (registered before keys)'}",
-             f"  personal columns {verb} scrubbed: {'yes' if report['personal_columns_scrubbed'] else 'already empty'}",
+             f"  personal columns {'would be' if report['dry_run'] else 'were'} scrubbed: {'yes' if report['personal_columns_scrubbed'] else 'already empty'}",
              f"  sealed copies made unreadable (events table, stream, dead letters): {report['sealed_events_shredded']}",
              f"  orders, totals and history kept: {report['orders_kept']} orders"]
     if report["events_in_clear"]:
