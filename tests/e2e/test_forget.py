@@ -34,6 +34,8 @@ from tests.harness import Stack, issuer, sample, scalar, scrape, serving, wait_u
 pytestmark = pytest.mark.e2e
 
 PG_DUMP = "pg_dump"
+# The projector's handlers fail for this customer, so their events become dead letters.
+DEAD_LETTERED = f"c-dlq-{uuid.uuid4().hex[:8]}"
 
 
 def pg_tool(name: str) -> str:
@@ -73,7 +75,8 @@ def stack(database_url: str, nats_url: str, collector: Collector, metrics_addr: 
     running = Stack(database_url, nats_url, tmp_path_factory.mktemp("logs"),
                     extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"})
     running.start("command-server", METRICS_ADDR=metrics_addr)
-    for role in ("query-server", "relay", "projector", "saga"):
+    running.start("projector", ORDERS_PROJECTOR_FAULT_AGGREGATES=DEAD_LETTERED)
+    for role in ("query-server", "relay", "saga"):
         running.start(role)
     wait_until(lambda: running.alive() and serving(running.command_addr) and serving(running.query_addr),
                what="SERVING")
@@ -285,7 +288,7 @@ def test_the_stream_replayed_into_an_empty_database_builds_the_same_read_models(
         assert views(replay, tenant, customer_id, [order_id]) == live
     finally:
         replay.stop_all()
-        stack.start("projector")
+        stack.start("projector", ORDERS_PROJECTOR_FAULT_AGGREGATES=DEAD_LETTERED)
 
 
 def test_orders_forget_reports_what_it_erased_counts_it_and_re_shreds_a_restored_backup(
@@ -333,3 +336,25 @@ def test_orders_forget_reports_what_it_erased_counts_it_and_re_shreds_a_restored
     assert reshred.returncode == 0, reshred.stderr
     assert f"{tenant}/{customer_id}: forgotten" in reshred.stdout
     assert not leaks(("Backed Up", "backed.up@example.com"), pg_dump(restored_url, tmp_path / "restored.sql"))
+
+
+def test_a_dead_lettered_registration_holds_no_personal_data_and_none_is_readable_once_forgotten(
+        stack: Stack, database_url: str, tmp_path: Path) -> None:
+    # Given a customer whose registration the projector parks as a dead letter
+    marker = uuid.uuid4().hex[:12]
+    name, email = f"Parked Person {marker}", f"parked.{marker}@example.com"
+    _, cmd = commands(stack.command_addr)
+    cmd.RegisterCustomer(cmd_pb.RegisterCustomerRequest(request_id=new_id("r"), customer_id=DEAD_LETTERED,
+                                                        display_name=name, email=email), timeout=10)
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as db:
+        letter = wait_until(lambda: db.execute("SELECT id, payload FROM dead_letters WHERE aggregate_id = %s",
+                                               (DEAD_LETTERED,)).fetchone(), what="the dead letter")
+        # Then the dead letter's copy of the event is sealed
+        assert not leaks((name, email, marker), bytes(letter[1]))
+        shown = stack.cli("dlq", "show", str(letter[0]))
+        assert shown.returncode == 0 and DEAD_LETTERED in shown.stdout and marker not in shown.stdout
+
+        # And once forgotten, neither the dead letter nor anything else in the database reads as them
+        forget(stack, "default", DEAD_LETTERED)
+        assert scalar(db, "SELECT count(*) FROM dead_letters WHERE aggregate_id = %s", DEAD_LETTERED) >= 1
+    assert not leaks((name, email, marker), pg_dump(database_url, tmp_path / "dump.sql"))
