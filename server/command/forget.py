@@ -18,6 +18,7 @@ from server.config import ConfigError, Settings
 from server.domain import commands as c
 from server.domain.errors import VersionConflictError
 from server.platform import tenancy, wire
+from server.platform.schema import NOTIFY_CHANNEL
 
 ACTOR = "orders-forget"
 ATTEMPTS = 10
@@ -103,6 +104,7 @@ async def _forget_one(conn: psycopg.AsyncConnection[Any], kek: bytes, tenant_id:
         except VersionConflictError:
             if attempt == ATTEMPTS:
                 raise
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")  # the relay publishes CustomerForgotten now, not at its poll
     report["version"] = written.version
     return report
 
