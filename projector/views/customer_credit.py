@@ -92,6 +92,11 @@ def credit_released(changes: Changes, env: events_pb2.Envelope, stream_seq: int)
     changes.move(env, -nanos(env.credit_released.amount))
 
 
+def customer_forgotten(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
+    """No personal data lives here, so there is nothing to erase: only the version moves."""
+    changes.move(env, 0)
+
+
 MODEL = ReadModel(
     name=T,
     tables=(CustomerCreditRow.__table__,),  # type: ignore[arg-type]
@@ -100,6 +105,7 @@ MODEL = ReadModel(
         "customer_registered": customer_registered,
         "credit_reserved": credit_reserved,
         "credit_released": credit_released,
+        "customer_forgotten": customer_forgotten,
     },
 )
 

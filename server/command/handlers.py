@@ -25,6 +25,14 @@ async def register_customer(uow: UnitOfWork, cmd: c.RegisterCustomer) -> Written
     return uow.insert(customer)
 
 
+async def forget_customer(uow: UnitOfWork, cmd: c.ForgetCustomer) -> Written:
+    customer, event = model.forget_customer(_found(await uow.customer(cmd.customer_id), "customer", cmd.customer_id), cmd)
+    if event is None:
+        return uow.unchanged(customer)
+    uow.record(event)
+    return uow.update(customer, customer.version - 1)
+
+
 async def reserve_credit(uow: UnitOfWork, cmd: c.ReserveCredit) -> Written:
     customer, event = model.reserve_credit(_found(await uow.customer(cmd.customer_id), "customer", cmd.customer_id), cmd)
     uow.record(event)

@@ -19,13 +19,14 @@ from server import telemetry
 from server.command import handlers, store
 from server.command.unit_of_work import UnitOfWork, Written
 from server.domain import commands as c
-from server.domain.errors import InvalidCommandError, RequestIdReusedError
+from server.domain.errors import InvalidCommandError, RequestIdReusedError, VersionConflictError
 from server.platform import errors, serving, tokens, wire
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_SECONDS = 10.0
 MIN_USEFUL_SECONDS = 0.005
+UNCONDITIONAL_ATTEMPTS = 10
 
 Req = TypeVar("Req", bound=Message)
 Cmd = TypeVar("Cmd", bound=c.Command)
@@ -43,11 +44,18 @@ class Route(Generic[Req, Cmd, Resp]):
     handle: Callable[[UnitOfWork, Cmd], Awaitable[Written]]
     response: type[Resp]
     reply: Callable[[Written, str], Resp]
+    # A command that names no expected_version (ForgetCustomer): a version conflict means the
+    # aggregate moved between its read and its write, so it is read and decided again.
+    unconditional: bool = False
 
 
 REGISTER_CUSTOMER = Route(
     "RegisterCustomer", wire.to_register_customer, handlers.register_customer, pb.RegisterCustomerResponse,
     lambda w, token: pb.RegisterCustomerResponse(customer_id=w.aggregate_id, version=w.version, consistency_token=token))
+FORGET_CUSTOMER = Route(
+    "ForgetCustomer", wire.to_forget_customer, handlers.forget_customer, pb.ForgetCustomerResponse,
+    lambda w, token: pb.ForgetCustomerResponse(customer_id=w.aggregate_id, version=w.version, consistency_token=token),
+    unconditional=True)
 RESERVE_CREDIT = Route(
     "ReserveCredit", wire.to_reserve_credit, handlers.reserve_credit, pb.ReserveCreditResponse,
     lambda w, token: pb.ReserveCreditResponse(customer_id=w.aggregate_id, version=w.version, consistency_token=token))
@@ -77,7 +85,7 @@ CANCEL_ORDER = Route(
     lambda w, token: pb.CancelOrderResponse(order_id=w.aggregate_id, version=w.version, consistency_token=token))
 
 ROUTES: tuple[Route[Any, Any, Any], ...] = (
-    REGISTER_CUSTOMER, RESERVE_CREDIT, RELEASE_CREDIT, ADD_STOCK, RESERVE_STOCK, RELEASE_STOCK,
+    REGISTER_CUSTOMER, FORGET_CUSTOMER, RESERVE_CREDIT, RELEASE_CREDIT, ADD_STOCK, RESERVE_STOCK, RELEASE_STOCK,
     PLACE_ORDER, CONFIRM_ORDER, SHIP_ORDER, CANCEL_ORDER,
 )
 
@@ -88,8 +96,9 @@ class Pipeline:
     A request id used before answers with the first response; what it raises, the serving
     layer's error table answers."""
 
-    def __init__(self, pool: AsyncConnectionPool, committed: Callable[[], None], token_key: bytes) -> None:
+    def __init__(self, pool: AsyncConnectionPool, committed: Callable[[], None], token_key: bytes, kek: bytes) -> None:
         self._pool = pool
+        self._kek = kek  # wraps each new customer's data key (platform.personal)
         self._committed = committed
         self._token_key = token_key  # signs consistency tokens, for the query servers to verify
 
@@ -106,12 +115,23 @@ class Pipeline:
         digest = wire.request_hash(route.method, request)
         budget = _budget(context)
         async with self._pool.connection(timeout=budget) as conn:
-            session = store.Session(conn, ctx, request_id, route.method, digest, timeout_ms=budget * 1000)
             try:
-                response = await _apply(route, session, cmd, self._token_key)
+                for attempt in range(1, UNCONDITIONAL_ATTEMPTS + 1):
+                    session = store.Session(conn, ctx, request_id, route.method, digest, timeout_ms=budget * 1000,
+                                            kek=self._kek)
+                    try:
+                        response = await _apply(route, session, cmd, self._token_key)
+                        break
+                    except VersionConflictError:
+                        if not route.unconditional or attempt == UNCONDITIONAL_ATTEMPTS:
+                            raise
             except store.Replayed as replay:
                 prior = replay.prior or await store.prior_request(conn, tenant_id, request_id)
-                if prior is None or (prior.method, prior.request_hash) != (route.method, digest) or prior.response is None:
+                # A forgotten customer's registration keeps its response but no hash of the
+                # personal fields it was made from: a replay of it still answers.
+                same = prior is not None and prior.method == route.method and prior.request_hash in (
+                    digest, store.FORGOTTEN_HASH)
+                if prior is None or not same or prior.response is None:
                     raise RequestIdReusedError(request_id) from None
                 return route.response.FromString(prior.response)
         self._committed()

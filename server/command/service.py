@@ -9,6 +9,8 @@ from typing import Any
 
 import grpc
 import psycopg
+import psycopg_pool
+from prometheus_client import Gauge
 from psycopg_pool import AsyncConnectionPool
 
 from orders.v1 import command_service_pb2 as pb
@@ -19,6 +21,24 @@ from server.platform import auth, serving, timeouts
 from server.platform.schema import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
+
+FORGOTTEN = Gauge("orders_customers_forgotten",
+                  "Customers whose personal data is erased (ForgetCustomer or `orders forget`), read from the database")
+FORGOTTEN_REFRESH_SECONDS = 5.0
+
+
+async def count_forgotten(pool: AsyncConnectionPool) -> None:
+    """Keeps FORGOTTEN current: a count from the database, so forgets by `orders forget` or by
+    another command server count too."""
+    while True:
+        try:
+            async with pool.connection(timeout=2) as conn:
+                await timeouts.set_timeout(conn, "2000")
+                row = await (await conn.execute("SELECT count(*) FROM customers WHERE forgotten_at IS NOT NULL")).fetchone()
+                FORGOTTEN.set(row[0] if row else 0)
+        except (psycopg.Error, psycopg_pool.PoolTimeout):
+            pass  # the database is away: health says so; the gauge keeps its last value
+        await asyncio.sleep(FORGOTTEN_REFRESH_SECONDS)
 
 
 class Notifier:
@@ -66,6 +86,9 @@ class CommandService(pb_grpc.CommandServiceServicer):
     async def RegisterCustomer(self, request: pb.RegisterCustomerRequest, context: grpc.aio.ServicerContext) -> pb.RegisterCustomerResponse:
         return await self._run(pipeline.REGISTER_CUSTOMER, request, context)
 
+    async def ForgetCustomer(self, request: pb.ForgetCustomerRequest, context: grpc.aio.ServicerContext) -> pb.ForgetCustomerResponse:
+        return await self._run(pipeline.FORGET_CUSTOMER, request, context)
+
     async def ReserveCredit(self, request: pb.ReserveCreditRequest, context: grpc.aio.ServicerContext) -> pb.ReserveCreditResponse:
         return await self._run(pipeline.RESERVE_CREDIT, request, context)
 
@@ -94,9 +117,16 @@ class CommandService(pb_grpc.CommandServiceServicer):
         return await self._run(pipeline.SHIP_ORDER, request, context)
 
 
+def required_scopes() -> dict[str, str]:
+    """orders.write for every command but ForgetCustomer, an operator's action (orders.admin)."""
+    return serving.required_scopes(pb.DESCRIPTOR.services_by_name["CommandService"], auth.WRITE,
+                                   ForgetCustomer=auth.ADMIN)
+
+
 async def run(settings: Settings) -> None:
     """Composition root of the command-server process."""
     verifier = auth.verifier_from(settings)
+    kek = settings.require_kek()
     conninfo = settings.role_database_url("command-server")
     if settings.token_key_generated:
         log.warning(TOKEN_KEY_WARNING)
@@ -111,6 +141,7 @@ async def run(settings: Settings) -> None:
     await pool.open(wait=False)
     notifier = Notifier(conninfo)
     notifying = asyncio.create_task(notifier.run())
+    counting = asyncio.create_task(count_forgotten(pool))
 
     async def ready() -> bool:
         async with pool.connection(timeout=1) as conn:
@@ -123,19 +154,20 @@ async def run(settings: Settings) -> None:
         await serving.serve(
             addr=settings.command_addr,
             service_names=[pb.DESCRIPTOR.services_by_name["CommandService"].full_name],
-            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(pool, notifier.poke, settings.token_key)), server),
+            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(pool, notifier.poke, settings.token_key, kek)), server),
             ready=ready,
             max_request_bytes=settings.max_request_bytes,
             max_calls_in_progress=settings.max_calls_in_progress,
             grace_seconds=settings.grace_seconds,
-            scopes=serving.required_scopes(pb.DESCRIPTOR.services_by_name["CommandService"], auth.WRITE),
+            scopes=required_scopes(),
             verifier=verifier,
             reflection_on=settings.reflection,
             metrics_addr=settings.metrics_addr,
             tls=settings.tls,
         )
     finally:
-        notifying.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await notifying
+        for task in (notifying, counting):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await pool.close()

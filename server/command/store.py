@@ -23,13 +23,14 @@ from opentelemetry.trace import SpanKind, StatusCode
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
+from orders.v1 import events_pb2
 from server import telemetry
 from server.command.unit_of_work import Aggregate, Written
 from server.domain.commands import OrderLine
 from server.domain.errors import AlreadyExistsError, DomainError, NotFoundError, VersionConflictError
-from server.domain.events import Event
+from server.domain.events import CustomerForgotten, Event
 from server.domain.model import Customer, Order, OrderState, Product
-from server.platform import timeouts, wire
+from server.platform import personal, timeouts, wire
 from server.platform.schema import from_decimal, to_decimal
 from server.telemetry import tracer
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
@@ -43,7 +44,8 @@ _TIMEOUT = "set_config('statement_timeout', %(timeout_ms)s, false)"
 
 READ = {
     "customer": f"""SELECT {_TIMEOUT}, {_PRIOR},
-        a.customer_id, a.display_name, a.email, a.credit_currency, a.credit_limit, a.credit_reserved, a.version
+        a.customer_id, a.display_name, a.email, a.credit_currency, a.credit_limit, a.credit_reserved, a.version,
+        a.forgotten_at IS NOT NULL
         {_FROM}
         LEFT JOIN customers a ON a.tenant_id = %(tenant_id)s AND a.customer_id = %(aggregate_id)s""",
     "product": f"""SELECT {_TIMEOUT}, {_PRIOR}, a.product_id, a.on_hand, a.reserved, a.version
@@ -71,6 +73,9 @@ _CHANGES = {
         VALUES (%(tenant_id)s, %(aggregate_id)s, %(display_name)s, %(email)s, %(credit_currency)s,
                 %(credit_limit)s, %(credit_reserved)s, %(version)s)
         ON CONFLICT DO NOTHING""",
+    ("customer", "forget"): """UPDATE customers
+        SET display_name = '', email = '', forgotten_at = now(), version = %(version)s, updated_at = now()
+        WHERE tenant_id = %(tenant_id)s AND customer_id = %(aggregate_id)s AND version = %(expected)s""",
     ("customer", "update"): """UPDATE customers
         SET credit_reserved = %(credit_reserved)s, version = %(version)s, updated_at = now()
         WHERE tenant_id = %(tenant_id)s AND customer_id = %(aggregate_id)s AND version = %(expected)s""",
@@ -92,12 +97,32 @@ lines AS (
     SELECT %(tenant_id)s, %(aggregate_id)s, l.no - 1, l.product_id, l.quantity, %(currency_code)s, l.unit_price
     FROM change, unnest(%(line_products)s::text[], %(line_quantities)s::bigint[], %(line_prices)s::numeric[])
          WITH ORDINALITY AS l(product_id, quantity, unit_price, no))"""
+# A new customer's data key, wrapped, with the request that registered them: what ForgetCustomer
+# deletes, and the idempotency record whose hash of the personal fields it scrubs.
+_CUSTOMER_KEY = """,
+keyed AS (
+    INSERT INTO customer_keys (tenant_id, customer_id, wrapped_key, request_id)
+    SELECT %(tenant_id)s, %(aggregate_id)s, %(wrapped_key)s, %(request_id)s FROM change)"""
+# Forgetting: the key goes, and the registration's request hash (computed over the name and email)
+# becomes FORGOTTEN_HASH; its response, which holds no personal data, still answers a replay.
+_SHRED = """,
+shredded AS (
+    DELETE FROM customer_keys k WHERE k.tenant_id = %(tenant_id)s AND k.customer_id = %(aggregate_id)s
+        AND EXISTS (SELECT FROM change)
+    RETURNING k.request_id),
+scrubbed AS (
+    UPDATE idempotency i SET request_hash = %(forgotten_hash)s
+    FROM shredded s WHERE i.tenant_id = %(tenant_id)s AND i.request_id = s.request_id
+        AND i.method = 'RegisterCustomer')"""
+_EXTRA = {("order", "insert"): _ORDER_LINES, ("customer", "insert"): _CUSTOMER_KEY, ("customer", "forget"): _SHRED}
+# The request hash of a registration whose customer was forgotten: no sha256 digest is one byte.
+FORGOTTEN_HASH = b"\0"
 
 
 def _write_sql(aggregate_type: str, kind: str) -> str:
     # The event is inserted from `change`, after the guarded row is locked: within one aggregate,
     # event ids are handed out in commit order, which the relay's id order relies on.
-    lines = _ORDER_LINES if (aggregate_type, kind) == ("order", "insert") else ""
+    lines = _EXTRA.get((aggregate_type, kind), "")
     return f"""WITH claim AS (
     INSERT INTO idempotency (tenant_id, request_id, method, request_hash, response)
     VALUES (%(tenant_id)s, %(request_id)s, %(method)s, %(request_hash)s, %(response)s)
@@ -112,6 +137,12 @@ SELECT orders_command_guard(EXISTS (SELECT FROM claim), EXISTS (SELECT FROM chan
 
 
 WRITE = {key: _write_sql(*key) for key in _CHANGES}
+# A command that changes nothing (forgetting a forgotten customer): the claim alone.
+CLAIM_ONLY = """WITH claim AS (
+    INSERT INTO idempotency (tenant_id, request_id, method, request_hash, response)
+    VALUES (%(tenant_id)s, %(request_id)s, %(method)s, %(request_hash)s, %(response)s)
+    ON CONFLICT DO NOTHING RETURNING 1)
+SELECT orders_command_guard(EXISTS (SELECT FROM claim), true)"""
 
 
 @dataclass(frozen=True)
@@ -143,8 +174,9 @@ class Session:
     event serialised as its Envelope (the outbox row)."""
 
     def __init__(self, conn: Connection, ctx: wire.EventContext, request_id: str, method: str, request_hash: bytes,
-                 timeout_ms: float) -> None:
+                 timeout_ms: float, kek: bytes) -> None:
         self.conn = conn
+        self.kek = kek
         self.ctx = ctx
         self.base = dict(tenant_id=ctx.tenant_id, request_id=request_id, method=method, request_hash=request_hash)
         self.timeout_ms = str(timeouts.timeout_step(timeout_ms))
@@ -171,8 +203,9 @@ class Session:
         row = await self._read("customer", customer_id)
         if row[0] is None:
             return None
-        customer_id, name, email, currency, limit, reserved, version = row
-        return Customer(customer_id, name, email, from_decimal(currency, limit), from_decimal(currency, reserved), version)
+        customer_id, name, email, currency, limit, reserved, version, forgotten = row
+        return Customer(customer_id, name, email, from_decimal(currency, limit), from_decimal(currency, reserved), version,
+                        forgotten)
 
     async def product(self, product_id: str) -> Product | None:
         row = await self._read("product", product_id)
@@ -203,6 +236,11 @@ class Session:
         aggregate_type, values = _values(aggregate)
         return self._stage("update", aggregate_type, dict(values, expected=expected))
 
+    def unchanged(self, aggregate: Aggregate) -> Written:
+        """Nothing to write but the claim: the aggregate as it is."""
+        aggregate_type, values = _values(aggregate)
+        return self._stage("unchanged", aggregate_type, values)
+
     def _stage(self, kind: str, aggregate_type: str, values: dict[str, Any]) -> Written:
         self._change = (aggregate_type, kind, values)
         return Written(aggregate_type, values["aggregate_id"], values["version"])
@@ -212,16 +250,24 @@ class Session:
 
     async def commit(self, response: bytes) -> None:
         """Writes the claim with `response`, the change and the event, all or nothing."""
-        assert self._change is not None and self._event is not None, "a command changes one aggregate"
+        assert self._change is not None, "a command changes one aggregate"
         aggregate_type, kind, values = self._change
+        if kind == "unchanged":
+            await self._commit_claim(response)
+            return
+        assert self._event is not None, "a change records its event"
+        if isinstance(self._event, CustomerForgotten):
+            kind = "forget"
         event_id = uuid.uuid4()
         env = wire.envelope(self._event, self.ctx, aggregate_type, values["aggregate_id"], values["version"], event_id)
+        if env.HasField("customer_registered"):
+            values = dict(values, wrapped_key=self._seal_personal(env))
         # The trace context rides with the event, so the relay's publish, minutes later if need
         # be, joins the trace of the command that caused it.
         headers = telemetry.event_headers(self.ctx.correlation_id, self.ctx.causation_id)
         params = {**self.base, **values, "event_id": event_id, "event_type": env.event_type,
                   "payload": env.SerializeToString(), "headers": Jsonb(headers), "response": response,
-                  "aggregate_type": aggregate_type}
+                  "aggregate_type": aggregate_type, "forgotten_hash": FORGOTTEN_HASH}
         # Nothing runs inside this span that could be its child, so it is never made current:
         # a span costs the command server less that way. It carries the ids of the event it
         # writes (this process has no baggage processor to copy them: see setup_tracing).
@@ -251,6 +297,28 @@ class Session:
             raise VersionConflictError(aggregate_type, values["aggregate_id"], values["expected"], int(actual[0])) from None
         finally:
             span.end()
+
+
+    def _seal_personal(self, env: events_pb2.Envelope) -> bytes:
+        """Seals the registration's personal fields with a new data key (leaving none in clear in
+        the event) and returns the key wrapped by the KEK, for the customer_keys row."""
+        registered = env.customer_registered
+        key = personal.new_data_key(self.kek, env.tenant_id, registered.customer_id)
+        registered.sealed_personal_data = personal.seal_personal(
+            key.key, env.tenant_id, registered.customer_id, registered.display_name, registered.email)
+        registered.ClearField("display_name")
+        registered.ClearField("email")
+        return key.wrapped
+
+    async def _commit_claim(self, response: bytes) -> None:
+        if timeouts.known.get(self.conn) != self.timeout_ms:
+            await timeouts.set_timeout(self.conn, self.timeout_ms)
+        try:
+            await self.conn.execute(CLAIM_ONLY, {**self.base, "response": response})
+        except psycopg.Error as exc:
+            if exc.sqlstate == "OR001":
+                raise Replayed(None) from None
+            raise
 
 
 async def prior_request(conn: Connection, tenant_id: str, request_id: str) -> Prior | None:

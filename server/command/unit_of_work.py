@@ -41,6 +41,11 @@ class UnitOfWork(Protocol):
         """A changed aggregate, saved only if it is still at version `expected` when committed."""
         ...
 
+    def unchanged(self, aggregate: Aggregate) -> Written:
+        """No change and no event: the command's answer is the aggregate as it is (only its
+        request id is recorded)."""
+        ...
+
     def record(self, event: Event) -> None:
         """The event of the change, written with it (the outbox row)."""
         ...

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from server.platform import personal
 from server.platform.scopes import TENANT_SCOPES
 
 ISSUER = "orders-dev"
@@ -104,3 +105,15 @@ class DevIssuer:
     def public_key_pem(self) -> bytes:
         return self._private_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def dev_kek(data_dir: Path) -> str:
+    """The dev key-encryption key (ORDERS_KEK's form) under `data_dir`, made on first use (0600).
+    Losing it makes every customer's personal data unreadable, as forgetting them all would."""
+    path = data_dir / "kek"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(personal.new_kek_text() + "\n")
+    return path.read_text().strip()

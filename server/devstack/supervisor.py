@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.config import ROLE_DATABASE_VARIABLES, ROLES, Settings, TlsFiles, public_address
 from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres, database_logins
-from server.devstack.signing import DevIssuer
+from server.devstack.signing import DevIssuer, dev_kek
 from server.platform.migrations import upgrade
 from server.platform.process import die_with_parent
 from server.platform.scopes import ANY_TENANT, WRITE
@@ -193,6 +193,8 @@ class LocalStack:
         # One key for every child of this run: the query server accepts the command server's
         # consistency tokens, and watchers can resume on a restarted query-server.
         self.env["ORDERS_TOKEN_KEY"] = self.settings.token_key.decode()
+        if self.settings.kek is None:  # a dev key-encryption key, kept with the data it protects
+            self.env["ORDERS_KEK"] = dev_kek(self.settings.data_dir)
         if self.settings.auth and not self.settings.jwks:
             self.issuer = dev_issuer(self.settings)
             self.env.update(self.issuer.env())

@@ -64,6 +64,17 @@ class RegisterCustomer(Command):
 
 
 @dataclass(frozen=True)
+class ForgetCustomer(Command):
+    """Erase the customer's personal data. Unconditional (no expected_version): forgetting must
+    not fail because credit moved meanwhile."""
+
+    customer_id: str
+
+    def violations(self) -> list[FieldViolation]:
+        return id_violations("customer_id", self.customer_id)
+
+
+@dataclass(frozen=True)
 class ReserveCredit(Command):
     customer_id: str
     expected_version: int

@@ -17,6 +17,13 @@ class CustomerRegistered:
 
 
 @dataclass(frozen=True)
+class CustomerForgotten:
+    """The customer's personal data was erased; carries none of it."""
+
+    customer_id: str
+
+
+@dataclass(frozen=True)
 class CreditReserved:
     customer_id: str
     order_id: str
@@ -77,6 +84,7 @@ class OrderShipped:
 
 Event = (
     CustomerRegistered
+    | CustomerForgotten
     | CreditReserved
     | CreditReleased
     | StockAdded

@@ -35,6 +35,7 @@ class Customer:
     credit_limit: Money
     credit_reserved: Money
     version: int
+    forgotten: bool = False  # the personal fields are erased (display_name and email are empty)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,15 @@ def register_customer(cmd: c.RegisterCustomer) -> tuple[Customer, e.CustomerRegi
         cmd.customer_id, cmd.display_name, cmd.email, cmd.credit_limit, Money.zero(cmd.credit_limit.currency_code), 1
     )
     return customer, e.CustomerRegistered(cmd.customer_id, cmd.display_name, cmd.email, cmd.credit_limit)
+
+
+def forget_customer(customer: Customer, cmd: c.ForgetCustomer) -> tuple[Customer, e.CustomerForgotten | None]:
+    """The customer with the personal fields erased and the event that says so; a customer
+    forgotten before is returned as it is, with no event (forgetting is idempotent)."""
+    if customer.forgotten:
+        return customer, None
+    changed = replace(customer, display_name="", email="", forgotten=True, version=customer.version + 1)
+    return changed, e.CustomerForgotten(customer.customer_id)
 
 
 def reserve_credit(customer: Customer, cmd: c.ReserveCredit) -> tuple[Customer, e.CreditReserved]:

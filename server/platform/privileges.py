@@ -41,7 +41,10 @@ TABLES: Mapping[str, Mapping[str, frozenset[str]]] = {
     "products": {COMMAND: _WRITE},
     "orders": {COMMAND: _WRITE},
     "order_lines": {COMMAND: frozenset({"SELECT", "INSERT"})},
-    "idempotency": {COMMAND: frozenset({"SELECT", "INSERT"})},
+    # UPDATE: forgetting a customer scrubs their registration's request hash.
+    "idempotency": {COMMAND: _WRITE},
+    # Customers' data keys: made by RegisterCustomer, deleted by ForgetCustomer, read by no one else.
+    "customer_keys": {COMMAND: frozenset({"SELECT", "INSERT", "DELETE"})},
     # Appended by commands, read and marked published by the relay; no process deletes an event.
     "events": {COMMAND: frozenset({"INSERT"}), RELAY: frozenset({"SELECT", "UPDATE"})},
     # Read models: written by the projector; the query server reads those it serves.

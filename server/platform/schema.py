@@ -61,6 +61,20 @@ class CustomerRow(Base):
     version: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
+    # Set when the customer was forgotten: display_name and email are empty from then on.
+    forgotten_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CustomerKeyRow(Base):
+    """A customer's data key wrapped by the KEK (server.platform.personal); deleting it forgets
+    the customer. request_id names the registration, whose idempotency hash is scrubbed then."""
+
+    __tablename__ = "customer_keys"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    request_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = _now()
 
 
 class ProductRow(Base):

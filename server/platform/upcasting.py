@@ -18,6 +18,9 @@ from server.domain.money import Money
 CURRENT: Mapping[str, int] = {
     # 2: line_totals, each line's exact amount (a version 1 event has none: empty is not "zero").
     "order_placed": 2,
+    # 2: the personal fields sealed with the customer's data key (sealed_personal_data); version 1
+    # carried them in clear. Readers take them through platform.personal.registered_personal.
+    "customer_registered": 2,
 }
 
 Upcaster = Callable[[events_pb2.Envelope], None]
@@ -45,9 +48,17 @@ def _order_placed_1_to_2(env: events_pb2.Envelope) -> None:
                                                   nanos=amount.nanos))
 
 
+def _customer_registered_1_to_2(env: events_pb2.Envelope) -> None:
+    """Nothing moves: a version 1 event keeps its fields in clear (no key was ever made for it),
+    and an empty sealed_personal_data tells readers so. Stored bytes are never rewritten, so
+    personal data written before version 2 is erased only by a forget's scrub of the write model,
+    not in those old events (docs/privacy.md)."""
+
+
 # (payload, version) -> the upcaster that makes it version + 1.
 UPCASTERS: Mapping[tuple[str, int], Upcaster] = {
     ("order_placed", 1): _order_placed_1_to_2,
+    ("customer_registered", 1): _customer_registered_1_to_2,
 }
 
 

@@ -50,6 +50,10 @@ def to_register_customer(request: cmd_pb.RegisterCustomerRequest) -> c.RegisterC
     return c.RegisterCustomer(request.customer_id, request.display_name, request.email, money_to_domain(limit))
 
 
+def to_forget_customer(request: cmd_pb.ForgetCustomerRequest) -> c.ForgetCustomer:
+    return c.ForgetCustomer(request.customer_id)
+
+
 def to_reserve_credit(request: cmd_pb.ReserveCreditRequest) -> c.ReserveCredit:
     return c.ReserveCredit(request.customer_id, request.expected_version, money_to_domain(request.amount), request.order_id)
 
@@ -151,6 +155,8 @@ def _set_payload(env: events_pb2.Envelope, event: e.Event) -> None:
                     credit_limit=money_to_proto(event.credit_limit),
                 )
             )
+        case e.CustomerForgotten():
+            env.customer_forgotten.CopyFrom(events_pb2.CustomerForgotten(customer_id=event.customer_id))
         case e.CreditReserved():
             env.credit_reserved.CopyFrom(
                 events_pb2.CreditReserved(

@@ -28,9 +28,10 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
 
     report = json.loads(out.read_text())
     points = {(m["name"], m["concurrency"]) for m in report["write_side"]}
-    assert points == {(name, c) for name in ("noop", "place_order") for c in (1, 16, 64)}
+    assert points == {(name, c) for name in ("noop", "register", "place_order") for c in (1, 16, 64)}
     assert all(m["calls"] > 0 and m["errors"] == 0 and m["p99_ms"] >= m["p50_ms"] > 0 for m in report["write_side"])
     assert all(sum(m["histogram"]["counts"]) == m["calls"] for m in report["write_side"])
+    assert report["sealing"]["seal_us"] > 0 and report["sealing"]["register_p50_us"] > 0
     assert report["database"]["pgbench_tps"] > 0
     assert report["relay"]["events"] == 2000 and report["relay"]["relay_per_s"] > 0
     assert report["tracing"]["spans_exported"] > 0
@@ -49,6 +50,7 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
     assert saga["placed_to_confirmed_p99_ms"] >= saga["placed_to_confirmed_p50_ms"] > 0
     assert set(report["ratios"]) == {
         "place_order_vs_noop_c1", "place_order_vs_noop_c16", "place_order_vs_noop_c64", "relay_vs_raw_publish",
+        "register_vs_noop_c1", "register_vs_noop_c16", "register_vs_noop_c64", "sealing_share_of_register_p50",
         "traced_vs_untraced", "auth_on_vs_off", "place_order_vs_database_ceiling", "get_order_vs_noop", "list_orders_vs_noop",
         "projector_vs_raw_fetch_ack", "saga_confirmed_vs_place_order",
     }

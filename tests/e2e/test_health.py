@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2
 
 from server.devstack.embedded import EmbeddedPostgres
 from server.platform.process import free_port
-from tests.harness import ROOT, health_status, issuer, serving, wait_until
+from tests.harness import ROOT, TEST_KEK, health_status, issuer, serving, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 def test_the_command_server_is_not_serving_until_postgres_answers(tmp_path: Path) -> None:
     addr = f"127.0.0.1:{free_port()}"
     postgres = EmbeddedPostgres(tmp_path)  # its URL, password included, is known before it starts
-    env = {"DATABASE_URL": postgres.url, "COMMAND_ADDR": addr, "PATH": "", **issuer().env()}
+    env = {"DATABASE_URL": postgres.url, "COMMAND_ADDR": addr, "PATH": "", "ORDERS_KEK": TEST_KEK, **issuer().env()}
     server = subprocess.Popen([sys.executable, "-m", "server", "command-server"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

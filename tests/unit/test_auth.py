@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from orders.v1 import command_service_pb2, query_service_pb2
+from server.command import service as command_service
 from server.config import ConfigError, Settings
 from server.platform import auth, serving
 
@@ -180,10 +181,12 @@ def test_malformed_auth_settings_are_named(name: str, value: str) -> None:
 
 
 def test_every_rpc_needs_a_scope() -> None:
-    commands = serving.required_scopes(command_service_pb2.DESCRIPTOR.services_by_name["CommandService"], auth.WRITE)
+    commands = command_service.required_scopes()
     queries = serving.required_scopes(query_service_pb2.DESCRIPTOR.services_by_name["QueryService"], auth.READ)
 
-    assert len(commands) == 10 and set(commands.values()) == {auth.WRITE}
+    assert len(commands) == 11 == len(command_service_pb2.DESCRIPTOR.services_by_name["CommandService"].methods)
+    assert commands.pop("/orders.v1.CommandService/ForgetCustomer") == auth.ADMIN
+    assert set(commands.values()) == {auth.WRITE}
     assert len(queries) == 7 and set(queries.values()) == {auth.READ}
     assert queries["/orders.v1.QueryService/GetCustomer"] == queries["/orders.v1.QueryService/GetProduct"] == auth.READ
     assert queries["/orders.v1.QueryService/WatchOrders"] == auth.READ

@@ -76,10 +76,16 @@ class FakeUnitOfWork:
         self._staged = (aggregate, expected, None)
         return Written(*key(aggregate), aggregate.version)
 
+    def unchanged(self, aggregate: Aggregate) -> Written:
+        self._staged = (aggregate, -1, None)
+        return Written(*key(aggregate), aggregate.version)
+
     def record(self, event: e.Event) -> None:
         self._recorded = event
 
     def commit(self) -> None:
+        if self._staged is not None and self._staged[1] == -1:  # unchanged: nothing is written
+            return
         assert self._staged is not None and self._recorded is not None, "a command changes one aggregate"
         aggregate, expected, missing_reference = self._staged
         current = self.rows.get(key(aggregate))
@@ -127,6 +133,32 @@ def test_given_a_registered_customer_when_the_id_registers_again_then_it_already
     with pytest.raises(AlreadyExistsError):
         run(handlers.register_customer, uow, c.RegisterCustomer("c-1", "Bob", "bob@example.com", eur(5)))
     assert uow.events == []
+
+
+def test_given_a_customer_when_forgotten_then_the_personal_fields_are_erased_and_forgotten_is_recorded() -> None:
+    uow = FakeUnitOfWork(ADA)
+
+    written = run(handlers.forget_customer, uow, c.ForgetCustomer("c-1"))
+
+    assert written == Written("customer", "c-1", 2)
+    assert uow.rows[("customer", "c-1")] == replace(ADA, display_name="", email="", forgotten=True, version=2)
+    assert uow.events == [e.CustomerForgotten("c-1")]
+
+
+def test_given_a_forgotten_customer_when_forgotten_again_then_nothing_changes_and_no_event_is_recorded() -> None:
+    forgotten = replace(ADA, display_name="", email="", forgotten=True, version=2)
+    uow = FakeUnitOfWork(forgotten)
+
+    written = run(handlers.forget_customer, uow, c.ForgetCustomer("c-1"))
+
+    assert written == Written("customer", "c-1", 2)
+    assert uow.rows[("customer", "c-1")] == forgotten
+    assert uow.events == []
+
+
+def test_given_no_customer_when_forgotten_then_it_is_not_found() -> None:
+    with pytest.raises(NotFoundError):
+        run(handlers.forget_customer, FakeUnitOfWork(), c.ForgetCustomer("c-9"))
 
 
 def test_given_a_customer_when_credit_is_reserved_then_it_is_updated_and_reserved_is_recorded() -> None:

@@ -97,6 +97,12 @@ class OrdersClient:
                                                  display_name=display_name, email=email, credit_limit=credit_limit)
         return await self._unary(self._commands.RegisterCustomer, request, timeout, cmd_pb.RegisterCustomerResponse)
 
+    async def forget_customer(self, customer_id: str, *, request_id: str | None = None,
+                              timeout: float | None = None) -> cmd_pb.ForgetCustomerResponse:
+        """Erases the customer's personal data for good (needs the orders.admin scope)."""
+        request = cmd_pb.ForgetCustomerRequest(request_id=request_id or new_request_id(), customer_id=customer_id)
+        return await self._unary(self._commands.ForgetCustomer, request, timeout, cmd_pb.ForgetCustomerResponse)
+
     async def reserve_credit(self, customer_id: str, expected_version: int, amount: types_pb2.Money, order_id: str, *,
                              request_id: str | None = None,
                              timeout: float | None = None) -> cmd_pb.ReserveCreditResponse:

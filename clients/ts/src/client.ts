@@ -148,6 +148,11 @@ export class OrdersClient {
     return this.command(cmd.RegisterCustomerRequestSchema, req, (r, o) => this.commands.registerCustomer(r, o), opts);
   }
 
+  // Erases the customer's personal data for good (needs the orders.admin scope).
+  forgetCustomer(req: Init<typeof cmd.ForgetCustomerRequestSchema>, opts?: CallOptions): Promise<cmd.ForgetCustomerResponse> {
+    return this.command(cmd.ForgetCustomerRequestSchema, req, (r, o) => this.commands.forgetCustomer(r, o), opts);
+  }
+
   reserveCredit(req: Init<typeof cmd.ReserveCreditRequestSchema>, opts?: CallOptions): Promise<cmd.ReserveCreditResponse> {
     return this.command(cmd.ReserveCreditRequestSchema, req, (r, o) => this.commands.reserveCredit(r, o), opts);
   }

@@ -22,6 +22,24 @@ class RegisterCustomerRequest(_message.Message):
     credit_limit: _types_pb2.Money
     def __init__(self, request_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., display_name: _Optional[str] = ..., email: _Optional[str] = ..., credit_limit: _Optional[_Union[_types_pb2.Money, _Mapping]] = ...) -> None: ...
 
+class ForgetCustomerRequest(_message.Message):
+    __slots__ = ("request_id", "customer_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    customer_id: str
+    def __init__(self, request_id: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
+
+class ForgetCustomerResponse(_message.Message):
+    __slots__ = ("customer_id", "version", "consistency_token")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    version: int
+    consistency_token: str
+    def __init__(self, customer_id: _Optional[str] = ..., version: _Optional[int] = ..., consistency_token: _Optional[str] = ...) -> None: ...
+
 class RegisterCustomerResponse(_message.Message):
     __slots__ = ("customer_id", "version", "consistency_token")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]

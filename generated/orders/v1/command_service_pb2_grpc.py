@@ -46,6 +46,11 @@ class CommandServiceStub:
                 request_serializer=orders_dot_v1_dot_command__service__pb2.RegisterCustomerRequest.SerializeToString,
                 response_deserializer=orders_dot_v1_dot_command__service__pb2.RegisterCustomerResponse.FromString,
                 _registered_method=True)
+        self.ForgetCustomer = channel.unary_unary(
+                '/orders.v1.CommandService/ForgetCustomer',
+                request_serializer=orders_dot_v1_dot_command__service__pb2.ForgetCustomerRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_command__service__pb2.ForgetCustomerResponse.FromString,
+                _registered_method=True)
         self.ReserveCredit = channel.unary_unary(
                 '/orders.v1.CommandService/ReserveCredit',
                 request_serializer=orders_dot_v1_dot_command__service__pb2.ReserveCreditRequest.SerializeToString,
@@ -105,6 +110,16 @@ class CommandServiceServicer:
 
     def RegisterCustomer(self, request, context):
         """Registers a new customer with a credit limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetCustomer(self, request, context):
+        """Erases a customer's personal data for good (crypto-shredding): deletes the customer's data
+        key, so every stored copy of the encrypted name and email is unreadable, and scrubs the
+        personal columns. Orders, totals and history stay. Forgetting a forgotten customer changes
+        nothing and answers OK. Needs the `orders.admin` scope.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,6 +195,11 @@ def add_CommandServiceServicer_to_server(servicer, server):
                     servicer.RegisterCustomer,
                     request_deserializer=orders_dot_v1_dot_command__service__pb2.RegisterCustomerRequest.FromString,
                     response_serializer=orders_dot_v1_dot_command__service__pb2.RegisterCustomerResponse.SerializeToString,
+            ),
+            'ForgetCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetCustomer,
+                    request_deserializer=orders_dot_v1_dot_command__service__pb2.ForgetCustomerRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_command__service__pb2.ForgetCustomerResponse.SerializeToString,
             ),
             'ReserveCredit': grpc.unary_unary_rpc_method_handler(
                     servicer.ReserveCredit,
@@ -261,6 +281,33 @@ class CommandService:
             '/orders.v1.CommandService/RegisterCustomer',
             orders_dot_v1_dot_command__service__pb2.RegisterCustomerRequest.SerializeToString,
             orders_dot_v1_dot_command__service__pb2.RegisterCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.CommandService/ForgetCustomer',
+            orders_dot_v1_dot_command__service__pb2.ForgetCustomerRequest.SerializeToString,
+            orders_dot_v1_dot_command__service__pb2.ForgetCustomerResponse.FromString,
             options,
             channel_credentials,
             insecure,

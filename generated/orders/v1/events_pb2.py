@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from orders.v1 import types_pb2 as orders_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16orders/v1/events.proto\x12\torders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15orders/v1/types.proto\"\xbe\x06\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\x05\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x16\n\x0e\x61ggregate_type\x18\x05 \x01(\t\x12\x14\n\x0c\x61ggregate_id\x18\x06 \x01(\t\x12\x19\n\x11\x61ggregate_version\x18\x07 \x01(\x03\x12.\n\noccur_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\t \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\n \x01(\t\x12\r\n\x05\x61\x63tor\x18\x0b \x01(\t\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12<\n\x13\x63ustomer_registered\x18\x14 \x01(\x0b\x32\x1d.orders.v1.CustomerRegisteredH\x00\x12.\n\x0corder_placed\x18\x15 \x01(\x0b\x32\x16.orders.v1.OrderPlacedH\x00\x12\x34\n\x0forder_confirmed\x18\x16 \x01(\x0b\x32\x19.orders.v1.OrderConfirmedH\x00\x12\x34\n\x0forder_cancelled\x18\x17 \x01(\x0b\x32\x19.orders.v1.OrderCancelledH\x00\x12\x30\n\rorder_shipped\x18\x18 \x01(\x0b\x32\x17.orders.v1.OrderShippedH\x00\x12\x34\n\x0f\x63redit_reserved\x18\x19 \x01(\x0b\x32\x19.orders.v1.CreditReservedH\x00\x12\x34\n\x0f\x63redit_released\x18\x1a \x01(\x0b\x32\x19.orders.v1.CreditReleasedH\x00\x12,\n\x0bstock_added\x18\x1b \x01(\x0b\x32\x15.orders.v1.StockAddedH\x00\x12\x32\n\x0estock_reserved\x18\x1c \x01(\x0b\x32\x18.orders.v1.StockReservedH\x00\x12\x32\n\x0estock_released\x18\x1d \x01(\x0b\x32\x18.orders.v1.StockReleasedH\x00\x42\t\n\x07payload\"v\n\x12\x43ustomerRegistered\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12&\n\x0c\x63redit_limit\x18\x04 \x01(\x0b\x32\x10.orders.v1.Money\"\xa1\x01\n\x0bOrderPlaced\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.orders.v1.OrderLine\x12\x1f\n\x05total\x18\x04 \x01(\x0b\x32\x10.orders.v1.Money\x12%\n\x0bline_totals\x18\x05 \x03(\x0b\x32\x10.orders.v1.Money\"\"\n\x0eOrderConfirmed\x12\x10\n\x08order_id\x18\x01 \x01(\t\"_\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.orders.v1.CancellationReason\x12\x0c\n\x04note\x18\x03 \x01(\t\" \n\x0cOrderShipped\x12\x10\n\x08order_id\x18\x01 \x01(\t\"Y\n\x0e\x43reditReserved\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12 \n\x06\x61mount\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\"Y\n\x0e\x43reditReleased\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12 \n\x06\x61mount\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\"2\n\nStockAdded\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\"G\n\rStockReserved\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"G\n\rStockReleased\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16orders/v1/events.proto\x12\torders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15orders/v1/types.proto\"\xfa\x06\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\x05\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x16\n\x0e\x61ggregate_type\x18\x05 \x01(\t\x12\x14\n\x0c\x61ggregate_id\x18\x06 \x01(\t\x12\x19\n\x11\x61ggregate_version\x18\x07 \x01(\x03\x12.\n\noccur_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\t \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\n \x01(\t\x12\r\n\x05\x61\x63tor\x18\x0b \x01(\t\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12<\n\x13\x63ustomer_registered\x18\x14 \x01(\x0b\x32\x1d.orders.v1.CustomerRegisteredH\x00\x12.\n\x0corder_placed\x18\x15 \x01(\x0b\x32\x16.orders.v1.OrderPlacedH\x00\x12\x34\n\x0forder_confirmed\x18\x16 \x01(\x0b\x32\x19.orders.v1.OrderConfirmedH\x00\x12\x34\n\x0forder_cancelled\x18\x17 \x01(\x0b\x32\x19.orders.v1.OrderCancelledH\x00\x12\x30\n\rorder_shipped\x18\x18 \x01(\x0b\x32\x17.orders.v1.OrderShippedH\x00\x12\x34\n\x0f\x63redit_reserved\x18\x19 \x01(\x0b\x32\x19.orders.v1.CreditReservedH\x00\x12\x34\n\x0f\x63redit_released\x18\x1a \x01(\x0b\x32\x19.orders.v1.CreditReleasedH\x00\x12,\n\x0bstock_added\x18\x1b \x01(\x0b\x32\x15.orders.v1.StockAddedH\x00\x12\x32\n\x0estock_reserved\x18\x1c \x01(\x0b\x32\x18.orders.v1.StockReservedH\x00\x12\x32\n\x0estock_released\x18\x1d \x01(\x0b\x32\x18.orders.v1.StockReleasedH\x00\x12:\n\x12\x63ustomer_forgotten\x18\x1e \x01(\x0b\x32\x1c.orders.v1.CustomerForgottenH\x00\x42\t\n\x07payload\"\x94\x01\n\x12\x43ustomerRegistered\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12&\n\x0c\x63redit_limit\x18\x04 \x01(\x0b\x32\x10.orders.v1.Money\x12\x1c\n\x14sealed_personal_data\x18\x05 \x01(\x0c\"3\n\x0cPersonalData\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"(\n\x11\x43ustomerForgotten\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"\xa1\x01\n\x0bOrderPlaced\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12#\n\x05lines\x18\x03 \x03(\x0b\x32\x14.orders.v1.OrderLine\x12\x1f\n\x05total\x18\x04 \x01(\x0b\x32\x10.orders.v1.Money\x12%\n\x0bline_totals\x18\x05 \x03(\x0b\x32\x10.orders.v1.Money\"\"\n\x0eOrderConfirmed\x12\x10\n\x08order_id\x18\x01 \x01(\t\"_\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12-\n\x06reason\x18\x02 \x01(\x0e\x32\x1d.orders.v1.CancellationReason\x12\x0c\n\x04note\x18\x03 \x01(\t\" \n\x0cOrderShipped\x12\x10\n\x08order_id\x18\x01 \x01(\t\"Y\n\x0e\x43reditReserved\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12 \n\x06\x61mount\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\"Y\n\x0e\x43reditReleased\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12 \n\x06\x61mount\x18\x03 \x01(\x0b\x32\x10.orders.v1.Money\"2\n\nStockAdded\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\"G\n\rStockReserved\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"G\n\rStockReleased\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orders.v1.events_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENVELOPE']._serialized_start=94
-  _globals['_ENVELOPE']._serialized_end=924
-  _globals['_CUSTOMERREGISTERED']._serialized_start=926
-  _globals['_CUSTOMERREGISTERED']._serialized_end=1044
-  _globals['_ORDERPLACED']._serialized_start=1047
-  _globals['_ORDERPLACED']._serialized_end=1208
-  _globals['_ORDERCONFIRMED']._serialized_start=1210
-  _globals['_ORDERCONFIRMED']._serialized_end=1244
-  _globals['_ORDERCANCELLED']._serialized_start=1246
-  _globals['_ORDERCANCELLED']._serialized_end=1341
-  _globals['_ORDERSHIPPED']._serialized_start=1343
-  _globals['_ORDERSHIPPED']._serialized_end=1375
-  _globals['_CREDITRESERVED']._serialized_start=1377
-  _globals['_CREDITRESERVED']._serialized_end=1466
-  _globals['_CREDITRELEASED']._serialized_start=1468
-  _globals['_CREDITRELEASED']._serialized_end=1557
-  _globals['_STOCKADDED']._serialized_start=1559
-  _globals['_STOCKADDED']._serialized_end=1609
-  _globals['_STOCKRESERVED']._serialized_start=1611
-  _globals['_STOCKRESERVED']._serialized_end=1682
-  _globals['_STOCKRELEASED']._serialized_start=1684
-  _globals['_STOCKRELEASED']._serialized_end=1755
+  _globals['_ENVELOPE']._serialized_end=984
+  _globals['_CUSTOMERREGISTERED']._serialized_start=987
+  _globals['_CUSTOMERREGISTERED']._serialized_end=1135
+  _globals['_PERSONALDATA']._serialized_start=1137
+  _globals['_PERSONALDATA']._serialized_end=1188
+  _globals['_CUSTOMERFORGOTTEN']._serialized_start=1190
+  _globals['_CUSTOMERFORGOTTEN']._serialized_end=1230
+  _globals['_ORDERPLACED']._serialized_start=1233
+  _globals['_ORDERPLACED']._serialized_end=1394
+  _globals['_ORDERCONFIRMED']._serialized_start=1396
+  _globals['_ORDERCONFIRMED']._serialized_end=1430
+  _globals['_ORDERCANCELLED']._serialized_start=1432
+  _globals['_ORDERCANCELLED']._serialized_end=1527
+  _globals['_ORDERSHIPPED']._serialized_start=1529
+  _globals['_ORDERSHIPPED']._serialized_end=1561
+  _globals['_CREDITRESERVED']._serialized_start=1563
+  _globals['_CREDITRESERVED']._serialized_end=1652
+  _globals['_CREDITRELEASED']._serialized_start=1654
+  _globals['_CREDITRELEASED']._serialized_end=1743
+  _globals['_STOCKADDED']._serialized_start=1745
+  _globals['_STOCKADDED']._serialized_end=1795
+  _globals['_STOCKRESERVED']._serialized_start=1797
+  _globals['_STOCKRESERVED']._serialized_end=1868
+  _globals['_STOCKRELEASED']._serialized_start=1870
+  _globals['_STOCKRELEASED']._serialized_end=1941
 # @@protoc_insertion_point(module_scope)

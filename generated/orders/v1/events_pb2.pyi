@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("event_id", "event_type", "schema_version", "tenant_id", "aggregate_type", "aggregate_id", "aggregate_version", "occur_time", "correlation_id", "causation_id", "actor", "request_id", "customer_registered", "order_placed", "order_confirmed", "order_cancelled", "order_shipped", "credit_reserved", "credit_released", "stock_added", "stock_reserved", "stock_released")
+    __slots__ = ("event_id", "event_type", "schema_version", "tenant_id", "aggregate_type", "aggregate_id", "aggregate_version", "occur_time", "correlation_id", "causation_id", "actor", "request_id", "customer_registered", "order_placed", "order_confirmed", "order_cancelled", "order_shipped", "credit_reserved", "credit_released", "stock_added", "stock_reserved", "stock_released", "customer_forgotten")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class Envelope(_message.Message):
     STOCK_ADDED_FIELD_NUMBER: _ClassVar[int]
     STOCK_RESERVED_FIELD_NUMBER: _ClassVar[int]
     STOCK_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_FORGOTTEN_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_type: str
     schema_version: int
@@ -56,19 +57,36 @@ class Envelope(_message.Message):
     stock_added: StockAdded
     stock_reserved: StockReserved
     stock_released: StockReleased
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., schema_version: _Optional[int] = ..., tenant_id: _Optional[str] = ..., aggregate_type: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., aggregate_version: _Optional[int] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., actor: _Optional[str] = ..., request_id: _Optional[str] = ..., customer_registered: _Optional[_Union[CustomerRegistered, _Mapping]] = ..., order_placed: _Optional[_Union[OrderPlaced, _Mapping]] = ..., order_confirmed: _Optional[_Union[OrderConfirmed, _Mapping]] = ..., order_cancelled: _Optional[_Union[OrderCancelled, _Mapping]] = ..., order_shipped: _Optional[_Union[OrderShipped, _Mapping]] = ..., credit_reserved: _Optional[_Union[CreditReserved, _Mapping]] = ..., credit_released: _Optional[_Union[CreditReleased, _Mapping]] = ..., stock_added: _Optional[_Union[StockAdded, _Mapping]] = ..., stock_reserved: _Optional[_Union[StockReserved, _Mapping]] = ..., stock_released: _Optional[_Union[StockReleased, _Mapping]] = ...) -> None: ...
+    customer_forgotten: CustomerForgotten
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., schema_version: _Optional[int] = ..., tenant_id: _Optional[str] = ..., aggregate_type: _Optional[str] = ..., aggregate_id: _Optional[str] = ..., aggregate_version: _Optional[int] = ..., occur_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., actor: _Optional[str] = ..., request_id: _Optional[str] = ..., customer_registered: _Optional[_Union[CustomerRegistered, _Mapping]] = ..., order_placed: _Optional[_Union[OrderPlaced, _Mapping]] = ..., order_confirmed: _Optional[_Union[OrderConfirmed, _Mapping]] = ..., order_cancelled: _Optional[_Union[OrderCancelled, _Mapping]] = ..., order_shipped: _Optional[_Union[OrderShipped, _Mapping]] = ..., credit_reserved: _Optional[_Union[CreditReserved, _Mapping]] = ..., credit_released: _Optional[_Union[CreditReleased, _Mapping]] = ..., stock_added: _Optional[_Union[StockAdded, _Mapping]] = ..., stock_reserved: _Optional[_Union[StockReserved, _Mapping]] = ..., stock_released: _Optional[_Union[StockReleased, _Mapping]] = ..., customer_forgotten: _Optional[_Union[CustomerForgotten, _Mapping]] = ...) -> None: ...
 
 class CustomerRegistered(_message.Message):
-    __slots__ = ("customer_id", "display_name", "email", "credit_limit")
+    __slots__ = ("customer_id", "display_name", "email", "credit_limit", "sealed_personal_data")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     CREDIT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_PERSONAL_DATA_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     display_name: str
     email: str
     credit_limit: _types_pb2.Money
-    def __init__(self, customer_id: _Optional[str] = ..., display_name: _Optional[str] = ..., email: _Optional[str] = ..., credit_limit: _Optional[_Union[_types_pb2.Money, _Mapping]] = ...) -> None: ...
+    sealed_personal_data: bytes
+    def __init__(self, customer_id: _Optional[str] = ..., display_name: _Optional[str] = ..., email: _Optional[str] = ..., credit_limit: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., sealed_personal_data: _Optional[bytes] = ...) -> None: ...
+
+class PersonalData(_message.Message):
+    __slots__ = ("display_name", "email")
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    display_name: str
+    email: str
+    def __init__(self, display_name: _Optional[str] = ..., email: _Optional[str] = ...) -> None: ...
+
+class CustomerForgotten(_message.Message):
+    __slots__ = ("customer_id",)
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    def __init__(self, customer_id: _Optional[str] = ...) -> None: ...
 
 class OrderPlaced(_message.Message):
     __slots__ = ("order_id", "customer_id", "lines", "total", "line_totals")

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orders/v1/command_service.proto.
  */
 export const file_orders_v1_command_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9vcmRlcnMvdjEvY29tbWFuZF9zZXJ2aWNlLnByb3RvEglvcmRlcnMudjEirQEKF1JlZ2lzdGVyQ3VzdG9tZXJSZXF1ZXN0EhgKCnJlcXVlc3RfaWQYASABKAlCBOJBAQISGQoLY3VzdG9tZXJfaWQYAiABKAlCBOJBAQISGgoMZGlzcGxheV9uYW1lGAMgASgJQgTiQQECEhMKBWVtYWlsGAQgASgJQgTiQQECEiwKDGNyZWRpdF9saW1pdBgFIAEoCzIQLm9yZGVycy52MS5Nb25leUIE4kEBASJbChhSZWdpc3RlckN1c3RvbWVyUmVzcG9uc2USEwoLY3VzdG9tZXJfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIZChFjb25zaXN0ZW5jeV90b2tlbhgDIAEoCSKrAQoUUmVzZXJ2ZUNyZWRpdFJlcXVlc3QSGAoKcmVxdWVzdF9pZBgBIAEoCUIE4kEBAhIZCgtjdXN0b21lcl9pZBgCIAEoCUIE4kEBAhIeChBleHBlY3RlZF92ZXJzaW9uGAMgASgDQgTiQQECEiYKBmFtb3VudBgEIAEoCzIQLm9yZGVycy52MS5Nb25leUIE4kEBAhIWCghvcmRlcl9pZBgFIAEoCUIE4kEBAiJYChVSZXNlcnZlQ3JlZGl0UmVzcG9uc2USEwoLY3VzdG9tZXJfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIZChFjb25zaXN0ZW5jeV90b2tlbhgDIAEoCSKrAQoUUmVsZWFzZUNyZWRpdFJlcXVlc3QSGAoKcmVxdWVzdF9pZBgBIAEoCUIE4kEBAhIZCgtjdXN0b21lcl9pZBgCIAEoCUIE4kEBAhIeChBleHBlY3RlZF92ZXJzaW9uGAMgASgDQgTiQQECEiYKBmFtb3VudBgEIAEoCzIQLm9yZGVycy52MS5Nb25leUIE4kEBAhIWCghvcmRlcl9pZBgFIAEoCUIE4kEBAiJYChVSZWxlYXNlQ3JlZGl0UmVzcG9uc2USEwoLY3VzdG9tZXJfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIZChFjb25zaXN0ZW5jeV90b2tlbhgDIAEoCSJ9Cg9BZGRTdG9ja1JlcXVlc3QSGAoKcmVxdWVzdF9pZBgBIAEoCUIE4kEBAhIYCgpwcm9kdWN0X2lkGAIgASgJQgTiQQECEh4KEGV4cGVjdGVkX3ZlcnNpb24YAyABKANCBOJBAQESFgoIcXVhbnRpdHkYBCABKANCBOJBAQIiUgoQQWRkU3RvY2tSZXNwb25zZRISCgpwcm9kdWN0X2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSGQoRY29uc2lzdGVuY3lfdG9rZW4YAyABKAkimQEKE1Jlc2VydmVTdG9ja1JlcXVlc3QSGAoKcmVxdWVzdF9pZBgBIAEoCUIE4kEBAhIYCgpwcm9kdWN0X2lkGAIgASgJQgTiQQECEh4KEGV4cGVjdGVkX3ZlcnNpb24YAyABKANCBOJBAQISFgoIcXVhbnRpdHkYBCABKANCBOJBAQISFgoIb3JkZXJfaWQYBSABKAlCBOJBAQIiVgoUUmVzZXJ2ZVN0b2NrUmVzcG9uc2USEgoKcHJvZHVjdF9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAMgASgJIpkBChNSZWxlYXNlU3RvY2tSZXF1ZXN0EhgKCnJlcXVlc3RfaWQYASABKAlCBOJBAQISGAoKcHJvZHVjdF9pZBgCIAEoCUIE4kEBAhIeChBleHBlY3RlZF92ZXJzaW9uGAMgASgDQgTiQQECEhYKCHF1YW50aXR5GAQgASgDQgTiQQECEhYKCG9yZGVyX2lkGAUgASgJQgTiQQECIlYKFFJlbGVhc2VTdG9ja1Jlc3BvbnNlEhIKCnByb2R1Y3RfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIZChFjb25zaXN0ZW5jeV90b2tlbhgDIAEoCSKLAQoRUGxhY2VPcmRlclJlcXVlc3QSGAoKcmVxdWVzdF9pZBgBIAEoCUIE4kEBAhIWCghvcmRlcl9pZBgCIAEoCUIE4kEBAhIZCgtjdXN0b21lcl9pZBgDIAEoCUIE4kEBAhIpCgVsaW5lcxgEIAMoCzIULm9yZGVycy52MS5PcmRlckxpbmVCBOJBAQIiUgoSUGxhY2VPcmRlclJlc3BvbnNlEhAKCG9yZGVyX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSGQoRY29uc2lzdGVuY3lfdG9rZW4YAyABKAkiZwoTQ29uZmlybU9yZGVyUmVxdWVzdBIYCgpyZXF1ZXN0X2lkGAEgASgJQgTiQQECEhYKCG9yZGVyX2lkGAIgASgJQgTiQQECEh4KEGV4cGVjdGVkX3ZlcnNpb24YAyABKANCBOJBAQIiVAoUQ29uZmlybU9yZGVyUmVzcG9uc2USEAoIb3JkZXJfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIZChFjb25zaXN0ZW5jeV90b2tlbhgDIAEoCSKvAQoSQ2FuY2VsT3JkZXJSZXF1ZXN0EhgKCnJlcXVlc3RfaWQYASABKAlCBOJBAQISFgoIb3JkZXJfaWQYAiABKAlCBOJBAQISHgoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoA0IE4kEBAhIzCgZyZWFzb24YBCABKA4yHS5vcmRlcnMudjEuQ2FuY2VsbGF0aW9uUmVhc29uQgTiQQECEhIKBG5vdGUYBSABKAlCBOJBAQEiUwoTQ2FuY2VsT3JkZXJSZXNwb25zZRIQCghvcmRlcl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAMgASgJImQKEFNoaXBPcmRlclJlcXVlc3QSGAoKcmVxdWVzdF9pZBgBIAEoCUIE4kEBAhIWCghvcmRlcl9pZBgCIAEoCUIE4kEBAhIeChBleHBlY3RlZF92ZXJzaW9uGAMgASgDQgTiQQECIlEKEVNoaXBPcmRlclJlc3BvbnNlEhAKCG9yZGVyX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSGQoRY29uc2lzdGVuY3lfdG9rZW4YAyABKAkyrgYKDkNvbW1hbmRTZXJ2aWNlElsKEFJlZ2lzdGVyQ3VzdG9tZXISIi5vcmRlcnMudjEuUmVnaXN0ZXJDdXN0b21lclJlcXVlc3QaIy5vcmRlcnMudjEuUmVnaXN0ZXJDdXN0b21lclJlc3BvbnNlElIKDVJlc2VydmVDcmVkaXQSHy5vcmRlcnMudjEuUmVzZXJ2ZUNyZWRpdFJlcXVlc3QaIC5vcmRlcnMudjEuUmVzZXJ2ZUNyZWRpdFJlc3BvbnNlElIKDVJlbGVhc2VDcmVkaXQSHy5vcmRlcnMudjEuUmVsZWFzZUNyZWRpdFJlcXVlc3QaIC5vcmRlcnMudjEuUmVsZWFzZUNyZWRpdFJlc3BvbnNlEkMKCEFkZFN0b2NrEhoub3JkZXJzLnYxLkFkZFN0b2NrUmVxdWVzdBobLm9yZGVycy52MS5BZGRTdG9ja1Jlc3BvbnNlEk8KDFJlc2VydmVTdG9jaxIeLm9yZGVycy52MS5SZXNlcnZlU3RvY2tSZXF1ZXN0Gh8ub3JkZXJzLnYxLlJlc2VydmVTdG9ja1Jlc3BvbnNlEk8KDFJlbGVhc2VTdG9jaxIeLm9yZGVycy52MS5SZWxlYXNlU3RvY2tSZXF1ZXN0Gh8ub3JkZXJzLnYxLlJlbGVhc2VTdG9ja1Jlc3BvbnNlEkkKClBsYWNlT3JkZXISHC5vcmRlcnMudjEuUGxhY2VPcmRlclJlcXVlc3QaHS5vcmRlcnMudjEuUGxhY2VPcmRlclJlc3BvbnNlEk8KDENvbmZpcm1PcmRlchIeLm9yZGVycy52MS5Db25maXJtT3JkZXJSZXF1ZXN0Gh8ub3JkZXJzLnYxLkNvbmZpcm1PcmRlclJlc3BvbnNlEkwKC0NhbmNlbE9yZGVyEh0ub3JkZXJzLnYxLkNhbmNlbE9yZGVyUmVxdWVzdBoeLm9yZGVycy52MS5DYW5jZWxPcmRlclJlc3BvbnNlEkYKCVNoaXBPcmRlchIbLm9yZGVycy52MS5TaGlwT3JkZXJSZXF1ZXN0Ghwub3JkZXJzLnYxLlNoaXBPcmRlclJlc3BvbnNlQp8BChVjb20uZXhhbXBsZS5vcmRlcnMudjFCE0NvbW1hbmRTZXJ2aWNlUHJvdG9QAVosZXhhbXBsZS5jb20vb3JkZXJzL2dlbi9nby9vcmRlcnMvdjE7b3JkZXJzdjGiAgNPWFiqAglPcmRlcnMuVjHKAglPcmRlcnNcVjHiAhVPcmRlcnNcVjFcR1BCTWV0YWRhdGHqAgpPcmRlcnM6OlYxYgZwcm90bzM", [file_google_api_field_behavior, file_orders_v1_types]);
+  fileDesc("Ch9vcmRlcnMvdjEvY29tbWFuZF9zZXJ2aWNlLnByb3RvEglvcmRlcnMudjEirQEKF1JlZ2lzdGVyQ3VzdG9tZXJSZXF1ZXN0EhgKCnJlcXVlc3RfaWQYASABKAlCBOJBAQISGQoLY3VzdG9tZXJfaWQYAiABKAlCBOJBAQISGgoMZGlzcGxheV9uYW1lGAMgASgJQgTiQQECEhMKBWVtYWlsGAQgASgJQgTiQQECEiwKDGNyZWRpdF9saW1pdBgFIAEoCzIQLm9yZGVycy52MS5Nb25leUIE4kEBASJMChVGb3JnZXRDdXN0b21lclJlcXVlc3QSGAoKcmVxdWVzdF9pZBgBIAEoCUIE4kEBAhIZCgtjdXN0b21lcl9pZBgCIAEoCUIE4kEBAiJZChZGb3JnZXRDdXN0b21lclJlc3BvbnNlEhMKC2N1c3RvbWVyX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSGQoRY29uc2lzdGVuY3lfdG9rZW4YAyABKAkiWwoYUmVnaXN0ZXJDdXN0b21lclJlc3BvbnNlEhMKC2N1c3RvbWVyX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSGQoRY29uc2lzdGVuY3lfdG9rZW4YAyABKAkiqwEKFFJlc2VydmVDcmVkaXRSZXF1ZXN0EhgKCnJlcXVlc3RfaWQYASABKAlCBOJBAQISGQoLY3VzdG9tZXJfaWQYAiABKAlCBOJBAQISHgoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoA0IE4kEBAhImCgZhbW91bnQYBCABKAsyEC5vcmRlcnMudjEuTW9uZXlCBOJBAQISFgoIb3JkZXJfaWQYBSABKAlCBOJBAQIiWAoVUmVzZXJ2ZUNyZWRpdFJlc3BvbnNlEhMKC2N1c3RvbWVyX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSGQoRY29uc2lzdGVuY3lfdG9rZW4YAyABKAkiqwEKFFJlbGVhc2VDcmVkaXRSZXF1ZXN0EhgKCnJlcXVlc3RfaWQYASABKAlCBOJBAQISGQoLY3VzdG9tZXJfaWQYAiABKAlCBOJBAQISHgoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoA0IE4kEBAhImCgZhbW91bnQYBCABKAsyEC5vcmRlcnMudjEuTW9uZXlCBOJBAQISFgoIb3JkZXJfaWQYBSABKAlCBOJBAQIiWAoVUmVsZWFzZUNyZWRpdFJlc3BvbnNlEhMKC2N1c3RvbWVyX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSGQoRY29uc2lzdGVuY3lfdG9rZW4YAyABKAkifQoPQWRkU3RvY2tSZXF1ZXN0EhgKCnJlcXVlc3RfaWQYASABKAlCBOJBAQISGAoKcHJvZHVjdF9pZBgCIAEoCUIE4kEBAhIeChBleHBlY3RlZF92ZXJzaW9uGAMgASgDQgTiQQEBEhYKCHF1YW50aXR5GAQgASgDQgTiQQECIlIKEEFkZFN0b2NrUmVzcG9uc2USEgoKcHJvZHVjdF9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAMgASgJIpkBChNSZXNlcnZlU3RvY2tSZXF1ZXN0EhgKCnJlcXVlc3RfaWQYASABKAlCBOJBAQISGAoKcHJvZHVjdF9pZBgCIAEoCUIE4kEBAhIeChBleHBlY3RlZF92ZXJzaW9uGAMgASgDQgTiQQECEhYKCHF1YW50aXR5GAQgASgDQgTiQQECEhYKCG9yZGVyX2lkGAUgASgJQgTiQQECIlYKFFJlc2VydmVTdG9ja1Jlc3BvbnNlEhIKCnByb2R1Y3RfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIZChFjb25zaXN0ZW5jeV90b2tlbhgDIAEoCSKZAQoTUmVsZWFzZVN0b2NrUmVxdWVzdBIYCgpyZXF1ZXN0X2lkGAEgASgJQgTiQQECEhgKCnByb2R1Y3RfaWQYAiABKAlCBOJBAQISHgoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoA0IE4kEBAhIWCghxdWFudGl0eRgEIAEoA0IE4kEBAhIWCghvcmRlcl9pZBgFIAEoCUIE4kEBAiJWChRSZWxlYXNlU3RvY2tSZXNwb25zZRISCgpwcm9kdWN0X2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSGQoRY29uc2lzdGVuY3lfdG9rZW4YAyABKAkiiwEKEVBsYWNlT3JkZXJSZXF1ZXN0EhgKCnJlcXVlc3RfaWQYASABKAlCBOJBAQISFgoIb3JkZXJfaWQYAiABKAlCBOJBAQISGQoLY3VzdG9tZXJfaWQYAyABKAlCBOJBAQISKQoFbGluZXMYBCADKAsyFC5vcmRlcnMudjEuT3JkZXJMaW5lQgTiQQECIlIKElBsYWNlT3JkZXJSZXNwb25zZRIQCghvcmRlcl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAMgASgJImcKE0NvbmZpcm1PcmRlclJlcXVlc3QSGAoKcmVxdWVzdF9pZBgBIAEoCUIE4kEBAhIWCghvcmRlcl9pZBgCIAEoCUIE4kEBAhIeChBleHBlY3RlZF92ZXJzaW9uGAMgASgDQgTiQQECIlQKFENvbmZpcm1PcmRlclJlc3BvbnNlEhAKCG9yZGVyX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSGQoRY29uc2lzdGVuY3lfdG9rZW4YAyABKAkirwEKEkNhbmNlbE9yZGVyUmVxdWVzdBIYCgpyZXF1ZXN0X2lkGAEgASgJQgTiQQECEhYKCG9yZGVyX2lkGAIgASgJQgTiQQECEh4KEGV4cGVjdGVkX3ZlcnNpb24YAyABKANCBOJBAQISMwoGcmVhc29uGAQgASgOMh0ub3JkZXJzLnYxLkNhbmNlbGxhdGlvblJlYXNvbkIE4kEBAhISCgRub3RlGAUgASgJQgTiQQEBIlMKE0NhbmNlbE9yZGVyUmVzcG9uc2USEAoIb3JkZXJfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoAxIZChFjb25zaXN0ZW5jeV90b2tlbhgDIAEoCSJkChBTaGlwT3JkZXJSZXF1ZXN0EhgKCnJlcXVlc3RfaWQYASABKAlCBOJBAQISFgoIb3JkZXJfaWQYAiABKAlCBOJBAQISHgoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoA0IE4kEBAiJRChFTaGlwT3JkZXJSZXNwb25zZRIQCghvcmRlcl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAMgASgJMoUHCg5Db21tYW5kU2VydmljZRJbChBSZWdpc3RlckN1c3RvbWVyEiIub3JkZXJzLnYxLlJlZ2lzdGVyQ3VzdG9tZXJSZXF1ZXN0GiMub3JkZXJzLnYxLlJlZ2lzdGVyQ3VzdG9tZXJSZXNwb25zZRJVCg5Gb3JnZXRDdXN0b21lchIgLm9yZGVycy52MS5Gb3JnZXRDdXN0b21lclJlcXVlc3QaIS5vcmRlcnMudjEuRm9yZ2V0Q3VzdG9tZXJSZXNwb25zZRJSCg1SZXNlcnZlQ3JlZGl0Eh8ub3JkZXJzLnYxLlJlc2VydmVDcmVkaXRSZXF1ZXN0GiAub3JkZXJzLnYxLlJlc2VydmVDcmVkaXRSZXNwb25zZRJSCg1SZWxlYXNlQ3JlZGl0Eh8ub3JkZXJzLnYxLlJlbGVhc2VDcmVkaXRSZXF1ZXN0GiAub3JkZXJzLnYxLlJlbGVhc2VDcmVkaXRSZXNwb25zZRJDCghBZGRTdG9jaxIaLm9yZGVycy52MS5BZGRTdG9ja1JlcXVlc3QaGy5vcmRlcnMudjEuQWRkU3RvY2tSZXNwb25zZRJPCgxSZXNlcnZlU3RvY2sSHi5vcmRlcnMudjEuUmVzZXJ2ZVN0b2NrUmVxdWVzdBofLm9yZGVycy52MS5SZXNlcnZlU3RvY2tSZXNwb25zZRJPCgxSZWxlYXNlU3RvY2sSHi5vcmRlcnMudjEuUmVsZWFzZVN0b2NrUmVxdWVzdBofLm9yZGVycy52MS5SZWxlYXNlU3RvY2tSZXNwb25zZRJJCgpQbGFjZU9yZGVyEhwub3JkZXJzLnYxLlBsYWNlT3JkZXJSZXF1ZXN0Gh0ub3JkZXJzLnYxLlBsYWNlT3JkZXJSZXNwb25zZRJPCgxDb25maXJtT3JkZXISHi5vcmRlcnMudjEuQ29uZmlybU9yZGVyUmVxdWVzdBofLm9yZGVycy52MS5Db25maXJtT3JkZXJSZXNwb25zZRJMCgtDYW5jZWxPcmRlchIdLm9yZGVycy52MS5DYW5jZWxPcmRlclJlcXVlc3QaHi5vcmRlcnMudjEuQ2FuY2VsT3JkZXJSZXNwb25zZRJGCglTaGlwT3JkZXISGy5vcmRlcnMudjEuU2hpcE9yZGVyUmVxdWVzdBocLm9yZGVycy52MS5TaGlwT3JkZXJSZXNwb25zZUKfAQoVY29tLmV4YW1wbGUub3JkZXJzLnYxQhNDb21tYW5kU2VydmljZVByb3RvUAFaLGV4YW1wbGUuY29tL29yZGVycy9nZW4vZ28vb3JkZXJzL3YxO29yZGVyc3YxogIDT1hYqgIJT3JkZXJzLlYxygIJT3JkZXJzXFYx4gIVT3JkZXJzXFYxXEdQQk1ldGFkYXRh6gIKT3JkZXJzOjpWMWIGcHJvdG8z", [file_google_api_field_behavior, file_orders_v1_types]);
 
 /**
  * Request to register a customer.
@@ -65,6 +65,69 @@ export const RegisterCustomerRequestSchema: GenMessage<RegisterCustomerRequest> 
   messageDesc(file_orders_v1_command_service, 0);
 
 /**
+ * Request to forget a customer's personal data.
+ *
+ * @generated from message orders.v1.ForgetCustomerRequest
+ */
+export type ForgetCustomerRequest = Message<"orders.v1.ForgetCustomerRequest"> & {
+  /**
+   * Idempotency key chosen by the client, for example a UUID4.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * Id of the customer to forget.
+   *
+   * @generated from field: string customer_id = 2;
+   */
+  customerId: string;
+};
+
+/**
+ * Describes the message orders.v1.ForgetCustomerRequest.
+ * Use `create(ForgetCustomerRequestSchema)` to create a new message.
+ */
+export const ForgetCustomerRequestSchema: GenMessage<ForgetCustomerRequest> = /*@__PURE__*/
+  messageDesc(file_orders_v1_command_service, 1);
+
+/**
+ * Result of forgetting a customer.
+ *
+ * @generated from message orders.v1.ForgetCustomerResponse
+ */
+export type ForgetCustomerResponse = Message<"orders.v1.ForgetCustomerResponse"> & {
+  /**
+   * Id of the customer.
+   *
+   * @generated from field: string customer_id = 1;
+   */
+  customerId: string;
+
+  /**
+   * Version of the customer after the command.
+   *
+   * @generated from field: int64 version = 2;
+   */
+  version: bigint;
+
+  /**
+   * Pass to a query to wait until the read models include this write.
+   *
+   * @generated from field: string consistency_token = 3;
+   */
+  consistencyToken: string;
+};
+
+/**
+ * Describes the message orders.v1.ForgetCustomerResponse.
+ * Use `create(ForgetCustomerResponseSchema)` to create a new message.
+ */
+export const ForgetCustomerResponseSchema: GenMessage<ForgetCustomerResponse> = /*@__PURE__*/
+  messageDesc(file_orders_v1_command_service, 2);
+
+/**
  * Result of registering a customer.
  *
  * @generated from message orders.v1.RegisterCustomerResponse
@@ -97,7 +160,7 @@ export type RegisterCustomerResponse = Message<"orders.v1.RegisterCustomerRespon
  * Use `create(RegisterCustomerResponseSchema)` to create a new message.
  */
 export const RegisterCustomerResponseSchema: GenMessage<RegisterCustomerResponse> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 1);
+  messageDesc(file_orders_v1_command_service, 3);
 
 /**
  * Request to reserve credit.
@@ -146,7 +209,7 @@ export type ReserveCreditRequest = Message<"orders.v1.ReserveCreditRequest"> & {
  * Use `create(ReserveCreditRequestSchema)` to create a new message.
  */
 export const ReserveCreditRequestSchema: GenMessage<ReserveCreditRequest> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 2);
+  messageDesc(file_orders_v1_command_service, 4);
 
 /**
  * Result of reserving credit.
@@ -181,7 +244,7 @@ export type ReserveCreditResponse = Message<"orders.v1.ReserveCreditResponse"> &
  * Use `create(ReserveCreditResponseSchema)` to create a new message.
  */
 export const ReserveCreditResponseSchema: GenMessage<ReserveCreditResponse> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 3);
+  messageDesc(file_orders_v1_command_service, 5);
 
 /**
  * Request to release reserved credit.
@@ -230,7 +293,7 @@ export type ReleaseCreditRequest = Message<"orders.v1.ReleaseCreditRequest"> & {
  * Use `create(ReleaseCreditRequestSchema)` to create a new message.
  */
 export const ReleaseCreditRequestSchema: GenMessage<ReleaseCreditRequest> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 4);
+  messageDesc(file_orders_v1_command_service, 6);
 
 /**
  * Result of releasing credit.
@@ -265,7 +328,7 @@ export type ReleaseCreditResponse = Message<"orders.v1.ReleaseCreditResponse"> &
  * Use `create(ReleaseCreditResponseSchema)` to create a new message.
  */
 export const ReleaseCreditResponseSchema: GenMessage<ReleaseCreditResponse> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 5);
+  messageDesc(file_orders_v1_command_service, 7);
 
 /**
  * Request to add stock.
@@ -307,7 +370,7 @@ export type AddStockRequest = Message<"orders.v1.AddStockRequest"> & {
  * Use `create(AddStockRequestSchema)` to create a new message.
  */
 export const AddStockRequestSchema: GenMessage<AddStockRequest> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 6);
+  messageDesc(file_orders_v1_command_service, 8);
 
 /**
  * Result of adding stock.
@@ -342,7 +405,7 @@ export type AddStockResponse = Message<"orders.v1.AddStockResponse"> & {
  * Use `create(AddStockResponseSchema)` to create a new message.
  */
 export const AddStockResponseSchema: GenMessage<AddStockResponse> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 7);
+  messageDesc(file_orders_v1_command_service, 9);
 
 /**
  * Request to reserve stock.
@@ -391,7 +454,7 @@ export type ReserveStockRequest = Message<"orders.v1.ReserveStockRequest"> & {
  * Use `create(ReserveStockRequestSchema)` to create a new message.
  */
 export const ReserveStockRequestSchema: GenMessage<ReserveStockRequest> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 8);
+  messageDesc(file_orders_v1_command_service, 10);
 
 /**
  * Result of reserving stock.
@@ -426,7 +489,7 @@ export type ReserveStockResponse = Message<"orders.v1.ReserveStockResponse"> & {
  * Use `create(ReserveStockResponseSchema)` to create a new message.
  */
 export const ReserveStockResponseSchema: GenMessage<ReserveStockResponse> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 9);
+  messageDesc(file_orders_v1_command_service, 11);
 
 /**
  * Request to release reserved stock.
@@ -475,7 +538,7 @@ export type ReleaseStockRequest = Message<"orders.v1.ReleaseStockRequest"> & {
  * Use `create(ReleaseStockRequestSchema)` to create a new message.
  */
 export const ReleaseStockRequestSchema: GenMessage<ReleaseStockRequest> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 10);
+  messageDesc(file_orders_v1_command_service, 12);
 
 /**
  * Result of releasing stock.
@@ -510,7 +573,7 @@ export type ReleaseStockResponse = Message<"orders.v1.ReleaseStockResponse"> & {
  * Use `create(ReleaseStockResponseSchema)` to create a new message.
  */
 export const ReleaseStockResponseSchema: GenMessage<ReleaseStockResponse> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 11);
+  messageDesc(file_orders_v1_command_service, 13);
 
 /**
  * Request to place an order.
@@ -552,7 +615,7 @@ export type PlaceOrderRequest = Message<"orders.v1.PlaceOrderRequest"> & {
  * Use `create(PlaceOrderRequestSchema)` to create a new message.
  */
 export const PlaceOrderRequestSchema: GenMessage<PlaceOrderRequest> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 12);
+  messageDesc(file_orders_v1_command_service, 14);
 
 /**
  * Result of placing an order.
@@ -587,7 +650,7 @@ export type PlaceOrderResponse = Message<"orders.v1.PlaceOrderResponse"> & {
  * Use `create(PlaceOrderResponseSchema)` to create a new message.
  */
 export const PlaceOrderResponseSchema: GenMessage<PlaceOrderResponse> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 13);
+  messageDesc(file_orders_v1_command_service, 15);
 
 /**
  * Request to confirm an order.
@@ -622,7 +685,7 @@ export type ConfirmOrderRequest = Message<"orders.v1.ConfirmOrderRequest"> & {
  * Use `create(ConfirmOrderRequestSchema)` to create a new message.
  */
 export const ConfirmOrderRequestSchema: GenMessage<ConfirmOrderRequest> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 14);
+  messageDesc(file_orders_v1_command_service, 16);
 
 /**
  * Result of confirming an order.
@@ -657,7 +720,7 @@ export type ConfirmOrderResponse = Message<"orders.v1.ConfirmOrderResponse"> & {
  * Use `create(ConfirmOrderResponseSchema)` to create a new message.
  */
 export const ConfirmOrderResponseSchema: GenMessage<ConfirmOrderResponse> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 15);
+  messageDesc(file_orders_v1_command_service, 17);
 
 /**
  * Request to cancel an order.
@@ -706,7 +769,7 @@ export type CancelOrderRequest = Message<"orders.v1.CancelOrderRequest"> & {
  * Use `create(CancelOrderRequestSchema)` to create a new message.
  */
 export const CancelOrderRequestSchema: GenMessage<CancelOrderRequest> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 16);
+  messageDesc(file_orders_v1_command_service, 18);
 
 /**
  * Result of cancelling an order.
@@ -741,7 +804,7 @@ export type CancelOrderResponse = Message<"orders.v1.CancelOrderResponse"> & {
  * Use `create(CancelOrderResponseSchema)` to create a new message.
  */
 export const CancelOrderResponseSchema: GenMessage<CancelOrderResponse> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 17);
+  messageDesc(file_orders_v1_command_service, 19);
 
 /**
  * Request to ship an order.
@@ -776,7 +839,7 @@ export type ShipOrderRequest = Message<"orders.v1.ShipOrderRequest"> & {
  * Use `create(ShipOrderRequestSchema)` to create a new message.
  */
 export const ShipOrderRequestSchema: GenMessage<ShipOrderRequest> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 18);
+  messageDesc(file_orders_v1_command_service, 20);
 
 /**
  * Result of shipping an order.
@@ -811,7 +874,7 @@ export type ShipOrderResponse = Message<"orders.v1.ShipOrderResponse"> & {
  * Use `create(ShipOrderResponseSchema)` to create a new message.
  */
 export const ShipOrderResponseSchema: GenMessage<ShipOrderResponse> = /*@__PURE__*/
-  messageDesc(file_orders_v1_command_service, 19);
+  messageDesc(file_orders_v1_command_service, 21);
 
 /**
  * Changes the state of customers, products and orders.
@@ -834,6 +897,19 @@ export const CommandService: GenService<{
     methodKind: "unary";
     input: typeof RegisterCustomerRequestSchema;
     output: typeof RegisterCustomerResponseSchema;
+  },
+  /**
+   * Erases a customer's personal data for good (crypto-shredding): deletes the customer's data
+   * key, so every stored copy of the encrypted name and email is unreadable, and scrubs the
+   * personal columns. Orders, totals and history stay. Forgetting a forgotten customer changes
+   * nothing and answers OK. Needs the `orders.admin` scope.
+   *
+   * @generated from rpc orders.v1.CommandService.ForgetCustomer
+   */
+  forgetCustomer: {
+    methodKind: "unary";
+    input: typeof ForgetCustomerRequestSchema;
+    output: typeof ForgetCustomerResponseSchema;
   },
   /**
    * Reserves part of a customer's credit for an order.

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orders/v1/events.proto.
  */
 export const file_orders_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChZvcmRlcnMvdjEvZXZlbnRzLnByb3RvEglvcmRlcnMudjEivgYKCEVudmVsb3BlEhAKCGV2ZW50X2lkGAEgASgJEhIKCmV2ZW50X3R5cGUYAiABKAkSFgoOc2NoZW1hX3ZlcnNpb24YAyABKAUSEQoJdGVuYW50X2lkGAQgASgJEhYKDmFnZ3JlZ2F0ZV90eXBlGAUgASgJEhQKDGFnZ3JlZ2F0ZV9pZBgGIAEoCRIZChFhZ2dyZWdhdGVfdmVyc2lvbhgHIAEoAxIuCgpvY2N1cl90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5jb3JyZWxhdGlvbl9pZBgJIAEoCRIUCgxjYXVzYXRpb25faWQYCiABKAkSDQoFYWN0b3IYCyABKAkSEgoKcmVxdWVzdF9pZBgMIAEoCRI8ChNjdXN0b21lcl9yZWdpc3RlcmVkGBQgASgLMh0ub3JkZXJzLnYxLkN1c3RvbWVyUmVnaXN0ZXJlZEgAEi4KDG9yZGVyX3BsYWNlZBgVIAEoCzIWLm9yZGVycy52MS5PcmRlclBsYWNlZEgAEjQKD29yZGVyX2NvbmZpcm1lZBgWIAEoCzIZLm9yZGVycy52MS5PcmRlckNvbmZpcm1lZEgAEjQKD29yZGVyX2NhbmNlbGxlZBgXIAEoCzIZLm9yZGVycy52MS5PcmRlckNhbmNlbGxlZEgAEjAKDW9yZGVyX3NoaXBwZWQYGCABKAsyFy5vcmRlcnMudjEuT3JkZXJTaGlwcGVkSAASNAoPY3JlZGl0X3Jlc2VydmVkGBkgASgLMhkub3JkZXJzLnYxLkNyZWRpdFJlc2VydmVkSAASNAoPY3JlZGl0X3JlbGVhc2VkGBogASgLMhkub3JkZXJzLnYxLkNyZWRpdFJlbGVhc2VkSAASLAoLc3RvY2tfYWRkZWQYGyABKAsyFS5vcmRlcnMudjEuU3RvY2tBZGRlZEgAEjIKDnN0b2NrX3Jlc2VydmVkGBwgASgLMhgub3JkZXJzLnYxLlN0b2NrUmVzZXJ2ZWRIABIyCg5zdG9ja19yZWxlYXNlZBgdIAEoCzIYLm9yZGVycy52MS5TdG9ja1JlbGVhc2VkSABCCQoHcGF5bG9hZCJ2ChJDdXN0b21lclJlZ2lzdGVyZWQSEwoLY3VzdG9tZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEg0KBWVtYWlsGAMgASgJEiYKDGNyZWRpdF9saW1pdBgEIAEoCzIQLm9yZGVycy52MS5Nb25leSKhAQoLT3JkZXJQbGFjZWQSEAoIb3JkZXJfaWQYASABKAkSEwoLY3VzdG9tZXJfaWQYAiABKAkSIwoFbGluZXMYAyADKAsyFC5vcmRlcnMudjEuT3JkZXJMaW5lEh8KBXRvdGFsGAQgASgLMhAub3JkZXJzLnYxLk1vbmV5EiUKC2xpbmVfdG90YWxzGAUgAygLMhAub3JkZXJzLnYxLk1vbmV5IiIKDk9yZGVyQ29uZmlybWVkEhAKCG9yZGVyX2lkGAEgASgJIl8KDk9yZGVyQ2FuY2VsbGVkEhAKCG9yZGVyX2lkGAEgASgJEi0KBnJlYXNvbhgCIAEoDjIdLm9yZGVycy52MS5DYW5jZWxsYXRpb25SZWFzb24SDAoEbm90ZRgDIAEoCSIgCgxPcmRlclNoaXBwZWQSEAoIb3JkZXJfaWQYASABKAkiWQoOQ3JlZGl0UmVzZXJ2ZWQSEwoLY3VzdG9tZXJfaWQYASABKAkSEAoIb3JkZXJfaWQYAiABKAkSIAoGYW1vdW50GAMgASgLMhAub3JkZXJzLnYxLk1vbmV5IlkKDkNyZWRpdFJlbGVhc2VkEhMKC2N1c3RvbWVyX2lkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEiAKBmFtb3VudBgDIAEoCzIQLm9yZGVycy52MS5Nb25leSIyCgpTdG9ja0FkZGVkEhIKCnByb2R1Y3RfaWQYASABKAkSEAoIcXVhbnRpdHkYAiABKAMiRwoNU3RvY2tSZXNlcnZlZBISCgpwcm9kdWN0X2lkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEhAKCHF1YW50aXR5GAMgASgDIkcKDVN0b2NrUmVsZWFzZWQSEgoKcHJvZHVjdF9pZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIQCghxdWFudGl0eRgDIAEoA0KXAQoVY29tLmV4YW1wbGUub3JkZXJzLnYxQgtFdmVudHNQcm90b1ABWixleGFtcGxlLmNvbS9vcmRlcnMvZ2VuL2dvL29yZGVycy92MTtvcmRlcnN2MaICA09YWKoCCU9yZGVycy5WMcoCCU9yZGVyc1xWMeICFU9yZGVyc1xWMVxHUEJNZXRhZGF0YeoCCk9yZGVyczo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_orders_v1_types]);
+  fileDesc("ChZvcmRlcnMvdjEvZXZlbnRzLnByb3RvEglvcmRlcnMudjEi+gYKCEVudmVsb3BlEhAKCGV2ZW50X2lkGAEgASgJEhIKCmV2ZW50X3R5cGUYAiABKAkSFgoOc2NoZW1hX3ZlcnNpb24YAyABKAUSEQoJdGVuYW50X2lkGAQgASgJEhYKDmFnZ3JlZ2F0ZV90eXBlGAUgASgJEhQKDGFnZ3JlZ2F0ZV9pZBgGIAEoCRIZChFhZ2dyZWdhdGVfdmVyc2lvbhgHIAEoAxIuCgpvY2N1cl90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5jb3JyZWxhdGlvbl9pZBgJIAEoCRIUCgxjYXVzYXRpb25faWQYCiABKAkSDQoFYWN0b3IYCyABKAkSEgoKcmVxdWVzdF9pZBgMIAEoCRI8ChNjdXN0b21lcl9yZWdpc3RlcmVkGBQgASgLMh0ub3JkZXJzLnYxLkN1c3RvbWVyUmVnaXN0ZXJlZEgAEi4KDG9yZGVyX3BsYWNlZBgVIAEoCzIWLm9yZGVycy52MS5PcmRlclBsYWNlZEgAEjQKD29yZGVyX2NvbmZpcm1lZBgWIAEoCzIZLm9yZGVycy52MS5PcmRlckNvbmZpcm1lZEgAEjQKD29yZGVyX2NhbmNlbGxlZBgXIAEoCzIZLm9yZGVycy52MS5PcmRlckNhbmNlbGxlZEgAEjAKDW9yZGVyX3NoaXBwZWQYGCABKAsyFy5vcmRlcnMudjEuT3JkZXJTaGlwcGVkSAASNAoPY3JlZGl0X3Jlc2VydmVkGBkgASgLMhkub3JkZXJzLnYxLkNyZWRpdFJlc2VydmVkSAASNAoPY3JlZGl0X3JlbGVhc2VkGBogASgLMhkub3JkZXJzLnYxLkNyZWRpdFJlbGVhc2VkSAASLAoLc3RvY2tfYWRkZWQYGyABKAsyFS5vcmRlcnMudjEuU3RvY2tBZGRlZEgAEjIKDnN0b2NrX3Jlc2VydmVkGBwgASgLMhgub3JkZXJzLnYxLlN0b2NrUmVzZXJ2ZWRIABIyCg5zdG9ja19yZWxlYXNlZBgdIAEoCzIYLm9yZGVycy52MS5TdG9ja1JlbGVhc2VkSAASOgoSY3VzdG9tZXJfZm9yZ290dGVuGB4gASgLMhwub3JkZXJzLnYxLkN1c3RvbWVyRm9yZ290dGVuSABCCQoHcGF5bG9hZCKUAQoSQ3VzdG9tZXJSZWdpc3RlcmVkEhMKC2N1c3RvbWVyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRImCgxjcmVkaXRfbGltaXQYBCABKAsyEC5vcmRlcnMudjEuTW9uZXkSHAoUc2VhbGVkX3BlcnNvbmFsX2RhdGEYBSABKAwiMwoMUGVyc29uYWxEYXRhEhQKDGRpc3BsYXlfbmFtZRgBIAEoCRINCgVlbWFpbBgCIAEoCSIoChFDdXN0b21lckZvcmdvdHRlbhITCgtjdXN0b21lcl9pZBgBIAEoCSKhAQoLT3JkZXJQbGFjZWQSEAoIb3JkZXJfaWQYASABKAkSEwoLY3VzdG9tZXJfaWQYAiABKAkSIwoFbGluZXMYAyADKAsyFC5vcmRlcnMudjEuT3JkZXJMaW5lEh8KBXRvdGFsGAQgASgLMhAub3JkZXJzLnYxLk1vbmV5EiUKC2xpbmVfdG90YWxzGAUgAygLMhAub3JkZXJzLnYxLk1vbmV5IiIKDk9yZGVyQ29uZmlybWVkEhAKCG9yZGVyX2lkGAEgASgJIl8KDk9yZGVyQ2FuY2VsbGVkEhAKCG9yZGVyX2lkGAEgASgJEi0KBnJlYXNvbhgCIAEoDjIdLm9yZGVycy52MS5DYW5jZWxsYXRpb25SZWFzb24SDAoEbm90ZRgDIAEoCSIgCgxPcmRlclNoaXBwZWQSEAoIb3JkZXJfaWQYASABKAkiWQoOQ3JlZGl0UmVzZXJ2ZWQSEwoLY3VzdG9tZXJfaWQYASABKAkSEAoIb3JkZXJfaWQYAiABKAkSIAoGYW1vdW50GAMgASgLMhAub3JkZXJzLnYxLk1vbmV5IlkKDkNyZWRpdFJlbGVhc2VkEhMKC2N1c3RvbWVyX2lkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEiAKBmFtb3VudBgDIAEoCzIQLm9yZGVycy52MS5Nb25leSIyCgpTdG9ja0FkZGVkEhIKCnByb2R1Y3RfaWQYASABKAkSEAoIcXVhbnRpdHkYAiABKAMiRwoNU3RvY2tSZXNlcnZlZBISCgpwcm9kdWN0X2lkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEhAKCHF1YW50aXR5GAMgASgDIkcKDVN0b2NrUmVsZWFzZWQSEgoKcHJvZHVjdF9pZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIQCghxdWFudGl0eRgDIAEoA0KXAQoVY29tLmV4YW1wbGUub3JkZXJzLnYxQgtFdmVudHNQcm90b1ABWixleGFtcGxlLmNvbS9vcmRlcnMvZ2VuL2dvL29yZGVycy92MTtvcmRlcnN2MaICA09YWKoCCU9yZGVycy5WMcoCCU9yZGVyc1xWMeICFU9yZGVyc1xWMVxHUEJNZXRhZGF0YeoCCk9yZGVyczo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_orders_v1_types]);
 
 /**
  * Every event, on the wire and in the `events` table, is one serialised Envelope.
@@ -193,6 +193,14 @@ export type Envelope = Message<"orders.v1.Envelope"> & {
      */
     value: StockReleased;
     case: "stockReleased";
+  } | {
+    /**
+     * A customer's personal data was erased.
+     *
+     * @generated from field: orders.v1.CustomerForgotten customer_forgotten = 30;
+     */
+    value: CustomerForgotten;
+    case: "customerForgotten";
   } | { case: undefined; value?: undefined };
 };
 
@@ -217,14 +225,15 @@ export type CustomerRegistered = Message<"orders.v1.CustomerRegistered"> & {
   customerId: string;
 
   /**
-   * Name shown to people; personal data.
+   * Name shown to people; personal data. Schema version 1 only: from version 2 it is empty and
+   * the name travels in `sealed_personal_data`.
    *
    * @generated from field: string display_name = 2;
    */
   displayName: string;
 
   /**
-   * Contact address; personal data.
+   * Contact address; personal data. Schema version 1 only, like `display_name`.
    *
    * @generated from field: string email = 3;
    */
@@ -236,6 +245,15 @@ export type CustomerRegistered = Message<"orders.v1.CustomerRegistered"> & {
    * @generated from field: orders.v1.Money credit_limit = 4;
    */
   creditLimit?: Money | undefined;
+
+  /**
+   * Schema version 2: the personal fields (a serialised PersonalData), encrypted with the
+   * customer's own data key (AES-256-GCM: a 12-byte nonce, then the ciphertext and its tag; the
+   * tenant and customer id are its associated data). Unreadable once the customer is forgotten.
+   *
+   * @generated from field: bytes sealed_personal_data = 5;
+   */
+  sealedPersonalData: Uint8Array;
 };
 
 /**
@@ -244,6 +262,56 @@ export type CustomerRegistered = Message<"orders.v1.CustomerRegistered"> & {
  */
 export const CustomerRegisteredSchema: GenMessage<CustomerRegistered> = /*@__PURE__*/
   messageDesc(file_orders_v1_events, 1);
+
+/**
+ * The personal fields of a customer, as sealed in CustomerRegistered.sealed_personal_data.
+ *
+ * @generated from message orders.v1.PersonalData
+ */
+export type PersonalData = Message<"orders.v1.PersonalData"> & {
+  /**
+   * Name shown to people.
+   *
+   * @generated from field: string display_name = 1;
+   */
+  displayName: string;
+
+  /**
+   * Contact address.
+   *
+   * @generated from field: string email = 2;
+   */
+  email: string;
+};
+
+/**
+ * Describes the message orders.v1.PersonalData.
+ * Use `create(PersonalDataSchema)` to create a new message.
+ */
+export const PersonalDataSchema: GenMessage<PersonalData> = /*@__PURE__*/
+  messageDesc(file_orders_v1_events, 2);
+
+/**
+ * A customer's personal data was erased: their data key is deleted and the personal columns
+ * scrubbed. Carries no personal data; the customer's orders and credit are unchanged.
+ *
+ * @generated from message orders.v1.CustomerForgotten
+ */
+export type CustomerForgotten = Message<"orders.v1.CustomerForgotten"> & {
+  /**
+   * Id of the customer.
+   *
+   * @generated from field: string customer_id = 1;
+   */
+  customerId: string;
+};
+
+/**
+ * Describes the message orders.v1.CustomerForgotten.
+ * Use `create(CustomerForgottenSchema)` to create a new message.
+ */
+export const CustomerForgottenSchema: GenMessage<CustomerForgotten> = /*@__PURE__*/
+  messageDesc(file_orders_v1_events, 3);
 
 /**
  * An order was placed.
@@ -294,7 +362,7 @@ export type OrderPlaced = Message<"orders.v1.OrderPlaced"> & {
  * Use `create(OrderPlacedSchema)` to create a new message.
  */
 export const OrderPlacedSchema: GenMessage<OrderPlaced> = /*@__PURE__*/
-  messageDesc(file_orders_v1_events, 2);
+  messageDesc(file_orders_v1_events, 4);
 
 /**
  * An order was confirmed.
@@ -315,7 +383,7 @@ export type OrderConfirmed = Message<"orders.v1.OrderConfirmed"> & {
  * Use `create(OrderConfirmedSchema)` to create a new message.
  */
 export const OrderConfirmedSchema: GenMessage<OrderConfirmed> = /*@__PURE__*/
-  messageDesc(file_orders_v1_events, 3);
+  messageDesc(file_orders_v1_events, 5);
 
 /**
  * An order was cancelled.
@@ -350,7 +418,7 @@ export type OrderCancelled = Message<"orders.v1.OrderCancelled"> & {
  * Use `create(OrderCancelledSchema)` to create a new message.
  */
 export const OrderCancelledSchema: GenMessage<OrderCancelled> = /*@__PURE__*/
-  messageDesc(file_orders_v1_events, 4);
+  messageDesc(file_orders_v1_events, 6);
 
 /**
  * An order was shipped.
@@ -371,7 +439,7 @@ export type OrderShipped = Message<"orders.v1.OrderShipped"> & {
  * Use `create(OrderShippedSchema)` to create a new message.
  */
 export const OrderShippedSchema: GenMessage<OrderShipped> = /*@__PURE__*/
-  messageDesc(file_orders_v1_events, 5);
+  messageDesc(file_orders_v1_events, 7);
 
 /**
  * Credit was reserved for an order.
@@ -406,7 +474,7 @@ export type CreditReserved = Message<"orders.v1.CreditReserved"> & {
  * Use `create(CreditReservedSchema)` to create a new message.
  */
 export const CreditReservedSchema: GenMessage<CreditReserved> = /*@__PURE__*/
-  messageDesc(file_orders_v1_events, 6);
+  messageDesc(file_orders_v1_events, 8);
 
 /**
  * Reserved credit was released.
@@ -441,7 +509,7 @@ export type CreditReleased = Message<"orders.v1.CreditReleased"> & {
  * Use `create(CreditReleasedSchema)` to create a new message.
  */
 export const CreditReleasedSchema: GenMessage<CreditReleased> = /*@__PURE__*/
-  messageDesc(file_orders_v1_events, 7);
+  messageDesc(file_orders_v1_events, 9);
 
 /**
  * Units of a product arrived.
@@ -469,7 +537,7 @@ export type StockAdded = Message<"orders.v1.StockAdded"> & {
  * Use `create(StockAddedSchema)` to create a new message.
  */
 export const StockAddedSchema: GenMessage<StockAdded> = /*@__PURE__*/
-  messageDesc(file_orders_v1_events, 8);
+  messageDesc(file_orders_v1_events, 10);
 
 /**
  * Units of a product were reserved for an order.
@@ -504,7 +572,7 @@ export type StockReserved = Message<"orders.v1.StockReserved"> & {
  * Use `create(StockReservedSchema)` to create a new message.
  */
 export const StockReservedSchema: GenMessage<StockReserved> = /*@__PURE__*/
-  messageDesc(file_orders_v1_events, 9);
+  messageDesc(file_orders_v1_events, 11);
 
 /**
  * Reserved units were released.
@@ -539,5 +607,5 @@ export type StockReleased = Message<"orders.v1.StockReleased"> & {
  * Use `create(StockReleasedSchema)` to create a new message.
  */
 export const StockReleasedSchema: GenMessage<StockReleased> = /*@__PURE__*/
-  messageDesc(file_orders_v1_events, 10);
+  messageDesc(file_orders_v1_events, 12);
 
