@@ -231,18 +231,8 @@ async def run(settings: Settings, on_committed: OnCommitted | None = None) -> No
     counter = asyncio.create_task(metrics.count_dead_letters(connect, stop))
     collect_less()
     try:
-        while not stop.is_set():
-            try:
-                log.info("consuming", extra={"durable": DURABLE})
-                await consume(js, connect, settings, stop, on_committed=on_committed)
-            except (messaging.NatsError, OSError, psycopg.OperationalError) as exc:
-                log.warning("cannot consume yet, retrying", extra={"error": repr(exc)})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1)
-            except Exception:  # a bug must not end the process: unacked messages come back
-                log.exception("projector loop failed, restarting it")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1)
+        await messaging.keep_consuming(lambda: consume(js, connect, settings, stop, on_committed=on_committed),
+                                       DURABLE, stop, (messaging.NatsError, OSError, psycopg.OperationalError))
     finally:
         counter.cancel()
         await asyncio.gather(counter, return_exceptions=True)

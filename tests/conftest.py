@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from server.config import libpq_url
 from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres
 from server.platform.migrations import upgrade
+from tests.e2e.otlp import Collector
 from tests.harness import Stack
 
 _databases = itertools.count(1)
@@ -77,6 +78,13 @@ def stack(database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFac
     running = Stack(database_url, nats_url, tmp_path_factory.mktemp("logs")).start_all()
     yield running
     running.stop_all()
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[Collector]:
+    """An OTLP trace collector for a module's stack (OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint)."""
+    with Collector() as running:
+        yield running
 
 
 @pytest.fixture

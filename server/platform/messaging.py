@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -134,6 +136,23 @@ async def next_batch(sub: JetStreamContext.PullSubscription, limit: int) -> list
         return first + await sub.fetch(batch=min(pending, limit - 1), timeout=1)
     except TimeoutError:  # another consumer took them: this one is enough
         return first
+
+
+async def keep_consuming(consume: Callable[[], Awaitable[None]], durable: str, stop: asyncio.Event,
+                         unavailable: tuple[type[BaseException], ...]) -> None:
+    """Runs a consumer's loop until `stop`, starting it again a second after it ends: when NATS or
+    the database is away (`unavailable`: a warning), and on a bug too (logged with its traceback),
+    since a role outlives both and whatever it had not acked comes back to it."""
+    while not stop.is_set():
+        try:
+            log.info("consuming", extra={"durable": durable})
+            await consume()
+        except unavailable as exc:
+            log.warning("cannot consume yet, retrying", extra={"durable": durable, "error": repr(exc)})
+        except Exception:
+            log.exception("consumer loop failed, restarting it", extra={"durable": durable})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1)
 
 
 async def close(nc: Client) -> None:

@@ -439,18 +439,8 @@ async def run(settings: Settings) -> None:
     waking = asyncio.create_task(keep_waking(runner, url, stop))
     counting = asyncio.create_task(metrics.count_states(pool, stop))
     try:
-        while not stop.is_set():
-            try:
-                log.info("consuming", extra={"durable": DURABLE})
-                await consume(js, runner, settings, stop)
-            except (messaging.NatsError, OSError, psycopg.OperationalError, PoolTimeout) as exc:
-                log.warning("cannot consume yet, retrying", extra={"error": repr(exc)})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1)
-            except Exception:  # a bug must not end the process: unacked messages come back
-                log.exception("saga loop failed, restarting it")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1)
+        await messaging.keep_consuming(lambda: consume(js, runner, settings, stop), DURABLE, stop,
+                                       (messaging.NatsError, OSError, psycopg.OperationalError, PoolTimeout))
     finally:
         for task in (waking, counting, *runner.sending):
             task.cancel()

@@ -59,12 +59,6 @@ def nats_url(nats_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[Collector]:
-    with Collector() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def metrics_addr() -> str:
     return f"127.0.0.1:{free_port()}"
 

@@ -26,12 +26,6 @@ PRODUCER, CONSUMER = 4, 5  # opentelemetry.proto.trace.v1.Span.SpanKind
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[Collector]:
-    with Collector() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def metrics() -> dict[str, str]:
     """Each role's Prometheus endpoint in the traced stack."""
     return {role: f"127.0.0.1:{free_port()}" for role in ROLES}

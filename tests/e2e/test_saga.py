@@ -33,12 +33,6 @@ DEADLINE_SECONDS = 6
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[Collector]:
-    with Collector() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def saga_metrics() -> str:
     return f"127.0.0.1:{free_port()}"
 
