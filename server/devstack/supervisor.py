@@ -122,6 +122,8 @@ def banner(stack: LocalStack) -> str:
         auth = "AUTHENTICATION IS OFF (ORDERS_AUTH=off): anyone who reaches these ports is any tenant.\n"
         header = ""
     roles = "" if stack.roles == ROLES else f"  roles           {', '.join(stack.roles)} (ORDERS_ROLES)\n"
+    saga_note = ("   # CONFIRMED by the saga once it reserved the credit and stock" if "saga" in stack.roles
+                 else "   # PLACED: no saga runs (ORDERS_ROLES), so a caller confirms it")
     return f"""
 Orders is up.
 {roles}  CommandService  {cmd}  ({transport_name(settings.tls)})
@@ -137,9 +139,10 @@ Operator commands (orders status, orders dlq list, ...) log in as the owner and 
 Try it (grpcurl ships with `make test`'s tools in .venv/bin):
   {grpcurl} {cmd} list
   {grpcurl} {cmd} grpc.health.v1.Health/Check
-  {grpcurl}{header} -d '{{"request_id":"r-1","customer_id":"c-1","display_name":"Ada","email":"ada@example.com"}}' {cmd} orders.v1.CommandService/RegisterCustomer
+  {grpcurl}{header} -d '{{"request_id":"r-1","customer_id":"c-1","display_name":"Ada","email":"ada@example.com","credit_limit":{{"currency_code":"EUR","units":"100"}}}}' {cmd} orders.v1.CommandService/RegisterCustomer
+  {grpcurl}{header} -d '{{"request_id":"r-5","product_id":"p-1","expected_version":"0","quantity":"10"}}' {cmd} orders.v1.CommandService/AddStock
   {grpcurl}{header} -d '{{"request_id":"r-2","order_id":"o-1","customer_id":"c-1","lines":[{{"product_id":"p-1","quantity":"2","unit_price":{{"currency_code":"EUR","units":"9","nanos":990000000}}}}]}}' {cmd} orders.v1.CommandService/PlaceOrder
-  {grpcurl}{header} -d '{{"order_id":"o-1","consistency_token":"<token from PlaceOrder>"}}' {query} orders.v1.QueryService/GetOrderSummary
+  {grpcurl}{header} -d '{{"order_id":"o-1"}}' {query} orders.v1.QueryService/GetOrderSummary{saga_note}
 
 Ctrl-C stops everything.
 """
