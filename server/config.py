@@ -140,6 +140,9 @@ class Settings:
     # compensates, and the file holding its service token (re-read when it changes).
     saga_deadline_seconds: float = 30.0
     saga_token_file: Path | None = None
+    # Command-server processes `orders up` starts on COMMAND_ADDR (SO_REUSEPORT: the kernel spreads
+    # connections over them); more than one lets the command path use more cores.
+    command_servers: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -199,6 +202,7 @@ class Settings:
             up_roles=read.roles("ORDERS_ROLES"),
             kek=read.kek("ORDERS_KEK"),
             saga_deadline_seconds=read.seconds("ORDERS_SAGA_DEADLINE_SECONDS", 30, maximum=86400),
+            command_servers=read.integer("ORDERS_COMMAND_SERVERS", 1, minimum=1, maximum=64),
             saga_token_file=Path(read.text("ORDERS_SAGA_TOKEN_FILE", "")).absolute()
             if read.text("ORDERS_SAGA_TOKEN_FILE", "") else None,
         )

@@ -164,6 +164,7 @@ async def run(settings: Settings) -> None:
             reflection_on=settings.reflection,
             metrics_addr=settings.metrics_addr,
             tls=settings.tls,
+            reuse_port=settings.command_servers > 1,
         )
     finally:
         for task in (notifying, counting):

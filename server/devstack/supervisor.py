@@ -107,8 +107,9 @@ def banner(stack: LocalStack) -> str:
     settings, database_url, nats_url = stack.settings, stack.database_url, stack.nats_url
     cmd, query = settings.command_addr, settings.query_addr
     grpcurl = f"grpcurl {grpcurl_flags(settings.tls)}"
-    metrics = "\n".join(f"  metrics         http://{stack.metrics_addr(role)}/metrics  ({role})"
-                         for role in stack.roles if stack.metrics_addr(role))
+    metrics = "\n".join(f"  metrics         http://{addr}/metrics  ({role}{f' {n + 1}' if n else ''})"
+                         for role in stack.roles for n in range(stack.instances(role))
+                         if (addr := stack.metrics_addr(role, n)))
     if stack.issuer is not None:
         auth = f"""Every call needs a bearer token; this one is for tenant default, with every scope
 (`orders token --tenant T --scope orders.read` mints more with the same dev key):
@@ -122,11 +123,12 @@ def banner(stack: LocalStack) -> str:
         auth = "AUTHENTICATION IS OFF (ORDERS_AUTH=off): anyone who reaches these ports is any tenant.\n"
         header = ""
     roles = "" if stack.roles == ROLES else f"  roles           {', '.join(stack.roles)} (ORDERS_ROLES)\n"
+    servers = f", {settings.command_servers} processes" if settings.command_servers > 1 else ""
     saga_note = ("   # CONFIRMED by the saga once it reserved the credit and stock" if "saga" in stack.roles
                  else "   # PLACED: no saga runs (ORDERS_ROLES), so a caller confirms it")
     return f"""
 Orders is up.
-{roles}  CommandService  {cmd}  ({transport_name(settings.tls)})
+{roles}  CommandService  {cmd}  ({transport_name(settings.tls)}{servers})
   QueryService    {query}  ({transport_name(settings.tls)})
   PostgreSQL      {public_address(database_url)}
   NATS JetStream  {public_address(nats_url)}
@@ -205,7 +207,8 @@ class LocalStack:
                 saga_token = self.issuer.service_token_file("orders-saga", SAGA_SCOPES)
                 self.env["ORDERS_SAGA_TOKEN_FILE"] = str(saga_token)
         logins = self.logins()
-        self.children = [Child(role, dict(self.role_env(role, logins), **self.metrics_env(role))) for role in self.roles]
+        self.children = [Child(role, dict(self.role_env(role, logins), **self.metrics_env(role, instance)))
+                         for role in self.roles for instance in range(self.instances(role))]
         for child in self.children:
             child.start()
 
@@ -228,13 +231,20 @@ class LocalStack:
                 env["NATS_URL"] = self.nats.url_for(role)
         return env
 
-    def metrics_addr(self, role: str) -> str | None:
-        """Each role's Prometheus endpoint: ORDERS_METRICS_BASE_PORT + its place in ROLES."""
-        base = self.settings.metrics_base_port
-        return f"127.0.0.1:{base + ROLES.index(role)}" if base > 0 and role in ROLES else None
+    def instances(self, role: str) -> int:
+        """Processes of `role`: ORDERS_COMMAND_SERVERS command servers on one port, one of any other."""
+        return self.settings.command_servers if role == "command-server" else 1
 
-    def metrics_env(self, role: str) -> dict[str, str]:
-        addr = self.metrics_addr(role)
+    def metrics_addr(self, role: str, instance: int = 0) -> str | None:
+        """Each role's Prometheus endpoint: ORDERS_METRICS_BASE_PORT + its place in ROLES; further
+        command servers take the ports after the last role's."""
+        base = self.settings.metrics_base_port
+        if base <= 0 or role not in ROLES:
+            return None
+        return f"127.0.0.1:{base + (ROLES.index(role) if instance == 0 else len(ROLES) + instance - 1)}"
+
+    def metrics_env(self, role: str, instance: int = 0) -> dict[str, str]:
+        addr = self.metrics_addr(role, instance)
         return {"METRICS_ADDR": addr} if addr else {}
 
     def supervise(self) -> None:

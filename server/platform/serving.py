@@ -536,8 +536,10 @@ async def serve(
     before_stop: Callable[[], Awaitable[None]] | None = None,
     options: Sequence[tuple[str, Any]] = (),
     tls: TlsFiles | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Runs a server until SIGTERM/SIGINT. Health stays NOT_SERVING while `ready()` is false.
+    With `reuse_port`, other processes may listen on the same address (SO_REUSEPORT).
     `max_calls_in_progress` (0: no limit) bounds the unary calls in progress (`Admission`).
     Every call needs a token `verifier` accepts with the scope `scopes` names for its method
     (no verifier: authentication off). With `tls`, the one port speaks only TLS (mutual TLS with a
@@ -553,7 +555,9 @@ async def serve(
                       *interceptors],
         options=[
             ("grpc.max_receive_message_length", max(TRANSPORT_LIMIT_BYTES, max_request_bytes)),
-            ("grpc.so_reuseport", 0),
+            # Off unless asked: a second server started by mistake on a taken port fails, rather
+            # than silently sharing it. ORDERS_COMMAND_SERVERS > 1 asks (one port, N processes).
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
             *options,
         ],
     )

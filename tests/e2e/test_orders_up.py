@@ -188,3 +188,35 @@ def test_orders_roles_starts_only_the_roles_it_names(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_orders_command_servers_runs_that_many_command_servers_on_one_port(tmp_path: Path) -> None:
+    command_addr = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
+    env.update(ORDERS_DATA_DIR=str(tmp_path), COMMAND_ADDR=command_addr, QUERY_ADDR=f"127.0.0.1:{free_port()}",
+               ORDERS_METRICS_BASE_PORT="0", ORDERS_ROLES="command-server", ORDERS_COMMAND_SERVERS="2")
+    with (tmp_path / "out.log").open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+
+    def command_servers() -> list[psutil.Process]:
+        return [p for p in psutil.Process(proc.pid).children(recursive=True)
+                if p.cmdline()[-2:] == ["server", "command-server"]]
+
+    try:
+        wait_until(lambda: "Orders is up." in (tmp_path / "out.log").read_text(), timeout=120, what="the banner")
+        assert f"CommandService  {command_addr}  (plaintext, 2 processes)" in (tmp_path / "out.log").read_text()
+        first, second = wait_until(lambda: s if len(s := command_servers()) == 2 else None,
+                                   what="two command servers")
+        port = int(command_addr.rsplit(":", 1)[1])
+        wait_until(lambda: all(any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                                   for c in p.net_connections()) for p in (first, second)),
+                   what="both listening on the one port")
+
+        first.kill()  # the other keeps the port open and answering while the supervisor restarts it
+        first.wait(timeout=10)
+        assert json.loads(grpcurl(command_addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
+        wait_until(lambda: len(command_servers()) == 2, what="the killed command server restarted")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
