@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import statistics
 import sys
@@ -30,11 +31,22 @@ from server.platform.process import free_port
 
 
 async def write_side(
-    command_addr: str, concurrencies: list[int], seconds: float, progress: Callable[[str], None], noop: bool = True
+    command_addr: str, concurrencies: list[int], seconds: float, progress: Callable[[str], None], noop: bool = True,
+    connections: int = 1,
 ) -> list[Measurement]:
-    async with channel(command_addr) as command_channel:
+    """With `connections` > 1 (ORDERS_COMMAND_SERVERS), PlaceOrder goes round over that many
+    connections of their own, for the kernel to spread over the command-server processes."""
+    async with contextlib.AsyncExitStack() as opened:
+        command_channel = await opened.enter_async_context(channel(command_addr))
+        extra = [await opened.enter_async_context(channel(command_addr, [("grpc.use_local_subchannel_pool", 1)]))
+                 for _ in range(connections - 1)]
         health = health_pb2_grpc.HealthStub(command_channel)
-        place = await order_placer(pb_grpc.CommandServiceStub(command_channel), "bench", lines=2)
+        placers = [await order_placer(pb_grpc.CommandServiceStub(ch), f"bench{n}", lines=2)
+                   for n, ch in enumerate([command_channel, *extra])]
+        rotation = itertools.cycle(placers)
+
+        def place() -> Awaitable[Any]:
+            return next(rotation)()
         register = customer_registrar(pb_grpc.CommandServiceStub(command_channel), "bench-r")
 
         def health_check() -> Awaitable[Any]:
@@ -348,7 +360,10 @@ def run_write(settings: Settings, *, seconds: float, concurrencies: list[int], b
 
     def measure(command_addr: str) -> list[Measurement]:
         _say(f"write side: PlaceOrder vs no-op (Health/Check) on {command_addr}")
-        return asyncio.run(write_side(command_addr, concurrencies, seconds, _say))
+        if settings.command_servers > 1:
+            _say(f"  PlaceOrder over {settings.command_servers} connections (ORDERS_COMMAND_SERVERS)")
+        return asyncio.run(write_side(command_addr, concurrencies, seconds, _say,
+                                      connections=settings.command_servers))
 
     relay: dict[str, float] = {}
     tracing: dict[str, float] = {}
