@@ -124,6 +124,9 @@ def test_an_order_with_credit_and_stock_is_confirmed_and_the_reads_show_the_rese
     first, second = product_with_stock(stack, 10), product_with_stock(stack, 5)
     _, query = queries(stack.query_addr)
     watch = query.WatchOrders(query_pb.WatchOrdersRequest(customer_id=customer_id), timeout=60)
+    # The first heartbeat says the stream is caught up (the customer has no order yet): from then
+    # on it sees each change, so the order is placed only after it.
+    assert next(watch).HasField("heartbeat")
     order_id = place(stack, customer_id, (first, 2, 10), (second, 3, 5))
 
     seen: list[int] = []
