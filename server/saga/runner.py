@@ -186,23 +186,12 @@ class Runner:
                                      now, self.versions)
             if changed is not None:
                 sagas[event.key] = changed
-        result: list[tuple[Saga | None, Saga]] = []
-        wakes: list[float | None] = []
-        for key, saga in sagas.items():
-            before = stored.get(key)
-            if before is None:
-                retry_at = self._retry_at(saga, 0, now)
-                await store.insert(conn, saga, retry_at)
-                wakes.append(_earlier(saga.deadline, retry_at))
-            elif saga != before.saga:
-                wakes.append(await self._write(conn, before, saga, now))
-            else:
-                continue
-            result.append((None if before is None else before.saga, saga))
+        changes = [self._change(stored.get(key), saga, now) for key, saga in sagas.items()
+                   if key not in stored or saga != stored[key].saga]
+        await self._write(conn, changes)
         if stream_seq:
             await store.checkpoint(conn, DURABLE, stream_seq)
-        await self._notify(conn, wakes)
-        return result
+        return [(None if c.before is None else c.before.saga, c.saga) for c in changes]
 
     def _start(self, event: Event, now: float) -> Saga:
         placed = event.envelope.order_placed
@@ -270,7 +259,7 @@ class Runner:
             changed = None if stored is None else rule(stored.saga, now)
             if stored is None or changed is None:
                 return None
-            await self._notify(conn, [await self._write(conn, stored, changed, now)])
+            await self._write(conn, [self._change(stored, changed, now)])
             return stored.saga, changed
 
         result = await self._with_retries(attempt)
@@ -290,19 +279,19 @@ class Runner:
                 now = self.clock()
                 resend: list[Saga] = []
                 fired: list[tuple[Saga, Saga]] = []
-                wakes: list[float | None] = []
+                changes: list[store.Change] = []
                 for stored in due:
                     expired = model.on_deadline(stored.saga, now, self.versions)
                     if expired is not None:
-                        wakes.append(await self._write(conn, stored, expired, now))
+                        changes.append(self._change(stored, expired, now))
                         resend.append(expired)
                         fired.append((stored.saga, expired))
                     elif stored.saga.pending is not None and stored.saga.state in model.ACTIVE:
-                        wakes.append(await self._write(conn, stored, stored.saga, now, attempts=stored.attempts + 1))
+                        changes.append(self._change(stored, stored.saga, now, attempts=stored.attempts + 1))
                         resend.append(stored.saga)
-                    else:  # nothing left to wait for: no wake-up either
-                        await self._write(conn, stored, stored.saga, now)
-                await self._notify(conn, wakes)
+                    else:  # nothing left to wait for: written with no wake-up
+                        changes.append(self._change(stored, stored.saga, now))
+                await self._write(conn, changes)
             for before, expired in fired:
                 metrics.deadline_fired()
                 metrics.changed(before, expired, now)
@@ -314,14 +303,18 @@ class Runner:
 
     # --- writing -----------------------------------------------------------------------------
 
-    async def _write(self, conn: psycopg.AsyncConnection, before: Stored, saga: Saga, now: float,
-                     attempts: int | None = None) -> float | None:
-        """Writes the saga if it is still as read; returns when it next needs attention."""
+    def _change(self, before: Stored | None, saga: Saga, now: float, attempts: int | None = None) -> store.Change:
+        """The write of `saga`: its step's send count (kept while the step is the same one) and
+        when it is sent again."""
         if attempts is None:
-            attempts = before.attempts if before.saga.pending == saga.pending else 0
-        retry_at = self._retry_at(saga, attempts, now)
-        await store.update(conn, before, saga, attempts, retry_at)
-        return _earlier(saga.deadline, retry_at)
+            attempts = before.attempts if before is not None and before.saga.pending == saga.pending else 0
+        return store.Change(before, saga, attempts, self._retry_at(saga, attempts, now))
+
+    async def _write(self, conn: psycopg.AsyncConnection, changes: list[store.Change]) -> None:
+        """Writes the changes (all of them or LostRace) and, at the commit, tells every saga
+        process of the earliest wake-up they set."""
+        await store.write(conn, changes)
+        await self._notify(conn, [change.wake_at for change in changes])
 
     @staticmethod
     def _retry_at(saga: Saga, attempts: int, now: float) -> float | None:
@@ -348,10 +341,6 @@ class Runner:
                 await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-
-
-def _earlier(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else min(a, b)
 
 
 # --- the loops ----------------------------------------------------------------------------------

@@ -133,16 +133,38 @@ async def load(conn: Conn, tenant_id: str, order_id: str) -> Stored | None:
     return None if row is None else _row(row)
 
 
-async def insert(conn: Conn, saga: Saga, retry_at: float | None) -> None:
-    cursor = await conn.execute(INSERT, _params(saga, 0, retry_at))
-    if cursor.rowcount != 1:
-        raise LostRace(f"saga {saga.order_id} was started by another saga process")
+@dataclass(frozen=True)
+class Change:
+    """A saga to write: new (`before` None) or changed from `before`, with how many times its
+    pending step has been sent and when it is sent again."""
+
+    before: Stored | None
+    saga: Saga
+    attempts: int
+    retry_at: float | None
+
+    @property
+    def wake_at(self) -> float | None:
+        """When the saga next needs attention: its deadline or its step's next send."""
+        times = [at for at in (self.saga.deadline, self.retry_at) if at is not None]
+        return min(times) if times else None
 
 
-async def update(conn: Conn, stored: Stored, saga: Saga, attempts: int, retry_at: float | None) -> None:
-    cursor = await conn.execute(UPDATE, {**_params(saga, attempts, retry_at), "version": stored.version})
-    if cursor.rowcount != 1:
-        raise LostRace(f"saga {saga.order_id} changed meanwhile")
+async def write(conn: Conn, changes: Sequence[Change]) -> None:
+    """Inserts the new sagas and updates the changed ones, each kind in one executemany (one round
+    trip, through psycopg's pipeline), every update only where its row is still at the version it
+    was read at. Raises LostRace, and the caller's transaction rolls back, if any was not."""
+    inserts = [_params(c.saga, 0, c.retry_at) for c in changes if c.before is None]
+    updates = [{**_params(c.saga, c.attempts, c.retry_at), "version": c.before.version}
+               for c in changes if c.before is not None]
+    for sql, rows, what in ((INSERT, inserts, "was started by another saga process"),
+                            (UPDATE, updates, "changed meanwhile")):
+        if not rows:
+            continue
+        async with conn.cursor() as cursor:
+            await cursor.executemany(sql, rows)
+            if cursor.rowcount != len(rows):
+                raise LostRace(f"{len(rows) - cursor.rowcount} of {len(rows)} sagas {what}")
 
 
 async def checkpoint(conn: Conn, consumer: str, stream_seq: int) -> None:
