@@ -94,7 +94,7 @@ async def _forget_one(conn: psycopg.AsyncConnection[Any], kek: bytes, tenant_id:
     request = pb.ForgetCustomerRequest(request_id=request_id, customer_id=customer_id)
     ctx = wire.EventContext(tenant_id, str(uuid.uuid4()), request_id, ACTOR, request_id)
     for attempt in range(1, ATTEMPTS + 1):  # credit may move between the read and the write
-        session = store.Session(conn, ctx, request_id, "ForgetCustomer", wire.request_hash("ForgetCustomer", request),
+        session = store.Session(store.OnConnection(conn), ctx, request_id, "ForgetCustomer", wire.request_hash("ForgetCustomer", request),
                                 timeout_ms=30_000, kek=kek)
         written = await handlers.forget_customer(session, c.ForgetCustomer(customer_id))
         try:

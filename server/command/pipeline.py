@@ -12,11 +12,11 @@ from typing import Any, Generic, TypeVar
 import grpc
 from google.protobuf.message import Message
 from opentelemetry import trace
-from psycopg_pool import AsyncConnectionPool
 
 from orders.v1 import command_service_pb2 as pb
 from server import telemetry
 from server.command import handlers, store
+from server.command.group_commit import GroupCommit
 from server.command.unit_of_work import UnitOfWork, Written
 from server.domain import commands as c
 from server.domain.errors import InvalidCommandError, RequestIdReusedError, VersionConflictError
@@ -92,12 +92,13 @@ ROUTES: tuple[Route[Any, Any, Any], ...] = (
 
 class Pipeline:
     """Runs one command: check it, read the aggregate (and any earlier use of the request id),
-    decide, then write the claim with its response, the change and the event in one statement.
-    A request id used before answers with the first response; what it raises, the serving
-    layer's error table answers."""
+    decide, then write the claim with its response, the change and the event in one statement,
+    in a group with the writes of commands that arrive with it (group_commit). A request id used
+    before answers with the first response; what it raises, the serving layer's error table
+    answers."""
 
-    def __init__(self, pool: AsyncConnectionPool, committed: Callable[[], None], token_key: bytes, kek: bytes) -> None:
-        self._pool = pool
+    def __init__(self, group: GroupCommit, committed: Callable[[], None], token_key: bytes, kek: bytes) -> None:
+        self._group = group
         self._kek = kek  # wraps each new customer's data key (platform.personal)
         self._committed = committed
         self._token_key = token_key  # signs consistency tokens, for the query servers to verify
@@ -114,26 +115,27 @@ class Pipeline:
                                 request_id=request_id)
         digest = wire.request_hash(route.method, request)
         budget = _budget(context)
-        async with self._pool.connection(timeout=budget) as conn:
-            try:
-                for attempt in range(1, UNCONDITIONAL_ATTEMPTS + 1):
-                    session = store.Session(conn, ctx, request_id, route.method, digest, timeout_ms=budget * 1000,
-                                            kek=self._kek)
-                    try:
-                        response = await _apply(route, session, cmd, self._token_key)
-                        break
-                    except VersionConflictError:
-                        if not route.unconditional or attempt == UNCONDITIONAL_ATTEMPTS:
-                            raise
-            except store.Replayed as replay:
-                prior = replay.prior or await store.prior_request(conn, tenant_id, request_id)
-                # A forgotten customer's registration keeps its response but no hash of the
-                # personal fields it was made from: a replay of it still answers.
-                same = prior is not None and prior.method == route.method and prior.request_hash in (
-                    digest, store.FORGOTTEN_HASH)
-                if prior is None or not same or prior.response is None:
-                    raise RequestIdReusedError(request_id) from None
-                return route.response.FromString(prior.response)
+        db = self._group.command()
+        try:
+            for attempt in range(1, UNCONDITIONAL_ATTEMPTS + 1):
+                session = store.Session(db, ctx, request_id, route.method, digest, timeout_ms=budget * 1000, kek=self._kek)
+                try:
+                    response = await _apply(route, session, cmd, self._token_key)
+                    break
+                except VersionConflictError:
+                    if not route.unconditional or attempt == UNCONDITIONAL_ATTEMPTS:
+                        raise
+        except store.Replayed as replay:
+            prior = replay.prior
+            # A forgotten customer's registration keeps its response but no hash of the
+            # personal fields it was made from: a replay of it still answers.
+            same = prior is not None and prior.method == route.method and prior.request_hash in (
+                digest, store.FORGOTTEN_HASH)
+            if prior is None or not same or prior.response is None:
+                raise RequestIdReusedError(request_id) from None
+            return route.response.FromString(prior.response)
+        finally:
+            db.close()
         self._committed()
         return response
 
@@ -159,7 +161,8 @@ async def _apply(route: Route[Any, Cmd, Resp], session: store.Session, cmd: Cmd,
         "orders.aggregate_id": written.aggregate_id,
         "orders.aggregate_version": written.version,
     })
-    log.info("command applied", extra={
-        "method": route.method, "aggregate_type": written.aggregate_type,
-        "aggregate_id": written.aggregate_id, "aggregate_version": written.version})
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("command applied", extra={
+            "method": route.method, "aggregate_type": written.aggregate_type,
+            "aggregate_id": written.aggregate_id, "aggregate_version": written.version})
     return response

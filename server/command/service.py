@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from server.command import pipeline
+from server.command.group_commit import GroupCommit
 from server.config import TOKEN_KEY_WARNING, Settings
 from server.platform import auth, serving, timeouts
 from server.platform.schema import NOTIFY_CHANNEL
@@ -139,6 +140,7 @@ async def run(settings: Settings) -> None:
         name="commands",
     )
     await pool.open(wait=False)
+    group = GroupCommit(pool)
     notifier = Notifier(conninfo)
     notifying = asyncio.create_task(notifier.run())
     counting = asyncio.create_task(count_forgotten(pool))
@@ -154,7 +156,7 @@ async def run(settings: Settings) -> None:
         await serving.serve(
             addr=settings.command_addr,
             service_names=[pb.DESCRIPTOR.services_by_name["CommandService"].full_name],
-            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(pool, notifier.poke, settings.token_key, kek)), server),
+            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(group, notifier.poke, settings.token_key, kek)), server),
             ready=ready,
             max_request_bytes=settings.max_request_bytes,
             max_calls_in_progress=settings.max_calls_in_progress,

@@ -1,13 +1,17 @@
-"""The command side's storage: one or two statements per command on one pooled psycopg connection.
+"""The command side's storage: one or two statements per command.
 
 Most commands first read their aggregate together with any earlier use of the request id (and
 set the statement timeout from the caller's deadline); RegisterCustomer and PlaceOrder do not
 read. Then one atomic statement writes everything the command changes: the idempotency claim,
 the version-guarded state change, the event (the outbox row), all or nothing.
-`orders_command_guard` undoes the statement when the request id was taken meanwhile or the state
-change matched nothing, so optimistic concurrency needs no open transaction between the read and
-the write, and a command that did not read learns from the write alone that its id or request id
-was taken.
+
+The write answers rather than raises for what a caller can cause: it claims the request id only
+when the aggregate is at the expected version (locked meanwhile), or, for a new aggregate, when
+its id is free and what it refers to exists; it changes the aggregate only when it claimed. Its
+one row says what happened, so commands written together in one transaction (group_commit)
+each get their own answer, and a refused command leaves no trace. Only a race it cannot see
+coming (a request id or an aggregate id taken by a transaction that commits meanwhile) leaves a
+claim without its change or the reverse; `orders_command_guard` then undoes the statement.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from opentelemetry.trace import SpanKind, StatusCode
@@ -62,35 +66,41 @@ READ = {
 PRIOR_REQUEST = (
     "SELECT method, request_hash, response FROM idempotency WHERE tenant_id = %(tenant_id)s AND request_id = %(request_id)s"
 )
-VERSION = {
-    kind: f"SELECT version FROM {kind}s WHERE tenant_id = %(tenant_id)s AND {kind}_id = %(aggregate_id)s"
-    for kind in ("customer", "product", "order")
-}
-
+# Each change runs only when its command claimed the request id (the `claim` CTE), so a refused
+# command writes nothing; an insert's ON CONFLICT and an update's version check are the last
+# line against a race the claim could not see.
+_CLAIMED = "EXISTS (SELECT FROM claim)"
 _CHANGES = {
     ("customer", "insert"): """INSERT INTO customers
         (tenant_id, customer_id, display_name, email, credit_currency, credit_limit, credit_reserved, version)
-        VALUES (%(tenant_id)s, %(aggregate_id)s, %(display_name)s, %(email)s, %(credit_currency)s,
-                %(credit_limit)s, %(credit_reserved)s, %(version)s)
+        SELECT %(tenant_id)s, %(aggregate_id)s, %(display_name)s, %(email)s, %(credit_currency)s,
+               %(credit_limit)s, %(credit_reserved)s, %(version)s FROM claim
         ON CONFLICT DO NOTHING""",
-    ("customer", "forget"): """UPDATE customers
+    ("customer", "forget"): f"""UPDATE customers
         SET display_name = '', email = '', forgotten_at = now(), version = %(version)s, updated_at = now()
-        WHERE tenant_id = %(tenant_id)s AND customer_id = %(aggregate_id)s AND version = %(expected)s""",
-    ("customer", "update"): """UPDATE customers
+        WHERE tenant_id = %(tenant_id)s AND customer_id = %(aggregate_id)s AND version = %(expected)s AND {_CLAIMED}""",
+    ("customer", "update"): f"""UPDATE customers
         SET credit_reserved = %(credit_reserved)s, version = %(version)s, updated_at = now()
-        WHERE tenant_id = %(tenant_id)s AND customer_id = %(aggregate_id)s AND version = %(expected)s""",
+        WHERE tenant_id = %(tenant_id)s AND customer_id = %(aggregate_id)s AND version = %(expected)s AND {_CLAIMED}""",
     ("product", "insert"): """INSERT INTO products (tenant_id, product_id, on_hand, reserved, version)
-        VALUES (%(tenant_id)s, %(aggregate_id)s, %(on_hand)s, %(reserved)s, %(version)s)
+        SELECT %(tenant_id)s, %(aggregate_id)s, %(on_hand)s, %(reserved)s, %(version)s FROM claim
         ON CONFLICT DO NOTHING""",
-    ("product", "update"): """UPDATE products
+    ("product", "update"): f"""UPDATE products
         SET on_hand = %(on_hand)s, reserved = %(reserved)s, version = %(version)s, updated_at = now()
-        WHERE tenant_id = %(tenant_id)s AND product_id = %(aggregate_id)s AND version = %(expected)s""",
+        WHERE tenant_id = %(tenant_id)s AND product_id = %(aggregate_id)s AND version = %(expected)s AND {_CLAIMED}""",
     ("order", "insert"): """INSERT INTO orders (tenant_id, order_id, customer_id, state, currency_code, total, version)
-        VALUES (%(tenant_id)s, %(aggregate_id)s, %(customer_id)s, %(state)s, %(currency_code)s, %(total)s, %(version)s)
+        SELECT %(tenant_id)s, %(aggregate_id)s, %(customer_id)s, %(state)s, %(currency_code)s, %(total)s, %(version)s
+        FROM claim
         ON CONFLICT DO NOTHING""",
-    ("order", "update"): """UPDATE orders SET state = %(state)s, version = %(version)s, updated_at = now()
-        WHERE tenant_id = %(tenant_id)s AND order_id = %(aggregate_id)s AND version = %(expected)s""",
+    ("order", "update"): f"""UPDATE orders SET state = %(state)s, version = %(version)s, updated_at = now()
+        WHERE tenant_id = %(tenant_id)s AND order_id = %(aggregate_id)s AND version = %(expected)s AND {_CLAIMED}""",
 }
+# What a new aggregate refers to, locked against deletion as its foreign key would: read first,
+# so that a missing one is an answer rather than a foreign-key error.
+_REFERENCE = {
+    "order": "SELECT FROM customers WHERE tenant_id = %(tenant_id)s AND customer_id = %(customer_id)s FOR KEY SHARE",
+}
+
 _ORDER_LINES = """,
 lines AS (
     INSERT INTO order_lines (tenant_id, order_id, line_no, product_id, quantity, currency_code, unit_price)
@@ -118,31 +128,64 @@ _EXTRA = {("order", "insert"): _ORDER_LINES, ("customer", "insert"): _CUSTOMER_K
 # The request hash of a registration whose customer was forgotten: no sha256 digest is one byte.
 FORGOTTEN_HASH = b"\0"
 
+_PRIOR_CTE = """prior AS (
+    SELECT method, request_hash, response FROM idempotency
+    WHERE tenant_id = %(tenant_id)s AND request_id = %(request_id)s)"""
+_CLAIM_VALUES = "%(tenant_id)s, %(request_id)s, %(method)s, %(request_hash)s, %(response)s"
+# The statement's one row: (changed, the aggregate's version as found (None: no such aggregate),
+# the prior request's method, hash and response (None: none seen), whether what a new aggregate
+# refers to exists); then the guard, which raises only when claim and change disagree.
+_OUTCOME = """SELECT EXISTS (SELECT FROM change), (SELECT version FROM target), p.method, p.request_hash, p.response,
+    {referenced},
+    CASE WHEN EXISTS (SELECT FROM claim) <> EXISTS (SELECT FROM change)
+         THEN orders_command_guard(EXISTS (SELECT FROM claim), EXISTS (SELECT FROM change)) END
+FROM (SELECT 1) AS one LEFT JOIN prior p ON true"""
+
 
 def _write_sql(aggregate_type: str, kind: str) -> str:
-    # The event is inserted from `change`, after the guarded row is locked: within one aggregate,
-    # event ids are handed out in commit order, which the relay's id order relies on.
-    lines = _EXTRA.get((aggregate_type, kind), "")
-    return f"""WITH claim AS (
+    """The claim, the change and the event of one command, as one statement answering with _OUTCOME.
+
+    An update locks its row first (FOR NO KEY UPDATE: an order's foreign key to its customer
+    still shares it) and claims only at the expected version; an insert claims only when the id
+    is free and what it refers to exists. The event is inserted from `change`, after the row is
+    locked: within one aggregate, event ids are handed out in commit order, which the relay's id
+    order relies on."""
+    table, where = f"{aggregate_type}s", f"tenant_id = %(tenant_id)s AND {aggregate_type}_id = %(aggregate_id)s"
+    reference = _REFERENCE.get(aggregate_type) if kind == "insert" else None
+    if kind == "insert":
+        target = f"SELECT version FROM {table} WHERE {where}"
+        may_claim = "NOT EXISTS (SELECT FROM target)"
+    else:
+        target = f"SELECT version FROM {table} WHERE {where} FOR NO KEY UPDATE"
+        may_claim = "EXISTS (SELECT FROM target WHERE version = %(expected)s)"
+    ctes = [_PRIOR_CTE, f"target AS ({target})"]
+    if reference is not None:
+        ctes.append(f"reference AS ({reference})")
+        may_claim += " AND EXISTS (SELECT FROM reference)"
+    ctes.append(f"""claim AS (
     INSERT INTO idempotency (tenant_id, request_id, method, request_hash, response)
-    VALUES (%(tenant_id)s, %(request_id)s, %(method)s, %(request_hash)s, %(response)s)
-    ON CONFLICT DO NOTHING RETURNING 1),
-change AS ({_CHANGES[(aggregate_type, kind)]} RETURNING 1){lines},
-event AS (
+    SELECT {_CLAIM_VALUES} WHERE NOT EXISTS (SELECT FROM prior) AND {may_claim}
+    ON CONFLICT DO NOTHING RETURNING 1)""")
+    ctes.append(f"change AS ({_CHANGES[(aggregate_type, kind)]} RETURNING 1){_EXTRA.get((aggregate_type, kind), '')}")
+    ctes.append("""event AS (
     INSERT INTO events (event_id, tenant_id, aggregate_type, aggregate_id, aggregate_version, event_type, payload, headers)
     SELECT %(event_id)s, %(tenant_id)s, %(aggregate_type)s, %(aggregate_id)s, %(version)s, %(event_type)s,
            %(payload)s, %(headers)s
-    FROM change)
-SELECT orders_command_guard(EXISTS (SELECT FROM claim), EXISTS (SELECT FROM change))"""
+    FROM change)""")
+    referenced = "true" if reference is None else "EXISTS (SELECT FROM reference)"
+    return "WITH " + ",\n".join(ctes) + "\n" + _OUTCOME.format(referenced=referenced)
 
 
 WRITE = {key: _write_sql(*key) for key in _CHANGES}
 # A command that changes nothing (forgetting a forgotten customer): the claim alone.
-CLAIM_ONLY = """WITH claim AS (
+CLAIM_ONLY = f"""WITH {_PRIOR_CTE},
+claim AS (
     INSERT INTO idempotency (tenant_id, request_id, method, request_hash, response)
-    VALUES (%(tenant_id)s, %(request_id)s, %(method)s, %(request_hash)s, %(response)s)
-    ON CONFLICT DO NOTHING RETURNING 1)
-SELECT orders_command_guard(EXISTS (SELECT FROM claim), true)"""
+    SELECT {_CLAIM_VALUES} WHERE NOT EXISTS (SELECT FROM prior)
+    ON CONFLICT DO NOTHING RETURNING 1),
+change AS (SELECT FROM claim),
+target AS (SELECT NULL::bigint AS version)
+{_OUTCOME.format(referenced="true")}"""
 
 
 @dataclass(frozen=True)
@@ -161,11 +204,56 @@ class Prior:
 
 
 class Replayed(Exception):
-    """The request id was used before; `prior` says how (None: read it with prior_request)."""
+    """The request id was used before; `prior` says how (None: it could not be read back)."""
 
     def __init__(self, prior: Prior | None) -> None:
         super().__init__("request id already used")
         self.prior = prior
+
+
+class Database(Protocol):
+    """Where a Session's statements run: one connection (`OnConnection`), or the command server's
+    pool for reads and group commit for writes (`group_commit.GroupCommit`)."""
+
+    async def read(self, statement: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of a read. A statement whose params hold `timeout_ms` sets the statement
+        timeout itself (READ), and the connection remembers it."""
+        ...
+
+    async def write(self, statement: str, params: dict[str, Any], timeout_ms: str) -> tuple[Any, ...]:
+        """The one row of a write statement, run under statement timeout `timeout_ms`."""
+        ...
+
+
+class OnConnection:
+    """A Session's statements one after the other on one connection (operator commands, tests)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def read(self, statement: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        return await read_on(self.conn, statement, params)
+
+    async def write(self, statement: str, params: dict[str, Any], timeout_ms: str) -> tuple[Any, ...]:
+        return await write_on(self.conn, statement, params, timeout_ms)
+
+
+async def read_on(conn: Connection, statement: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    sets_timeout = "timeout_ms" in params
+    if sets_timeout:
+        timeouts.known.pop(conn, None)  # a failed statement leaves the setting unknown
+    row = await (await conn.execute(statement, params)).fetchone()
+    if sets_timeout:
+        timeouts.known[conn] = params["timeout_ms"]
+    return row
+
+
+async def write_on(conn: Connection, statement: str, params: dict[str, Any], timeout_ms: str) -> tuple[Any, ...]:
+    if timeouts.known.get(conn) != timeout_ms:  # a command that did not read, or read elsewhere
+        await timeouts.set_timeout(conn, timeout_ms)
+    row = await (await conn.execute(statement, params)).fetchone()
+    assert row is not None  # a write statement always answers with its one row
+    return row
 
 
 class Session:
@@ -173,9 +261,9 @@ class Session:
     then one pending change and its event, written by `commit` in one atomic statement with the
     event serialised as its Envelope (the outbox row)."""
 
-    def __init__(self, conn: Connection, ctx: wire.EventContext, request_id: str, method: str, request_hash: bytes,
+    def __init__(self, db: Database, ctx: wire.EventContext, request_id: str, method: str, request_hash: bytes,
                  timeout_ms: float, kek: bytes) -> None:
-        self.conn = conn
+        self.db = db
         self.kek = kek
         self.ctx = ctx
         self.base = dict(tenant_id=ctx.tenant_id, request_id=request_id, method=method, request_hash=request_hash)
@@ -187,13 +275,8 @@ class Session:
     async def _read(self, aggregate_type: str, aggregate_id: str) -> tuple[Any, ...]:
         # No span of its own: a primary-key read, timed by the call's server span; the write,
         # where a command spends its database time, has one. The read sets the statement timeout
-        # within its own statement, and the connection remembers it (platform.timeouts).
-        timeouts.known.pop(self.conn, None)
-        cursor = await self.conn.execute(
-            READ[aggregate_type], dict(self.base, aggregate_id=aggregate_id, timeout_ms=self.timeout_ms)
-        )
-        row = await cursor.fetchone()
-        timeouts.known[self.conn] = self.timeout_ms
+        # within its own statement.
+        row = await self.db.read(READ[aggregate_type], dict(self.base, aggregate_id=aggregate_id, timeout_ms=self.timeout_ms))
         assert row is not None  # the query always returns its one row
         if row[1] is not None:
             raise Replayed(Prior.from_row(row[1:4]))
@@ -249,11 +332,12 @@ class Session:
         self._event = event
 
     async def commit(self, response: bytes) -> None:
-        """Writes the claim with `response`, the change and the event, all or nothing."""
+        """Writes the claim with `response`, the change and the event, all or nothing; raises
+        what the statement's answer means when it wrote nothing."""
         assert self._change is not None, "a command changes one aggregate"
         aggregate_type, kind, values = self._change
         if kind == "unchanged":
-            await self._commit_claim(response)
+            await self._write(CLAIM_ONLY, {**self.base, "response": response}, aggregate_type, kind, values)
             return
         assert self._event is not None, "a change records its event"
         if isinstance(self._event, CustomerForgotten):
@@ -277,26 +361,48 @@ class Session:
                         CORRELATION_ID: headers[CORRELATION_ID], CAUSATION_ID: headers[CAUSATION_ID]},
         )
         try:
-            if timeouts.known.get(self.conn) != self.timeout_ms:  # a command that did not read
-                await timeouts.set_timeout(self.conn, self.timeout_ms)
-            await self.conn.execute(WRITE[(aggregate_type, kind)], params)
-        except psycopg.Error as exc:
+            await self._write(WRITE[(aggregate_type, kind)], params, aggregate_type, kind, values)
+        except Exception as exc:
             span.set_status(StatusCode.ERROR, type(exc).__name__)
-            if exc.sqlstate == "OR001":
-                raise Replayed(None) from None
-            if isinstance(exc, psycopg.errors.ForeignKeyViolation) and self._missing_reference is not None:
-                raise self._missing_reference() from None
-            if exc.sqlstate != "OR002":
-                raise
-            if kind == "insert":
-                raise AlreadyExistsError(aggregate_type, values["aggregate_id"]) from None
-            cursor = await self.conn.execute(VERSION[aggregate_type], params)
-            actual = await cursor.fetchone()
-            if actual is None:
-                raise NotFoundError(aggregate_type, values["aggregate_id"]) from None
-            raise VersionConflictError(aggregate_type, values["aggregate_id"], values["expected"], int(actual[0])) from None
+            raise
         finally:
             span.end()
+
+    async def _write(self, statement: str, params: dict[str, Any], aggregate_type: str, kind: str,
+                     values: dict[str, Any]) -> None:
+        try:
+            row = await self.db.write(statement, params, self.timeout_ms)
+        except psycopg.Error as exc:
+            # The guard: a request id or an aggregate id taken by a transaction that committed
+            # while this statement ran.
+            if exc.sqlstate == "OR001":
+                raise Replayed(await self._prior()) from None
+            if exc.sqlstate == "OR002" and kind == "insert":
+                raise AlreadyExistsError(aggregate_type, values["aggregate_id"]) from None
+            raise
+        changed, actual, method, request_hash, prior_response, referenced = row[:6]
+        if changed:
+            return
+        if method is not None:
+            raise Replayed(Prior.from_row((method, request_hash, prior_response)))
+        # Refused. An identical request may have taken the claim meanwhile (its change is why
+        # this one found another version): it answers first.
+        prior = await self._prior()
+        if prior is not None or kind == "unchanged":
+            raise Replayed(prior)
+        if kind == "insert" and actual is not None:
+            raise AlreadyExistsError(aggregate_type, values["aggregate_id"])
+        if not referenced and self._missing_reference is not None:
+            raise self._missing_reference()
+        if kind != "insert" and actual is None:
+            raise NotFoundError(aggregate_type, values["aggregate_id"])
+        if kind != "insert" and actual != values["expected"]:
+            raise VersionConflictError(aggregate_type, values["aggregate_id"], values["expected"], int(actual))
+        raise Replayed(None)  # the claim was taken, yet cannot be read back
+
+    async def _prior(self) -> Prior | None:
+        row = await self.db.read(PRIOR_REQUEST, {"tenant_id": self.base["tenant_id"], "request_id": self.base["request_id"]})
+        return None if row is None else Prior.from_row(row)
 
 
     def _seal_personal(self, env: events_pb2.Envelope) -> bytes:
@@ -309,22 +415,6 @@ class Session:
         registered.ClearField("display_name")
         registered.ClearField("email")
         return key.wrapped
-
-    async def _commit_claim(self, response: bytes) -> None:
-        if timeouts.known.get(self.conn) != self.timeout_ms:
-            await timeouts.set_timeout(self.conn, self.timeout_ms)
-        try:
-            await self.conn.execute(CLAIM_ONLY, {**self.base, "response": response})
-        except psycopg.Error as exc:
-            if exc.sqlstate == "OR001":
-                raise Replayed(None) from None
-            raise
-
-
-async def prior_request(conn: Connection, tenant_id: str, request_id: str) -> Prior | None:
-    cursor = await conn.execute(PRIOR_REQUEST, dict(tenant_id=tenant_id, request_id=request_id))
-    row = await cursor.fetchone()
-    return None if row is None else Prior.from_row(row)
 
 
 def _values(aggregate: Aggregate) -> tuple[str, dict[str, Any]]:

@@ -206,7 +206,7 @@ def test_each_command_runs_under_its_own_deadline_on_a_shared_connection(databas
     async def run(conn: psycopg.AsyncConnection, command: c.Command, budget_ms: float) -> str:
         request_id = rid()
         ctx = wire.EventContext("default", "corr", request_id, "test")
-        session = store.Session(conn, ctx, request_id, type(command).__name__, b"hash", timeout_ms=budget_ms,
+        session = store.Session(store.OnConnection(conn), ctx, request_id, type(command).__name__, b"hash", timeout_ms=budget_ms,
                                 kek=personal.new_data_key(bytes(32), "default", "kek").key)
         await HANDLERS[type(command)](session, command)
         await session.commit(b"")

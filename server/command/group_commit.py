@@ -1,0 +1,174 @@
+"""Group commit: the writes of commands that arrive together go to PostgreSQL together, in one
+round trip and one transaction, while each command keeps its own claim, change, event, answer and
+error.
+
+Each command's write is one statement that answers rather than raises for whatever a caller can
+cause (store: a version conflict, a reused request id, a missing customer). So one transaction
+holds a group: a refused command writes nothing and its neighbours commit. A group forms while
+earlier groups are in the database: at most `slots` groups are written at a time, and commands
+arriving meanwhile queue for the next one. A writer with a free slot starts at once when no other
+command is on its way (at concurrency 1 nothing waits), else it gathers for at most `window`
+seconds or until `max_group` commands wait, never by a caller's deadline.
+
+When the group's transaction fails as a whole (a statement's guard saw a race, a deadlock, a lost
+connection), nothing of it committed; each of its commands is then written alone, as if no group
+had formed, and answers on its own. A commit whose outcome is unknown (the connection lost at
+COMMIT) is safe to repeat: a command that did commit finds its own claim and answers with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from prometheus_client import Gauge, Histogram
+from psycopg_pool import AsyncConnectionPool
+
+from server.command import store
+
+GROUP_SIZE = Histogram("orders_command_group_size", "Commands written in one transaction (group commit)",
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+QUEUED = Gauge("orders_command_group_queued", "Command writes waiting for a group to take them")
+SET_LOCAL_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+
+
+@dataclass(eq=False)
+class _Write:
+    statement: str
+    params: dict[str, Any]
+    timeout_ms: str
+    done: asyncio.Future[tuple[Any, ...]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommit:
+    """Writes commands' statements in groups over a pool's connections (see the module's text)."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, slots: int = 2, max_group: int = 64, window: float = 0.0005) -> None:
+        self._pool = pool
+        self._slots = slots
+        self._max_group = max_group
+        self._window = window
+        self._queue: deque[_Write] = deque()
+        self._writers = 0
+        self._on_the_way = 0  # commands begun that have neither written nor ended
+        self._gathered = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def command(self) -> Command:
+        """A command's reads and its write, for its Session; `close` it when the command ends."""
+        self._on_the_way += 1
+        return Command(self)
+
+    async def write(self, statement: str, params: dict[str, Any], timeout_ms: str) -> tuple[Any, ...]:
+        write = _Write(statement, params, timeout_ms)
+        self._queue.append(write)
+        QUEUED.inc()
+        if self._writers < self._slots:
+            self._writers += 1
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif len(self._queue) >= self._max_group:
+            self._gathered.set()
+        return await write.done
+
+    def _arrived(self) -> None:
+        """One command fewer on its way: a writer gathering for it need wait no longer."""
+        self._on_the_way -= 1
+        if self._on_the_way == 0 or len(self._queue) >= self._max_group:
+            self._gathered.set()
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                if self._on_the_way and len(self._queue) < self._max_group:
+                    self._gathered.clear()
+                    timer = asyncio.get_running_loop().call_later(self._window, self._gathered.set)
+                    await self._gathered.wait()
+                    timer.cancel()
+                group: list[_Write] = []
+                while self._queue and len(group) < self._max_group:
+                    write = self._queue.popleft()
+                    QUEUED.dec()
+                    if not write.done.done():  # its caller gave up before it was sent: no write
+                        group.append(write)
+                if group:
+                    await self._write(group)
+        finally:
+            self._writers -= 1
+
+    async def _write(self, group: list[_Write]) -> None:
+        GROUP_SIZE.observe(len(group))
+        if len(group) == 1:
+            await self._alone(group[0])
+            return
+        try:
+            rows = await self._together(group)
+        except (psycopg.Error, OSError, TimeoutError):
+            # Nothing of the group committed (or, at a lost COMMIT, the commands that did find
+            # their own claims): each is written alone and answers for itself.
+            await asyncio.gather(*(self._alone(write) for write in group))
+            return
+        for write, row in zip(group, rows):
+            if not write.done.done():
+                write.done.set_result(row)
+
+    async def _together(self, group: list[_Write]) -> list[tuple[Any, ...]]:
+        """One transaction, sent as one pipeline: one round trip and one commit."""
+        timeout_ms = min((write.timeout_ms for write in group), key=int)
+        async with self._pool.connection(timeout=int(timeout_ms) / 1000) as conn:
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(SET_LOCAL_TIMEOUT, (timeout_ms,))  # until this transaction ends
+                cursors = [await conn.execute(write.statement, write.params) for write in group]
+            rows = [await cursor.fetchone() for cursor in cursors]
+        assert all(row is not None for row in rows)  # a write statement always answers with its one row
+        return rows  # type: ignore[return-value]
+
+    async def _alone(self, write: _Write) -> None:
+        try:
+            async with self._pool.connection(timeout=int(write.timeout_ms) / 1000) as conn:
+                row = await store.write_on(conn, write.statement, write.params, write.timeout_ms)
+        except BaseException as exc:
+            if not write.done.done():
+                write.done.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not write.done.done():
+            write.done.set_result(row)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class Command:
+    """One command's view of the database (store.Database): its reads on a pooled connection of
+    their own, its write in a group."""
+
+    def __init__(self, group: GroupCommit) -> None:
+        self._group = group
+        self._open = True
+
+    async def read(self, statement: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        async with self._group._pool.connection(timeout=_seconds(params)) as conn:
+            return await store.read_on(conn, statement, params)
+
+    async def write(self, statement: str, params: dict[str, Any], timeout_ms: str) -> tuple[Any, ...]:
+        self.close()
+        return await self._group.write(statement, params, timeout_ms)
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._group._arrived()
+
+
+def _seconds(params: dict[str, Any]) -> float | None:
+    timeout_ms = params.get("timeout_ms")
+    return None if timeout_ms is None else int(timeout_ms) / 1000
