@@ -466,6 +466,21 @@ def run_saga(settings: Settings, *, seconds: float, concurrency: int) -> dict[st
     return bench_saga.report(alone, saga)
 
 
+def run_instructions(settings: Settings, *, calls: int, warmup: int, json_path: Path | None) -> int:
+    """`orders bench instructions`, on its own (too slow for `all`): a fresh command server and
+    PostgreSQL, and one more command server under callgrind."""
+    from bench import instructions
+
+    instructions.require_tools()
+    target = json_path or Path("bench-results") / "instructions.json"
+    with _fresh_stack(settings, SERVERS) as stack:
+        figures = instructions.measure(stack, calls, warmup, target, _say)
+    print(instructions.text(figures))
+    target.write_text(json.dumps({"instructions": figures}, indent=2))
+    _say(f"wrote {target}")
+    return 0
+
+
 def run_overload(settings: Settings, *, seconds: float, factor: float, use_running: bool) -> dict[str, Any]:
     """A command server (and PostgreSQL) alone, offered `factor` times its capacity."""
     from bench import overload as bench_overload
