@@ -49,6 +49,10 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
     saga = report["saga"]
     assert saga["confirmed"] > 0 and saga["not_confirmed"] == 0 and saga["place_order_per_s"] > 0
     assert saga["placed_to_confirmed_p99_ms"] >= saga["placed_to_confirmed_p50_ms"] > 0
+    stack = report["stack"]
+    assert stack["concurrency"] == 16 and stack["acknowledged"] > 0 and stack["errors"] == 0
+    assert stack["missing"] == 0 and stack["projected"] == stack["acknowledged"]  # every acknowledged order projected
+    assert stack["projected_per_s"] > 0 and stack["lag_s_at_end"] >= 0
     assert set(report["ratios"]) == {
         "place_order_vs_noop_c1", "place_order_vs_noop_c16", "place_order_vs_noop_c64", "relay_vs_raw_publish",
         "register_vs_noop_c1", "register_vs_noop_c16", "register_vs_noop_c64", "sealing_share_of_register_p50",
