@@ -128,19 +128,20 @@ def customer_registrar(commands: pb_grpc.CommandServiceStub, prefix: str) -> Cal
     return register
 
 
-async def order_placer(commands: pb_grpc.CommandServiceStub, prefix: str, lines: int) -> Callable[[], Awaitable[Any]]:
+async def order_placer(commands: pb_grpc.CommandServiceStub, prefix: str, lines: int,
+                       timeout: float = 10) -> Callable[[], Awaitable[Any]]:
     """Registers a customer, then returns a call that places a new order of `lines` lines for
-    it each time it is called."""
+    it each time it is called (`timeout`: each call's deadline in seconds)."""
     customer_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
     await commands.RegisterCustomer(
         pb.RegisterCustomerRequest(request_id=str(uuid.uuid4()), customer_id=customer_id,
-                                   display_name="Bench", email="bench@example.com"), timeout=10)
+                                   display_name="Bench", email="bench@example.com"), timeout=timeout)
     counter = iter(range(10**12))
 
     def place() -> Awaitable[Any]:
         i = next(counter)
         request = pb.PlaceOrderRequest(request_id=str(uuid.uuid4()), order_id=f"{customer_id}-{i}",
                                        customer_id=customer_id, lines=[order_line(i + n) for n in range(lines)])
-        return commands.PlaceOrder(request, timeout=10)
+        return commands.PlaceOrder(request, timeout=timeout)
 
     return place

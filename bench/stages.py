@@ -286,9 +286,10 @@ def run(
     factor: float,
     json_path: Path | None,
     use_running: bool,
+    stack_concurrency: int = 16,
 ) -> int:
-    """`orders bench [all|write|query|projector|overload]`: measures, prints a table per stage, writes the
-    JSON (with every ratio) and, for `all`, PNG plots beside it."""
+    """`orders bench [all|write|query|projector|overload|saga|stack]`: measures, prints a table per
+    stage, writes the JSON (with every ratio) and, for `all`, PNG plots beside it."""
     report: dict[str, Any] = {"seconds_per_measurement": seconds, "ratios": {}}
     if use_running:
         use_token(settings.client_token)
@@ -316,6 +317,8 @@ def run(
         saga = run_saga(settings, seconds=seconds, concurrency=max(concurrencies))
         report["saga"] = saga
         report["ratios"]["saga_confirmed_vs_place_order"] = round(saga["confirmed_per_s"] / saga["place_order_per_s"], 3)
+    if stage in ("all", "stack") and not use_running:
+        report["stack"] = run_stack(settings, seconds=seconds, concurrency=stack_concurrency)
     print("ratios (same client, same run): " + json.dumps(report["ratios"]))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -464,6 +467,32 @@ def run_saga(settings: Settings, *, seconds: float, concurrency: int) -> dict[st
                                                           concurrency, seconds, _say))
     print(table([alone, saga]))
     return bench_saga.report(alone, saga)
+
+
+def run_stack(settings: Settings, *, seconds: float, concurrency: int) -> dict[str, Any]:
+    """Orders placed and projected by the whole stack but the saga, on a fresh stack."""
+    from bench import stack as bench_stack
+    from server.config import ROLES
+
+    with _fresh_stack(settings, tuple(role for role in ROLES if role != "saga")) as stack:
+        figures = bench_stack.measure(stack, concurrency, seconds, _say)
+    print(bench_stack.text(figures))
+    return figures
+
+
+def run_instructions(settings: Settings, *, calls: int, warmup: int, json_path: Path | None) -> int:
+    """`orders bench instructions`, on its own (too slow for `all`): a fresh command server and
+    PostgreSQL, and one more command server under callgrind."""
+    from bench import instructions
+
+    instructions.require_tools()
+    target = json_path or Path("bench-results") / "instructions.json"
+    with _fresh_stack(settings, SERVERS) as stack:
+        figures = instructions.measure(stack, calls, warmup, target, _say)
+    print(instructions.text(figures))
+    target.write_text(json.dumps({"instructions": figures}, indent=2))
+    _say(f"wrote {target}")
+    return 0
 
 
 def run_overload(settings: Settings, *, seconds: float, factor: float, use_running: bool) -> dict[str, Any]:

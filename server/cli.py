@@ -106,12 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     forget.add_argument("--dry-run", action="store_true", help="report what would be erased, change nothing")
     forget.add_argument("--json", action="store_true", help="one JSON document on stdout, for scripts")
     bench = sub.add_parser("bench", help="measure throughput and latency against same-run baselines")
-    bench.add_argument("stage", nargs="?", choices=("all", "write", "query", "projector", "overload", "saga"),
+    bench.add_argument("stage", nargs="?",
+                       choices=("all", "write", "query", "projector", "overload", "saga", "stack", "instructions"),
                        default="all",
                        help="all (default), or one of: write (commands, database ceiling, relay, tracing), "
                             "query (watch delay, reads), projector (projector and rebuild rates), "
                             "overload (a command server offered --factor times its capacity), "
-                            "saga (orders placed to confirmed beside PlaceOrder alone)")
+                            "saga (orders placed to confirmed beside PlaceOrder alone), "
+                            "stack (orders placed and projected by the whole stack); and, not part of all: "
+                            "instructions (callgrind's count per PlaceOrder and per no-op; needs valgrind)")
     bench.add_argument("--watchers", type=int, default=1000, help="query stage: concurrent WatchOrders streams")
     bench.add_argument("--rate", type=float, default=None,
                        help="query stage: commands per second while watching (default: half the measured maximum, "
@@ -119,15 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--factor", type=float, default=2.0,
                        help="overload stage: the offered rate as a multiple of the measured capacity")
     bench.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
-    bench.add_argument("--concurrency", default="1,16,64", help="comma-separated client concurrencies")
+    bench.add_argument("--concurrency", default=None,
+                       help="comma-separated client concurrencies (default 1,16,64; the stack stage runs at the "
+                            "highest, default 16)")
     bench.add_argument("--backlog", type=int, default=100_000, help="events the relay stage drains")
     bench.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     bench.add_argument("--events", type=int, default=100_000, help="projector stage: backlog size")
     bench.add_argument("--running", action="store_true", help="measure the servers at COMMAND_ADDR/QUERY_ADDR")
+    bench.add_argument("--calls", type=int, default=300, help="instructions stage: calls counted of each kind")
+    bench.add_argument("--warmup", type=int, default=100, help="instructions stage: calls before counting")
     args = parser.parse_args(argv)
     if args.command == "dlq":
         _check_dlq_arguments(parser, args)
+    if args.command == "bench" and args.stage == "instructions" and args.running:
+        parser.error("the instructions stage starts a command server of its own under valgrind: no --running")
     if args.command == "saga" and args.action in ("show", "retry") and not args.order_id:
         parser.error(f"orders saga {args.action} needs an order id")
     try:
@@ -264,6 +273,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from bench import projector as projector_bench
 
             return projector_bench.run(settings, events=2_000 if args.quick else args.events, json_path=args.json)
+        case "bench" if args.stage == "instructions":
+            _require_bench()
+            from bench import stages as benchmark
+
+            return benchmark.run_instructions(settings, calls=args.calls, warmup=args.warmup, json_path=args.json)
         case "bench":
             _require_bench()
             from bench import stages as benchmark
@@ -272,7 +286,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 settings,
                 stage=args.stage,
                 seconds=0.5 if args.quick else args.seconds,
-                concurrencies=[int(c) for c in args.concurrency.split(",")],
+                concurrencies=[int(c) for c in (args.concurrency or "1,16,64").split(",")],
+                stack_concurrency=max(int(c) for c in args.concurrency.split(",")) if args.concurrency else 16,
                 backlog=2_000 if args.quick else args.backlog,
                 events=2_000 if args.quick else args.events,
                 watchers=20 if args.quick else args.watchers,

@@ -39,10 +39,12 @@ class Child:
     started_at: float = 0.0
     restart_at: float | None = None
     restarts: int = 0
+    # A program to run the role under, with its arguments (the bench's valgrind).
+    wrapper: tuple[str, ...] = ()
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", self.role], env=self.env, preexec_fn=die_with_parent
+            [*self.wrapper, sys.executable, "-m", "server", self.role], env=self.env, preexec_fn=die_with_parent
         )
         self.started_at = time.monotonic()
         self.restart_at = None

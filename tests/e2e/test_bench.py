@@ -4,6 +4,7 @@ its JSON and the plots. Whether the figures reach their goals is for people to r
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,10 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
     saga = report["saga"]
     assert saga["confirmed"] > 0 and saga["not_confirmed"] == 0 and saga["place_order_per_s"] > 0
     assert saga["placed_to_confirmed_p99_ms"] >= saga["placed_to_confirmed_p50_ms"] > 0
+    stack = report["stack"]
+    assert stack["concurrency"] == 16 and stack["acknowledged"] > 0 and stack["errors"] == 0
+    assert stack["missing"] == 0 and stack["projected"] == stack["acknowledged"]  # every acknowledged order projected
+    assert stack["projected_per_s"] > 0 and stack["lag_s_at_end"] >= 0
     assert set(report["ratios"]) == {
         "place_order_vs_noop_c1", "place_order_vs_noop_c16", "place_order_vs_noop_c64", "relay_vs_raw_publish",
         "register_vs_noop_c1", "register_vs_noop_c16", "register_vs_noop_c64", "sealing_share_of_register_p50",
@@ -56,3 +61,24 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
     }
     assert all(value > 0 for value in report["ratios"].values())
     assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "throughput.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="the instructions stage counts with valgrind's callgrind")
+@pytest.mark.timeout(BENCH_SECONDS + 60)
+def test_the_instructions_stage_counts_a_place_order_above_a_no_op_and_names_its_costliest_functions(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "instructions.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "bench", "instructions", "--calls", "20", "--warmup", "10", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=BENCH_SECONDS,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    figures = json.loads(out.read_text())["instructions"]
+    assert figures["calls"] == 20 and figures["place_order_instructions"] > figures["noop_instructions"] > 0
+    assert figures["place_order_minus_noop"] == figures["place_order_instructions"] - figures["noop_instructions"]
+    top = (tmp_path / "instructions.place_order.txt").read_text().splitlines()
+    table = top[next(i for i, line in enumerate(top) if "file:function" in line) + 2:]
+    assert len(table) == 25 and any("_PyEval_EvalFrameDefault" in line for line in table)  # the interpreter's own
+    assert (tmp_path / "instructions.place_order.callgrind.out").stat().st_size > 0
