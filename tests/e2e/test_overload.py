@@ -52,9 +52,13 @@ def test_a_call_past_the_limit_is_refused_with_details_and_succeeds_when_retried
     with psycopg.connect(libpq_url(database_url)) as blocker, \
             psycopg.connect(libpq_url(database_url), autocommit=True) as observer:
         blocker.execute("SELECT 1 FROM customers WHERE customer_id = %s FOR UPDATE", (customer_id,))
+        started_before = sample(scrape(metrics), "grpc_server_started_total", grpc_method="PlaceOrder")
         in_progress = [cmd.PlaceOrder.future(request, timeout=30) for request in held]
-        wait_until(lambda: observer.execute(WAITING).fetchone() == (LIMIT,), timeout=10,
-                   what=f"{LIMIT} orders waiting for the customer's row")
+        # All of them in progress, their writes (in one or two groups) waiting for the row.
+        wait_until(lambda: sample(scrape(metrics), "grpc_server_started_total", grpc_method="PlaceOrder")
+                   == started_before + LIMIT, timeout=10, what=f"{LIMIT} orders in progress")
+        waiting = wait_until(lambda: (observer.execute(WAITING).fetchone() or (0,))[0], timeout=10,
+                             what="the orders' writes waiting for the customer's row")
 
         with pytest.raises(grpc.RpcError) as caught:
             cmd.PlaceOrder(extra, timeout=10, metadata=(("x-correlation-id", "overload-1"),))
@@ -67,7 +71,7 @@ def test_a_call_past_the_limit_is_refused_with_details_and_succeeds_when_retried
         assert retry.retry_delay.ToMilliseconds() > 0
         assert ("x-correlation-id", "overload-1") in caught.value.trailing_metadata()
         assert serving(limited.command_addr)  # probes still answer while the calls wait
-        assert observer.execute(WAITING).fetchone() == (LIMIT,)  # the refused call reached no database
+        assert observer.execute(WAITING).fetchone() == (waiting,)  # the refused call reached no database
         blocker.rollback()
 
         assert [call.result().version for call in in_progress] == [1] * LIMIT
