@@ -19,14 +19,15 @@ from google.rpc import code_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from server import telemetry
 from server.config import TlsFiles
 from server.domain.errors import FieldViolation, InvalidArgumentError
 from server.platform import auth, errors, process, tenancy
 from server.platform.tls import server_credentials, transport_name
+from server.telemetry import semconv
 from server.telemetry.grpc_metrics import MethodMetrics, rpc_type
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
 
@@ -50,28 +51,50 @@ STREAM_KEEPALIVE: tuple[tuple[str, int], ...] = (
 )
 
 
-class _Wrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
-    """An interceptor that wraps each method's handler once and reuses it for every call."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:
-                return handler
-            wrapped = self._wrapped[method] = self.wrap(method, handler)
-        return wrapped
+class _Wrapping:
+    """A layer every call goes through: it wraps each method's handler once, when the method is
+    registered (`_Layered`), and the wrapped handler serves every call. (As gRPC interceptors the
+    layers cost a chain of coroutines per call, before any of them did its work.)"""
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         raise NotImplementedError
+
+
+class _Layered:
+    """The server as a servicer's generated `add_*_to_server` sees it: each method handler it
+    registers is wrapped by `layers`, outermost first, before the real server gets it."""
+
+    def __init__(self, server: grpc.aio.Server, layers: Sequence[_Wrapping]) -> None:
+        self._server = server
+        self._layers = layers
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        for layer in reversed(self._layers):
+            handler = layer.wrap(method, handler)
+        return handler
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: self.wrap(f"/{service}/{name}", handler) for name, handler in handlers.items()})
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers([_LayeredGeneric(handler, self) for handler in handlers])
+
+
+class _LayeredGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc ships no type hints
+    """A generic handler whose methods are wrapped the first time each is looked up."""
+
+    def __init__(self, handler: grpc.GenericRpcHandler, layered: _Layered) -> None:
+        self._handler = handler
+        self._layered = layered
+        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = details.method
+        if method not in self._wrapped:
+            handler = self._handler.service(details)
+            self._wrapped[method] = None if handler is None else self._layered.wrap(method, handler)
+        return self._wrapped[method]
 
 
 class RequestGuard(_Wrapping):
@@ -135,6 +158,89 @@ CORRELATION_KEY = "x-correlation-id"
 # What caused the call, when the caller says: a process manager's command names the event it
 # reacts to (the fulfilment saga does); otherwise a command's cause is its own request_id.
 CAUSATION_KEY = "x-causation-id"
+
+
+class ServerSpan(_Wrapping):
+    """The call's server span, as OpenTelemetry's gRPC instrumentation names it (the full method)
+    and with its RPC attributes, a child of the caller's trace context (traceparent and baggage
+    in the metadata); the final status code on it, and an error status when it is not OK.
+    Without a tracer provider (tracing off) no span is made, but the caller's trace context still
+    becomes the call's, so the events it writes carry it on. Health checks and reflection get no
+    span."""
+
+    def wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, _, method = full_method.lstrip("/").partition("/")
+        if service in _UNOBSERVED:
+            return handler
+        attributes = semconv.grpc_method(service, method)
+
+        def begin(context: grpc.aio.ServicerContext) -> tuple[trace.Span, otel_context.Context]:
+            parent = None
+            for key, _ in context.invocation_metadata() or ():
+                if key in _PROPAGATED:
+                    parent = telemetry.extract(dict(context.invocation_metadata()))
+                    break
+            span = telemetry.tracer.start_span(full_method, context=parent, kind=trace.SpanKind.SERVER,
+                                               attributes=attributes)
+            return span, trace.set_span_in_context(span, parent)
+
+        def end(span: trace.Span, context: grpc.aio.ServicerContext, failed: BaseException | None) -> None:
+            if span.is_recording():
+                code = outcome(context, failed)
+                span.set_attribute(RPC_GRPC_STATUS_CODE, code.value[0])
+                if code != grpc.StatusCode.OK:
+                    span.set_status(trace.StatusCode.ERROR, code.name)
+            span.end()
+
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                span, ctx = begin(context)
+                token = otel_context.attach(ctx)
+                failed: BaseException | None = None
+                try:
+                    return await unary(request, context)
+                except BaseException as exc:
+                    failed = exc
+                    raise
+                finally:
+                    otel_context.detach(token)
+                    end(span, context, failed)
+
+            return handler._replace(unary_unary=unary_unary)
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                span, ctx = begin(context)
+                responses = stream(request, context)
+                failed: BaseException | None = None
+                try:
+                    while True:
+                        # Current for each step, never across a yield (see Observe).
+                        token = otel_context.attach(ctx)
+                        try:
+                            item = await anext(responses)
+                        except StopAsyncIteration:
+                            break
+                        finally:
+                            otel_context.detach(token)
+                        yield item
+                except BaseException as exc:
+                    failed = exc
+                    raise
+                finally:
+                    await responses.aclose()
+                    end(span, context, failed)
+
+            return handler._replace(unary_stream=unary_stream)
+        return handler
+
+
+# What carries a caller's trace context in metadata (W3C trace context and baggage).
+_PROPAGATED = frozenset(("traceparent", "tracestate", "baggage"))
+RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
 
 
 class Observe(_Wrapping):
@@ -510,15 +616,6 @@ def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
     return None
 
 
-_UNTRACED = tuple(f"/{service}/" for service in _UNOBSERVED)
-
-
-def _traced_method(details: grpc.HandlerCallDetails) -> bool:
-    """Every method but health checks and reflection gets a server span. (The instrumentation's
-    composable filters cost a twentieth of a command's time, run on every call.)"""
-    return not details.method.startswith(_UNTRACED)
-
-
 async def serve(
     *,
     addr: str,
@@ -532,7 +629,6 @@ async def serve(
     reflection_on: bool = True,
     metrics_addr: str | None = None,
     max_calls_in_progress: int = 0,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     before_stop: Callable[[], Awaitable[None]] | None = None,
     options: Sequence[tuple[str, Any]] = (),
     tls: TlsFiles | None = None,
@@ -544,15 +640,13 @@ async def serve(
     Every call needs a token `verifier` accepts with the scope `scopes` names for its method
     (no verifier: authentication off). With `tls`, the one port speaks only TLS (mutual TLS with a
     client CA), health and reflection included; the certificate files are read here, once."""
-    traced = aio_server_interceptor(filter_=_traced_method)
     # Outermost first: streams closed in their task, admission (a refusal costs as little as it
     # can), the server span, then the correlation id and metrics, then who is calling, then input
     # checks, then the error table (inside the ids, so its log lines carry them).
     admission = [Admission(max_calls_in_progress)] if max_calls_in_progress > 0 else []
+    layers = [ClosedStreams(), *admission, ServerSpan(), Observe(), Authenticate(verifier, scopes),
+              RequestGuard(max_request_bytes), ErrorMapping()]
     server = grpc.aio.server(
-        interceptors=[ClosedStreams(), *admission, traced, Observe(), Authenticate(verifier, scopes),
-                      RequestGuard(max_request_bytes), ErrorMapping(),
-                      *interceptors],
         options=[
             ("grpc.max_receive_message_length", max(TRANSPORT_LIMIT_BYTES, max_request_bytes)),
             # Off unless asked: a second server started by mistake on a taken port fails, rather
@@ -561,11 +655,12 @@ async def serve(
             *options,
         ],
     )
-    register(server)
+    layered = _Layered(server, layers)
+    register(layered)  # all that the generated add_*_to_server uses of a server
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, layered)
     if reflection_on:
-        reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), layered)
     if tls is None:
         port = server.add_insecure_port(addr)
     else:
