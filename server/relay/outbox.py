@@ -1,13 +1,19 @@
 """The outbox relay: unpublished events, in id order, to JetStream; then marks them published.
 
-Correctness rests on four choices:
+Correctness rests on five choices:
 - Rows are found by `published_at IS NULL`, never by a cursor, so an event whose transaction
   commits after a higher id is still published when it commits.
 - Each message carries `Nats-Msg-Id = event_id`: a publish repeated after a crash or a timeout
   is dropped by the stream (PubAck.duplicate), and the projector's version guard drops it anyway.
-- Within a batch, different aggregates are published concurrently, but one aggregate's events go
-  one after the other, each only after the previous one's PubAck: a failure stops that
-  aggregate's chain, so the stream always holds an aggregate's events in version order.
+- A batch goes out as JetStream atomic batches (ADR-50), in id order, one after the other: the
+  stream stores a batch's events next to each other in that order, or none of them, and one
+  PubAck gives every event's sequence. So an aggregate's events reach the stream in version
+  order, and a refusal or timeout stops the batch where it is: nothing after it is sent.
+- A batch the stream refuses whole (a Nats-Msg-Id it already has, a full stream) goes again one
+  event at a time, as on a stream without atomic batches: different aggregates concurrently,
+  one aggregate's events one after the other, each only after the previous one's PubAck. The
+  stream takes what it can, drops what it has (PubAck.duplicate); a failure stops that
+  aggregate's chain, and no later atomic batch goes out: never a later version before an earlier.
 - A PostgreSQL advisory lock, held by the same connection that reads and marks the rows, makes
   one relay active; others wait as standbys and take over when its session ends.
 """
@@ -27,6 +33,7 @@ from typing import Any
 import psycopg
 from nats.aio.client import Client
 from nats.js import api
+from nats.js.errors import APIError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Gauge
@@ -61,6 +68,8 @@ OUTBOX_STATUS = """
 PUBLISHED = Counter("orders_relay_published_total", "Events the stream acknowledged and the relay marked published")
 DUPLICATES = Counter("orders_relay_duplicates_total", "Publishes the stream dropped as duplicates (Nats-Msg-Id)")
 FAILURES = Counter("orders_relay_publish_failures_total", "Publishes that failed or timed out; retried", ["reason"])
+BATCHES_REFUSED = Counter("orders_relay_batches_refused_total",
+                          "Atomic batches the stream refused whole; their events then went one by one", ["reason"])
 DEPTH = Gauge("orders_outbox_depth", "Events committed but not yet published")
 OLDEST_AGE = Gauge("orders_outbox_oldest_age_seconds", "Age of the oldest unpublished event")
 ACTIVE = Gauge("orders_relay_active", "1 while this relay holds the lock and publishes")
@@ -78,17 +87,71 @@ class Row:
 
 
 class Publisher:
-    """Publishes one batch with PubAck checks, pipelined across aggregates, ordered within one."""
+    """Publishes one batch with PubAck checks: as atomic batches of the stream's, or one event at
+    a time, pipelined across aggregates and ordered within one."""
 
-    def __init__(self, nc: Client, partitions: int, timeout: float) -> None:
+    def __init__(self, nc: Client, partitions: int, timeout: float, atomic: bool = True) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.partitions = partitions
         self.timeout = timeout
+        self.atomic = atomic  # off when the stream takes no atomic batches (nats-server < 2.12)
 
     async def publish(self, rows: list[Row]) -> tuple[list[tuple[int, int]], int, int]:
         """Returns the (id, stream sequence) pairs the stream acknowledged, how many publishes
         failed, and how many of the acknowledged ones the stream had already (duplicates)."""
+        if not self.atomic:
+            acked, failed, duplicates = await self._one_by_one(rows)
+            DUPLICATES.inc(duplicates)
+            return acked, failed, duplicates
+        acked, failed, duplicates = [], 0, 0
+        for start in range(0, len(rows), messaging.ATOMIC_BATCH_MAX):
+            chunk = rows[start:start + messaging.ATOMIC_BATCH_MAX]
+            try:
+                acked += await self._atomic(chunk)
+                continue
+            except APIError as exc:
+                # Refused whole, nothing stored: one at a time, the stream takes what it can and
+                # says which ones it had (a republish after a crash or a timeout).
+                self._refused(exc)
+            except (TimeoutError, messaging.NatsError) as exc:
+                self._failed(exc)  # after a timeout, the retry is refused as a duplicate if it is in
+                failed += 1
+                break
+            chunk_acked, chunk_failed, chunk_duplicates = await self._one_by_one(chunk)
+            acked += chunk_acked
+            failed += chunk_failed
+            duplicates += chunk_duplicates
+            if chunk_failed:
+                break  # a later chunk may hold the next event of an aggregate whose chain stopped here
+        DUPLICATES.inc(duplicates)
+        return acked, failed, duplicates
+
+    async def _atomic(self, rows: list[Row]) -> list[tuple[int, int]]:
+        """One atomic batch: every row in the stream, in this order and next to each other, or none."""
+        messages, spans = [], []
+        for row in rows:
+            subject, headers, span = self._message(row)
+            messages.append((subject, row.payload, headers))
+            spans.append(span)
+        try:
+            ack = await messaging.publish_atomic(self.nc, messages, self.timeout)
+            if ack.batch_size != len(rows):  # not a batch's PubAck: unknown, as after a timeout
+                raise TimeoutError(f"a PubAck for {ack.batch_size} of {len(rows)} messages")
+        except (TimeoutError, messaging.NatsError) as exc:
+            for span in spans:
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                span.end()
+            raise
+        first = ack.seq - len(rows) + 1
+        for offset, span in enumerate(spans):
+            span.set_attribute("messaging.nats.stream.sequence", first + offset)
+            span.end()
+        return [(row.id, first + offset) for offset, row in enumerate(rows)]
+
+    async def _one_by_one(self, rows: list[Row]) -> tuple[list[tuple[int, int]], int, int]:
+        """Different aggregates concurrently; one aggregate's events one after the other, each
+        only after the previous one's PubAck."""
         chains: dict[tuple[str, str], list[Row]] = defaultdict(list)
         for row in rows:  # rows come in id order, so each chain is in version order
             chains[(row.aggregate_type, row.aggregate_id)].append(row)
@@ -108,12 +171,10 @@ class Publisher:
                 else:
                     failed += 1  # the rest of this aggregate waits for the next round
             pending = survivors
-        DUPLICATES.inc(duplicates)
         return acked, failed, duplicates
 
-    async def _publish(self, row: Row) -> api.PubAck | None:
-        """One publish, awaiting its PubAck. (js.publish_async would pipeline the same way, but
-        nats-py 2.16 loses its error replies, so a full stream would look like a timeout.)"""
+    def _message(self, row: Row) -> tuple[str, dict[str, str], trace.Span]:
+        """The event's subject and headers, and its PRODUCER span (started, not ended)."""
         subject = messaging.subject_for(row.tenant_id, row.aggregate_type, row.aggregate_id, self.partitions)
         stored = {str(k): str(v) for k, v in (row.headers or {}).items()}
         # A child of the command that wrote the event, however long ago: the trace runs on. The
@@ -133,6 +194,12 @@ class Publisher:
         headers = {k: v for k, v in stored.items() if k not in telemetry.TRACE_HEADERS}
         telemetry.event_trace_into(headers, trace.set_span_in_context(span, parent))
         headers["Nats-Msg-Id"] = row.event_id
+        return subject, headers, span
+
+    async def _publish(self, row: Row) -> api.PubAck | None:
+        """One publish, awaiting its PubAck. (js.publish_async would pipeline the same way, but
+        nats-py 2.16 loses its error replies, so a full stream would look like a timeout.)"""
+        subject, headers, span = self._message(row)
         try:
             ack = await self.js.publish(subject, row.payload, headers=headers, timeout=self.timeout)
         except (TimeoutError, messaging.NatsError) as exc:
@@ -154,6 +221,13 @@ class Publisher:
             FAILURES.labels(type(exc).__name__).inc()
             log.warning("publish refused", extra={"error": str(exc)})
         return None
+
+    @staticmethod
+    def _refused(exc: APIError) -> None:
+        duplicate = exc.err_code == messaging.BATCH_DUPLICATE_ERR_CODE
+        BATCHES_REFUSED.labels("duplicate" if duplicate else type(exc).__name__).inc()
+        log.log(logging.INFO if duplicate else logging.WARNING, "batch refused, publishing its events one by one",
+                extra={"error": str(exc)})
 
 
 async def relay_batch(conn: psycopg.AsyncConnection[Any], publisher: Publisher, settings: Settings) -> tuple[int, int]:
@@ -249,9 +323,12 @@ async def run(settings: Settings) -> None:
     try:
         while not stop.is_set():
             try:
-                await messaging.ensure_stream(
+                info = await messaging.ensure_stream(
                     publisher.js, settings.stream_name, settings.stream_max_msgs, settings.stream_max_bytes
                 )
+                publisher.atomic = bool(info.config.allow_atomic)
+                if not publisher.atomic:
+                    log.warning("the stream takes no atomic batches (nats-server < 2.12?): publishing one by one")
                 await _serve(settings, publisher, stop)
                 backoff = 0.1
             except (psycopg.Error, TimeoutError, OSError, messaging.NatsError) as exc:

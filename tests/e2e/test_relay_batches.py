@@ -1,0 +1,210 @@
+"""The relay's atomic batches: sequences, order across batch boundaries, events the stream
+already has, and an event the stream refuses in the middle of a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import psycopg
+import pytest
+
+from server.devstack.embedded import EmbeddedNats
+from server.platform import messaging
+from server.platform.schema import NOTIFY_CHANNEL
+from tests.e2e.streams import STREAM, envelope
+from tests.harness import Stack, scalar, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass(frozen=True)
+class Message:
+    seq: int
+    msg_id: str
+    batch_id: str
+    aggregate_id: str
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A stream of each test's own: what is in it is this test's doing."""
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def relays(database_url: str, own_nats: EmbeddedNats, tmp_path: Path, db: psycopg.Connection) -> Iterator[Stack]:
+    """No role running yet: each test starts its relays. Whatever a test leaves unpublished is
+    marked published after it, so the next test's relay does not find it."""
+    stack = Stack(database_url, own_nats.url, tmp_path)
+    yield stack
+    stack.stop_all()
+    db.execute("UPDATE events SET published_at = now() WHERE published_at IS NULL")
+
+
+def commit(db: psycopg.Connection, events: list[tuple[str, int]], oversize: tuple[str, int] | None = None) -> list[str]:
+    """Commits one event per (order id, version), in this order, as a command server would, and
+    wakes the relay; the `oversize` one is larger than the stream takes. Returns the event ids."""
+    ids = []
+    with db.transaction():
+        for order_id, version in events:
+            env = envelope(order_id, min(version, 3))
+            env.aggregate_version = version
+            payload = bytes(messaging.MAX_EVENT_BYTES + 1) if (order_id, version) == oversize else env.SerializeToString()
+            db.execute(
+                "INSERT INTO events (event_id, tenant_id, aggregate_type, aggregate_id, aggregate_version, event_type,"
+                " payload) VALUES (%s, 'default', 'order', %s, %s, %s, %s)",
+                (env.event_id, order_id, version, env.event_type, payload),
+            )
+            ids.append(env.event_id)
+        db.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return ids
+
+
+def stream(nats_url: str) -> list[Message]:
+    """Every message in the stream, in sequence order, with the atomic batch it came in."""
+
+    async def read() -> list[Message]:
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(STREAM)
+            messages = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                msg = await js.get_msg(STREAM, seq)
+                headers = msg.headers or {}
+                subject = msg.subject or ""
+                messages.append(Message(seq, headers.get("Nats-Msg-Id", ""), headers.get("Nats-Batch-Id", ""),
+                                        subject.rsplit(".", 1)[-1]))
+            return messages
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def published(db: psycopg.Connection, event_ids: list[str]) -> dict[str, tuple[int, int | None]]:
+    """Event id -> (version, stream sequence recorded) of those among `event_ids` the relay marked."""
+    rows = db.execute("SELECT event_id::text, aggregate_version, stream_seq FROM events"
+                      " WHERE event_id = ANY(%s::uuid[]) AND published_at IS NOT NULL", (event_ids,)).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def test_every_event_of_a_backlog_bigger_than_an_atomic_batch_is_in_the_stream_at_the_sequence_recorded(
+    relays: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
+) -> None:
+    orders = [f"o-{uuid.uuid4().hex[:8]}" for _ in range(13)]
+    # Version-major: every relay batch and every atomic batch holds a piece of every order.
+    ids = commit(db, [(order, version) for version in range(1, 201) for order in orders])
+    relays.start("relay", ORDERS_RELAY_BATCH_SIZE="2500")
+
+    wait_until(lambda: len(published(db, ids)) == len(ids), timeout=60, what="the backlog to be published")
+    messages = stream(own_nats.url)
+    marked = published(db, ids)
+    assert sorted(m.msg_id for m in messages) == sorted(ids)  # each once
+    assert {m.msg_id: m.seq for m in messages} == {event_id: seq for event_id, (_, seq) in marked.items()}
+    versions: dict[str, list[int]] = defaultdict(list)
+    for message in messages:
+        versions[message.aggregate_id].append(marked[message.msg_id][0])
+    assert all(versions[order] == list(range(1, 201)) for order in orders)
+    batches: dict[str, list[int]] = defaultdict(list)
+    for message in messages:
+        batches[message.batch_id].append(message.seq)
+    assert "" not in batches  # every message came in an atomic batch
+    assert max(len(seqs) for seqs in batches.values()) == messaging.ATOMIC_BATCH_MAX
+    assert all(seqs == list(range(seqs[0], seqs[0] + len(seqs))) for seqs in batches.values())  # side by side
+    assert "batch refused" not in relays.log("relay")
+
+
+def test_order_holds_across_relay_batches_of_a_few_events(
+    relays: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
+) -> None:
+    orders = [f"o-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    relays.start("relay", ORDERS_RELAY_BATCH_SIZE="3")
+    ids = commit(db, [(order, version) for version in range(1, 31) for order in orders])
+
+    wait_until(lambda: len(published(db, ids)) == len(ids), timeout=60, what="the events to be published")
+    marked = published(db, ids)
+    versions: dict[str, list[int]] = defaultdict(list)
+    for message in stream(own_nats.url):
+        versions[message.aggregate_id].append(marked[message.msg_id][0])
+    assert all(versions[order] == list(range(1, 31)) for order in orders)
+
+
+def test_a_batch_holding_events_the_stream_has_is_sent_again_one_by_one_and_each_event_stays_once(
+    relays: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
+) -> None:
+    orders = [f"o-{uuid.uuid4().hex[:8]}" for _ in range(10)]
+    first = commit(db, [(order, version) for version in range(1, 6) for order in orders])
+    relays.start("relay", "relay-1")
+    wait_until(lambda: len(published(db, first)) == len(first), what="the first events to be published")
+    relays.kill("relay-1")
+    before = published(db, first)
+    # As after a crash between publish and mark: every other event is in the stream, not marked.
+    again = first[::2]
+    db.execute("UPDATE events SET published_at = NULL WHERE event_id = ANY(%s::uuid[])", (again,))
+    later = commit(db, [(order, version) for version in range(6, 11) for order in orders])
+
+    relays.start("relay", "relay-2")
+    wait_until(lambda: len(published(db, first + later)) == len(first + later), what="every event to be published")
+    messages = stream(own_nats.url)
+    marked = published(db, first + later)
+    assert sorted(m.msg_id for m in messages) == sorted(first + later)  # each once
+    assert {event_id: marked[event_id] for event_id in again} == {event_id: before[event_id] for event_id in again}
+    assert {m.msg_id: m.seq for m in messages} == {event_id: seq for event_id, (_, seq) in marked.items()}
+    versions: dict[str, list[int]] = defaultdict(list)
+    for message in messages:
+        versions[message.aggregate_id].append(marked[message.msg_id][0])
+    assert all(versions[order] == list(range(1, 11)) for order in orders)
+    log = relays.log("relay-2")
+    assert "batch refused" in log and "publish refused" not in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert sum(int(line.get("duplicates", 0)) for line in lines) == len(again)
+
+
+def test_an_event_the_stream_refuses_mid_batch_stops_its_aggregate_and_no_other(
+    relays: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
+) -> None:
+    stuck, others = f"o-{uuid.uuid4().hex[:8]}", [f"o-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    ids = commit(db, [(order, version) for version in range(1, 6) for order in [stuck, *others]],
+                 oversize=(stuck, 3))
+    relays.start("relay")
+
+    wait_until(lambda: relays.log("relay").count("publish refused") >= 2, what="the refusal to be retried")
+    marked = published(db, ids)
+    versions: dict[str, list[int]] = defaultdict(list)
+    for message in stream(own_nats.url):
+        versions[message.aggregate_id].append(marked[message.msg_id][0])
+    assert versions == {stuck: [1, 2], **{order: [1, 2, 3, 4, 5] for order in others}}
+    assert scalar(db, "SELECT count(*) FROM events WHERE aggregate_id = %s AND published_at IS NULL", stuck) == 3
+    assert "batch refused" in relays.log("relay")
+
+
+def test_a_stream_made_without_atomic_batches_is_updated_to_take_them(
+    relays: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
+) -> None:
+    async def make_old_stream() -> bool | None:
+        nc = await nats.connect(own_nats.url)
+        try:
+            config = messaging.stream_config(STREAM, max_msgs=-1, max_bytes=-1)
+            config.allow_atomic = None  # as the code before atomic batches made it
+            return (await nc.jetstream().add_stream(config)).config.allow_atomic
+        finally:
+            await nc.close()
+
+    assert not asyncio.run(make_old_stream())
+    ids = commit(db, [(f"o-{uuid.uuid4().hex[:8]}", 1) for _ in range(20)])
+    relays.start("relay")
+
+    wait_until(lambda: len(published(db, ids)) == len(ids), what="the events to be published")
+    assert all(m.batch_id for m in stream(own_nats.url))  # each came in an atomic batch
+    assert "batch refused" not in relays.log("relay")
