@@ -10,6 +10,11 @@ arriving meanwhile queue for the next one. A writer with a free slot starts at o
 command is on its way (at concurrency 1 nothing waits), else it gathers for at most `window`
 seconds or until `max_group` commands wait, never by a caller's deadline.
 
+Writes also wake the relay: a write (or a group) carries a NOTIFY, delivered when it commits,
+when the last one is NOTIFY_INTERVAL old; a commit that carried none is covered by the next one
+that does, or else by a NOTIFY of the `Notifier`'s own after the interval. No command waits for
+it, and no NOTIFY is a statement of its own while commands flow.
+
 When the group's transaction fails as a whole (a statement's guard saw a race, a deadlock, a lost
 connection), nothing of it committed; each of its commands is then written alone, as if no group
 had formed, and answers on its own. A commit whose outcome is unknown (the connection lost at
@@ -29,11 +34,70 @@ from prometheus_client import Gauge, Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from server.command import store
+from server.platform.schema import NOTIFY_CHANNEL
 
 GROUP_SIZE = Histogram("orders_command_group_size", "Commands written in one transaction (group commit)",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 QUEUED = Gauge("orders_command_group_queued", "Command writes waiting for a group to take them")
 SET_LOCAL_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
+NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
+NOTIFY_INTERVAL = 0.002
+
+
+class Notifier:
+    """When the relay is to be woken: one NOTIFY at most every NOTIFY_INTERVAL, for however many
+    commits happened meanwhile, ridden by a write when one is due (`due`), else sent by `run`
+    after a commit that none covered (`uncovered`).
+
+    Kept out of most commands' transactions: NOTIFY takes a lock from its commit's start to its
+    end, which would serialise every commit behind it. If this process dies between a commit and
+    its NOTIFY, the relay's poll finds the event."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._pending = asyncio.Event()
+        self._next_due = 0.0
+        self._covered_at = 0.0  # when the latest commit that carried a NOTIFY ended
+        self._uncovered_at = 0.0  # when the latest commit that carried none ended
+
+    def due(self) -> bool:
+        """Whether the write about to go carries a NOTIFY."""
+        now = asyncio.get_running_loop().time()
+        if now < self._next_due:
+            return False
+        self._next_due = now + NOTIFY_INTERVAL
+        return True
+
+    def covered(self) -> None:
+        """A commit that carried a NOTIFY has ended: the relay sees every commit before it."""
+        self._covered_at = asyncio.get_running_loop().time()
+
+    def uncovered(self) -> None:
+        """A commit without a NOTIFY has ended: one must follow."""
+        self._uncovered_at = asyncio.get_running_loop().time()
+        self._pending.set()
+
+    async def run(self) -> None:
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while True:
+                await self._pending.wait()
+                self._pending.clear()
+                await asyncio.sleep(NOTIFY_INTERVAL)  # a write may carry it meanwhile
+                if self._covered_at >= self._uncovered_at:
+                    continue
+                try:
+                    if conn is None or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                    await conn.execute(NOTIFY)
+                    self.covered()
+                except psycopg.Error:
+                    conn = None
+                    self._pending.set()
+                    await asyncio.sleep(0.5)
+        finally:
+            if conn is not None:
+                await conn.close()
 
 
 @dataclass(eq=False)
@@ -47,8 +111,10 @@ class _Write:
 class GroupCommit:
     """Writes commands' statements in groups over a pool's connections (see the module's text)."""
 
-    def __init__(self, pool: AsyncConnectionPool, *, slots: int = 2, max_group: int = 64, window: float = 0.0005) -> None:
+    def __init__(self, pool: AsyncConnectionPool, notifier: Notifier, *, slots: int = 2, max_group: int = 64,
+                 window: float = 0.0005) -> None:
         self._pool = pool
+        self._notifier = notifier
         self._slots = slots
         self._max_group = max_group
         self._window = window
@@ -120,26 +186,39 @@ class GroupCommit:
     async def _together(self, group: list[_Write]) -> list[tuple[Any, ...]]:
         """One transaction, sent as one pipeline: one round trip and one commit."""
         timeout_ms = min((write.timeout_ms for write in group), key=int)
+        notify = self._notifier.due()
         async with self._pool.connection(timeout=int(timeout_ms) / 1000) as conn:
             async with conn.pipeline(), conn.transaction():
                 await conn.execute(SET_LOCAL_TIMEOUT, (timeout_ms,))  # until this transaction ends
                 cursors = [await conn.execute(write.statement, write.params) for write in group]
+                if notify:
+                    await conn.execute(NOTIFY)
             rows = [await cursor.fetchone() for cursor in cursors]
+        self._committed(notify)
         assert all(row is not None for row in rows)  # a write statement always answers with its one row
         return rows  # type: ignore[return-value]
 
     async def _alone(self, write: _Write) -> None:
+        notify = self._notifier.due()
+        statement = store.NOTIFYING[write.statement] if notify else write.statement
         try:
             async with self._pool.connection(timeout=int(write.timeout_ms) / 1000) as conn:
-                row = await store.write_on(conn, write.statement, write.params, write.timeout_ms)
+                row = await store.write_on(conn, statement, write.params, write.timeout_ms)
         except BaseException as exc:
             if not write.done.done():
                 write.done.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        self._committed(notify)
         if not write.done.done():
             write.done.set_result(row)
+
+    def _committed(self, notified: bool) -> None:
+        if notified:
+            self._notifier.covered()
+        else:
+            self._notifier.uncovered()
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -97,10 +97,9 @@ class Pipeline:
     before answers with the first response; what it raises, the serving layer's error table
     answers."""
 
-    def __init__(self, group: GroupCommit, committed: Callable[[], None], token_key: bytes, kek: bytes) -> None:
+    def __init__(self, group: GroupCommit, token_key: bytes, kek: bytes) -> None:
         self._group = group
         self._kek = kek  # wraps each new customer's data key (platform.personal)
-        self._committed = committed
         self._token_key = token_key  # signs consistency tokens, for the query servers to verify
 
     async def run(self, route: Route[Req, Cmd, Resp], request: Req, context: grpc.aio.ServicerContext) -> Resp:
@@ -136,7 +135,6 @@ class Pipeline:
             return route.response.FromString(prior.response)
         finally:
             db.close()
-        self._committed()
         return response
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 import grpc
 import psycopg
@@ -16,10 +15,9 @@ from psycopg_pool import AsyncConnectionPool
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from server.command import pipeline
-from server.command.group_commit import GroupCommit
+from server.command.group_commit import GroupCommit, Notifier
 from server.config import TOKEN_KEY_WARNING, Settings
 from server.platform import auth, serving, timeouts
-from server.platform.schema import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -40,42 +38,6 @@ async def count_forgotten(pool: AsyncConnectionPool) -> None:
         except (psycopg.Error, psycopg_pool.PoolTimeout):
             pass  # the database is away: health says so; the gauge keeps its last value
         await asyncio.sleep(FORGOTTEN_REFRESH_SECONDS)
-
-
-class Notifier:
-    """Wakes the relay after commits: one NOTIFY, at most every NOTIFY_INTERVAL, for however many
-    commits happened meanwhile.
-
-    Kept out of the commands' transactions, where NOTIFY would serialise every commit behind one
-    lock. If this process dies between a commit and its NOTIFY, the relay's poll finds the event.
-    """
-
-    NOTIFY_INTERVAL = 0.002
-
-    def __init__(self, conninfo: str) -> None:
-        self._conninfo = conninfo
-        self._pending = asyncio.Event()
-
-    def poke(self) -> None:
-        self._pending.set()
-
-    async def run(self) -> None:
-        conn: psycopg.AsyncConnection[Any] | None = None
-        try:
-            while True:
-                await self._pending.wait()
-                self._pending.clear()
-                try:
-                    if conn is None or conn.closed:
-                        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-                    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-                except psycopg.Error:
-                    conn = None
-                    await asyncio.sleep(0.5)
-                await asyncio.sleep(self.NOTIFY_INTERVAL)
-        finally:
-            if conn is not None:
-                await conn.close()
 
 
 class CommandService(pb_grpc.CommandServiceServicer):
@@ -140,8 +102,8 @@ async def run(settings: Settings) -> None:
         name="commands",
     )
     await pool.open(wait=False)
-    group = GroupCommit(pool)
     notifier = Notifier(conninfo)
+    group = GroupCommit(pool, notifier)
     notifying = asyncio.create_task(notifier.run())
     counting = asyncio.create_task(count_forgotten(pool))
 
@@ -156,7 +118,7 @@ async def run(settings: Settings) -> None:
         await serving.serve(
             addr=settings.command_addr,
             service_names=[pb.DESCRIPTOR.services_by_name["CommandService"].full_name],
-            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(group, notifier.poke, settings.token_key, kek)), server),
+            register=lambda server: pb_grpc.add_CommandServiceServicer_to_server(CommandService(pipeline.Pipeline(group, settings.token_key, kek)), server),
             ready=ready,
             max_request_bytes=settings.max_request_bytes,
             max_calls_in_progress=settings.max_calls_in_progress,

@@ -35,7 +35,7 @@ from server.domain.errors import AlreadyExistsError, DomainError, NotFoundError,
 from server.domain.events import CustomerForgotten, Event
 from server.domain.model import Customer, Order, OrderState, Product
 from server.platform import personal, timeouts, wire
-from server.platform.schema import from_decimal, to_decimal
+from server.platform.schema import NOTIFY_CHANNEL, from_decimal, to_decimal
 from server.telemetry import tracer
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
 
@@ -140,6 +140,7 @@ _OUTCOME = """SELECT EXISTS (SELECT FROM change), (SELECT version FROM target), 
     CASE WHEN EXISTS (SELECT FROM claim) <> EXISTS (SELECT FROM change)
          THEN orders_command_guard(EXISTS (SELECT FROM claim), EXISTS (SELECT FROM change)) END
 FROM (SELECT 1) AS one LEFT JOIN prior p ON true"""
+_OUTCOME_SOURCE = "\nFROM (SELECT 1) AS one"
 
 
 def _write_sql(aggregate_type: str, kind: str) -> str:
@@ -186,6 +187,17 @@ claim AS (
 change AS (SELECT FROM claim),
 target AS (SELECT NULL::bigint AS version)
 {_OUTCOME.format(referenced="true")}"""
+
+
+def _notifying(statement: str) -> str:
+    """`statement` that also wakes the relay (NOTIFY, delivered when it commits): what a write
+    carries when the command server's notifier says one is due (group_commit.Notifier)."""
+    ctes, source = statement.removeprefix("WITH ").rsplit(_OUTCOME_SOURCE, 1)
+    return (f"WITH notified AS (SELECT pg_notify('{NOTIFY_CHANNEL}', '')),\n{ctes}, (SELECT true FROM notified)"
+            f"{_OUTCOME_SOURCE}{source}")
+
+
+NOTIFYING = {statement: _notifying(statement) for statement in (*WRITE.values(), CLAIM_ONLY)}
 
 
 @dataclass(frozen=True)
