@@ -24,8 +24,7 @@ def _write_statement() -> str:
         "tenant_id": "'pgbench'", "request_id": "'r-' || :n", "method": "'PlaceOrder'",
         "request_hash": "'\\x00'::bytea", "response": "'\\x00'::bytea", "aggregate_id": "'o-' || :n",
         "customer_id": "'pgbench-customer'", "state": "'PLACED'", "currency_code": "'EUR'", "total": "29.97",
-        "version": "1", "line_products": "'{p-1,p-2}'", "line_quantities": "'{1,2}'",
-        "line_prices": "'{9.99,9.99}'", "event_id": "gen_random_uuid()", "aggregate_type": "'order'",
+        "version": "1", "lines": "'p-1,1,9.99;p-2,2,9.99'", "event_id": "gen_random_uuid()", "aggregate_type": "'order'",
         "event_type": "'OrderPlaced'", "payload": "decode(repeat('00', 220), 'hex')", "headers": "'{}'::jsonb",
     }
     sql = write_store.WRITE[("order", "insert")]

@@ -135,4 +135,5 @@ async def run(settings: Settings) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await group.close()
         await pool.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -135,6 +136,11 @@ class PlaceOrder(Command):
     customer_id: str
     lines: tuple[OrderLine, ...]
 
+    @functools.cached_property
+    def total(self) -> Money:
+        """The sum of the lines' amounts (well-formed lines only: see violations)."""
+        return order_total(self.lines)
+
     def violations(self) -> list[FieldViolation]:
         found = id_violations("order_id", self.order_id) + id_violations("customer_id", self.customer_id)
         if not self.lines:
@@ -148,7 +154,7 @@ class PlaceOrder(Command):
             found += money_violations(f"lines[{i}].unit_price", line.unit_price)
         if len({line.unit_price.currency_code for line in self.lines}) > 1:
             found.append(FieldViolation("lines", "all lines must use one currency"))
-        if not found and abs(order_total(self.lines).units) > MAX_UNITS:
+        if not found and abs(self.total.units) > MAX_UNITS:
             found.append(FieldViolation("lines", "the order total is too large"))
         return found
 

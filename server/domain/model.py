@@ -154,7 +154,7 @@ def place_order(cmd: c.PlaceOrder) -> tuple[Order, e.OrderPlaced]:
     """A new order at version 1 with its exact total. Its customer must be registered: a rule
     across aggregates, which the store checks as it writes (a foreign key), answering
     `unregistered_customer` when it fails."""
-    total = c.order_total(cmd.lines)
+    total = cmd.total
     order = Order(cmd.order_id, cmd.customer_id, cmd.lines, total, OrderState.PLACED, version=1)
     return order, e.OrderPlaced(cmd.order_id, cmd.customer_id, cmd.lines, total)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -125,7 +124,7 @@ def envelope(
     event: e.Event, ctx: EventContext, aggregate_type: str, aggregate_id: str, version: int, event_id: uuid.UUID
 ) -> events_pb2.Envelope:
     occur_time = timestamp_pb2.Timestamp()
-    occur_time.FromDatetime(dt.datetime.now(dt.UTC))
+    occur_time.GetCurrentTime()
     env = events_pb2.Envelope(
         event_id=str(event_id),
         event_type=type(event).__name__,
