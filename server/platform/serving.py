@@ -160,108 +160,45 @@ CORRELATION_KEY = "x-correlation-id"
 CAUSATION_KEY = "x-causation-id"
 
 
-class ServerSpan(_Wrapping):
-    """The call's server span, as OpenTelemetry's gRPC instrumentation names it (the full method)
-    and with its RPC attributes, a child of the caller's trace context (traceparent and baggage
-    in the metadata); the final status code on it, and an error status when it is not OK.
-    Without a tracer provider (tracing off) no span is made, but the caller's trace context still
-    becomes the call's, so the events it writes carry it on. Health checks and reflection get no
-    span."""
-
-    def wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        service, _, method = full_method.lstrip("/").partition("/")
-        if service in _UNOBSERVED:
-            return handler
-        attributes = semconv.grpc_method(service, method)
-
-        def begin(context: grpc.aio.ServicerContext) -> tuple[trace.Span, otel_context.Context]:
-            parent = None
-            for key, _ in context.invocation_metadata() or ():
-                if key in _PROPAGATED:
-                    parent = telemetry.extract(dict(context.invocation_metadata()))
-                    break
-            span = telemetry.tracer.start_span(full_method, context=parent, kind=trace.SpanKind.SERVER,
-                                               attributes=attributes)
-            return span, trace.set_span_in_context(span, parent)
-
-        def end(span: trace.Span, context: grpc.aio.ServicerContext, failed: BaseException | None) -> None:
-            if span.is_recording():
-                code = outcome(context, failed)
-                span.set_attribute(RPC_GRPC_STATUS_CODE, code.value[0])
-                if code != grpc.StatusCode.OK:
-                    span.set_status(trace.StatusCode.ERROR, code.name)
-            span.end()
-
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
-
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                span, ctx = begin(context)
-                token = otel_context.attach(ctx)
-                failed: BaseException | None = None
-                try:
-                    return await unary(request, context)
-                except BaseException as exc:
-                    failed = exc
-                    raise
-                finally:
-                    otel_context.detach(token)
-                    end(span, context, failed)
-
-            return handler._replace(unary_unary=unary_unary)
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
-
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                span, ctx = begin(context)
-                responses = stream(request, context)
-                failed: BaseException | None = None
-                try:
-                    while True:
-                        # Current for each step, never across a yield (see Observe).
-                        token = otel_context.attach(ctx)
-                        try:
-                            item = await anext(responses)
-                        except StopAsyncIteration:
-                            break
-                        finally:
-                            otel_context.detach(token)
-                        yield item
-                except BaseException as exc:
-                    failed = exc
-                    raise
-                finally:
-                    await responses.aclose()
-                    end(span, context, failed)
-
-            return handler._replace(unary_stream=unary_stream)
-        return handler
-
-
 # What carries a caller's trace context in metadata (W3C trace context and baggage).
 _PROPAGATED = frozenset(("traceparent", "tracestate", "baggage"))
 RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
 
 
 class Observe(_Wrapping):
-    """Per call: the correlation id (the caller's x-correlation-id, else a new one) is echoed in
-    the response metadata (a unary call's trailers, a stream's headers), put on the server span
-    and in baggage for everything the call does (events, logs, spans), with the causation id (the
-    caller's x-causation-id, else the request_id); the outcome is counted and timed for Prometheus."""
+    """Per call: the server span, as OpenTelemetry's gRPC instrumentation names it (the full
+    method) and with its RPC attributes, a child of the caller's trace context (traceparent and
+    baggage in the metadata), with the final status code on it and an error status when it is not
+    OK; without a tracer provider (tracing off) no span is made, but the caller's trace context
+    still becomes the call's. The correlation id (the caller's x-correlation-id, else a new one)
+    is echoed in the response metadata (a unary call's trailers, a stream's headers), put on the
+    span and in baggage for everything the call does (events, logs, spans), with the causation id
+    (the caller's x-causation-id, else the request_id). The outcome is counted and timed for
+    Prometheus. Health checks and reflection are not observed."""
 
     def wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, _, method = full_method.lstrip("/").partition("/")
         if service in _UNOBSERVED:
             return handler
         metrics = MethodMetrics.of(rpc_type(handler), service, method)
+        attributes = semconv.grpc_method(service, method)
 
-        async def begin(request: Any, context: grpc.aio.ServicerContext, stream: bool) -> tuple[str, str]:
-            """The call's correlation id and causation id (the caller's x-causation-id, else its
-            request_id, else the correlation id), echoed to the caller and set on the server span,
-            which starts before them."""
-            correlation_id = caller_correlation_id(context) or str(uuid.uuid4())
-            causation_id = (caller_id(context, CAUSATION_KEY) or getattr(request, "request_id", "")
-                            or correlation_id)
+        async def begin(request: Any, context: grpc.aio.ServicerContext, stream: bool) -> tuple[trace.Span, otel_context.Context]:
+            """The call's span and the context it runs in: the span current, the ids in baggage."""
+            metrics.started.inc()
+            metrics.received.inc()  # the one request message (no client streams here)
+            metadata = context.invocation_metadata() or ()
+            correlation_id = causation_id = None
+            parent = None
+            for key, value in metadata:
+                if key == CORRELATION_KEY:
+                    correlation_id = usable_id(value)
+                elif key == CAUSATION_KEY:
+                    causation_id = usable_id(value)
+                elif key in _PROPAGATED and parent is None:
+                    parent = telemetry.extract(dict(metadata))
+            correlation_id = correlation_id or str(uuid.uuid4())
+            causation_id = causation_id or getattr(request, "request_id", "") or correlation_id
             echo = ((CORRELATION_KEY, correlation_id),)
             if stream:
                 # A subscriber needs it while the stream is open, not when it ends.
@@ -271,57 +208,63 @@ class Observe(_Wrapping):
                 # ahead of the response cost a batch of their own, a measurable share of
                 # PlaceOrder's rate. errors.abort keeps them beside its details.
                 context.set_trailing_metadata(echo)
-            trace.get_current_span().set_attributes(
-                {CORRELATION_ID: correlation_id, CAUSATION_ID: causation_id})
-            return correlation_id, causation_id
+            span = telemetry.tracer.start_span(full_method, context=parent, kind=trace.SpanKind.SERVER,
+                                               attributes=attributes)
+            if span.is_recording():
+                span.set_attributes({CORRELATION_ID: correlation_id, CAUSATION_ID: causation_id})
+            return span, telemetry.with_ids(trace.set_span_in_context(span, parent), correlation_id, causation_id)
 
-        def start() -> float:
-            metrics.started.inc()
-            metrics.received.inc()  # the one request message (no client streams here)
-            return time.perf_counter()
-
-        def end(context: grpc.aio.ServicerContext, started: float, failed: BaseException | None) -> None:
-            metrics.handled[outcome(context, failed)].inc()
+        def end(span: trace.Span, context: grpc.aio.ServicerContext, started: float, failed: BaseException | None) -> None:
+            code = outcome(context, failed)
+            metrics.handled[code].inc()
             metrics.handling.observe(time.perf_counter() - started)
+            if span.is_recording():
+                span.set_attribute(RPC_GRPC_STATUS_CODE, code.value[0])
+                if code != grpc.StatusCode.OK:
+                    span.set_status(trace.StatusCode.ERROR, code.name)
+            span.end()
 
         if handler.unary_unary is not None:
             unary = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = start()
-                ids = await begin(request, context, stream=False)
+                started = time.perf_counter()
+                span, ctx = await begin(request, context, stream=False)
+                token = otel_context.attach(ctx)
                 failed: BaseException | None = None
                 try:
-                    with telemetry.ids(*ids):
-                        response = await unary(request, context)
+                    response = await unary(request, context)
                     metrics.sent.inc()
                     return response
                 except BaseException as exc:
                     failed = exc
                     raise
                 finally:
-                    end(context, started, failed)
+                    otel_context.detach(token)
+                    end(span, context, started, failed)
 
             return handler._replace(unary_unary=unary_unary)
         if handler.unary_stream is not None:
             stream = handler.unary_stream
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = start()
-                ids = await begin(request, context, stream=True)
+                started = time.perf_counter()
+                span, ctx = await begin(request, context, stream=True)
                 failed: BaseException | None = None
                 responses = stream(request, context)
                 try:
                     while True:
-                        # The ids are in the context for each step, never across a yield: the
-                        # server span's wrapper does not close this generator when its call ends
-                        # mid-send, and a context attached across a yield could not be detached
-                        # when the event loop closes it later, in another task.
-                        with telemetry.ids(*ids):
-                            try:
-                                item = await anext(responses)
-                            except StopAsyncIteration:
-                                break
+                        # The span and the ids are in the context for each step, never across a
+                        # yield: gRPC does not close this generator when its call ends mid-send,
+                        # and a context attached across a yield could not be detached when the
+                        # event loop closes it later, in another task.
+                        token = otel_context.attach(ctx)
+                        try:
+                            item = await anext(responses)
+                        except StopAsyncIteration:
+                            break
+                        finally:
+                            otel_context.detach(token)
                         metrics.sent.inc()
                         yield item
                 except BaseException as exc:
@@ -329,7 +272,7 @@ class Observe(_Wrapping):
                     raise
                 finally:
                     await responses.aclose()
-                    end(context, started, failed)
+                    end(span, context, started, failed)
 
             return handler._replace(unary_stream=unary_stream)
         return handler
@@ -605,8 +548,14 @@ def caller_correlation_id(context: grpc.aio.ServicerContext) -> str | None:
 
 def caller_id(context: grpc.aio.ServicerContext, key: str) -> str | None:
     """An id the caller sent in metadata `key`, when usable (printable, at most 128 characters)."""
-    value = metadata_value(context, key)
-    return value if value and len(value) <= 128 and value.isprintable() else None
+    return usable_id(metadata_value(context, key))
+
+
+def usable_id(value: str | bytes | None) -> str | None:
+    """An id from metadata, when usable (printable, at most 128 characters)."""
+    if not value or isinstance(value, bytes):
+        return None
+    return value if len(value) <= 128 and value.isprintable() else None
 
 
 def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
@@ -644,7 +593,7 @@ async def serve(
     # can), the server span, then the correlation id and metrics, then who is calling, then input
     # checks, then the error table (inside the ids, so its log lines carry them).
     admission = [Admission(max_calls_in_progress)] if max_calls_in_progress > 0 else []
-    layers = [ClosedStreams(), *admission, ServerSpan(), Observe(), Authenticate(verifier, scopes),
+    layers = [ClosedStreams(), *admission, Observe(), Authenticate(verifier, scopes),
               RequestGuard(max_request_bytes), ErrorMapping()]
     server = grpc.aio.server(
         options=[

@@ -144,6 +144,11 @@ def causation_id() -> str | None:
     return None if value is None else str(value)
 
 
+def with_ids(ctx: context.Context, correlation_id: str, causation_id: str) -> context.Context:
+    """`ctx` with the correlation and causation ids in its baggage."""
+    return baggage.set_baggage(CAUSATION_ID, causation_id, baggage.set_baggage(CORRELATION_ID, correlation_id, ctx))
+
+
 @contextmanager
 def ids(correlation_id: str, causation_id: str) -> Iterator[None]:
     """Puts the correlation and causation ids in baggage for everything done inside."""
