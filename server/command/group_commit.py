@@ -4,11 +4,13 @@ error.
 
 Each command's write is one statement that answers rather than raises for whatever a caller can
 cause (store: a version conflict, a reused request id, a missing customer). So one transaction
-holds a group: a refused command writes nothing and its neighbours commit. A group forms while
-earlier groups are in the database: at most `slots` groups are written at a time, and commands
-arriving meanwhile queue for the next one. A writer with a free slot starts at once when no other
-command is on its way (at concurrency 1 nothing waits), else it gathers for at most `window`
-seconds or until `max_group` commands wait, never by a caller's deadline.
+holds a group: a refused command writes nothing and its neighbours commit. One group is in the
+database at a time, and the commands whose writes arrive meanwhile form the next: the busier the
+server, the larger the groups, with no timer. A group that stays in the database for
+STALLED_SECONDS (waiting for a row another transaction holds) lets the next one start beside it,
+up to `slots` at a time. A writer that starts while other commands are on their way to their
+writes (reading their aggregates) gathers them for at most `window` seconds, or until
+`max_group` writes wait; at concurrency 1 nothing waits, and a caller's deadline never decides.
 
 Writes also wake the relay: a write (or a group) carries a NOTIFY, delivered when it commits,
 when the last one is NOTIFY_INTERVAL old; a commit that carried none is covered by the next one
@@ -42,6 +44,7 @@ QUEUED = Gauge("orders_command_group_queued", "Command writes waiting for a grou
 SET_LOCAL_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
 NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 NOTIFY_INTERVAL = 0.002
+STALLED_SECONDS = 0.05
 
 
 class Notifier:
@@ -134,14 +137,23 @@ class GroupCommit:
         write = _Write(statement, params, timeout_ms)
         self._queue.append(write)
         QUEUED.inc()
-        if self._writers < self._slots:
-            self._writers += 1
-            task = asyncio.create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if self._writers == 0:
+            self._start_writer()
         elif len(self._queue) >= self._max_group:
             self._gathered.set()
         return await write.done
+
+    def _start_writer(self) -> None:
+        self._writers += 1
+        task = asyncio.create_task(self._drain())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _relieve(self) -> None:
+        """A group has been in the database for STALLED_SECONDS (waiting for a lock, say): writes
+        queued behind it go in a group of their own, up to `slots` groups at a time."""
+        if self._queue and self._writers < self._slots:
+            self._start_writer()
 
     def _arrived(self) -> None:
         """One command fewer on its way: a writer gathering for it need wait no longer."""
@@ -150,13 +162,13 @@ class GroupCommit:
             self._gathered.set()
 
     async def _drain(self) -> None:
+        """Writes groups until no write waits. One group is in the database at a time, and the
+        writes that arrive meanwhile form the next; another starts beside it only when it
+        stalls (`_relieve`)."""
         try:
             while self._queue:
                 if self._on_the_way and len(self._queue) < self._max_group:
-                    self._gathered.clear()
-                    timer = asyncio.get_running_loop().call_later(self._window, self._gathered.set)
-                    await self._gathered.wait()
-                    timer.cancel()
+                    await self._gather()
                 group: list[_Write] = []
                 while self._queue and len(group) < self._max_group:
                     write = self._queue.popleft()
@@ -168,8 +180,25 @@ class GroupCommit:
         finally:
             self._writers -= 1
 
+    async def _gather(self) -> None:
+        """Waits at most the window: until the commands on their way have written, or until a
+        full group waits."""
+        self._gathered.clear()
+        timer = asyncio.get_running_loop().call_later(self._window, self._gathered.set)
+        try:
+            await self._gathered.wait()
+        finally:
+            timer.cancel()
+
     async def _write(self, group: list[_Write]) -> None:
         GROUP_SIZE.observe(len(group))
+        stalled = asyncio.get_running_loop().call_later(STALLED_SECONDS, self._relieve)
+        try:
+            await self._write_group(group)
+        finally:
+            stalled.cancel()
+
+    async def _write_group(self, group: list[_Write]) -> None:
         if len(group) == 1:
             await self._alone(group[0])
             return

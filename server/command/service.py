@@ -103,7 +103,8 @@ async def run(settings: Settings) -> None:
     )
     await pool.open(wait=False)
     notifier = Notifier(conninfo)
-    group = GroupCommit(pool, notifier)
+    group = GroupCommit(pool, notifier, slots=settings.group_commit_slots,
+                        window=settings.group_commit_window_us / 1e6)
     notifying = asyncio.create_task(notifier.run())
     counting = asyncio.create_task(count_forgotten(pool))
 
