@@ -11,6 +11,7 @@ import os
 # fd closed and aborts (grpc/grpc#43055): a role "exits with -6" at random. Set before gRPC starts.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -85,6 +86,15 @@ def collector() -> Iterator[Collector]:
     """An OTLP trace collector for a module's stack (OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint)."""
     with Collector() as running:
         yield running
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A nats-server of the test's own: what is in its stream is this test's doing."""
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ class Stored:
     subject: str | None
     msg_id: str
     envelope: events_pb2.Envelope
+    batch_id: str = ""  # the atomic batch it came in (Nats-Batch-Id)
 
 
 def read_stream(nats_url: str) -> list[Stored]:
@@ -38,7 +39,7 @@ def read_stream(nats_url: str) -> list[Stored]:
                 msg = await js.get_msg(STREAM, seq)
                 headers = msg.headers or {}
                 stored.append(Stored(seq, msg.subject, headers.get("Nats-Msg-Id", ""),
-                                     events_pb2.Envelope.FromString(msg.data or b"")))
+                                     events_pb2.Envelope.FromString(msg.data or b""), headers.get("Nats-Batch-Id", "")))
             return stored
         finally:
             await nc.close()

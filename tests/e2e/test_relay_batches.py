@@ -8,7 +8,6 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import nats
@@ -18,27 +17,10 @@ import pytest
 from server.devstack.embedded import EmbeddedNats
 from server.platform import messaging
 from server.platform.schema import NOTIFY_CHANNEL
-from tests.e2e.streams import STREAM, envelope
+from tests.e2e.streams import STREAM, envelope, read_stream
 from tests.harness import Stack, scalar, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-@dataclass(frozen=True)
-class Message:
-    seq: int
-    msg_id: str
-    batch_id: str
-    aggregate_id: str
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A stream of each test's own: what is in it is this test's doing."""
-    server = EmbeddedNats(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -70,28 +52,6 @@ def commit(db: psycopg.Connection, events: list[tuple[str, int]], oversize: tupl
     return ids
 
 
-def stream(nats_url: str) -> list[Message]:
-    """Every message in the stream, in sequence order, with the atomic batch it came in."""
-
-    async def read() -> list[Message]:
-        nc = await nats.connect(nats_url)
-        try:
-            js = nc.jetstream()
-            info = await js.stream_info(STREAM)
-            messages = []
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                msg = await js.get_msg(STREAM, seq)
-                headers = msg.headers or {}
-                subject = msg.subject or ""
-                messages.append(Message(seq, headers.get("Nats-Msg-Id", ""), headers.get("Nats-Batch-Id", ""),
-                                        subject.rsplit(".", 1)[-1]))
-            return messages
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
-
-
 def published(db: psycopg.Connection, event_ids: list[str]) -> dict[str, tuple[int, int | None]]:
     """Event id -> (version, stream sequence recorded) of those among `event_ids` the relay marked."""
     rows = db.execute("SELECT event_id::text, aggregate_version, stream_seq FROM events"
@@ -108,13 +68,13 @@ def test_every_event_of_a_backlog_bigger_than_an_atomic_batch_is_in_the_stream_a
     relays.start("relay", ORDERS_RELAY_BATCH_SIZE="2500")
 
     wait_until(lambda: len(published(db, ids)) == len(ids), timeout=60, what="the backlog to be published")
-    messages = stream(own_nats.url)
+    messages = read_stream(own_nats.url)
     marked = published(db, ids)
     assert sorted(m.msg_id for m in messages) == sorted(ids)  # each once
     assert {m.msg_id: m.seq for m in messages} == {event_id: seq for event_id, (_, seq) in marked.items()}
     versions: dict[str, list[int]] = defaultdict(list)
     for message in messages:
-        versions[message.aggregate_id].append(marked[message.msg_id][0])
+        versions[message.envelope.aggregate_id].append(marked[message.msg_id][0])
     assert all(versions[order] == list(range(1, 201)) for order in orders)
     batches: dict[str, list[int]] = defaultdict(list)
     for message in messages:
@@ -135,8 +95,8 @@ def test_order_holds_across_relay_batches_of_a_few_events(
     wait_until(lambda: len(published(db, ids)) == len(ids), timeout=60, what="the events to be published")
     marked = published(db, ids)
     versions: dict[str, list[int]] = defaultdict(list)
-    for message in stream(own_nats.url):
-        versions[message.aggregate_id].append(marked[message.msg_id][0])
+    for message in read_stream(own_nats.url):
+        versions[message.envelope.aggregate_id].append(marked[message.msg_id][0])
     assert all(versions[order] == list(range(1, 31)) for order in orders)
 
 
@@ -156,14 +116,14 @@ def test_a_batch_holding_events_the_stream_has_is_sent_again_one_by_one_and_each
 
     relays.start("relay", "relay-2")
     wait_until(lambda: len(published(db, first + later)) == len(first + later), what="every event to be published")
-    messages = stream(own_nats.url)
+    messages = read_stream(own_nats.url)
     marked = published(db, first + later)
     assert sorted(m.msg_id for m in messages) == sorted(first + later)  # each once
     assert {event_id: marked[event_id] for event_id in again} == {event_id: before[event_id] for event_id in again}
     assert {m.msg_id: m.seq for m in messages} == {event_id: seq for event_id, (_, seq) in marked.items()}
     versions: dict[str, list[int]] = defaultdict(list)
     for message in messages:
-        versions[message.aggregate_id].append(marked[message.msg_id][0])
+        versions[message.envelope.aggregate_id].append(marked[message.msg_id][0])
     assert all(versions[order] == list(range(1, 11)) for order in orders)
     log = relays.log("relay-2")
     assert "batch refused" in log and "publish refused" not in log
@@ -182,8 +142,8 @@ def test_an_event_the_stream_refuses_mid_batch_stops_its_aggregate_and_no_other(
     wait_until(lambda: relays.log("relay").count("publish refused") >= 2, what="the refusal to be retried")
     marked = published(db, ids)
     versions: dict[str, list[int]] = defaultdict(list)
-    for message in stream(own_nats.url):
-        versions[message.aggregate_id].append(marked[message.msg_id][0])
+    for message in read_stream(own_nats.url):
+        versions[message.envelope.aggregate_id].append(marked[message.msg_id][0])
     assert versions == {stuck: [1, 2], **{order: [1, 2, 3, 4, 5] for order in others}}
     assert scalar(db, "SELECT count(*) FROM events WHERE aggregate_id = %s AND published_at IS NULL", stuck) == 3
     assert "batch refused" in relays.log("relay")
@@ -206,5 +166,5 @@ def test_a_stream_made_without_atomic_batches_is_updated_to_take_them(
     relays.start("relay")
 
     wait_until(lambda: len(published(db, ids)) == len(ids), what="the events to be published")
-    assert all(m.batch_id for m in stream(own_nats.url))  # each came in an atomic batch
+    assert all(m.batch_id for m in read_stream(own_nats.url))  # each came in an atomic batch
     assert "batch refused" not in relays.log("relay")

@@ -23,14 +23,6 @@ OUTAGE_SECONDS = float(os.environ.get("ORDERS_TEST_NATS_OUTAGE_SECONDS", "15"))
 
 
 @pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def stack(database_url: str, own_nats: EmbeddedNats, tmp_path: Path) -> Iterator[Stack]:
     running = Stack(database_url, own_nats.url, tmp_path)
     running.start("command-server")
