@@ -13,6 +13,7 @@ from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.processor.baggage import BaggageSpanProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from server.telemetry.logs import CAUSATION_ID, CORRELATION_ID
@@ -30,8 +31,9 @@ def setup_tracing(role: str, env: Mapping[str, str] | None = None) -> TracerProv
     OTEL_TRACES_EXPORTER chooses the exporters (`trace_exporters`): `otlp` (over OTEL_EXPORTER_OTLP_PROTOCOL's
     transport, `otlp_protocol`) and `console` run in a helper process; `none`, like OTEL_SDK_DISABLED=true,
     turns tracing off. Unset, spans are exported over OTLP when an endpoint is configured
-    (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); without one, spans still give
-    logs their trace ids and still propagate. Raises ValueError for a value it does not support.
+    (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); without one, spans are not
+    recorded, but still give logs their trace ids and still propagate. Raises ValueError for a value
+    it does not support.
     """
     # Imported here: the export process runs that module as __main__, and must not find it already imported.
     from server.telemetry.span_export import ShippingSpanProcessor, trace_exporters
@@ -43,7 +45,12 @@ def setup_tracing(role: str, env: Mapping[str, str] | None = None) -> TracerProv
     # A projector batch span links every message of its batch (duplicates and dead letters too):
     # up to projector.consumer.FETCH_BATCH (1,000), beyond the SDK's default of 128 (OTEL_SPAN_LINK_COUNT_LIMIT still decides when set).
     links = int(env.get("OTEL_SPAN_LINK_COUNT_LIMIT") or MAX_LINKS)
-    provider = TracerProvider(resource=Resource.create(attributes), span_limits=SpanLimits(max_links=links))
+    # Without an exporter nothing would read a recorded span: spans are made but not recorded
+    # (ALWAYS_OFF), which still gives each call and event its trace context, for logs and for the
+    # processes downstream, at a fraction of the cost (attributes, links, processors).
+    sampler = None if exporters else ALWAYS_OFF
+    provider = TracerProvider(resource=Resource.create(attributes), span_limits=SpanLimits(max_links=links),
+                              sampler=sampler)
     if role != "command-server":
         # Only these two baggage entries become span attributes: never tokens or personal data.
         # The command server's spans carry them without it (the server span from the call, the
