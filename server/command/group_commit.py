@@ -127,6 +127,7 @@ class GroupCommit:
         self._gathered = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._kept: list[store.Connection] = []
+        self._stalled = 0  # groups in the database for longer than STALLED_SECONDS
 
     def command(self) -> Command:
         """A command's reads and its write, for its Session; `close` it when the command ends."""
@@ -137,7 +138,7 @@ class GroupCommit:
         write = _Write(statement, params, timeout_ms)
         self._queue.append(write)
         QUEUED.inc()
-        if self._writers == 0:
+        if self._writers == 0 or (self._stalled == self._writers < self._slots):
             self._start_writer()
         elif len(self._queue) >= self._max_group:
             self._gathered.set()
@@ -149,10 +150,12 @@ class GroupCommit:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _relieve(self) -> None:
-        """A group has been in the database for STALLED_SECONDS (waiting for a lock, say): writes
-        queued behind it go in a group of their own, up to `slots` groups at a time."""
-        if self._queue and self._writers < self._slots:
+    def _stall(self) -> None:
+        """A group has been in the database for STALLED_SECONDS (waiting for a lock, say): while
+        every group in the database is stalled, writes queued or arriving go in a group of their
+        own beside them, up to `slots` groups at a time."""
+        self._stalled += 1
+        if self._queue and self._stalled == self._writers < self._slots:
             self._start_writer()
 
     def _arrived(self) -> None:
@@ -164,7 +167,7 @@ class GroupCommit:
     async def _drain(self) -> None:
         """Writes groups until no write waits. One group is in the database at a time, and the
         writes that arrive meanwhile form the next; another starts beside it only when it
-        stalls (`_relieve`)."""
+        stalls (`_stall`)."""
         try:
             while self._queue:
                 if self._on_the_way and len(self._queue) < self._max_group:
@@ -192,11 +195,20 @@ class GroupCommit:
 
     async def _write(self, group: list[_Write]) -> None:
         GROUP_SIZE.observe(len(group))
-        stalled = asyncio.get_running_loop().call_later(STALLED_SECONDS, self._relieve)
+        stalled = False
+
+        def stall() -> None:
+            nonlocal stalled
+            stalled = True
+            self._stall()
+
+        timer = asyncio.get_running_loop().call_later(STALLED_SECONDS, stall)
         try:
             await self._write_group(group)
         finally:
-            stalled.cancel()
+            timer.cancel()
+            if stalled:
+                self._stalled -= 1
 
     async def _write_group(self, group: list[_Write]) -> None:
         if len(group) == 1:

@@ -20,7 +20,7 @@ from tests.e2e.client import ErrorInfo, aio_channel, commands, detail, eur, new_
 from tests.harness import Stack, sample, scrape, serving, wait_until
 
 pytestmark = pytest.mark.e2e
-SLOTS = 2  # server.command.group_commit.GroupCommit's default: groups written at a time
+SLOTS = 2  # ORDERS_GROUP_COMMIT_SLOTS's default: groups in the database at a time when they stall
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,9 @@ def test_a_group_with_a_conflict_a_reused_request_id_and_a_missing_customer_answ
 ) -> None:
     stack, metrics = server
     _, cmd = commands(stack.command_addr)
-    # Two commands wait on rows this test locks, one per slot: everything sent meanwhile queues
-    # for the group that follows.
+    # Two commands wait on rows this test locks: the first in the one group in the database,
+    # the second in a group started beside it once the first has stalled (a slot each). Everything
+    # sent meanwhile queues for the group that follows.
     held = [_customer(cmd) for _ in range(SLOTS)]
     contested, contested_version = _customer(cmd)
     buyer, _ = _customer(cmd)
