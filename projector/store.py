@@ -101,9 +101,13 @@ async def load_applied(conn: Conn, keys: Iterable[Key]) -> dict[Key, int]:
 
 async def load_state(conn: Conn, keys: set[Key]) -> tuple[dict[Key, int], set[Key]]:
     """The keys' applied versions, and which of their aggregates (each of its tenant) are parked."""
-    applied = await load_applied(conn, keys)
-    parked = await (await conn.execute(_PARKED, [rows_json(keys)])).fetchall()
-    return applied, {(r[0], r[1], r[2]) for r in parked}
+    # Both statements go out before either result is awaited: one round trip, not two. They still
+    # run one after the other, so the parked set is read after the versions' row locks are held.
+    keys_json = rows_json(keys)
+    applied = await conn.execute(_APPLIED, [keys_json])
+    parked = await conn.execute(_PARKED, [keys_json])
+    return ({(r[0], r[1], r[2]): int(r[3]) for r in await applied.fetchall()},
+            {(r[0], r[1], r[2]) for r in await parked.fetchall()})
 
 
 async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[ReadModel], consumer: str | None,
