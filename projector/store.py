@@ -52,6 +52,13 @@ _CHECKPOINT = """
     ON CONFLICT (consumer) DO UPDATE SET stream_seq = greatest(projection_checkpoints.stream_seq, EXCLUDED.stream_seq),
                                          updated_at = now()
 """
+# A consumer's batch writes its versions and its checkpoint in one statement: a statement less
+# per batch, a fixed cost that small batches pay in full. (The INSERT in WITH runs whether or not
+# the rest reads it, and with no versions to write, it writes none.)
+_APPLIED_AND_CHECKPOINT = f"""
+    WITH applied AS ({UPSERT_APPLIED})
+    {_CHECKPOINT}
+"""
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -120,13 +127,15 @@ async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[Read
             final[d.key] = d.envelope.aggregate_version
             batch.append((d.envelope, d.item.stream_seq))
     await apply_models(conn, models, batch)
-    await upsert_applied(conn, final)
     dead = [dead_letter_params(d) for d in decisions if d.outcome is Outcome.DEAD]
-    async with conn.cursor() as cur:
-        if dead:
+    if dead:
+        async with conn.cursor() as cur:
             await cur.executemany(INSERT_DEAD, dead)
-        if consumer is not None:
-            await cur.execute(_CHECKPOINT, (consumer, checkpoint))
+    if consumer is None:
+        await upsert_applied(conn, final)
+    else:
+        await conn.execute(_APPLIED_AND_CHECKPOINT,
+                           [rows_json((*key, version) for key, version in final.items()), consumer, checkpoint])
 
 
 def dead_letter_params(d: Decision) -> dict[str, Any]:
