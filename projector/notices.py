@@ -19,8 +19,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from projector.store import Applied
-from projector.views.base import rows_by_order
 from projector.views import order_summaries
+from projector.views.base import rows_by_order
 from projector.views.order_summaries import OrderSummaryRow
 from server import telemetry
 from server.platform import messaging
@@ -28,14 +28,25 @@ from server.telemetry import semconv
 
 log = logging.getLogger(__name__)
 
-def known(last: dict[tuple[str, str], Applied], placed: dict[tuple[str, str], str]) -> list[tuple[Any, ...]]:
-    """The notices the batch itself holds, in order: those of orders it placed, when the order's
-    last change is one `order_summaries` applies. The committed row then holds that change's
-    version and stream sequence and the placement's customer, so reading it back would add a
-    statement and a round trip per batch and tell nothing more."""
-    return [(*key, customer, a.envelope.aggregate_version, a.stream_seq)
-            for key, customer in sorted(placed.items())
-            if (a := last[key]).envelope.WhichOneof("payload") in order_summaries.MODEL.handlers]
+OrderKey = tuple[str, str]  # tenant_id, order_id
+
+
+def from_batch(applied: Sequence[Applied]) -> tuple[dict[OrderKey, Applied], list[tuple[Any, ...]]]:
+    """Each changed order's last applied change, and the notices the batch itself holds: those of
+    orders it placed, when the order's last change is one `order_summaries` applies. The committed
+    row then holds that change's version and stream sequence and the placement's customer, so
+    reading it back would add a statement and a round trip per batch and tell nothing more."""
+    last: dict[OrderKey, Applied] = {}  # the last change of each order wins
+    placed: dict[OrderKey, str] = {}
+    for a in applied:
+        env = a.envelope
+        if env.aggregate_type == "order":
+            last[key := (env.tenant_id, env.aggregate_id)] = a
+            if env.HasField("order_placed"):
+                placed[key] = env.order_placed.customer_id
+    return last, [(*key, customer, a.envelope.aggregate_version, a.stream_seq)
+                  for key, customer in sorted(placed.items())
+                  if (a := last[key]).envelope.WhichOneof("payload") in order_summaries.MODEL.handlers]
 
 
 class Notices:
@@ -48,20 +59,12 @@ class Notices:
 
     async def publish_applied(self, applied: Sequence[Applied]) -> None:
         """One notice per order the batch changed: from the batch when it placed the order (see
-        `known`), else read back from the committed rows so it carries the customer even for
+        `from_batch`), else read back from the committed rows so it carries the customer even for
         events that do not."""
-        last: dict[tuple[str, str], Applied] = {}  # the last change of each order wins
-        placed: dict[tuple[str, str], str] = {}
-        for a in applied:
-            env = a.envelope
-            if env.aggregate_type == "order":
-                last[key := (env.tenant_id, env.aggregate_id)] = a
-                if env.HasField("order_placed"):
-                    placed[key] = env.order_placed.customer_id
+        last, rows = from_batch(applied)
         if not last:
             return
         try:
-            rows = known(last, placed)
             if unknown := sorted(last.keys() - {(r[0], r[1]) for r in rows}):
                 if self._conn is None or self._conn.closed:
                     self._conn = await self._connect()
