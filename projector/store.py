@@ -52,6 +52,13 @@ _CHECKPOINT = """
     ON CONFLICT (consumer) DO UPDATE SET stream_seq = greatest(projection_checkpoints.stream_seq, EXCLUDED.stream_seq),
                                          updated_at = now()
 """
+# A consumer's batch writes its versions and its checkpoint in one statement: a statement less
+# per batch, a fixed cost that small batches pay in full. (The INSERT in WITH runs whether or not
+# the rest reads it, and with no versions to write, it writes none.)
+_APPLIED_AND_CHECKPOINT = f"""
+    WITH applied AS ({UPSERT_APPLIED})
+    {_CHECKPOINT}
+"""
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -101,9 +108,13 @@ async def load_applied(conn: Conn, keys: Iterable[Key]) -> dict[Key, int]:
 
 async def load_state(conn: Conn, keys: set[Key]) -> tuple[dict[Key, int], set[Key]]:
     """The keys' applied versions, and which of their aggregates (each of its tenant) are parked."""
-    applied = await load_applied(conn, keys)
-    parked = await (await conn.execute(_PARKED, [rows_json(keys)])).fetchall()
-    return applied, {(r[0], r[1], r[2]) for r in parked}
+    # Both statements go out before either result is awaited: one round trip, not two. They still
+    # run one after the other, so the parked set is read after the versions' row locks are held.
+    keys_json = rows_json(keys)
+    applied = await conn.execute(_APPLIED, [keys_json])
+    parked = await conn.execute(_PARKED, [keys_json])
+    return ({(r[0], r[1], r[2]): int(r[3]) for r in await applied.fetchall()},
+            {(r[0], r[1], r[2]) for r in await parked.fetchall()})
 
 
 async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[ReadModel], consumer: str | None,
@@ -116,13 +127,15 @@ async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[Read
             final[d.key] = d.envelope.aggregate_version
             batch.append((d.envelope, d.item.stream_seq))
     await apply_models(conn, models, batch)
-    await upsert_applied(conn, final)
     dead = [dead_letter_params(d) for d in decisions if d.outcome is Outcome.DEAD]
-    async with conn.cursor() as cur:
-        if dead:
+    if dead:
+        async with conn.cursor() as cur:
             await cur.executemany(INSERT_DEAD, dead)
-        if consumer is not None:
-            await cur.execute(_CHECKPOINT, (consumer, checkpoint))
+    if consumer is None:
+        await upsert_applied(conn, final)
+    else:
+        await conn.execute(_APPLIED_AND_CHECKPOINT,
+                           [rows_json((*key, version) for key, version in final.items()), consumer, checkpoint])
 
 
 def dead_letter_params(d: Decision) -> dict[str, Any]:

@@ -98,27 +98,27 @@ class Changes:
             move((key[0], customer, currency), old, total, -1)
             move((key[0], customer, currency), new, total, 1)
             index.append((*key, customer, currency, total, new))
-        if index:
-            await conn.execute(
-                f"""INSERT INTO {i} (tenant_id, order_id, customer_id, currency_code, total, state)
-                    {select_json("text", "text", "text", "text", "nanos", "text")}
-                    ON CONFLICT (tenant_id, order_id) DO UPDATE SET state = EXCLUDED.state""",
-                [rows_json(index)],
-            )
-        if buckets:
-            columns = [c for s in STATES for c in (f"{s}_count", f"{s}_value")]
-            types = ["text", "text", "text", *["bigint", "nanos"] * len(STATES), "micros"]
-            await conn.execute(
-                # NOT NULL is checked before ON CONFLICT: a bucket with no new order sends -infinity,
-                # which greatest() then ignores.
-                f"""INSERT INTO {d} (tenant_id, customer_id, currency_code, {", ".join(columns)}, last_order_at)
-                    SELECT {", ".join(f"u{n}" for n in range(len(types) - 1))}, coalesce(u{len(types) - 1}, '-infinity')
-                    FROM ({select_json(*types)}) AS u({", ".join(f"u{n}" for n in range(len(types)))})
-                    ON CONFLICT (tenant_id, customer_id, currency_code) DO UPDATE SET
-                      {", ".join(f"{c} = {d}.{c} + EXCLUDED.{c}" for c in columns)},
-                      last_order_at = greatest({d}.last_order_at, EXCLUDED.last_order_at)""",
-                [rows_json(buckets.values())],
-            )
+        if not index:
+            return
+        columns = [c for s in STATES for c in (f"{s}_count", f"{s}_value")]
+        types = ["text", "text", "text", *["bigint", "nanos"] * len(STATES), "micros"]
+        # One statement for both tables (every order moved is in the index and in a bucket): the
+        # index's INSERT runs in WITH, the dashboard's upsert beside it, on rows of its own.
+        await conn.execute(
+            # NOT NULL is checked before ON CONFLICT: a bucket with no new order sends -infinity,
+            # which greatest() then ignores.
+            f"""WITH indexed AS (
+                  INSERT INTO {i} (tenant_id, order_id, customer_id, currency_code, total, state)
+                  {select_json("text", "text", "text", "text", "nanos", "text")}
+                  ON CONFLICT (tenant_id, order_id) DO UPDATE SET state = EXCLUDED.state)
+                INSERT INTO {d} (tenant_id, customer_id, currency_code, {", ".join(columns)}, last_order_at)
+                SELECT {", ".join(f"u{n}" for n in range(len(types) - 1))}, coalesce(u{len(types) - 1}, '-infinity')
+                FROM ({select_json(*types)}) AS u({", ".join(f"u{n}" for n in range(len(types)))})
+                ON CONFLICT (tenant_id, customer_id, currency_code) DO UPDATE SET
+                  {", ".join(f"{c} = {d}.{c} + EXCLUDED.{c}" for c in columns)},
+                  last_order_at = greatest({d}.last_order_at, EXCLUDED.last_order_at)""",
+            [rows_json(index), rows_json(buckets.values())],
+        )
 
 
 def order_placed(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:

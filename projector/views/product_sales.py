@@ -104,22 +104,22 @@ class Changes:
             add(key, at, 3)
         for key, at in self.cancelled.items():
             add(key, at, 5)
-        if self.placed:
-            await conn.execute(
-                f"""INSERT INTO {o} (tenant_id, order_id, lines) {select_json("text", "text", "jsonb")}
-                    ON CONFLICT DO NOTHING""",
-                [rows_json((*k, stored(v[0])) for k, v in self.placed.items())],
-            )
-        if delta:
-            cols = ("units_ordered", "revenue_ordered", "units_cancelled", "revenue_cancelled")
-            await conn.execute(
-                f"""INSERT INTO {s} (tenant_id, product_id, currency_code, {", ".join(cols)}, updated_at)
-                    {select_json("text", "text", "text", "bigint", "nanos", "bigint", "nanos", "micros")}
-                    ON CONFLICT (tenant_id, product_id, currency_code) DO UPDATE SET
-                      {", ".join(f"{c} = {s}.{c} + EXCLUDED.{c}" for c in cols)},
-                      updated_at = greatest({s}.updated_at, EXCLUDED.updated_at)""",
-                [rows_json(delta.values())],
-            )
+        if not (self.placed or delta):
+            return
+        # One statement for both tables: the orders' INSERT runs in WITH (on an empty array when
+        # the batch placed none), the sales' upsert beside it.
+        cols = ("units_ordered", "revenue_ordered", "units_cancelled", "revenue_cancelled")
+        await conn.execute(
+            f"""WITH stored AS (
+                  INSERT INTO {o} (tenant_id, order_id, lines) {select_json("text", "text", "jsonb")}
+                  ON CONFLICT DO NOTHING)
+                INSERT INTO {s} (tenant_id, product_id, currency_code, {", ".join(cols)}, updated_at)
+                {select_json("text", "text", "text", "bigint", "nanos", "bigint", "nanos", "micros")}
+                ON CONFLICT (tenant_id, product_id, currency_code) DO UPDATE SET
+                  {", ".join(f"{c} = {s}.{c} + EXCLUDED.{c}" for c in cols)},
+                  updated_at = greatest({s}.updated_at, EXCLUDED.updated_at)""",
+            [rows_json((*k, stored(v[0])) for k, v in self.placed.items()), rows_json(delta.values())],
+        )
 
 
 def order_placed(changes: Changes, env: events_pb2.Envelope, stream_seq: int) -> None:
