@@ -96,6 +96,7 @@ class Publisher:
         self.partitions = partitions
         self.timeout = timeout
         self.atomic = atomic  # off when the stream takes no atomic batches (nats-server < 2.12)
+        self.records = telemetry.records_spans()  # else each event's span is only a context to send
 
     async def publish(self, rows: list[Row]) -> tuple[list[tuple[int, int]], int, int]:
         """Returns the (id, stream sequence) pairs the stream acknowledged, how many publishes
@@ -179,22 +180,27 @@ class Publisher:
         stored = {str(k): str(v) for k, v in (row.headers or {}).items()}
         # A child of the command that wrote the event, however long ago: the trace runs on. The
         # span is never made current: only its context goes out, in the message's headers.
-        parent = telemetry.event_context(stored)
-        span = telemetry.tracer.start_span(
-            f"send {messaging.SUBJECT_PREFIX}.{row.aggregate_type}",
-            context=parent,
-            kind=SpanKind.PRODUCER,
-            attributes=semconv.messaging(
-                semconv.SEND, subject, template=messaging.EVENT_SUBJECT_TEMPLATE,
-                **{semconv.MESSAGING_MESSAGE_ID: row.event_id,
-                   semconv.MESSAGING_MESSAGE_CONVERSATION_ID: stored.get(CORRELATION_ID, ""),
-                   semconv.MESSAGING_MESSAGE_BODY_SIZE: len(row.payload),
-                   semconv.MESSAGING_DESTINATION_PARTITION_ID: str(messaging.partition_of(row.aggregate_id, self.partitions))}),
-        )
+        name = f"send {messaging.SUBJECT_PREFIX}.{row.aggregate_type}"
+        if self.records:
+            span = telemetry.tracer.start_span(name, context=telemetry.event_context(stored), kind=SpanKind.PRODUCER,
+                                               attributes=self._attributes(row, subject, stored))
+        else:
+            # A span that is not recorded: only its context is used, so neither the baggage (for
+            # the baggage processor) nor the attributes are made.
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(telemetry.event_span_context(stored)))
+            span = telemetry.tracer.start_span(name, context=parent, kind=SpanKind.PRODUCER)
         headers = {k: v for k, v in stored.items() if k not in telemetry.TRACE_HEADERS}
-        telemetry.event_trace_into(headers, trace.set_span_in_context(span, parent))
+        telemetry.event_span_into(headers, span.get_span_context())
         headers["Nats-Msg-Id"] = row.event_id
         return subject, headers, span
+
+    def _attributes(self, row: Row, subject: str, stored: dict[str, str]) -> dict[str, Any]:
+        return semconv.messaging(
+            semconv.SEND, subject, template=messaging.EVENT_SUBJECT_TEMPLATE,
+            **{semconv.MESSAGING_MESSAGE_ID: row.event_id,
+               semconv.MESSAGING_MESSAGE_CONVERSATION_ID: stored.get(CORRELATION_ID, ""),
+               semconv.MESSAGING_MESSAGE_BODY_SIZE: len(row.payload),
+               semconv.MESSAGING_DESTINATION_PARTITION_ID: str(messaging.partition_of(row.aggregate_id, self.partitions))})
 
     async def _publish(self, row: Row) -> api.PubAck | None:
         """One publish, awaiting its PubAck. (js.publish_async would pipeline the same way, but
