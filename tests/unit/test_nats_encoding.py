@@ -21,7 +21,7 @@ def nats_py_bytes(subject: str, payload: bytes, headers: dict[str, str]) -> byte
         written.append(command)
 
     nc = Client()
-    nc._send_command = capture  # type: ignore[method-assign]
+    nc._send_command = capture  # type: ignore[method-assign,assignment]
     asyncio.run(nc._send_publish(subject, "", payload, len(payload), headers))
     return b"".join(written)
 
