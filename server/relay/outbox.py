@@ -30,6 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
 from nats.aio.client import Client
 from nats.js import api
@@ -37,6 +38,7 @@ from nats.js.errors import APIError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Gauge
+from psycopg.types.json import set_json_loads
 
 from server import telemetry
 from server.config import Settings
@@ -283,6 +285,8 @@ async def _serve(settings: Settings, publisher: Publisher, stop: asyncio.Event) 
     url = settings.role_database_url("relay")
     name = f"orders-relay {socket.gethostname()}:{os.getpid()}"
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, application_name=name) as conn:
+        # Each event's headers arrive as jsonb: orjson reads them in a fifth of json's time.
+        set_json_loads(orjson.loads, conn)
         while not stop.is_set():
             row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))).fetchone()
             if row and row[0]:
