@@ -27,6 +27,7 @@ import random
 import signal
 import socket
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,13 +251,20 @@ async def relay_batch(conn: psycopg.AsyncConnection[Any], publisher: Publisher, 
     if acked and settings.relay_crash_after_publish and random.random() < settings.relay_crash_after_publish:
         os._exit(3)  # fault injection: in the stream, not yet marked
     if acked:
-        await conn.execute(_MARK_PUBLISHED, ([i for i, _ in acked], [seq for _, seq in acked]))
+        # The arrays go as their text form: psycopg's list dumper inspects the elements and picks
+        # an array type on every call, a tenth of a batch's work on the relay's side.
+        await conn.execute(_MARK_PUBLISHED, (_array(i for i, _ in acked), _array(seq for _, seq in acked)))
         PUBLISHED.inc(len(acked))
         # A line per batch only when something is worth a look (the counters carry the rest):
         # at INFO under load a line every few milliseconds buried everything else.
         level = logging.INFO if failed or duplicates else logging.DEBUG
         log.log(level, "published", extra={"events": len(acked), "failed": failed, "duplicates": duplicates})
     return len(acked), failed
+
+
+def _array(numbers: Iterable[int]) -> str:
+    """PostgreSQL's text form of an integer array, for a parameter cast to bigint[]."""
+    return "{" + ",".join(map(str, numbers)) + "}"
 
 
 async def _wait(conn: psycopg.AsyncConnection[Any], stop: asyncio.Event, timeout: float) -> None:
