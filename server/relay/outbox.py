@@ -63,6 +63,16 @@ _MARK_PUBLISHED = """
     UPDATE events e SET published_at = now(), stream_seq = p.seq
     FROM unnest(%s::bigint[], %s::bigint[]) AS p(id, seq) WHERE e.id = p.id
 """
+# Marks a batch and reads the next in one round trip. The SELECT sees the rows as they were when
+# the statement began, before the UPDATE beside it: the rows it marks are left out by id.
+_MARK_AND_SELECT_NEXT = """
+    WITH marked AS (
+        UPDATE events e SET published_at = now(), stream_seq = p.seq
+        FROM unnest(%(ids)s::bigint[], %(seqs)s::bigint[]) AS p(id, seq) WHERE e.id = p.id
+    )
+    SELECT id, event_id::text, tenant_id, aggregate_type, aggregate_id, payload, headers
+    FROM events WHERE published_at IS NULL AND id <> ALL(%(ids)s::bigint[]) ORDER BY id LIMIT %(limit)s
+"""
 OUTBOX_STATUS = """
     SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)
     FROM events WHERE published_at IS NULL
@@ -239,27 +249,37 @@ class Publisher:
                 extra={"error": str(exc)})
 
 
-async def relay_batch(conn: psycopg.AsyncConnection[Any], publisher: Publisher, settings: Settings) -> tuple[int, int]:
-    """Publishes and marks one batch; returns (published, failed)."""
+async def relay_batch(conn: psycopg.AsyncConnection[Any], publisher: Publisher, settings: Settings,
+                      rows: list[Row] | None = None) -> tuple[int, int, list[Row]]:
+    """Publishes and marks one batch: `rows`, or else the first unpublished ones. Returns (published,
+    failed, the next batch): when every event went out, the statement that marks them also reads
+    the next batch, so a batch costs one round trip to PostgreSQL, not two."""
     if not publisher.nc.is_connected:
-        return 0, 1  # publishing now would only fill the client's reconnect buffer
-    cursor = await conn.execute(_SELECT_BATCH, (settings.relay_batch_size,))
-    rows = [Row(*r) for r in await cursor.fetchall()]
+        return 0, 1, []  # publishing now would only fill the client's reconnect buffer
+    if rows is None:
+        rows = [Row(*r) for r in await (await conn.execute(_SELECT_BATCH, (settings.relay_batch_size,))).fetchall()]
     if not rows:
-        return 0, 0
+        return 0, 0, []
     acked, failed, duplicates = await publisher.publish(rows)
     if acked and settings.relay_crash_after_publish and random.random() < settings.relay_crash_after_publish:
         os._exit(3)  # fault injection: in the stream, not yet marked
+    following: list[Row] = []
     if acked:
         # The arrays go as their text form: psycopg's list dumper inspects the elements and picks
         # an array type on every call, a tenth of a batch's work on the relay's side.
-        await conn.execute(_MARK_PUBLISHED, (_array(i for i, _ in acked), _array(seq for _, seq in acked)))
+        ids, seqs = _array(i for i, _ in acked), _array(seq for _, seq in acked)
+        if failed:
+            await conn.execute(_MARK_PUBLISHED, (ids, seqs))  # the rest is retried after a back-off
+        else:
+            cursor = await conn.execute(_MARK_AND_SELECT_NEXT,
+                                        {"ids": ids, "seqs": seqs, "limit": settings.relay_batch_size})
+            following = [Row(*r) for r in await cursor.fetchall()]
         PUBLISHED.inc(len(acked))
         # A line per batch only when something is worth a look (the counters carry the rest):
         # at INFO under load a line every few milliseconds buried everything else.
         level = logging.INFO if failed or duplicates else logging.DEBUG
         log.log(level, "published", extra={"events": len(acked), "failed": failed, "duplicates": duplicates})
-    return len(acked), failed
+    return len(acked), failed, following
 
 
 def _array(numbers: Iterable[int]) -> str:
@@ -279,6 +299,13 @@ async def _wait(conn: psycopg.AsyncConnection[Any], stop: asyncio.Event, timeout
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _drop_notifies(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Drops the NOTIFYs received so far, which psycopg keeps until read: while batches follow one
+    another the relay waits for none. Each is for a commit the next SELECT, begun after, sees."""
+    async for _ in conn.notifies(timeout=0):
+        pass
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
@@ -309,6 +336,7 @@ async def _serve(settings: Settings, publisher: Publisher, stop: asyncio.Event) 
             await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
             backoff = 0.0
             next_status = 0.0
+            following: list[Row] = []
             loop = asyncio.get_running_loop()
             while not stop.is_set():
                 if loop.time() >= next_status:
@@ -316,14 +344,18 @@ async def _serve(settings: Settings, publisher: Publisher, stop: asyncio.Event) 
                     DEPTH.set(depth)
                     OLDEST_AGE.set(float(age))
                     next_status = loop.time() + STATUS_EVERY_SECONDS
-                published, failed = await relay_batch(conn, publisher, settings)
+                _, failed, following = await relay_batch(conn, publisher, settings, following or None)
                 if failed:
                     # NATS is down, slow or full: back off so as not to spin, then try the same rows.
                     backoff = min(max(backoff * 2, 0.1), 5.0)
                     await _sleep(stop, backoff)
-                elif published < settings.relay_batch_size:
+                elif not following:
+                    # Nothing unpublished when last read: a commit since then NOTIFYs (a NOTIFY that
+                    # arrived meanwhile, for rows already read, costs one empty SELECT).
                     backoff = 0.0
                     await _wait(conn, stop, settings.relay_poll_seconds)
+                else:
+                    await _drop_notifies(conn)
         finally:
             ACTIVE.set(0)
 
