@@ -128,7 +128,26 @@ def event_context(headers: Mapping[str, str]) -> context.Context:
 def event_trace_into(headers: dict[str, str], ctx: context.Context) -> None:
     """Writes `ctx`'s W3C trace context (no baggage: the ids travel as their own headers) into
     `headers`, as `event_context` reads it."""
-    _W3C.inject(headers, context=ctx)
+    event_span_into(headers, trace.get_current_span(ctx).get_span_context())
+
+
+def event_span_into(headers: dict[str, str], span_context: trace.SpanContext) -> None:
+    """Writes a span's W3C trace context into `headers`, as `event_context` reads it. The relay
+    writes one per event: a valid span context without trace state (the form `event_headers`
+    makes) is formatted directly, as the propagator formats it; any other goes to the propagator."""
+    if span_context.is_valid and not span_context.trace_state:
+        headers["traceparent"] = (f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}"
+                                  f"-{span_context.trace_flags:02x}")
+    else:
+        _W3C.inject(headers, context=trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
+
+
+def records_spans() -> bool:
+    """Whether a span this process starts may be recorded: not with tracing off (no SDK provider)
+    nor without an exporter (`setup_tracing`'s ALWAYS_OFF). A hot path asks once, and builds a
+    span's attributes and baggage only when a span can hold them."""
+    provider = trace.get_tracer_provider()
+    return isinstance(provider, TracerProvider) and provider.sampler is not ALWAYS_OFF
 
 
 def inject_into(headers: dict[str, str], ctx: context.Context) -> None:

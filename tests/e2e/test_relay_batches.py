@@ -100,6 +100,26 @@ def test_order_holds_across_relay_batches_of_a_few_events(
     assert all(versions[order] == list(range(1, 31)) for order in orders)
 
 
+def test_events_committed_one_by_one_while_batches_follow_each_other_are_all_published_in_order(
+    relays: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
+) -> None:
+    """The relay reads the next batch with the statement that marks one, and drops the NOTIFYs
+    received meanwhile: none of the commits they announced may be left behind."""
+    orders = [f"o-{uuid.uuid4().hex[:8]}" for _ in range(4)]
+    relays.start("relay", ORDERS_RELAY_BATCH_SIZE="2")
+    ids = []
+    for version in range(1, 41):
+        for order in orders:
+            ids += commit(db, [(order, version)])  # a transaction and a NOTIFY each
+
+    wait_until(lambda: len(published(db, ids)) == len(ids), timeout=60, what="every event to be published")
+    marked = published(db, ids)
+    versions: dict[str, list[int]] = defaultdict(list)
+    for message in read_stream(own_nats.url):
+        versions[message.envelope.aggregate_id].append(marked[message.msg_id][0])
+    assert all(versions[order] == list(range(1, 41)) for order in orders)
+
+
 def test_a_batch_holding_events_the_stream_has_is_sent_again_one_by_one_and_each_event_stays_once(
     relays: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
 ) -> None:

@@ -1,6 +1,7 @@
 """The projector's cheap reads of what a message carries agree with the libraries' own: the
 stream sequence and delivery count with nats-py's metadata, the linked span context with the
-W3C propagator, for every input."""
+W3C propagator, for every input; and the relay's cheap write of a span context with the
+propagator's."""
 
 from __future__ import annotations
 
@@ -73,3 +74,20 @@ def test_the_headers_an_event_carries_read_back_to_their_span() -> None:
 def test_a_full_batch_span_can_link_every_message() -> None:
     """The SDK drops links beyond its limit; the projector's batch span links each message."""
     assert FETCH_BATCH <= telemetry.MAX_LINKS
+
+
+span_contexts = st.builds(
+    lambda t, s, f, state: trace.SpanContext(t, s, is_remote=False, trace_flags=trace.TraceFlags(f),
+                                             trace_state=trace.TraceState(state)),
+    st.integers(0, 2**128 - 1), st.integers(0, 2**64 - 1), st.integers(0, 255),
+    st.sampled_from([[], [("vendor", "opaque1")]]),
+)
+
+
+@given(span_contexts)
+def test_the_relay_writes_a_span_context_as_the_propagator_does(span_context: trace.SpanContext) -> None:
+    ours: dict[str, str] = {"correlation_id": "c"}
+    theirs = dict(ours)
+    telemetry.event_span_into(ours, span_context)
+    TraceContextTextMapPropagator().inject(theirs, trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
+    assert ours == theirs
