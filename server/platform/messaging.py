@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import ssl
 import uuid
 import zlib
@@ -144,45 +143,13 @@ async def publish_atomic(nc: Client, messages: Sequence[tuple[str, bytes, dict[s
         headers[api.Header.BATCH_ID] = batch_id
         headers[api.Header.BATCH_SEQUENCE] = str(sequence)
         if sequence < len(messages):
-            await _publish(nc, subject, payload, headers)
+            await nc.publish(subject, payload, headers=headers)
     headers[api.Header.BATCH_COMMIT] = "1"
     reply = await nc.request(subject, payload, headers=headers, timeout=timeout)
     response = json.loads(reply.data)
     if "error" in response:
         raise APIError.from_error(response["error"])
     return api.PubAck.from_response(response)
-
-
-# What nats-py writes unchanged: a subject of printable ASCII without spaces; header names of
-# token characters, values of printable ASCII without surrounding spaces (it strips them).
-_PLAIN_SUBJECT = re.compile(r"[!-~]+")
-_PLAIN_HEADERS = re.compile(r"NATS/1\.0\r\n(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: (?:[!-~](?:[ -~]*[!-~])?)?\r\n)*\r\n")
-
-
-def hpub(subject: str, payload: bytes, headers: dict[str, str]) -> bytes | None:
-    """The protocol command nats-py's publish(subject, payload, headers=headers) writes, made in
-    a few string operations instead of a dozen per header; None when it is not that simple (a
-    header to clean up, a subject or name it refuses)."""
-    # Concatenated, not formatted: a name may be a str enum (api.Header), which formats as its member name.
-    block = "NATS/1.0\r\n" + "".join([name + ": " + value + "\r\n" for name, value in headers.items()]) + "\r\n"
-    if not _PLAIN_SUBJECT.fullmatch(subject) or not _PLAIN_HEADERS.fullmatch(block):
-        return None
-    return f"HPUB {subject}  {len(block)} {len(block) + len(payload)}\r\n{block}".encode() + payload + b"\r\n"
-
-
-async def _publish(nc: Client, subject: str, payload: bytes, headers: dict[str, str]) -> None:
-    """nc.publish(subject, payload, headers=headers), with the command made by `hpub` when it can
-    be, and left for the next publish or request to flush. nats-py has no public call for a
-    command already made: `_send_command` is the one its publish uses (a unit test holds `hpub`
-    to the bytes nats-py makes). Anything unusual (not connected, a payload too large, headers
-    to clean up) goes through publish(), which buffers, refuses or cleans up as it always does."""
-    command = hpub(subject, payload, headers) if nc.is_connected and len(payload) <= nc.max_payload else None
-    if command is None:
-        await nc.publish(subject, payload, headers=headers)
-        return
-    nc.stats["out_msgs"] += 1
-    nc.stats["out_bytes"] += len(payload)
-    await nc._send_command(command)
 
 
 async def next_batch(sub: JetStreamContext.PullSubscription, limit: int) -> list[Msg]:
