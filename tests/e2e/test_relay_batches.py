@@ -85,6 +85,16 @@ def test_every_event_of_a_backlog_bigger_than_an_atomic_batch_is_in_the_stream_a
     assert "batch refused" not in relays.log("relay")
 
 
+def stream_versions(db: psycopg.Connection, nats_url: str, ids: list[str]) -> dict[str, list[int]]:
+    """Once every event of `ids` is published: each aggregate's versions in stream order."""
+    wait_until(lambda: len(published(db, ids)) == len(ids), timeout=60, what="every event to be published")
+    marked = published(db, ids)
+    versions: dict[str, list[int]] = defaultdict(list)
+    for message in read_stream(nats_url):
+        versions[message.envelope.aggregate_id].append(marked[message.msg_id][0])
+    return versions
+
+
 def test_order_holds_across_relay_batches_of_a_few_events(
     relays: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
 ) -> None:
@@ -92,11 +102,7 @@ def test_order_holds_across_relay_batches_of_a_few_events(
     relays.start("relay", ORDERS_RELAY_BATCH_SIZE="3")
     ids = commit(db, [(order, version) for version in range(1, 31) for order in orders])
 
-    wait_until(lambda: len(published(db, ids)) == len(ids), timeout=60, what="the events to be published")
-    marked = published(db, ids)
-    versions: dict[str, list[int]] = defaultdict(list)
-    for message in read_stream(own_nats.url):
-        versions[message.envelope.aggregate_id].append(marked[message.msg_id][0])
+    versions = stream_versions(db, own_nats.url, ids)
     assert all(versions[order] == list(range(1, 31)) for order in orders)
 
 
@@ -112,11 +118,7 @@ def test_events_committed_one_by_one_while_batches_follow_each_other_are_all_pub
         for order in orders:
             ids += commit(db, [(order, version)])  # a transaction and a NOTIFY each
 
-    wait_until(lambda: len(published(db, ids)) == len(ids), timeout=60, what="every event to be published")
-    marked = published(db, ids)
-    versions: dict[str, list[int]] = defaultdict(list)
-    for message in read_stream(own_nats.url):
-        versions[message.envelope.aggregate_id].append(marked[message.msg_id][0])
+    versions = stream_versions(db, own_nats.url, ids)
     assert all(versions[order] == list(range(1, 41)) for order in orders)
 
 
