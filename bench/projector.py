@@ -119,7 +119,7 @@ def relay_headers(env: events_pb2.Envelope) -> dict[str, str]:
     publish = trace.SpanContext(uuid.UUID(env.event_id).int, uuid.uuid4().int >> 64 | 1, is_remote=False,
                                 trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
     headers = {"Nats-Msg-Id": env.event_id, "correlation_id": env.aggregate_id, "causation_id": env.event_id}
-    telemetry.event_trace_into(headers, trace.set_span_in_context(trace.NonRecordingSpan(publish)))
+    telemetry.event_span_into(headers, publish)
     return headers
 
 

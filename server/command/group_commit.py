@@ -132,7 +132,7 @@ class GroupCommit:
     def command(self) -> Command:
         """A command's reads and its write, for its Session; `close` it when the command ends."""
         self._on_the_way += 1
-        return Command(self)
+        return Command(self, self._pool)
 
     async def write(self, statement: str, params: dict[str, Any], timeout_ms: str) -> tuple[Any, ...]:
         write = _Write(statement, params, timeout_ms)
@@ -298,12 +298,13 @@ class Command:
     """One command's view of the database (store.Database): its reads on a pooled connection of
     their own, its write in a group."""
 
-    def __init__(self, group: GroupCommit) -> None:
+    def __init__(self, group: GroupCommit, pool: AsyncConnectionPool) -> None:
         self._group = group
+        self._pool = pool
         self._open = True
 
     async def read(self, statement: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        async with self._group._pool.connection(timeout=_seconds(params)) as conn:
+        async with self._pool.connection(timeout=_seconds(params)) as conn:
             return await store.read_on(conn, statement, params)
 
     async def write(self, statement: str, params: dict[str, Any], timeout_ms: str) -> tuple[Any, ...]:

@@ -543,12 +543,10 @@ def tenant_violations(tenant_id: str) -> list[FieldViolation]:
 
 def caller_correlation_id(context: grpc.aio.ServicerContext) -> str | None:
     """The caller's x-correlation-id, when it sent a usable one (printable, at most 128 characters)."""
-    return caller_id(context, CORRELATION_KEY)
-
-
-def caller_id(context: grpc.aio.ServicerContext, key: str) -> str | None:
-    """An id the caller sent in metadata `key`, when usable (printable, at most 128 characters)."""
-    return usable_id(metadata_value(context, key))
+    for key, value in context.invocation_metadata() or ():
+        if key == CORRELATION_KEY:
+            return usable_id(value)
+    return None
 
 
 def usable_id(value: str | bytes | None) -> str | None:
@@ -556,13 +554,6 @@ def usable_id(value: str | bytes | None) -> str | None:
     if not value or isinstance(value, bytes):
         return None
     return value if len(value) <= 128 and value.isprintable() else None
-
-
-def metadata_value(context: grpc.aio.ServicerContext, name: str) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == name:
-            return str(value)
-    return None
 
 
 async def serve(

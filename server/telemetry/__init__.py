@@ -125,12 +125,6 @@ def event_context(headers: Mapping[str, str]) -> context.Context:
     return ctx
 
 
-def event_trace_into(headers: dict[str, str], ctx: context.Context) -> None:
-    """Writes `ctx`'s W3C trace context (no baggage: the ids travel as their own headers) into
-    `headers`, as `event_context` reads it."""
-    event_span_into(headers, trace.get_current_span(ctx).get_span_context())
-
-
 def event_span_into(headers: dict[str, str], span_context: trace.SpanContext) -> None:
     """Writes a span's W3C trace context into `headers`, as `event_context` reads it. The relay
     writes one per event: a valid span context without trace state (the form `event_headers`
