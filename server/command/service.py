@@ -86,6 +86,9 @@ def required_scopes() -> dict[str, str]:
                                    ForgetCustomer=auth.ADMIN)
 
 
+# The most database connections a command server holds (its pool; the group writers draw on it).
+POOL_MAX_SIZE = 20
+
 async def run(settings: Settings) -> None:
     """Composition root of the command-server process."""
     verifier = auth.verifier_from(settings)
@@ -96,7 +99,7 @@ async def run(settings: Settings) -> None:
     pool = AsyncConnectionPool(
         conninfo,
         min_size=4,
-        max_size=20,
+        max_size=POOL_MAX_SIZE,
         kwargs={"autocommit": True},
         open=False,
         name="commands",

@@ -25,7 +25,12 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+# Looked up once, here: between fork and exec a child of a process with other threads must not
+# load a library (the loader's lock may have been held by a thread that does not exist there).
+_prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+_PR_SET_PDEATHSIG = 1
+
+
 def die_with_parent() -> None:
     """preexec_fn: the kernel sends SIGTERM to the child when its parent dies, even by kill -9."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

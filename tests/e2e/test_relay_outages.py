@@ -18,7 +18,7 @@ from tests.e2e.streams import read_stream
 from tests.harness import Stack, scalar, serving, wait_until
 
 pytestmark = pytest.mark.e2e
-# `make test` takes a short outage; `make test-chaos` the three minutes of the fault plan.
+# `make test` takes a short outage; `make test-outage` the three minutes of the fault plan.
 OUTAGE_SECONDS = float(os.environ.get("ORDERS_TEST_NATS_OUTAGE_SECONDS", "15"))
 
 
@@ -62,7 +62,7 @@ def test_a_full_stream_never_marks_rows_published_and_takes_them_all_when_space_
     assert len({s.msg_id for s in read_stream(own_nats.url)}) == events == len(read_stream(own_nats.url))
 
 
-@pytest.mark.timeout(OUTAGE_SECONDS + 300)  # the outage on top of the usual budget (`make test-chaos`: 180 s)
+@pytest.mark.timeout(OUTAGE_SECONDS + 300)  # the outage on top of the usual budget (`make test-outage`: 180 s)
 def test_commands_keep_succeeding_through_a_nats_outage_and_every_event_arrives_once(
     stack: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
 ) -> None:
