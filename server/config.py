@@ -90,6 +90,8 @@ class Settings:
     max_request_bytes: int
     read_wait_seconds: float
     relay_poll_seconds: float
+    # How long the active relay's session may run nothing before a standby ends it (a hung relay).
+    relay_lease_seconds: float
     grace_seconds: float
     metrics_addr: str | None
     metrics_base_port: int
@@ -164,6 +166,7 @@ class Settings:
             max_request_bytes=read.integer("ORDERS_MAX_REQUEST_BYTES", 256 * 1024, minimum=1),
             read_wait_seconds=read.seconds("ORDERS_READ_WAIT_SECONDS", 5, zero=True),
             relay_poll_seconds=read.seconds("ORDERS_RELAY_POLL_SECONDS", 1),
+            relay_lease_seconds=read.seconds("ORDERS_RELAY_LEASE_SECONDS", 10, maximum=3600),
             grace_seconds=read.seconds("ORDERS_GRACE_SECONDS", 5, zero=True),
             metrics_addr=read.address("METRICS_ADDR", "", example="127.0.0.1:9464") or None,
             metrics_base_port=read.integer("ORDERS_METRICS_BASE_PORT", 9464, minimum=0, maximum=65535),

@@ -15,12 +15,16 @@ Correctness rests on five choices:
   stream takes what it can, drops what it has (PubAck.duplicate); a failure stops that
   aggregate's chain, and no later atomic batch goes out: never a later version before an earlier.
 - A PostgreSQL advisory lock, held by the same connection that reads and marks the rows, makes
-  one relay active; others wait as standbys and take over when its session ends.
+  one relay active; others wait as standbys and take over when its session ends. The lock is a
+  lease as well: the active relay runs a statement on that session at least every quarter of
+  ORDERS_RELAY_LEASE_SECONDS, and a standby ends a session that ran nothing for longer (a relay
+  stopped or frozen keeps its connection and its lock), then takes the lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -327,11 +331,13 @@ async def _serve(settings: Settings, publisher: Publisher, stop: asyncio.Event) 
             if row and row[0]:
                 break
             log.info("standby: another relay is active")
-            await _sleep(stop, settings.relay_poll_seconds)
+            await _end_a_silent_active(conn, settings.relay_lease_seconds)
+            await _sleep(stop, min(settings.relay_poll_seconds, settings.relay_lease_seconds / 4))
         else:
             return
         log.info("active relay")
         ACTIVE.set(1)
+        heartbeat = asyncio.create_task(_heartbeat(conn, settings.relay_lease_seconds / 4))
         try:
             await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
             backoff = 0.0
@@ -357,7 +363,34 @@ async def _serve(settings: Settings, publisher: Publisher, stop: asyncio.Event) 
                 else:
                     await _drop_notifies(conn)
         finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
             ACTIVE.set(0)
+
+
+async def _heartbeat(conn: psycopg.AsyncConnection[Any], every: float) -> None:
+    """The active relay's sign of life, whatever its loop waits for (a NOTIFY, a PubAck, a
+    back-off): a statement on the session that holds the lock every `every` seconds. The loop
+    finds a broken connection itself."""
+    with contextlib.suppress(psycopg.Error):
+        while True:
+            await asyncio.sleep(every)
+            await conn.execute("SELECT 1")
+
+
+async def _end_a_silent_active(conn: psycopg.AsyncConnection[Any], lease: float) -> None:
+    """A standby's check: the active relay's session idle for longer than `lease` belongs to a
+    relay that hangs (stopped, frozen, its loop blocked) while its connection and lock stay.
+    Ending that session frees the lock; the hung relay, if it ever resumes, finds its connection
+    gone and becomes a standby. What it was publishing when it stopped goes out again as
+    duplicates the stream drops (within its duplicate window) and the projector ignores."""
+    row = await (await conn.execute(_SILENT_ACTIVE, {"key": RELAY_LOCK_KEY, "lease": lease})).fetchone()
+    if row is None:
+        return
+    pid, name, silent = row
+    log.warning("the active relay ran nothing for longer than its lease: ending its session",
+                extra={"pid": pid, "relay": name, "silent_seconds": round(float(silent), 1), "lease_seconds": lease})
+    await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
 
 async def run(settings: Settings) -> None:
@@ -391,12 +424,17 @@ async def run(settings: Settings) -> None:
 
 # --- operator commands ------------------------------------------------------------------------
 
-_ACTIVE_RELAY = """
-    SELECT a.application_name, a.client_addr::text, a.pid, a.backend_start
+# The session holding the relay's lock.
+_HOLDER = """
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
       AND l.classid::bigint = (%(key)s >> 32) AND l.objid::bigint = (%(key)s & 4294967295)
 """
+_ACTIVE_RELAY = "SELECT a.application_name, a.client_addr::text, a.pid, a.backend_start" + _HOLDER
+# ... when it has run nothing for longer than the lease.
+_SILENT_ACTIVE = ("SELECT a.pid, a.application_name, extract(epoch FROM clock_timestamp() - a.state_change)"
+                  + _HOLDER + " AND a.state = 'idle' AND clock_timestamp() - a.state_change > "
+                  "make_interval(secs => %(lease)s)")
 
 
 async def outbox_status(settings: Settings) -> dict[str, Any]:

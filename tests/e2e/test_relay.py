@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import threading
 import uuid
@@ -166,6 +167,44 @@ def test_two_relays_and_32_writers_on_20_hot_aggregates_keep_version_order(
             versions[stored.envelope.aggregate_id].append(stored.envelope.aggregate_version)
     for product_id in products:
         assert versions[product_id] == list(range(1, successes[product_id] + 2)), product_id
+
+
+def test_a_hung_active_relay_loses_its_lease_to_the_standby_and_nothing_is_lost_or_doubled(
+    fresh: Stack, db: psycopg.Connection, nats_url: str
+) -> None:
+    lease = "3"  # seconds; the default is 10
+    fresh.start("relay", "relay-a", ORDERS_RELAY_LEASE_SECONDS=lease)
+    fresh.start("relay", "relay-b", ORDERS_RELAY_LEASE_SECONDS=lease)
+    _, cmd = commands(fresh.command_addr)
+    customer_id = new_id("c")
+    register(cmd, customer_id)
+    orders: list[str] = []
+
+    def place(n: int) -> None:
+        for _ in range(n):
+            orders.append(new_id("o"))
+            cmd.PlaceOrder(place_request(orders[-1], customer_id), timeout=10)
+
+    place(10)
+    wait_until(lambda: unpublished(db) == 0, what="the first orders published")
+    hung = next(name for name in ("relay-a", "relay-b") if "active relay" in fresh.log(name))
+    standby = "relay-b" if hung == "relay-a" else "relay-a"
+    fresh.procs[hung].send_signal(signal.SIGSTOP)  # alive, connected, holding its lock, doing nothing
+    try:
+        place(10)
+        wait_until(lambda: unpublished(db) == 0, timeout=15, what="the standby to take over from the hung relay")
+        assert "active relay" in fresh.log(standby)
+        assert "ran nothing for longer than its lease" in fresh.log(standby)
+        standing_by = fresh.log(hung).count("standby: another relay is active")
+    finally:
+        fresh.procs[hung].send_signal(signal.SIGCONT)
+    # Resumed, it finds its session ended and waits as the standby.
+    wait_until(lambda: fresh.log(hung).count("standby: another relay is active") > standing_by,
+               what="the resumed relay to stand by")
+    place(10)
+    wait_until(lambda: unpublished(db) == 0, what="the last orders published")
+    placed = [s.envelope.aggregate_id for s in read_stream(nats_url) if s.envelope.aggregate_id in set(orders)]
+    assert sorted(placed) == sorted(orders)  # each order's one event in the stream, exactly once
 
 
 def test_outbox_status_names_the_active_relay_and_republish_is_deduplicated(
