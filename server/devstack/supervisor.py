@@ -201,6 +201,10 @@ class LocalStack:
             NATS_URL=self.nats_url,
             COMMAND_ADDR=self.settings.command_addr,
             QUERY_ADDR=self.settings.query_addr,
+            # Each server of several on one port asks for SO_REUSEPORT, also when the count was
+            # set here rather than in the environment (the bench).
+            ORDERS_COMMAND_SERVERS=str(self.settings.command_servers),
+            ORDERS_QUERY_SERVERS=str(self.settings.query_servers),
         )
         # One key for every child of this run: the query server accepts the command server's
         # consistency tokens, and watchers can resume on a restarted query-server.
