@@ -318,7 +318,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
         come in change_seq order either way, so waiting only hastens an update, never reorders or
         loses one; on a primary the notice comes after the commit and nothing waits."""
         pause = 0.002
-        while True:
+        while self._replica is not False:
             async with self._connection(context) as conn:
                 if self._replica is None:
                     self._replica = await read_store.in_recovery(conn)
