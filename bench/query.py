@@ -4,7 +4,9 @@ Watch: `watchers` WatchOrders streams (one customer each) while commands arrive 
 rate (open loop); the delay is from the command's acknowledgement to the watcher receiving that
 version (clamped at 0 when the update wins the race with the ack). Queries: GetOrderSummary and
 ListOrders throughput beside grpc.health.v1.Health/Check on the same query-server, a no-op RPC
-that shares everything but the work, in the same run.
+that shares everything but the work, in the same run. Scaling: GetOrderSummary throughput over
+several connections to one port served by 1, then by 2 query-server processes
+(ORDERS_QUERY_SERVERS), each on a fresh stack.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import load
-from bench.load import Measurement, closed_loop, order_line, percentile
+from bench.load import Measurement, closed_loop, order_line, order_placer, percentile
 from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import command_service_pb2_grpc as cmd_grpc
 from orders.v1 import query_service_pb2 as pb
@@ -182,6 +184,40 @@ async def query_stage(query_addr: str, order_ids: list[str], concurrency: int, s
             progress(f"  {name:<12} concurrency {concurrency:>3} for {seconds:.0f}s ...")
             results.append(await closed_loop(name, call, concurrency, seconds))
         return results
+
+
+# Connections of the scaling stage: SO_REUSEPORT spreads connections, not calls, over the
+# processes on the port, so the load needs several for two processes to share it.
+SCALING_CONNECTIONS = 8
+SCALING_ORDERS = 200
+
+
+async def scaling_stage(command_addr: str, query_addr: str, servers: int, concurrency: int, seconds: float,
+                        progress: Callable[[str], None]) -> Measurement:
+    """GetOrderSummary in a closed loop over SCALING_CONNECTIONS connections to `query_addr`,
+    which `servers` query-server processes share, on orders read back once with their tokens."""
+    async with load.channel(command_addr) as command_channel:
+        place = await order_placer(cmd_grpc.CommandServiceStub(command_channel), "scale", lines=2)
+        placed = [await place() for _ in range(SCALING_ORDERS)]
+    channels = [_channel(query_addr) for _ in range(SCALING_CONNECTIONS)]
+    try:
+        stubs = [pb_grpc.QueryServiceStub(ch) for ch in channels]
+        for n, reply in enumerate(placed):  # each in the read model before the load starts
+            await stubs[n % len(stubs)].GetOrderSummary(pb.GetOrderSummaryRequest(
+                order_id=reply.order_id, consistency_token=reply.consistency_token), timeout=30)
+        calls = iter(range(10**12))
+
+        def get() -> Awaitable[Any]:
+            n = next(calls)
+            return stubs[n % len(stubs)].GetOrderSummary(
+                pb.GetOrderSummaryRequest(order_id=placed[n % len(placed)].order_id), timeout=10)
+
+        progress(f"  get_order    concurrency {concurrency:>3} over {len(channels)} connections, "
+                 f"{servers} query server(s), for {seconds:.0f}s ...")
+        return await closed_loop(f"get_order_{servers}_servers", get, concurrency, seconds)
+    finally:
+        for ch in channels:
+            await ch.close()
 
 
 def report(watch: WatchFigures, queries: list[Measurement]) -> dict[str, Any]:

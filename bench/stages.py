@@ -462,8 +462,28 @@ def run_query(settings: Settings, *, seconds: float, watchers: int, rate: float,
         return asyncio.run(measure(settings.command_addr, settings.query_addr))
     # Every role of the pipeline: the watch delay runs through them all (the saga would confirm
     # or cancel each order, a second update per order; the saga stage measures it).
-    with _fresh_stack(settings, tuple(role for role in ROLES if role != "saga")) as stack:
-        return asyncio.run(measure(stack.settings.command_addr, stack.settings.query_addr))
+    with _fresh_stack(replace(settings, query_servers=1), tuple(role for role in ROLES if role != "saga")) as stack:
+        figures = asyncio.run(measure(stack.settings.command_addr, stack.settings.query_addr))
+    scaling = run_query_scaling(settings, seconds=seconds)
+    figures["ratios"]["get_order_2_vs_1_query_servers"] = round(scaling[1].rate / scaling[0].rate, 3)
+    print(table(scaling))
+    figures["scaling"] = [asdict(m) for m in scaling]
+    return figures
+
+
+def run_query_scaling(settings: Settings, *, seconds: float, concurrency: int = 32) -> list[Measurement]:
+    """GetOrderSummary throughput with 1, then 2 query servers on one port, each on a fresh stack
+    (ORDERS_PG_REPLICA=1: reading the replica). Both share the machine's cores with the client
+    and PostgreSQL: on two cores the second process has little idle CPU to use."""
+    from bench import query as bench_query
+    from server.config import ROLES
+
+    results = []
+    for servers in (1, 2):
+        with _fresh_stack(replace(settings, query_servers=servers), tuple(r for r in ROLES if r != "saga")) as stack:
+            results.append(asyncio.run(bench_query.scaling_stage(
+                stack.settings.command_addr, stack.settings.query_addr, servers, concurrency, seconds, _say)))
+    return results
 
 
 def run_saga(settings: Settings, *, seconds: float, concurrency: int) -> dict[str, Any]:

@@ -149,6 +149,11 @@ class Settings:
     # stalls, and how long a writer gathers the writes of commands still reading.
     group_commit_slots: int = 2
     group_commit_window_us: int = 500
+    # Query-server processes `orders up` starts on QUERY_ADDR (SO_REUSEPORT, as command servers).
+    query_servers: int = 1
+    # `orders up` starts an embedded streaming replica of its PostgreSQL and points the query
+    # servers at it (QUERY_DATABASE_URL); reads still wait for their consistency tokens.
+    pg_replica: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -212,6 +217,8 @@ class Settings:
             command_servers=read.integer("ORDERS_COMMAND_SERVERS", 1, minimum=1, maximum=64),
             group_commit_slots=read.integer("ORDERS_GROUP_COMMIT_SLOTS", 2, minimum=1, maximum=16),
             group_commit_window_us=read.integer("ORDERS_GROUP_COMMIT_WINDOW_US", 500, minimum=0, maximum=100_000),
+            query_servers=read.integer("ORDERS_QUERY_SERVERS", 1, minimum=1, maximum=64),
+            pg_replica=read.binary("ORDERS_PG_REPLICA"),
             saga_token_file=Path(read.text("ORDERS_SAGA_TOKEN_FILE", "")).absolute()
             if read.text("ORDERS_SAGA_TOKEN_FILE", "") else None,
         )
@@ -386,6 +393,14 @@ class _Reader:
             self._refuse(name, repr(self.env[name]), "not on or off", "on | off")
             return default
         return raw == "on"
+
+    def binary(self, name: str) -> bool:
+        """1 or 0 (unset: 0)."""
+        raw = self.env.get(name) or ""
+        if raw not in ("", "0", "1"):
+            self._refuse(name, repr(raw), "not 0 or 1", "1 (on) or 0 (off)")
+            return False
+        return raw == "1"
 
     def fraction(self, name: str) -> float:
         form = "a probability from 0 to 1, e.g. 0.05 (0: never)"

@@ -30,6 +30,7 @@ from server.platform.process import die_with_parent, free_port
 from server.saga import DURABLE as SAGA_DURABLE
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+REPLICATION_SLOT = "orders_replica"  # the embedded replica's, on the embedded primary
 DATABASE = "orders"
 
 
@@ -196,6 +197,67 @@ class EmbeddedPostgres:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+
+
+class EmbeddedReplica(EmbeddedPostgres):
+    """A hot standby of an EmbeddedPostgres, streaming from it: a base backup taken with the
+    embedded server's own pg_basebackup into a folder of its own, then the same postgres binary
+    on another free port. Its roles and passwords are the primary's (replicated). It reports its
+    oldest snapshot to the primary (hot_standby_feedback), so vacuum there spares rows its reads
+    still see, rather than cancelling them."""
+
+    def __init__(self, data_dir: Path, primary: EmbeddedPostgres, port: int | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.primary = primary
+        self.pgdata = data_dir / "postgres-replica"
+        self.log = data_dir / "postgres-replica.log"
+
+    def start(self) -> str:
+        if (self.pgdata / "PG_VERSION").exists():  # the primary is on a new port each run
+            self._follow_primary()
+        return super().start()
+
+    def _initdb(self, bin_dir: Path, user: str | None) -> None:
+        """A base backup of the primary, with a replication slot that keeps the WAL this replica
+        has yet to replay, even while it is stopped (a slot left by an earlier replica goes)."""
+        import psycopg
+
+        with psycopg.connect(self.primary.admin_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                         (REPLICATION_SLOT,))
+        conninfo = f"host=127.0.0.1 port={self.primary.port} user=postgres password={self.primary.password}"
+        subprocess.run(
+            [str(bin_dir / "pg_basebackup"), "-D", str(self.pgdata), "-d", conninfo, "--wal-method=stream",
+             "--checkpoint=fast", "--write-recovery-conf", "--create-slot", f"--slot={REPLICATION_SLOT}",
+             "--no-password"],
+            check=True, capture_output=True, user=user,
+        )
+        self._follow_primary()
+
+    def _follow_primary(self) -> None:
+        conf = self.pgdata / "postgresql.auto.conf"
+        kept = [line for line in conf.read_text().splitlines()
+                if not line.startswith(("primary_conninfo", "hot_standby"))]
+        conninfo = f"host=127.0.0.1 port={self.primary.port} user=postgres password={self.primary.password}"
+        conf.write_text("\n".join([*kept, f"primary_conninfo = '{conninfo}'", "hot_standby = on",
+                                   "hot_standby_feedback = on"]) + "\n")
+
+    def _require_passwords(self) -> None:
+        """The primary's pg_hba.conf and roles, replicated: nothing to change (nor could it)."""
+
+    def _create_database(self) -> None:
+        """The primary's databases, replicated."""
+
+    def replays(self, url: str) -> bool:
+        """`url` (a login on this replica) connects and reads a standby."""
+        import psycopg
+
+        try:
+            with psycopg.connect(url, connect_timeout=2) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                return bool(row and row[0])
+        except psycopg.OperationalError:
+            return False
 
 def database_logins(owner_url: str, secret: str, processes: tuple[str, ...]) -> dict[str, str]:
     """Lets each process's database role log in with a password derived from `secret`, and

@@ -15,8 +15,8 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.config import ROLE_DATABASE_VARIABLES, ROLES, Settings, TlsFiles, public_address
-from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres, database_logins
+from server.config import ROLE_DATABASE_VARIABLES, ROLES, ConfigError, Settings, TlsFiles, public_address
+from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedReplica, database_logins
 from server.devstack.signing import DevIssuer, dev_kek
 from server.platform.migrations import upgrade
 from server.platform.process import die_with_parent
@@ -126,14 +126,17 @@ def banner(stack: LocalStack) -> str:
         header = ""
     roles = "" if stack.roles == ROLES else f"  roles           {', '.join(stack.roles)} (ORDERS_ROLES)\n"
     servers = f", {settings.command_servers} processes" if settings.command_servers > 1 else ""
+    query_servers = f", {settings.query_servers} processes" if settings.query_servers > 1 else ""
+    replica = (f"  PG replica      {public_address(stack.replica_url)}  (the query servers read here)\n"
+               if stack.replica is not None else "")
     saga_note = ("   # CONFIRMED by the saga once it reserved the credit and stock" if "saga" in stack.roles
                  else "   # PLACED: no saga runs (ORDERS_ROLES), so a caller confirms it")
     return f"""
 Orders is up.
 {roles}  CommandService  {cmd}  ({transport_name(settings.tls)}{servers})
-  QueryService    {query}  ({transport_name(settings.tls)})
+  QueryService    {query}  ({transport_name(settings.tls)}{query_servers})
   PostgreSQL      {public_address(database_url)}
-  NATS JetStream  {public_address(nats_url)}
+{replica}  NATS JetStream  {public_address(nats_url)}
 {metrics}
 
 {auth}
@@ -159,6 +162,8 @@ class LocalStack:
         self.settings = settings
         self.roles = roles
         self.postgres: EmbeddedPostgres | None = None
+        self.replica: EmbeddedReplica | None = None  # ORDERS_PG_REPLICA: the query servers read it
+        self.role_logins: dict[str, str] = {}
         self.nats: EmbeddedNats | None = None
         self.children: list[Child] = []
         self.database_url = settings.database_url or ""
@@ -196,6 +201,10 @@ class LocalStack:
             NATS_URL=self.nats_url,
             COMMAND_ADDR=self.settings.command_addr,
             QUERY_ADDR=self.settings.query_addr,
+            # Each server of several on one port asks for SO_REUSEPORT, also when the count was
+            # set here rather than in the environment (the bench).
+            ORDERS_COMMAND_SERVERS=str(self.settings.command_servers),
+            ORDERS_QUERY_SERVERS=str(self.settings.query_servers),
         )
         # One key for every child of this run: the query server accepts the command server's
         # consistency tokens, and watchers can resume on a restarted query-server.
@@ -208,7 +217,9 @@ class LocalStack:
             if "saga" in self.roles and not self.settings.saga_token_file:
                 saga_token = self.issuer.service_token_file("orders-saga", SAGA_SCOPES)
                 self.env["ORDERS_SAGA_TOKEN_FILE"] = str(saga_token)
-        logins = self.logins()
+        self.role_logins = logins = self.logins()
+        if self.settings.pg_replica:
+            self.start_replica(logins)
         self.children = [Child(role, dict(self.role_env(role, logins), **self.metrics_env(role, instance)))
                          for role in self.roles for instance in range(self.instances(role))]
         for child in self.children:
@@ -221,12 +232,36 @@ class LocalStack:
             return {}
         return database_logins(self.database_url, self.postgres.password, self.roles)
 
+    def start_replica(self, logins: dict[str, str]) -> None:
+        """A streaming replica of the embedded PostgreSQL, once the roles' logins exist (its
+        base backup carries them), ready when the query server's login reads it."""
+        if self.postgres is None:
+            raise ConfigError(["ORDERS_PG_REPLICA=1 starts a replica of the embedded PostgreSQL, but DATABASE_URL "
+                               "names another server: point QUERY_DATABASE_URL at its replica instead"])
+        log.info("starting an embedded PostgreSQL replica")
+        self.replica = EmbeddedReplica(self.settings.data_dir, self.postgres)
+        self.replica.start()
+        deadline = time.monotonic() + 60
+        while not self.replica.replays(self.replica_url):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the PostgreSQL replica does not serve reads; see {self.replica.log}")
+            time.sleep(0.1)
+
+    @property
+    def replica_url(self) -> str:
+        """The query server's login, on the replica."""
+        assert self.replica is not None and self.postgres is not None
+        login = self.role_logins.get("query-server", self.database_url)
+        return login.replace(f"@127.0.0.1:{self.postgres.port}/", f"@127.0.0.1:{self.replica.port}/", 1)
+
     def role_env(self, role: str, logins: dict[str, str]) -> dict[str, str]:
         """The environment of one role: on embedded servers, its own logins and no other's."""
         env = dict(self.env)
         if role in logins:
             del env["DATABASE_URL"]
             env[ROLE_DATABASE_VARIABLES[role]] = logins[role]
+        if role == "query-server" and self.replica is not None:
+            env["QUERY_DATABASE_URL"] = self.replica_url
         if self.nats is not None:
             del env["NATS_URL"]
             if role != "command-server":  # it never talks to NATS
@@ -234,16 +269,20 @@ class LocalStack:
         return env
 
     def instances(self, role: str) -> int:
-        """Processes of `role`: ORDERS_COMMAND_SERVERS command servers on one port, one of any other."""
-        return self.settings.command_servers if role == "command-server" else 1
+        """Processes of `role`: ORDERS_COMMAND_SERVERS command servers and ORDERS_QUERY_SERVERS query
+        servers, each kind on one port; one of any other."""
+        return {"command-server": self.settings.command_servers,
+                "query-server": self.settings.query_servers}.get(role, 1)
 
     def metrics_addr(self, role: str, instance: int = 0) -> str | None:
         """Each role's Prometheus endpoint: ORDERS_METRICS_BASE_PORT + its place in ROLES; further
-        command servers take the ports after the last role's."""
+        command servers take the ports after the last role's, and further query servers the ports
+        after theirs."""
         base = self.settings.metrics_base_port
         if base <= 0 or role not in ROLES:
             return None
-        return f"127.0.0.1:{base + (ROLES.index(role) if instance == 0 else len(ROLES) + instance - 1)}"
+        further = len(ROLES) + (self.settings.command_servers - 1 if role == "query-server" else 0) + instance - 1
+        return f"127.0.0.1:{base + (ROLES.index(role) if instance == 0 else further)}"
 
     def metrics_env(self, role: str, instance: int = 0) -> dict[str, str]:
         addr = self.metrics_addr(role, instance)
@@ -268,6 +307,8 @@ class LocalStack:
             child.wait(deadline)
         if self.nats is not None:
             self.nats.stop()
+        if self.replica is not None:
+            self.replica.stop()
         if self.postgres is not None:
             self.postgres.stop()
 

@@ -38,6 +38,8 @@ class DeadlineExceededError(Exception):
 _CANCELLED_SQL = "the call did not finish within its deadline"
 _NO_DATABASE = ("the database is unavailable; retry the call (a command with the same request_id, "
                 "a WatchOrders stream with its last resume_token)")
+_REPLICA_CONFLICT = ("the read replica cancelled this read to replay the primary's changes under it; "
+                     "retry the call (a WatchOrders stream with its last resume_token)")
 _INTERNAL = "internal error; the server logged it under this call's correlation id"
 
 
@@ -68,6 +70,11 @@ def status_of(exc: Exception, **metadata: str) -> status_pb2.Status:
         # Before OperationalError, its base: a statement cancelled by the timeout the deadline set.
         case psycopg.errors.QueryCanceled():
             return _status(code_pb2.DEADLINE_EXCEEDED, _CANCELLED_SQL, _info("DEADLINE_EXCEEDED", **metadata))
+        # A hot standby cancels a read that holds up its replay (SQLSTATE 40001, or 57P04 for a
+        # dropped database): the data is there, the read only has to run again.
+        case psycopg.errors.SerializationFailure() | psycopg.errors.DatabaseDropped() \
+                if "conflict with recovery" in str(exc):
+            return _status(code_pb2.UNAVAILABLE, _REPLICA_CONFLICT, _info("REPLICA_CONFLICT", **metadata))
         # PoolTimeout is an OperationalError too: no connection before the deadline, often because
         # the database is down; either way the caller retries the same call.
         case psycopg.OperationalError():

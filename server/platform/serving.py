@@ -590,7 +590,8 @@ async def serve(
         options=[
             ("grpc.max_receive_message_length", max(TRANSPORT_LIMIT_BYTES, max_request_bytes)),
             # Off unless asked: a second server started by mistake on a taken port fails, rather
-            # than silently sharing it. ORDERS_COMMAND_SERVERS > 1 asks (one port, N processes).
+            # than silently sharing it. ORDERS_COMMAND_SERVERS or ORDERS_QUERY_SERVERS > 1 asks (one port,
+            # N processes).
             ("grpc.so_reuseport", 1 if reuse_port else 0),
             *options,
         ],

@@ -130,6 +130,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
         self._settings = settings
         self._key = settings.token_key
         self._streams = StreamLimits(settings.watch_max_per_connection, settings.watch_max_per_tenant)
+        # Whether the pool reads a streaming replica (pg_is_in_recovery), learnt on first need.
+        self._replica: bool | None = None
 
     # --- unary reads ---------------------------------------------------------------------------
 
@@ -260,8 +262,12 @@ class QueryService(pb_grpc.QueryServiceServicer):
         try:
             while True:
                 watcher.wake.clear()
+                noticed, watcher.versions = watcher.versions, {}
                 while True:  # catch up from the last delivered change_seq
                     try:
+                        if noticed:
+                            await self._until_replayed(context, tenant_id, noticed, until=next_beat)
+                            noticed = {}
                         async with self._connection(context, wait=heartbeat) as conn:
                             rows = await order_summaries.changes_since(conn, tenant_id, filter_, last, WATCH_BATCH)
                     except psycopg.OperationalError as exc:
@@ -303,6 +309,26 @@ class QueryService(pb_grpc.QueryServiceServicer):
         finally:
             self._hub.remove(watcher)
             self._streams.give_back(peer, tenant_id)
+
+    async def _until_replayed(self, context: grpc.aio.ServicerContext, tenant_id: str, noticed: dict[str, int],
+                              until: float) -> None:
+        """On a streaming replica a notice can arrive before the replica has replayed the change it
+        announces, and a read then would not see it until the next heartbeat: wait (polling, with
+        growing pauses) until the replica has every noticed version, or until `until`. The rows
+        come in change_seq order either way, so waiting only hastens an update, never reorders or
+        loses one; on a primary the notice comes after the commit and nothing waits."""
+        pause = 0.002
+        while self._replica is not False:
+            async with self._connection(context) as conn:
+                if self._replica is None:
+                    self._replica = await read_store.in_recovery(conn)
+                if not self._replica:
+                    return
+                noticed = await read_store.orders_behind(conn, tenant_id, noticed)
+            if not noticed or time.monotonic() + pause > until:
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     # --- shared --------------------------------------------------------------------------------
 
@@ -438,6 +464,7 @@ async def run(settings: Settings) -> None:
             tls=settings.tls,
             before_stop=end_streams,
             options=serving.STREAM_KEEPALIVE,
+            reuse_port=settings.query_servers > 1,
         )
     finally:
         subscribing.cancel()

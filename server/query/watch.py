@@ -45,8 +45,15 @@ class Watcher:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     traces: dict[str, Context] = field(default_factory=dict)
     stream: bool = True  # False: a read waiting for its consistency token, not a WatchOrders stream
+    # The versions the notices since the last read announced, per order: on a streaming replica
+    # the read waits until the replica has replayed them (QueryService._until_replayed).
+    versions: dict[str, int] = field(default_factory=dict)
 
-    def noticed(self, order_id: str, ctx: Context | None) -> None:
+    def noticed(self, order_id: str, ctx: Context | None, version: int = 0) -> None:
+        if version and self.stream:
+            if order_id not in self.versions and len(self.versions) >= MAX_TRACES_PER_WATCHER:
+                self.versions.pop(next(iter(self.versions)))  # that change is found by a later read
+            self.versions[order_id] = max(version, self.versions.get(order_id, 0))
         if ctx is not None and self.stream:  # a consistency-token waiter pushes nothing
             self.traces.pop(order_id, None)
             if len(self.traces) >= MAX_TRACES_PER_WATCHER:
@@ -113,11 +120,12 @@ class Hub:
     def count(self) -> int:
         return sum(len(group) for group in self._watchers.values())
 
-    def notify(self, tenant_id: str, order_id: str, customer_id: str, ctx: Context | None = None) -> None:
+    def notify(self, tenant_id: str, order_id: str, customer_id: str, ctx: Context | None = None,
+               version: int = 0) -> None:
         NOTICES.inc()
         for key in ((tenant_id, "order", order_id), (tenant_id, "customer", customer_id), (tenant_id, "all", "")):
             for watcher in self._watchers.get(key, ()):
-                watcher.noticed(order_id, ctx)
+                watcher.noticed(order_id, ctx, version)
 
     def close(self) -> None:
         """Wakes every watcher so it ends its stream with a status the client resumes from."""
@@ -130,7 +138,7 @@ class Hub:
         try:
             notice = json.loads(msg.data)
             ctx = telemetry.extract(msg.headers) if msg.headers else None
-            self.notify(str(notice["t"]), str(notice["o"]), str(notice.get("c", "")), ctx)
+            self.notify(str(notice["t"]), str(notice["o"]), str(notice.get("c", "")), ctx, int(notice.get("v", 0)))
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed view notice", extra={"subject": msg.subject})
 

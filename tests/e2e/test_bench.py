@@ -42,6 +42,9 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
     assert watch["commands"] > 0 and watch["updates"] == watch["commands"] and watch["missing"] == 0
     assert isinstance(watch["refused"], dict)  # commands shed under overload, by status code
     assert {m["name"] for m in report["query"]["queries"]} == {"noop", "get_order", "list_orders"}
+    scaling = report["query"]["scaling"]
+    assert [m["name"] for m in scaling] == ["get_order_1_servers", "get_order_2_servers"]
+    assert all(m["calls"] > 0 and m["errors"] == 0 for m in scaling)
     assert report["projector"]["events"] == 2000
     overload = report["overload"]
     assert overload["capacity_per_s"] > 0 and overload["by_status"].get("OK", 0) > 0
@@ -58,6 +61,7 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
         "place_order_vs_noop_c1", "place_order_vs_noop_c16", "place_order_vs_noop_c64", "relay_vs_raw_publish",
         "register_vs_noop_c1", "register_vs_noop_c16", "register_vs_noop_c64", "sealing_share_of_register_p50",
         "traced_vs_untraced", "auth_on_vs_off", "place_order_vs_database_ceiling", "get_order_vs_noop", "list_orders_vs_noop",
+        "get_order_2_vs_1_query_servers",
         "projector_vs_raw_fetch_ack", "saga_confirmed_vs_place_order", "relay_vs_batched_publish",
     }
     assert all(value > 0 for value in report["ratios"].values())

@@ -220,3 +220,42 @@ def test_orders_command_servers_runs_that_many_command_servers_on_one_port(tmp_p
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_orders_query_servers_run_on_one_port_and_read_the_embedded_replica(tmp_path: Path) -> None:
+    query_addr = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
+    env.update(ORDERS_DATA_DIR=str(tmp_path), COMMAND_ADDR=f"127.0.0.1:{free_port()}", QUERY_ADDR=query_addr,
+               ORDERS_METRICS_BASE_PORT="0", ORDERS_ROLES="query-server", ORDERS_QUERY_SERVERS="2",
+               ORDERS_PG_REPLICA="1")
+    with (tmp_path / "out.log").open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+
+    def query_servers() -> list[psutil.Process]:
+        return [p for p in psutil.Process(proc.pid).children(recursive=True)
+                if p.cmdline()[-2:] == ["server", "query-server"]]
+
+    try:
+        wait_until(lambda: "Orders is up." in (tmp_path / "out.log").read_text(), timeout=120, what="the banner")
+        banner = (tmp_path / "out.log").read_text()
+        assert f"QueryService    {query_addr}  (plaintext, 2 processes)" in banner
+        replica_line = next(line for line in banner.splitlines() if line.strip().startswith("PG replica"))
+        first, second = wait_until(lambda: s if len(s := query_servers()) == 2 else None, what="two query servers")
+        port = int(query_addr.rsplit(":", 1)[1])
+        wait_until(lambda: all(any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                                   for c in p.net_connections()) for p in (first, second)),
+                   what="both listening on the one port")
+        replica_port = replica_line.split()[2].rsplit(":", 1)[1].split("/")[0]
+        assert all(f"@127.0.0.1:{replica_port}/" in p.environ()["QUERY_DATABASE_URL"] for p in (first, second))
+        password = (tmp_path / "postgres.password").read_text().strip()
+        with psycopg.connect(f"postgresql://postgres:{password}@127.0.0.1:{replica_port}/orders") as replica:
+            assert replica.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+
+        first.kill()  # the other keeps the port open and answering while the supervisor restarts it
+        first.wait(timeout=10)
+        assert json.loads(grpcurl(query_addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
+        wait_until(lambda: len(query_servers()) == 2, what="the killed query server restarted")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

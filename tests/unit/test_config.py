@@ -58,6 +58,8 @@ def test_an_empty_value_counts_as_unset() -> None:
         ("NATS_URL", "http://nats:4222", "scheme 'http' is not one of nats, tls, ws, wss"),
         ("LOG_LEVEL", "loud", "not a log level; expected DEBUG | INFO"),
         ("ORDERS_STREAM", "orders.events", "JetStream stream names cannot hold"),
+        ("ORDERS_QUERY_SERVERS", "0", "out of range; expected a whole number from 1 to 64"),
+        ("ORDERS_PG_REPLICA", "yes", "not 0 or 1; expected 1 (on) or 0 (off)"),
         ("ORDERS_STREAM_MAX_BYTES", "0", "zero; expected -1 (no limit)"),
         ("ORDERS_RELAY_CRASH_AFTER_PUBLISH", "2", "out of range; expected a probability from 0 to 1"),
         ("ORDERS_METRICS_BASE_PORT", "70000", "out of range; expected a whole number from 0 to 65535"),
@@ -163,3 +165,11 @@ def test_orders_roles_names_what_is_not_a_role(value: str) -> None:
     [message] = problems(ORDERS_ROLES=value)
 
     assert message.startswith("ORDERS_ROLES=") and "command-server, query-server, relay, projector" in message
+
+
+def test_query_servers_and_the_embedded_replica_are_off_unless_asked_for() -> None:
+    assert (Settings.from_env({}).query_servers, Settings.from_env({}).pg_replica) == (1, False)
+
+    settings = Settings.from_env({"ORDERS_QUERY_SERVERS": "2", "ORDERS_PG_REPLICA": "1"})
+
+    assert (settings.query_servers, settings.pg_replica) == (2, True)

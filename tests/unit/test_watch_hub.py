@@ -62,3 +62,19 @@ def test_stream_limits_refuse_past_either_cap_and_take_again_once_a_stream_ends(
 def test_stream_limits_of_zero_limit_nothing() -> None:
     limits = StreamLimits(per_connection=0, per_tenant=0)
     assert all(limits.take("peer", "t") is None for _ in range(10_000))
+
+
+def test_a_stream_keeps_the_newest_noticed_version_of_each_order_and_a_token_waiter_none() -> None:
+    async def scenario() -> tuple[dict[str, int], dict[str, int]]:
+        hub = Hub()
+        stream, waiter = Watcher("t1", "", "c-1"), Watcher("t1", "o-1", "", stream=False)
+        hub.add(stream)
+        hub.add(waiter)
+
+        hub.notify("t1", "o-1", "c-1", version=3)
+        hub.notify("t1", "o-1", "c-1", version=2)  # notices of one order may arrive out of order
+        hub.notify("t1", "o-2", "c-1", version=1)
+
+        return stream.versions, waiter.versions
+
+    assert asyncio.run(scenario()) == ({"o-1": 3, "o-2": 1}, {})
