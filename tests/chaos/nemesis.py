@@ -17,9 +17,11 @@ import psycopg
 from server.platform import privileges
 from tests.chaos.history import NEMESIS, History, Op
 
-PAUSE_SECONDS = 4.0
+PAUSE_SECONDS = 7.0  # longer than the projector's AckWait (5 s): its deliveries go out again meanwhile
 OUTAGE_SECONDS = 2.0
 ROLES = ("command-server", "query-server", "relay", "projector")
+# The processes each kind of fault strikes, in turn.
+TARGETS = {"kill": ROLES, "pause": ("relay", "projector")}
 
 
 Heal = Callable[[], None]
@@ -32,30 +34,40 @@ class Nemesis:
 
     def __init__(self, stack: Any, history: History, rng: random.Random, kinds: tuple[str, ...]) -> None:
         self.stack, self.history, self.rng = stack, history, rng
-        self.kinds = kinds
+        # Every kind of fault against every target it has, dealt from a shuffled deck: a short run
+        # still strikes each once before any twice.
+        self.plan = [(kind, target) for kind in kinds for target in TARGETS.get(kind, ("",))]
+        self.deck: list[tuple[str, str]] = []
 
     def strike(self) -> tuple[float, Heal] | None:
-        """One fault, chosen by the schedule's random number generator; (seconds, heal) when it lasts."""
-        kind = self.rng.choice(self.kinds)
-        result: tuple[float, Heal] | None = getattr(self, "_" + kind.replace("-", "_"))()
+        """The next fault of the deck; (seconds, heal) when it lasts."""
+        if not self.deck:
+            self.deck = self.rng.sample(self.plan, len(self.plan))
+        kind, target = self.deck.pop()
+        result: tuple[float, Heal] | None = getattr(self, "_" + kind.replace("-", "_"))(target)
         return result
+
+    def _process(self, role: str) -> Any:
+        """A running process of `role` (one of several, when the stack runs more than one)."""
+        running = [c for c in self.stack.children if c.role == role and c.proc is not None and c.proc.poll() is None]
+        return self.rng.choice(running) if running else None
 
     def record(self, f: str, detail: str) -> None:
         self.history.add(Op(NEMESIS, f, detail=detail))
 
-    def _kill(self) -> None:
-        child = self.rng.choice([c for c in self.stack.children if c.role in ROLES])
-        if child.proc is not None and child.proc.poll() is None:
-            self.record("kill", f"{child.role} pid {child.proc.pid}")
+    def _kill(self, role: str) -> None:
+        child = self._process(role)
+        if child is not None:
+            self.record("kill", f"{role} pid {child.proc.pid}")
             child.proc.kill()
 
-    def _pause(self) -> tuple[float, Heal] | None:
+    def _pause(self, role: str) -> tuple[float, Heal] | None:
         """SIGSTOP a role for a few seconds: a hung process, not a dead one."""
-        child = self.rng.choice([c for c in self.stack.children if c.role in ("relay", "projector")])
-        proc = child.proc
-        if proc is None or proc.poll() is not None:
+        child = self._process(role)
+        if child is None:
             return None
-        self.record("pause", f"{child.role} pid {proc.pid} for {PAUSE_SECONDS:.0f}s")
+        proc = child.proc
+        self.record("pause", f"{role} pid {proc.pid} for {PAUSE_SECONDS:.0f}s")
         os.kill(proc.pid, signal.SIGSTOP)
 
         def resume() -> None:
@@ -64,7 +76,7 @@ class Nemesis:
 
         return PAUSE_SECONDS, resume
 
-    def _terminate_backends(self) -> None:
+    def _terminate_backends(self, _: str) -> None:
         """pg_terminate_backend on every connection of the command server: a cut mid-statement,
         mid-COMMIT included."""
         try:
@@ -75,10 +87,10 @@ class Nemesis:
             return
         self.record("terminate-backends", f"{ended[0] if ended else 0} command-server connections")
 
-    def _kill_nats(self) -> tuple[float, Heal] | None:
+    def _kill_nats(self, _: str) -> tuple[float, Heal] | None:
         return self._crash("kill-nats", self.stack.nats)
 
-    def _kill_postgres(self) -> tuple[float, Heal] | None:
+    def _kill_postgres(self, _: str) -> tuple[float, Heal] | None:
         return self._crash("kill-postgres", self.stack.postgres)
 
     def _crash(self, f: str, server: Any) -> tuple[float, Heal] | None:

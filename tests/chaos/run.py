@@ -27,6 +27,8 @@ import psycopg
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from orders.v1 import events_pb2, types_pb2
+from orders.v1 import query_service_pb2 as query_pb
+from orders.v1 import query_service_pb2_grpc as query_pb_grpc
 from server.command.service import POOL_MAX_SIZE as COMMAND_POOL_SIZE
 from server.config import Settings, libpq_url
 from server.devstack.supervisor import LocalStack
@@ -42,6 +44,7 @@ FAULTS = ("kill", "pause", "terminate-backends", "kill-nats", "kill-postgres")
 SABOTAGE = Path(__file__).parent / "sabotage"
 WARMUP_SECONDS = 5.0
 HEALTHY_WITHIN_SECONDS = 15.0
+WATCHER_CATCH_UP_SECONDS = 20.0
 # G8's bounds on what the roles hold after the run, against what they held under load before
 # the first fault: descriptors and database connections back within 10%, with a little slack.
 GROWTH, SLACK_FDS, SLACK_CONNECTIONS = 1.10, 8, 4
@@ -53,6 +56,7 @@ class Outcome:
     convergence: float | None  # seconds from the heal until the read model equals the write side
     peaks: dict[str, int]  # the most descriptors of each role and database connections seen
     timeline: list[tuple[float, int, int]]  # (time, outbox depth, projector lag), every second
+    watched: tuple[int, int]  # orders the watcher followed, and how often its stream was resumed
 
 
 @dataclass
@@ -122,12 +126,14 @@ def run(options: Options, say: Any = print) -> checker.Report:
         "lost": len(report.violations.get("G1", [])), "duplicated": len(report.violations.get("G3", [])),
         "regressed": len(report.violations.get("G7", [])), "convergence_seconds": convergence,
         "longest_recovery_seconds": recovery, "peaks": outcome.peaks,
+        "watched_orders": outcome.watched[0], "watch_resumes": outcome.watched[1],
         "violations": {k: v for k, v in report.violations.items() if v}}
     (options.out / "report.json").write_text(json.dumps(figures, indent=2))
     (options.out / "timeline.jsonl").write_text("".join(json.dumps(p) + "\n" for p in outcome.timeline))
     recovered = "none measured" if recovery is None else f"{recovery:.1f}s"
     say(f"peaks: {', '.join(f'{k} {v}' for k, v in sorted(outcome.peaks.items()))}; "
-        f"longest recovery from a fault: {recovered}")
+        f"longest recovery from a fault: {recovered}; the watcher followed {outcome.watched[0]} orders, "
+        f"resuming {outcome.watched[1]} times")
     if options.plot:
         from tests.chaos.plot import draw
 
@@ -231,11 +237,27 @@ def _drive(stack: LocalStack, clients: Clients, history: History, rng: random.Ra
     pools = {privileges.ROLE_OF_PROCESS["command-server"]: COMMAND_POOL_SIZE,
              privileges.ROLE_OF_PROCESS["query-server"]: stack.settings.query_pool_size}
     resources += _bounded(baseline, after, pools)
+    lagging = _watcher_behind(stack, db_url, clients.watcher)
     clients.settled.set()
     assert stack.nats is not None
     seen = _observe(db_url, stack.nats.url, stack.settings.stream_name)
-    seen.regressions, seen.resources = clients.regressions, resources
-    return Outcome(seen, convergence, {k: max(v, peaks.get(k, 0)) for k, v in after.items()}, clients.timeline)
+    seen.regressions, seen.resources = clients.regressions + lagging, resources
+    return Outcome(seen, convergence, {k: max(v, peaks.get(k, 0)) for k, v in after.items()}, clients.timeline,
+                   (len(clients.watcher.versions), clients.watcher.resumes))
+
+
+def _watcher_behind(stack: LocalStack, db_url: str, watcher: Watcher) -> list[str]:
+    """The orders whose last version the watcher has not got, WATCHER_CATCH_UP_SECONDS after
+    the system converged (a stream that missed a change stays behind for good)."""
+    def behind() -> list[str]:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            rows = conn.execute("SELECT order_id, version FROM orders WHERE tenant_id = %s", (TENANT,)).fetchall()
+        return [f"{order_id}: the watcher's last version is {watcher.versions.get(order_id, 0)}, the order's {version}"
+                for order_id, version in rows if watcher.versions.get(order_id, 0) != version]
+
+    with contextlib.suppress(TimeoutError):
+        _await(stack, lambda: not behind(), WATCHER_CATCH_UP_SECONDS, "the watcher")
+    return behind()
 
 
 class Clients(threading.Thread):
@@ -248,6 +270,7 @@ class Clients(threading.Thread):
         self.rng = random.Random(rng.random())
         self.ready, self.load_over, self.load_done, self.settled = (threading.Event() for _ in range(4))
         self.regressions: list[str] = []
+        self.watcher = Watcher(self.regressions)
         self.timeline: list[tuple[float, int, int]] = []  # (time, outbox depth, projector lag)
         self.failure: BaseException | None = None
 
@@ -269,7 +292,8 @@ class Clients(threading.Thread):
     async def _main(self) -> None:
         assert self.stack.issuer is not None
         metadata = (("authorization", f"Bearer {self.stack.issuer.mint(TENANT, subject='chaos')}"),)
-        async with grpc.aio.insecure_channel(self.stack.settings.command_addr) as channel:
+        async with grpc.aio.insecure_channel(self.stack.settings.command_addr) as channel, \
+                grpc.aio.insecure_channel(self.stack.settings.query_addr) as query_channel:
             stub = pb_grpc.CommandServiceStub(channel)
             customer_id = f"c-{uuid.uuid4().hex[:8]}"
             await stub.RegisterCustomer(pb.RegisterCustomerRequest(
@@ -282,14 +306,50 @@ class Clients(threading.Thread):
             tasks = [asyncio.create_task(w.run(stop)) for w in workers]
             sampler = asyncio.create_task(_sample(libpq_url(self.stack.database_url), self.regressions,
                                                   self.timeline))
+            watcher = asyncio.create_task(self.watcher.run(query_pb_grpc.QueryServiceStub(query_channel), metadata,
+                                                           customer_id))
             self.ready.set()
             await _until(self.load_over)
             stop.set()
             await asyncio.gather(*tasks)
             self.load_done.set()
             await _until(self.settled)
-            sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
+            for task in (sampler, watcher):
+                task.cancel()
+            await asyncio.gather(sampler, watcher, return_exceptions=True)
+
+
+class Watcher:
+    """A dashboard's WatchOrders stream of the clients' customer, resumed with its last token
+    after every break (a query server killed, a deadline): G7 per subscriber, each order's
+    versions never going down, and at the end each order's last version the write side's."""
+
+    def __init__(self, regressions: list[str]) -> None:
+        self.regressions = regressions
+        self.versions: dict[str, int] = {}
+        self.resumes = 0
+
+    async def run(self, stub: query_pb_grpc.QueryServiceStub, metadata: Any, customer_id: str) -> None:
+        token = ""
+        while True:
+            try:
+                stream = stub.WatchOrders(query_pb.WatchOrdersRequest(customer_id=customer_id, resume_token=token),
+                                          metadata=metadata)
+                async for message in stream:
+                    if message.HasField("heartbeat"):
+                        token = message.heartbeat.resume_token or token
+                        continue
+                    summary = message.update.summary
+                    seen = self.versions.get(summary.order_id, 0)
+                    if summary.version < seen:
+                        self.regressions.append(f"{summary.order_id}: a watcher got version {summary.version} "
+                                                f"after {seen}")
+                    self.versions[summary.order_id] = max(seen, summary.version)
+                    token = message.update.resume_token or token
+            except grpc.aio.AioRpcError:
+                pass  # a query server killed or shutting down: resume where it stopped
+            self.resumes += 1
+            await asyncio.sleep(0.5)
 
 
 async def _until(event: threading.Event) -> None:
