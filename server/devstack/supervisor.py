@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.config import ROLE_DATABASE_VARIABLES, ROLES, Settings, TlsFiles, public_address
-from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres, database_logins
+from server.devstack.embedded import EmbeddedNats, EmbeddedNatsCluster, EmbeddedPostgres, database_logins
 from server.devstack.signing import DevIssuer, dev_kek
 from server.platform.migrations import upgrade
 from server.platform.process import die_with_parent
@@ -133,7 +133,7 @@ Orders is up.
 {roles}  CommandService  {cmd}  ({transport_name(settings.tls)}{servers})
   QueryService    {query}  ({transport_name(settings.tls)})
   PostgreSQL      {public_address(database_url)}
-  NATS JetStream  {public_address(nats_url)}
+  NATS JetStream  {public_address(nats_url)}  (events stream: {settings.stream_replicas} replica{'s' if settings.stream_replicas > 1 else ''})
 {metrics}
 
 {auth}
@@ -159,7 +159,7 @@ class LocalStack:
         self.settings = settings
         self.roles = roles
         self.postgres: EmbeddedPostgres | None = None
-        self.nats: EmbeddedNats | None = None
+        self.nats: EmbeddedNats | EmbeddedNatsCluster | None = None
         self.children: list[Child] = []
         self.database_url = settings.database_url or ""
         self.nats_url = settings.nats_url or ""
@@ -185,8 +185,10 @@ class LocalStack:
             self.postgres = EmbeddedPostgres(self.settings.data_dir)
             self.database_url = self.postgres.start()
         if not self.nats_url:
-            log.info("starting embedded NATS with JetStream")
-            self.nats = EmbeddedNats(self.settings.data_dir, stream=self.settings.stream_name)
+            nodes = self.settings.nats_nodes
+            log.info("starting embedded NATS with JetStream", extra={"nodes": nodes})
+            self.nats = (EmbeddedNatsCluster(self.settings.data_dir, nodes, stream=self.settings.stream_name)
+                         if nodes > 1 else EmbeddedNats(self.settings.data_dir, stream=self.settings.stream_name))
             self.nats_url = self.nats.start()
         log.info("migrating")
         upgrade(self.database_url)
