@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY = 0x6F72646572730001  # "orders" + 1: one active relay per database
 STATUS_EVERY_SECONDS = 5.0
+# The longest wait before publishing again after a failure. A clustered stream is without a leader
+# for the seconds of an election, refusing with "no responders": a longer back-off would add up to
+# itself to every failover. One attempt a second while NATS is away or the stream is full costs little.
+PUBLISH_RETRY_MAX_SECONDS = 1.0
 
 _SELECT_BATCH = """
     SELECT id, event_id::text, tenant_id, aggregate_type, aggregate_id, payload, headers
@@ -347,7 +351,7 @@ async def _serve(settings: Settings, publisher: Publisher, stop: asyncio.Event) 
                 _, failed, following = await relay_batch(conn, publisher, settings, following or None)
                 if failed:
                     # NATS is down, slow or full: back off so as not to spin, then try the same rows.
-                    backoff = min(max(backoff * 2, 0.1), 5.0)
+                    backoff = min(max(backoff * 2, 0.1), PUBLISH_RETRY_MAX_SECONDS)
                     await _sleep(stop, backoff)
                 elif not following:
                     # Nothing unpublished when last read: a commit since then NOTIFYs (a NOTIFY that
