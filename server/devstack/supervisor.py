@@ -124,6 +124,8 @@ def banner(stack: LocalStack) -> str:
     else:
         auth = "AUTHENTICATION IS OFF (ORDERS_AUTH=off): anyone who reaches these ports is any tenant.\n"
         header = ""
+    # What `orders outbox status` compares the stream with, when the cluster keeps more than one.
+    replicas = f" ORDERS_STREAM_REPLICAS={settings.stream_replicas}" if settings.stream_replicas > 1 else ""
     roles = "" if stack.roles == ROLES else f"  roles           {', '.join(stack.roles)} (ORDERS_ROLES)\n"
     servers = f", {settings.command_servers} processes" if settings.command_servers > 1 else ""
     saga_note = ("   # CONFIRMED by the saga once it reserved the credit and stock" if "saga" in stack.roles
@@ -138,7 +140,7 @@ Orders is up.
 
 {auth}
 Operator commands (orders status, orders dlq list, ...) log in as the owner and the NATS admin:
-  export DATABASE_URL='{database_url}' NATS_URL='{nats_url}'
+  export DATABASE_URL='{database_url}' NATS_URL='{nats_url}'{replicas}
 
 Try it (grpcurl ships with `make test`'s tools in .venv/bin):
   {grpcurl} {cmd} list

@@ -6,24 +6,31 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shlex
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import psutil
 import psycopg
 import pytest
 
 from orders.v1 import command_service_pb2 as pb
 from orders.v1 import types_pb2
 from server.devstack.embedded import EmbeddedNatsCluster
+from server.platform.process import free_port
 from tests.e2e.client import commands, eur, new_id, place_request, register, rid
 from tests.e2e.streams import read_stream
-from tests.harness import Stack, scalar, serving, wait_until
+from tests.harness import ROOT, Stack, scalar, serving, wait_until
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
@@ -219,3 +226,42 @@ def test_a_node_removed_for_good_leaves_two_that_go_on_and_the_stream_reports_th
     assert "3 replicas" in text and "2 of 3 current" in text
     assert any(line.strip().startswith(f"replica {removed}:") and ("OFFLINE" in line or "BEHIND" in line)
                for line in text.splitlines()), text
+
+
+def test_orders_up_with_three_nats_nodes_keeps_the_stream_on_all_three(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
+    env.update(ORDERS_DATA_DIR=str(tmp_path), COMMAND_ADDR=f"127.0.0.1:{free_port()}",
+               QUERY_ADDR=f"127.0.0.1:{free_port()}", ORDERS_METRICS_BASE_PORT="0", ORDERS_ROLES="command-server,relay",
+               ORDERS_NATS_NODES="3")
+    banner = tmp_path / "out.log"
+    with banner.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: "Orders is up." in banner.read_text(), timeout=120, what="the banner")
+        assert "(events stream: 3 replicas)" in banner.read_text()
+        # The operator's environment, as the banner says to set it.
+        line = next(line for line in banner.read_text().splitlines() if "export DATABASE_URL=" in line)
+        operator = dict(word.split("=", 1) for word in shlex.split(line.strip())[1:])
+        assert operator["ORDERS_STREAM_REPLICAS"] == "3" and operator["NATS_URL"].count(",") == 2
+
+        def status() -> dict[str, Any]:
+            result = subprocess.run([sys.executable, "-m", "server", "outbox", "status", "--json"], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=60,
+                                    env={**os.environ, **operator})
+            assert result.returncode == 0, result.stdout + result.stderr
+            stream: dict[str, Any] = json.loads(result.stdout)["stream"]
+            return stream
+
+        stream = wait_until(lambda: (s := status())["exists"] and s["current_replicas"] == 3 and s,
+                            timeout=60, what="the relay to create the stream on three servers")
+        assert (stream["replicas"], stream["differences"]) == (3, [])
+        assert {p["name"] for p in stream["peers"]} | {stream["leader"]} == {"nats-1", "nats-2", "nats-3"}
+        assert all((tmp_path / node / "jetstream").is_dir() for node in ("nats-1", "nats-2", "nats-3"))
+        servers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "nats-server" in p.name()]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert len(servers) == 3
+    _, alive = psutil.wait_procs(servers, timeout=10)
+    assert alive == []
