@@ -236,12 +236,12 @@ NATS_USER_OF_PROCESS = {"relay": "orders-relay", "projector": "orders-projector"
 def nats_permissions(stream: str) -> dict[str, dict[str, dict[str, list[str]]]]:
     """What each role's user may publish and subscribe to; the admin user is not limited. Only the
     relay publishes events. Whoever calls messaging.ensure_stream (relay, projector) may look
-    up, create and update the events stream; the projector may create, fetch from and ack its
+    up and create the events stream, never change it; the projector may create, fetch from and ack its
     own consumer, and publish view notices; the saga may do the same with its own consumer and
     publishes nothing else; the query servers only listen to those notices.
     `_INBOX.>` is where JetStream's replies (PubAcks, fetched messages) arrive."""
     api = "$JS.API"
-    stream_api = [f"{api}.STREAM.{verb}.{stream}" for verb in ("INFO", "CREATE", "UPDATE")]
+    stream_api = [f"{api}.STREAM.{verb}.{stream}" for verb in ("INFO", "CREATE")]
     return {
         "orders-relay": {
             "publish": {"allow": [f"{SUBJECT_PREFIX}.>", *stream_api]},
