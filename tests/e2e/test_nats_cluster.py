@@ -25,10 +25,11 @@ import psycopg
 import pytest
 
 from orders.v1 import command_service_pb2 as pb
+from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import types_pb2
 from server.devstack.embedded import EmbeddedNatsCluster
 from server.platform.process import free_port
-from tests.e2e.client import commands, eur, new_id, place_request, register, rid
+from tests.e2e.client import commands, eur, new_id, place_request, queries, register, rid
 from tests.e2e.streams import read_stream
 from tests.harness import ROOT, Stack, scalar, serving, wait_until
 
@@ -197,6 +198,11 @@ def test_orders_placed_while_the_stream_leader_is_killed_and_restarted_reach_the
     assert len(writers.acknowledged) == ORDERS
     assert_every_event_is_in_the_stream_once(db, stack, first_id)
     assert_read_models_hold_exactly(db, writers)
+    _, query = queries(stack.query_addr)
+    order_id, (_, version, total, _) = next(reversed(writers.acknowledged.items()))
+    summary = query.GetOrderSummary(query_pb.GetOrderSummaryRequest(order_id=order_id), timeout=10).summary
+    assert (summary.version, summary.total.units + Decimal(summary.total.nanos) / 10**9) == (version, total)
+    assert stack.alive()  # every role rode through it
     restarted = wait_until(lambda: (s := stream_status(stack))["current_replicas"] == 3 and s,
                            timeout=60, what="the restarted node to catch up")
     assert {p["name"] for p in restarted["peers"]} | {restarted["leader"]} == {"nats-1", "nats-2", "nats-3"}
