@@ -65,9 +65,11 @@ def stack(database_url: str, cluster: EmbeddedNatsCluster, tmp_path_factory: pyt
 
 
 def stream_status(stack: Stack) -> dict[str, Any]:
-    """The events stream as `orders outbox status --json` reports it."""
+    """The events stream as `orders outbox status --json` reports it. A refusal (e.g. no leader
+    yet to answer) is an error wait_until tries again after, not a failed assertion."""
     result = stack.cli("outbox", "status", "--json", timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+    if result.returncode != 0:
+        raise RuntimeError(result.stdout + result.stderr)
     stream: dict[str, Any] = json.loads(result.stdout)["stream"]
     return stream
 
@@ -255,7 +257,8 @@ def test_orders_up_with_three_nats_nodes_keeps_the_stream_on_all_three(tmp_path:
             result = subprocess.run([sys.executable, "-m", "server", "outbox", "status", "--json"], cwd=ROOT,
                                     capture_output=True, text=True, timeout=60,
                                     env={**os.environ, **operator})
-            assert result.returncode == 0, result.stdout + result.stderr
+            if result.returncode != 0:  # not up yet: wait_until tries again
+                raise RuntimeError(result.stdout + result.stderr)
             stream: dict[str, Any] = json.loads(result.stdout)["stream"]
             return stream
 
