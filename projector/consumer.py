@@ -111,7 +111,8 @@ async def consume(
     """The loop: fetch, apply in one transaction, commit, hook, ack. Reconnects on DB errors."""
     check = fault_check(settings.projector_fault_aggregates)
     hooks = CrashHooks(settings.projector_crash_before_commit, settings.projector_crash_after_commit)
-    await messaging.ensure_stream(js, settings.stream_name, settings.stream_max_msgs, settings.stream_max_bytes)
+    await messaging.ensure_stream(js, settings.stream_name, settings.stream_max_msgs, settings.stream_max_bytes,
+                                   settings.stream_replicas)
     config = consumer_config()
     config.durable_name = durable
     sub = await js.pull_subscribe(config.filter_subject or "", durable=durable, stream=settings.stream_name, config=config)

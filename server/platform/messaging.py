@@ -11,6 +11,7 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client
@@ -65,9 +66,31 @@ def access_options(access: NatsAccess) -> dict[str, Any]:
     return options
 
 
+def servers(url: str) -> list[str]:
+    """The servers NATS_URL names: one URL, or several separated by commas (a cluster's nodes)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
+def server_options(url: str, access: NatsAccess) -> dict[str, Any]:
+    """nats-py's connect() options for NATS_URL: its servers as a list, and the login. A login
+    written in the URLs is passed on its own too, and taken off them: the servers a cluster
+    announces (and nats-py adds to its list) carry no login, and would refuse a reconnect."""
+    options = access_options(access)
+    urls = servers(url)
+    parts = [urlsplit(u if "://" in u else "nats://" + u) for u in urls]
+    logins = {(p.username, p.password) for p in parts}
+    if len(logins) == 1 and None not in next(iter(logins)) and "user" not in options and "user_credentials" not in options:
+        user, password = next(iter(logins))
+        options.update(user=unquote(str(user)), password=unquote(str(password)))
+        urls = [urlunsplit(p._replace(netloc=p.netloc.rpartition("@")[2])) for p in parts]
+    options["servers"] = urls
+    return options
+
+
 async def connect(url: str, name: str, access: NatsAccess = NatsAccess()) -> Client:
     """A connection that never gives up: a daemon outlives any NATS outage, including one that
-    is already going on when it starts."""
+    is already going on when it starts, and moves to another of a cluster's servers when its own
+    goes away."""
 
     async def disconnected() -> None:
         log.warning("nats disconnected")
@@ -82,14 +105,13 @@ async def connect(url: str, name: str, access: NatsAccess = NatsAccess()) -> Cli
     while True:
         try:
             return await nats.connect(
-                url,
                 name=name,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
                 error_cb=error,
-                **access_options(access),
+                **server_options(url, access),
             )
         except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
             log.warning("nats unreachable; retrying", extra={"error": repr(exc), "retry_in": delay})
@@ -97,9 +119,9 @@ async def connect(url: str, name: str, access: NatsAccess = NatsAccess()) -> Cli
             delay = min(delay * 2, 5.0)
 
 
-def stream_config(name: str, max_msgs: int, max_bytes: int) -> api.StreamConfig:
-    """The stream as this code owns it: on disk, refusing (never dropping) messages when full,
-    taking atomic batches (publish_atomic)."""
+def stream_config(name: str, max_msgs: int, max_bytes: int, replicas: int = 1) -> api.StreamConfig:
+    """The stream as this code wants it: on disk, refusing (never dropping) messages when full,
+    taking atomic batches (publish_atomic), on `replicas` servers of a cluster."""
     return api.StreamConfig(
         name=name,
         max_msgs=max_msgs,
@@ -111,19 +133,52 @@ def stream_config(name: str, max_msgs: int, max_bytes: int) -> api.StreamConfig:
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
         max_msg_size=MAX_EVENT_BYTES,
         allow_atomic=True,
+        num_replicas=replicas,
     )
 
 
-async def ensure_stream(js: JetStreamContext, name: str, max_msgs: int, max_bytes: int) -> api.StreamInfo:
-    """Creates the events stream, or brings an existing one to the settings this code owns. Every
-    process that calls it passes the deployment's limits (-1: none): it rewrites the stream's
-    whole configuration."""
-    config = stream_config(name, max_msgs, max_bytes)
+# The settings the delivery guarantees rest on, compared between the wanted and the actual stream.
+CHECKED_FIELDS = ("subjects", "storage", "retention", "discard", "duplicate_window", "max_msg_size", "allow_atomic",
+                  "num_replicas", "max_msgs", "max_bytes")
+
+
+def _normal(field: str, value: Any) -> Any:
+    """A value as the server reports it: unset booleans are false, unset counts 1 or -1."""
+    if field == "subjects":
+        return sorted(value or [])
+    if field == "allow_atomic":
+        return bool(value)
+    if field == "num_replicas":
+        return value or 1
+    if field in ("max_msgs", "max_bytes", "max_msg_size") and value in (None, 0):
+        return -1
+    return value.value if hasattr(value, "value") else value
+
+
+def stream_differences(wanted: api.StreamConfig, actual: api.StreamConfig) -> list[str]:
+    """One line per checked setting in which the stream differs from what this code wants."""
+    differences = []
+    for field in CHECKED_FIELDS:
+        want, have = _normal(field, getattr(wanted, field)), _normal(field, getattr(actual, field))
+        if want != have:
+            differences.append(f"{field}: wanted {want}, the stream has {have}")
+    return differences
+
+
+async def ensure_stream(js: JetStreamContext, name: str, max_msgs: int, max_bytes: int,
+                        replicas: int = 1) -> api.StreamInfo:
+    """Creates the events stream when missing. An existing stream is the operator's: it is never
+    changed, but each setting in which it differs from this code's is logged as a warning
+    (`orders outbox status` lists them too)."""
+    config = stream_config(name, max_msgs, max_bytes, replicas)
     try:
-        await js.stream_info(name)
+        info = await js.stream_info(name)
     except NotFoundError:
         return await js.add_stream(config)
-    return await js.update_stream(config)
+    for difference in stream_differences(config, info.config):
+        log.warning("stream differs from the configuration; left as it is",
+                    extra={"stream": name, "difference": difference})
+    return info
 
 
 async def publish_atomic(nc: Client, messages: Sequence[tuple[str, bytes, dict[str, str]]],

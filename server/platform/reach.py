@@ -78,9 +78,9 @@ async def nats_connection(settings: Settings, name: str) -> AsyncIterator[Client
         async with asyncio.timeout(seconds):
             # With max_reconnect_attempts 0 nats-py retries a refusing server for ever; 1 lets it
             # give up after a second try. allow_reconnect=False: no reconnect loop once connected.
-            await nc.connect(url, name=name, connect_timeout=max(1, math.ceil(seconds)), allow_reconnect=False,
+            await nc.connect(name=name, connect_timeout=max(1, math.ceil(seconds)), allow_reconnect=False,
                              max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=failed,
-                             **messaging.access_options(settings.nats_access))
+                             **messaging.server_options(url, settings.nats_access))
     except (TimeoutError, OSError, messaging.NatsError) as exc:
         await nc.close()
         cause = attempts[-1] if attempts and isinstance(exc, NoServersError) else exc

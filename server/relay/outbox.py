@@ -39,7 +39,7 @@ import orjson
 import psycopg
 from nats.aio.client import Client
 from nats.js import api
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter, Gauge
@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY = 0x6F72646572730001  # "orders" + 1: one active relay per database
 STATUS_EVERY_SECONDS = 5.0
+# The longest wait before publishing again after a failure. A clustered stream is without a leader
+# for the seconds of an election, refusing with "no responders": a longer back-off would add up to
+# itself to every failover. One attempt a second while NATS is away or the stream is full costs little.
+PUBLISH_RETRY_MAX_SECONDS = 1.0
 
 _SELECT_BATCH = """
     SELECT id, event_id::text, tenant_id, aggregate_type, aggregate_id, payload, headers
@@ -353,7 +357,7 @@ async def _serve(settings: Settings, publisher: Publisher, stop: asyncio.Event) 
                 _, failed, following = await relay_batch(conn, publisher, settings, following or None)
                 if failed:
                     # NATS is down, slow or full: back off so as not to spin, then try the same rows.
-                    backoff = min(max(backoff * 2, 0.1), 5.0)
+                    backoff = min(max(backoff * 2, 0.1), PUBLISH_RETRY_MAX_SECONDS)
                     await _sleep(stop, backoff)
                 elif not following:
                     # Nothing unpublished when last read: a commit since then NOTIFYs (a NOTIFY that
@@ -407,11 +411,13 @@ async def run(settings: Settings) -> None:
         while not stop.is_set():
             try:
                 info = await messaging.ensure_stream(
-                    publisher.js, settings.stream_name, settings.stream_max_msgs, settings.stream_max_bytes
+                    publisher.js, settings.stream_name, settings.stream_max_msgs, settings.stream_max_bytes,
+                    settings.stream_replicas,
                 )
                 publisher.atomic = bool(info.config.allow_atomic)
                 if not publisher.atomic:
-                    log.warning("the stream takes no atomic batches (nats-server < 2.12?): publishing one by one")
+                    log.warning("the stream takes no atomic batches (allow_atomic off, or nats-server < 2.12): "
+                                "publishing one by one")
                 await _serve(settings, publisher, stop)
                 backoff = 0.1
             except (psycopg.Error, TimeoutError, OSError, messaging.NatsError) as exc:
@@ -438,14 +444,46 @@ _SILENT_ACTIVE = ("SELECT a.pid, a.application_name, extract(epoch FROM clock_ti
 
 
 async def outbox_status(settings: Settings) -> dict[str, Any]:
-    """Depth, age of the oldest unpublished event, and which relay is active (None: none)."""
+    """Depth, age of the oldest unpublished event, which relay is active (None: none), and the
+    events stream's replicas (None when NATS_URL is not set)."""
     async with reach.database(settings, autocommit=True) as conn:
         depth, age = await (await conn.execute(OUTBOX_STATUS)).fetchone()  # type: ignore[misc]
         active = await (await conn.execute(_ACTIVE_RELAY, {"key": RELAY_LOCK_KEY})).fetchone()
     relay = None
     if active:
         relay = {"name": active[0], "client_addr": active[1], "backend_pid": active[2], "since": active[3]}
-    return {"unpublished_events": int(depth), "oldest_unpublished_seconds": round(float(age), 3), "active_relay": relay}
+    stream = await stream_status(settings) if settings.nats_url else None
+    return {"unpublished_events": int(depth), "oldest_unpublished_seconds": round(float(age), 3), "active_relay": relay,
+            "stream": stream}
+
+
+async def stream_status(settings: Settings) -> dict[str, Any]:
+    """The events stream as its servers report it, beside the configuration this code wants."""
+    async with reach.nats_connection(settings, "orders-outbox-status") as nc:
+        try:
+            info = await nc.jetstream().stream_info(settings.stream_name)
+        except NotFoundError:
+            return {"name": settings.stream_name, "exists": False}
+    wanted = messaging.stream_config(settings.stream_name, settings.stream_max_msgs, settings.stream_max_bytes,
+                                     settings.stream_replicas)
+    return stream_figures(info, wanted)
+
+
+def stream_figures(info: api.StreamInfo, wanted: api.StreamConfig) -> dict[str, Any]:
+    """Replicas, leader, each other replica's state, and the settings that differ from `wanted`.
+    A replica that is offline or not current is one the stream cannot count on."""
+    cluster = info.cluster or api.ClusterInfo()
+    peers = [{"name": peer.name, "current": bool(peer.current), "offline": bool(peer.offline),
+              "active_seconds": round((peer.active or 0) / 1e9, 3), "lag": peer.lag or 0}
+             for peer in cluster.replicas or []]
+    current = sum(1 for peer in cluster.replicas or [] if peer.current and not peer.offline)
+    return {
+        "name": info.config.name, "exists": True, "replicas": info.config.num_replicas or 1,
+        "leader": cluster.leader,
+        "current_replicas": (cluster.leader is not None) + current,
+        "peers": peers,
+        "differences": messaging.stream_differences(wanted, info.config),
+    }
 
 
 def status_text(figures: dict[str, Any]) -> str:
@@ -453,7 +491,22 @@ def status_text(figures: dict[str, Any]) -> str:
     active = f"{relay['name']} (backend pid {relay['backend_pid']}, since {relay['since']:%Y-%m-%d %H:%M:%S})" if relay else "none"
     return (f"unpublished events: {figures['unpublished_events']}\n"
             f"oldest unpublished:  {figures['oldest_unpublished_seconds']:.1f}s\n"
-            f"active relay:        {active}")
+            f"active relay:        {active}" + _stream_text(figures["stream"]))
+
+
+def _stream_text(stream: dict[str, Any] | None) -> str:
+    if stream is None:
+        return "\nstream:              not asked (NATS_URL is not set)"
+    if not stream["exists"]:
+        return f"\nstream:              {stream['name']} does not exist yet (the relay creates it)"
+    lines = [f"\nstream:              {stream['name']}, {stream['replicas']} replicas, leader {stream['leader'] or 'none'}, "
+             f"{stream['current_replicas']} of {stream['replicas']} current"]
+    for peer in stream["peers"]:
+        state = "OFFLINE" if peer["offline"] else "current" if peer["current"] else "BEHIND"
+        lines.append(f"  replica {peer['name']}:".ljust(21) + f"{state}, last seen {peer['active_seconds']:.1f}s ago, "
+                     f"lag {peer['lag']}")
+    lines += [f"  differs:           {difference}" for difference in stream["differences"]]
+    return "\n".join(lines)
 
 
 async def republish(settings: Settings, since: str, dry_run: bool) -> int:

@@ -349,7 +349,8 @@ class Runner:
 async def consume(js: JetStreamContext, runner: Runner, settings: Settings, stop: asyncio.Event) -> None:
     async with runner.pool.connection() as conn:
         runner.since = (await store.drives_since(conn, DURABLE)).timestamp()
-    await messaging.ensure_stream(js, settings.stream_name, settings.stream_max_msgs, settings.stream_max_bytes)
+    await messaging.ensure_stream(js, settings.stream_name, settings.stream_max_msgs, settings.stream_max_bytes,
+                                   settings.stream_replicas)
     config = consumer_config(dt.datetime.fromtimestamp(runner.since, dt.UTC))
     sub = await js.pull_subscribe(config.filter_subject or "", durable=DURABLE, stream=settings.stream_name,
                                   config=config)

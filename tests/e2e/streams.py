@@ -12,6 +12,7 @@ import nats
 from google.protobuf import timestamp_pb2
 
 from orders.v1 import events_pb2, types_pb2
+from server.config import NatsAccess
 from server.platform import messaging
 
 STREAM = "ORDERS_EVENTS"
@@ -30,7 +31,7 @@ def read_stream(nats_url: str) -> list[Stored]:
     """Every message in the stream, in sequence order."""
 
     async def read() -> list[Stored]:
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(**messaging.server_options(nats_url, NatsAccess()))  # a cluster's too
         try:
             js = nc.jetstream()
             info = await js.stream_info(STREAM)
@@ -49,7 +50,7 @@ def read_stream(nats_url: str) -> list[Stored]:
 
 def stream_messages(nats_url: str) -> int:
     async def count() -> int:
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(**messaging.server_options(nats_url, NatsAccess()))  # a cluster's too
         try:
             return int((await nc.jetstream().stream_info(STREAM)).state.messages)
         finally:
@@ -87,7 +88,7 @@ def garbage() -> bytes:
 def publish(nats_url: str, messages: list[tuple[str, bytes]]) -> None:
     """Publishes straight to the stream, each with its own Nats-Msg-Id, as a misbehaving relay could."""
     async def go() -> None:
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(**messaging.server_options(nats_url, NatsAccess()))  # a cluster's too
         js = nc.jetstream()
         # The relay and projector create the stream when they start: do not race them to it.
         await messaging.ensure_stream(js, STREAM, max_msgs=-1, max_bytes=-1)

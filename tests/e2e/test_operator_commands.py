@@ -155,7 +155,9 @@ def test_status_json_carries_every_figure_as_numbers(stack: Stack) -> None:
 def test_outbox_status_json_names_the_active_relay_with_an_iso_time(stack: Stack) -> None:
     figures = json_of(stack, "outbox", "status")
 
-    assert set(figures) == {"unpublished_events", "oldest_unpublished_seconds", "active_relay"}
+    assert set(figures) == {"unpublished_events", "oldest_unpublished_seconds", "active_relay", "stream"}
+    stream = figures["stream"]
+    assert (stream["name"], stream["exists"], stream["replicas"], stream["differences"]) == ("ORDERS_EVENTS", True, 1, [])
     assert isinstance(figures["unpublished_events"], int) and isinstance(figures["oldest_unpublished_seconds"], float)
     relay = figures["active_relay"]
     assert isinstance(relay, dict) and set(relay) == {"name", "client_addr", "backend_pid", "since"}

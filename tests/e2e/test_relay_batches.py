@@ -171,22 +171,31 @@ def test_an_event_the_stream_refuses_mid_batch_stops_its_aggregate_and_no_other(
     assert "batch refused" in relays.log("relay")
 
 
-def test_a_stream_made_without_atomic_batches_is_updated_to_take_them(
+def test_a_stream_made_without_atomic_batches_is_left_as_it_is_and_takes_the_events_one_by_one_in_order(
     relays: Stack, db: psycopg.Connection, own_nats: EmbeddedNats
 ) -> None:
     async def make_old_stream() -> bool | None:
         nc = await nats.connect(own_nats.url)
         try:
             config = messaging.stream_config(STREAM, max_msgs=-1, max_bytes=-1)
-            config.allow_atomic = None  # as the code before atomic batches made it
+            config.allow_atomic = None  # as the code before atomic batches made it, or an operator chose
             return (await nc.jetstream().add_stream(config)).config.allow_atomic
         finally:
             await nc.close()
 
     assert not asyncio.run(make_old_stream())
-    ids = commit(db, [(f"o-{uuid.uuid4().hex[:8]}", 1) for _ in range(20)])
+    orders = [f"o-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    ids = commit(db, [(order, version) for version in range(1, 5) for order in orders])
     relays.start("relay")
 
     wait_until(lambda: len(published(db, ids)) == len(ids), what="the events to be published")
-    assert all(m.batch_id for m in read_stream(own_nats.url))  # each came in an atomic batch
-    assert "batch refused" not in relays.log("relay")
+    messages = read_stream(own_nats.url)
+    assert not any(m.batch_id for m in messages)  # one by one: the stream was not changed to take batches
+    marked = published(db, ids)
+    versions: dict[str, list[int]] = defaultdict(list)
+    for message in messages:
+        versions[message.envelope.aggregate_id].append(marked[message.msg_id][0])
+    assert versions == {order: [1, 2, 3, 4] for order in orders}
+    log = relays.log("relay")
+    assert "stream differs from the configuration" in log and "allow_atomic: wanted True, the stream has False" in log
+    assert "batch refused" not in log

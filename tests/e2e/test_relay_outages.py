@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import threading
 import time
@@ -9,12 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import nats
 import psycopg
 import pytest
 
 from server.devstack.embedded import EmbeddedNats
 from tests.e2e.client import commands, new_id, place_request, register
-from tests.e2e.streams import read_stream
+from tests.e2e.streams import STREAM, read_stream
 from tests.harness import Stack, scalar, serving, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -53,13 +56,31 @@ def test_a_full_stream_never_marks_rows_published_and_takes_them_all_when_space_
     wait_until(lambda: stack.log("relay-small").count("publish refused") > refusals, what="the relay to retry")
     assert scalar(db, published) == 30  # retried, still refused, still not marked
     assert len(read_stream(own_nats.url)) == 30
-    stack.kill("relay-small")
-    stack.start("relay", "relay-roomy")  # the stream's limits are owned by the code: back to none
+    # The stream is the operator's once it exists: no relay lifts its limit, an operator does.
+    stack.start("relay", "relay-roomy")
+    wait_until(lambda: "max_msgs: wanted -1, the stream has 30" in stack.log("relay-roomy"),
+               what="the roomy relay to report the stream's limit")
+    assert scalar(db, published) == 30
+    lift_limit(own_nats.url)
 
     wait_until(lambda: scalar(db, "SELECT count(*) FROM events WHERE published_at IS NULL") == 0,
                what="every event to be published")
     assert events == 50
     assert len({s.msg_id for s in read_stream(own_nats.url)}) == events == len(read_stream(own_nats.url))
+
+
+def lift_limit(url: str) -> None:
+    """What an operator's `nats stream edit --max-msgs=-1` does."""
+    async def edit() -> None:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            config = (await js.stream_info(STREAM)).config
+            await js.update_stream(dataclasses.replace(config, max_msgs=-1))
+        finally:
+            await nc.close()
+
+    asyncio.run(edit())
 
 
 @pytest.mark.timeout(OUTAGE_SECONDS + 300)  # the outage on top of the usual budget (`make test-outage`: 180 s)

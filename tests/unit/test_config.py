@@ -173,3 +173,33 @@ def test_query_servers_and_the_embedded_replica_are_off_unless_asked_for() -> No
     settings = Settings.from_env({"ORDERS_QUERY_SERVERS": "2", "ORDERS_PG_REPLICA": "1"})
 
     assert (settings.query_servers, settings.pg_replica) == (2, True)
+
+
+def test_nats_url_takes_a_clusters_servers_and_each_is_checked() -> None:
+    url = "nats://u:p@n1:4222, nats://u:p@n2:4222,n3:4222"
+
+    assert Settings.from_env({"NATS_URL": url}).nats_url == url
+    assert public_address(url) == "nats://n1:4222,nats://n2:4222,nats://n3:4222"
+    said = problems(NATS_URL="nats://n1:4222,http://n2:4222")
+    assert len(said) == 1 and "scheme 'http'" in said[0]
+    assert "an empty server between commas" in problems(NATS_URL="nats://n1:4222,,nats://n2:4222")[0]
+
+
+def test_stream_replicas_follow_the_embedded_nodes_unless_set() -> None:
+    assert (Settings.from_env({}).nats_nodes, Settings.from_env({}).stream_replicas) == (1, 1)
+    assert Settings.from_env({"ORDERS_NATS_NODES": "3"}).stream_replicas == 3
+    assert Settings.from_env({"ORDERS_NATS_NODES": "3", "ORDERS_STREAM_REPLICAS": "1"}).stream_replicas == 1
+    # An external cluster's size is the operator's to know.
+    assert Settings.from_env({"NATS_URL": "nats://n1:4222", "ORDERS_STREAM_REPLICAS": "3"}).stream_replicas == 3
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"ORDERS_STREAM_REPLICAS": "3"}, "ORDERS_STREAM_REPLICAS='3': more replicas than the 1 embedded NATS server "
+                                      "(ORDERS_NATS_NODES); expected a number from 1 to 1"),
+    ({"ORDERS_NATS_NODES": "6"}, "ORDERS_NATS_NODES='6': out of range; expected a whole number from 1 to 5"),
+    ({"ORDERS_NATS_NODES": "3", "ORDERS_STREAM_REPLICAS": "0"}, "ORDERS_STREAM_REPLICAS='0': out of range"),
+])
+def test_replicas_and_nodes_out_of_bounds_are_named(env: dict[str, str], says: str) -> None:
+    said = problems(**env)
+
+    assert len(said) == 1 and said[0].startswith(says), said
