@@ -16,8 +16,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.config import ROLE_DATABASE_VARIABLES, ROLES, ConfigError, Settings, TlsFiles, public_address
-from server.devstack.embedded import (EmbeddedNats, EmbeddedNatsCluster, EmbeddedPostgres, EmbeddedReplica,
-                                      database_logins)
+from server.devstack.embedded import (
+    EmbeddedNats,
+    EmbeddedNatsCluster,
+    EmbeddedPostgres,
+    EmbeddedReplica,
+    database_logins,
+)
 from server.devstack.signing import DevIssuer, dev_kek
 from server.platform.migrations import upgrade
 from server.platform.process import die_with_parent
