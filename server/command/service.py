@@ -17,7 +17,7 @@ from orders.v1 import command_service_pb2_grpc as pb_grpc
 from server.command import pipeline
 from server.command.group_commit import GroupCommit, Notifier
 from server.config import TOKEN_KEY_WARNING, Settings
-from server.platform import auth, serving, timeouts
+from server.platform import auth, durability, serving, timeouts
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,19 @@ async def run(settings: Settings) -> None:
     notifying = asyncio.create_task(notifier.run())
     counting = asyncio.create_task(count_forgotten(pool))
 
+    checked = False
+
     async def ready() -> bool:
+        nonlocal checked
         async with pool.connection(timeout=1) as conn:
             # Commands leave their own deadline's statement_timeout on the pooled connection;
             # the check sets its own rather than inherit a few milliseconds.
             await timeouts.set_timeout(conn, "1000")
+            if not checked:
+                checked = True  # once, though health checks come in together
+                for warning in await durability.database_warnings(conn):
+                    log.warning("the database does not keep acknowledged commands through a crash",
+                                extra={"setting": warning})
         return True
 
     try:

@@ -34,3 +34,26 @@ def test_the_command_server_is_not_serving_until_postgres_answers(tmp_path: Path
         server.terminate()
         server.wait(timeout=30)
         postgres.stop()
+
+
+def test_a_database_that_may_lose_acknowledged_commits_is_named_at_start(tmp_path: Path) -> None:
+    addr = f"127.0.0.1:{free_port()}"
+    postgres = EmbeddedPostgres(tmp_path)
+    postgres.start()
+    # What a setting copied from a benchmark does: commits acknowledged before they are on disk.
+    url = postgres.url + "?options=-c%20synchronous_commit%3Doff"
+    log = tmp_path / "command-server.log"
+    env = {"DATABASE_URL": url, "COMMAND_ADDR": addr, "PATH": "", "ORDERS_KEK": TEST_KEK, **issuer().env()}
+    with log.open("wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "server", "command-server"], cwd=ROOT, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: serving(addr), what="SERVING: the setting is the operator's to choose")
+        wait_until(lambda: "synchronous_commit=off" in log.read_text(), what="the warning naming the setting")
+        said = log.read_text()
+        assert said.count("synchronous_commit=off") == 1
+        assert "fsync=" not in said and "full_page_writes=" not in said
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        postgres.stop()
