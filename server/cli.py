@@ -312,14 +312,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{count} events {'would be' if args.dry_run else 'are'} marked for republishing")
             return 0
         case "migrate":
-            from server.platform.migrations import upgrade
+            from server.platform.migrations import MigrationBlockedError, upgrade
             from server.platform.migrations.roles import MissingRolesError
             from server.platform.reach import check_database
 
             uvloop.run(check_database(settings))  # alembic would wait on an unreachable server
             try:
                 upgrade(settings.require_database_url())
-            except MissingRolesError as exc:
+            except (MissingRolesError, MigrationBlockedError) as exc:
                 raise ServiceError(str(exc)) from None
             logging.getLogger(__name__).info("database is at the newest schema")
             return 0

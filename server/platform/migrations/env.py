@@ -16,6 +16,9 @@ assert url is not None
 engine = create_engine(url)
 with engine.connect() as connection:
     connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+    # No statement of a migration waits long for a table lock (see upgrade()).
+    lock_timeout_ms = int(context.config.attributes.get("lock_timeout_ms", 5000))
+    connection.execute(text(f"SET lock_timeout = {lock_timeout_ms}"))
     connection.commit()
     try:
         context.configure(connection=connection, transaction_per_migration=True)
