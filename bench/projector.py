@@ -161,14 +161,15 @@ async def project(settings: Settings, count: int, durable: str) -> float:
     `count` events: the seconds from its first commit on, per event after the first batch (so
     the start, a second of counting the other members before taking partitions, is left out)."""
     stop = asyncio.Event()
-    applied, first, began = 0, 0, 0.0
+    applied, first, began, ended = 0, 0, 0.0, 0.0
 
     async def on_committed(batch: list[Any]) -> None:
-        nonlocal applied, first, began
+        nonlocal applied, first, began, ended
         if not began:
             first, began = len(batch), time.perf_counter()
         applied += len(batch)
-        if applied >= count:
+        if applied >= count and not stop.is_set():
+            ended = time.perf_counter()  # not the stop after it: fetches in flight end first
             stop.set()
 
     url = settings.require_database_url()
@@ -179,9 +180,8 @@ async def project(settings: Settings, count: int, durable: str) -> float:
     await _empty_read_models(url)
     nc = await nats.connect(settings.require_nats_url())
     await consumer.consume(nc.jetstream(), connect, settings, stop, on_committed=on_committed, durable=durable)
-    elapsed = time.perf_counter() - began
     await nc.close()
-    return elapsed * count / max(count - first, 1)
+    return (ended - began) * count / max(count - first, 1)
 
 
 def _projector_process(settings: Settings, durable: str, stop: Any) -> None:
