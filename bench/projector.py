@@ -159,7 +159,7 @@ async def _empty_read_models(url: str) -> None:
 async def project(settings: Settings, count: int, durable: str) -> float:
     """The real consumer loop, in this process, from empty read models, until it has applied
     `count` events: the seconds from its first commit on, per event after the first batch (so
-    the start, a second of counting the other members before taking partitions, is left out)."""
+    the start, subscribing to every partition's consumer, is left out)."""
     stop = asyncio.Event()
     applied, first, began, ended = 0, 0, 0.0, 0.0
 

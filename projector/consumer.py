@@ -179,8 +179,7 @@ async def rebalance(own: partitions.Ownership, feeds: Feeds) -> None:
         await asyncio.gather(*(feeds.close(p) for p in extra))
         await own.release(extra)
     taken = await own.take(fair)
-    for p in taken:
-        await feeds.open(p)
+    await asyncio.gather(*(feeds.open(p) for p in taken))
     if extra or taken:
         log.info("partitions rebalanced", extra={"owned": sorted(own.owned), "released": extra, "taken": taken,
                                                  "fair_share": fair})
@@ -195,9 +194,10 @@ async def apply_retrying(conn: Conn, items: list[Incoming], models: Sequence[Rea
             return await apply_batch(conn, items, models, check, checkpoints=checkpoints,
                                      max_gap_deliveries=settings.projector_max_gap_deliveries,
                                      before_commit=hooks.before_commit)
-        except psycopg.errors.TransactionRollback:
+        except psycopg.errors.TransactionRollback as exc:
             if attempt == DEADLOCK_RETRIES:
                 raise
+            log.info("batch rolled back by the database, retried", extra={"error": repr(exc), "attempt": attempt})
             await asyncio.sleep(0.01 * attempt)
     raise AssertionError("unreachable")
 
@@ -232,8 +232,7 @@ async def consume(
                     conn = await conn_factory()
                     own = partitions.Ownership(conn, settings.partitions)
                     await own.join()
-                    # Members starting together count each other before any takes a partition.
-                    next_check = loop.time() + CHECK_SECONDS
+                    next_check = 0.0  # take a share at once: a projector just started has a backlog
                 if loop.time() >= next_check:
                     await rebalance(own, feeds)
                     next_check = loop.time() + CHECK_SECONDS

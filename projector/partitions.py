@@ -10,6 +10,7 @@ up to it, giving back any above it (after the batch in flight committed and was 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import socket
@@ -145,11 +146,14 @@ async def ensure_consumers(js: JetStreamContext, stream: str, durable: str, part
         floor: int | None = info.ack_floor.stream_seq if info.ack_floor else 0
     except NotFoundError:
         floor = None
-    for p in range(partitions):
+
+    async def ensure(p: int) -> None:
         try:
             await js.consumer_info(stream, durable_of(durable, p))
         except NotFoundError:
             await js.add_consumer(stream, consumer_config(durable, p, start_seq=None if floor is None else floor + 1))
+
+    await asyncio.gather(*(ensure(p) for p in range(partitions)))
     if floor is not None:
         try:
             await js.delete_consumer(stream, durable)
