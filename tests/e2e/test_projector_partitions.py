@@ -1,26 +1,31 @@
 """Several projector processes share the partitions: each partition applied by one at a time,
 every aggregate's versions applied strictly in order across handovers (one joins, one is killed
 with SIGKILL under load, another joins), and afterwards every read model equals the write tables:
-each acknowledged order once, with its version and exact total. And a deployment that ran the
-single durable of old: the partitions' consumers take over from its position."""
+each acknowledged order once, with its version and exact total, and a watcher saw each of its
+customer's orders reach that version. And a deployment that ran the single durable of old: the
+partitions' consumers take over from its position."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import grpc
 import nats
 import psycopg
 import pytest
 
+from orders.v1 import query_service_pb2 as query_pb
 from projector import partitions
 from server.config import libpq_url
 from server.devstack.embedded import EmbeddedNats
 from server.platform import messaging
+from tests.e2e.client import queries
 from tests.e2e.projection import Traffic, lagging_aggregates, read_model_differences
 from tests.harness import Stack, scalar, serving, wait_until
 
@@ -69,8 +74,21 @@ def test_partitions_move_between_projectors_and_every_event_is_applied_once_in_o
     wait_until(lambda: stack.alive() and serving(stack.command_addr), what="command-server SERVING")
     traffic = Traffic(stack.command_addr)
     writer = threading.Thread(target=traffic.run, args=(EVENTS,))
+    watched = traffic.customers[1]
+    seen: dict[str, list[int]] = defaultdict(list)  # a WatchOrders client's versions of each order
+    _, query = queries(stack.query_addr)
+    stream = query.WatchOrders(query_pb.WatchOrdersRequest(customer_id=watched), timeout=300, wait_for_ready=True)
+
+    def watch() -> None:
+        with contextlib.suppress(grpc.RpcError):  # cancelled at the end
+            for message in stream:
+                if message.HasField("update"):
+                    seen[message.update.summary.order_id].append(message.update.summary.version)
+
+    watcher = threading.Thread(target=watch)
     try:
         wait_until(lambda: stack.alive() and shares(db, a) == [PARTITIONS], timeout=60, what="A owns every partition")
+        watcher.start()
         writer.start()
 
         # Given A applies everything, when B joins, then they hold half each.
@@ -103,7 +121,17 @@ def test_partitions_move_between_projectors_and_every_event_is_applied_once_in_o
         assert [agg for agg, vs in versions.items() if vs != sorted(set(vs))] == []
         # The partitions did move: three backends (A, B, C) applied events.
         assert len({pid for _, _, pid, _ in history}) >= 3
+        # A watcher saw every order of its customer reach its last version, never going back.
+        final: dict[str, int] = dict(db.execute("SELECT order_id, version FROM order_summaries WHERE customer_id = %s",
+                                                (watched,)).fetchall())
+        assert final
+        wait_until(lambda: {o: vs[-1] for o, vs in list(seen.items())} == final, timeout=30,
+                   what="the watcher at every order's last version")
+        assert [o for o, vs in seen.items() if vs != sorted(vs)] == []
     finally:
+        stream.cancel()
+        if watcher.is_alive():
+            watcher.join(timeout=30)
         traffic.stop.set()
         if writer.is_alive():
             writer.join(timeout=60)
