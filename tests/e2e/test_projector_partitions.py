@@ -73,7 +73,7 @@ def test_partitions_move_between_projectors_and_every_event_is_applied_once_in_o
     a = stack.start("projector", "projector-a")
     wait_until(lambda: stack.alive() and serving(stack.command_addr), what="command-server SERVING")
     traffic = Traffic(stack.command_addr)
-    writer = threading.Thread(target=traffic.run, args=(EVENTS,))
+    writer = threading.Thread(target=traffic.run, args=(10**9,))  # until stopped
     watched = traffic.customers[1]
     seen: dict[str, list[int]] = defaultdict(list)  # a WatchOrders client's versions of each order
     _, query = queries(stack.query_addr)
@@ -104,6 +104,9 @@ def test_partitions_move_between_projectors_and_every_event_is_applied_once_in_o
         # When C joins, then B gives half to it.
         c = stack.start("projector", "projector-c")
         wait_until(lambda: stack.alive() and shares(db, b, c) == [8, 8], timeout=60, what="B and C share 8/8")
+        enough = max(EVENTS, traffic.events + EVENTS // 5)  # C applies some too
+        wait_until(lambda: traffic.events >= enough, timeout=120, what="more traffic with B and C")
+        traffic.stop.set()
         writer.join()
         wait_until(lambda: lagging_aggregates(db) == 0, timeout=120, what="every event applied")
 
