@@ -68,11 +68,16 @@ def test_partitions_move_between_projectors_and_every_event_is_applied_once_in_o
     db = psycopg.connect(libpq_url(database_url), autocommit=True)
     db.execute(HISTORY)
     stack = Stack(database_url, nats_url, tmp_path)
-    for role in ("command-server", "query-server", "relay"):
-        stack.start(role)
-    a = stack.start("projector", "projector-a")
-    wait_until(lambda: stack.alive() and serving(stack.command_addr), what="command-server SERVING")
-    traffic = Traffic(stack.command_addr)
+    try:
+        for role in ("command-server", "query-server", "relay"):
+            stack.start(role)
+        a = stack.start("projector", "projector-a")
+        wait_until(lambda: stack.alive() and serving(stack.command_addr), what="command-server SERVING")
+        traffic = Traffic(stack.command_addr)
+    except BaseException:
+        stack.stop_all()
+        db.close()
+        raise
     writer = threading.Thread(target=traffic.run, args=(10**9,))  # until stopped
     watched = traffic.customers[1]
     seen: dict[str, list[int]] = defaultdict(list)  # a WatchOrders client's versions of each order
