@@ -5,7 +5,8 @@ A fresh embedded PostgreSQL and nats-server get N synthetic order events (placed
 shipped or cancelled), written to the events table and published to the stream with the headers
 the relay sends (ids, trace context). Then, ROUNDS times in turn: a new durable consumer
 fetches and acks them all (the ceiling any consumer in this process can reach), and the projector,
-from empty read models, applies them all (all three read models); the medians are reported.
+from empty read models, applies them all (all three read models), in this process, then in one
+and in two projector processes sharing the partitions; the medians are reported.
 Last, each read model is rebuilt from the events table. Figures are comparable only as ratios
 within one run."""
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -41,6 +43,7 @@ from server.platform.migrations import upgrade
 
 PUBLISH_WINDOW = 1000
 ROUNDS = 3
+PROCESSES = (1, 2)  # projector processes sharing the partitions
 
 
 def _say(message: str) -> None:
@@ -147,16 +150,26 @@ async def raw_fetch_ack(nats_url: str, stream: str, count: int, durable: str) ->
     return elapsed
 
 
+async def _empty_read_models(url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        tables = [t.name for m in MODELS for t in m.tables]
+        await conn.execute(f"TRUNCATE {', '.join(tables)}, applied_versions, projection_checkpoints, dead_letters")
+
+
 async def project(settings: Settings, count: int, durable: str) -> float:
-    """The real consumer loop, in this process, until it has applied `count` events, from empty
-    read models."""
+    """The real consumer loop, in this process, from empty read models, until it has applied
+    `count` events: the seconds from its first commit on, per event after the first batch (so
+    the start, subscribing to every partition's consumer, is left out)."""
     stop = asyncio.Event()
-    applied = 0
+    applied, first, began, ended = 0, 0, 0.0, 0.0
 
     async def on_committed(batch: list[Any]) -> None:
-        nonlocal applied
+        nonlocal applied, first, began, ended
+        if not began:
+            first, began = len(batch), time.perf_counter()
         applied += len(batch)
-        if applied >= count:
+        if applied >= count and not stop.is_set():
+            ended = time.perf_counter()  # not the stop after it: fetches in flight end first
             stop.set()
 
     url = settings.require_database_url()
@@ -164,15 +177,74 @@ async def project(settings: Settings, count: int, durable: str) -> float:
     async def connect() -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(url, autocommit=True)
 
-    async with await connect() as conn:
-        tables = [t.name for m in MODELS for t in m.tables]
-        await conn.execute(f"TRUNCATE {', '.join(tables)}, applied_versions, projection_checkpoints, dead_letters")
+    await _empty_read_models(url)
     nc = await nats.connect(settings.require_nats_url())
-    began = time.perf_counter()
     await consumer.consume(nc.jetstream(), connect, settings, stop, on_committed=on_committed, durable=durable)
-    elapsed = time.perf_counter() - began
     await nc.close()
-    return elapsed
+    return (ended - began) * count / max(count - first, 1)
+
+
+def _projector_process(settings: Settings, durable: str, stop: Any) -> None:
+    """One projector process of project_in_processes: consumes until `stop` is set."""
+    telemetry.setup_tracing("projector")
+    consumer.collect_less()
+
+    async def consume() -> None:
+        done = asyncio.Event()
+        url = settings.require_database_url()
+
+        async def connect() -> psycopg.AsyncConnection[Any]:
+            return await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+        async def watch() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            done.set()
+
+        nc = await nats.connect(settings.require_nats_url())
+        watcher = asyncio.create_task(watch())
+        await consumer.consume(nc.jetstream(), connect, settings, done, durable=durable)
+        await watcher
+        await nc.close()
+
+    asyncio.run(consume())
+
+
+def project_in_processes(settings: Settings, envelopes: list[events_pb2.Envelope], durable: str,
+                         processes: int) -> float:
+    """`processes` projector processes sharing the partitions, from empty read models, until every
+    aggregate's last version is applied: the seconds from the first commit on, per event after
+    what that first commit held (as `project`). Polled every 20 ms."""
+    url = settings.require_database_url()
+    asyncio.run(_empty_read_models(url))
+    last: dict[str, int] = {}
+    for env in envelopes:
+        last[env.aggregate_id] = max(last.get(env.aggregate_id, 0), env.aggregate_version)
+    target = sum(last.values())
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    procs = [context.Process(target=_projector_process, args=(settings, durable, stop)) for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    began, first = 0.0, 0
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while True:
+                row = conn.execute("SELECT coalesce(sum(version), 0) FROM applied_versions").fetchone()
+                done = int(row[0]) if row else 0
+                if done and not began:
+                    began, first = time.perf_counter(), done
+                if done >= target:
+                    elapsed = time.perf_counter() - began
+                    break
+                if not all(proc.is_alive() for proc in procs):
+                    raise RuntimeError("a projector process of the bench died")
+                time.sleep(0.02)
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(timeout=30)
+    return elapsed * target / max(target - first, 1)
 
 
 async def rebuild_all(db_url: str) -> dict[str, float]:
@@ -213,12 +285,18 @@ def measure(settings: Settings, events: int) -> dict[str, Any]:
             telemetry.setup_tracing("projector")
             consumer.collect_less()  # as the projector process does once it is set up
             raws, projections = [], []
+            by_processes: dict[int, list[float]] = {n: [] for n in PROCESSES}
             for n in range(ROUNDS):  # alternately, so drift on a noisy machine hits both alike
                 _say(f"round {n + 1}/{ROUNDS}: raw JetStream fetch+ack ...")
                 raws.append(asyncio.run(raw_fetch_ack(ns.url, local.stream_name, events, f"bench-raw-{n}")))
                 _say(f"round {n + 1}/{ROUNDS}: projector (three read models) ...")
                 projections.append(asyncio.run(project(local, events, f"bench-projector-{n}")))
+                for processes in PROCESSES:
+                    _say(f"round {n + 1}/{ROUNDS}: {processes} projector processes ...")
+                    by_processes[processes].append(project_in_processes(local, envelopes, f"bench-p{processes}-{n}",
+                                                                        processes))
             raw, projected = statistics.median(raws), statistics.median(projections)
+            shared = {processes: statistics.median(seconds) for processes, seconds in by_processes.items()}
             rebuilt = asyncio.run(rebuild_all(libpq_url(db_url)))
         finally:
             ns.stop()
@@ -229,6 +307,9 @@ def measure(settings: Settings, events: int) -> dict[str, Any]:
         "raw_fetch_ack_per_second": round(events / raw, 1),
         "projector_per_second": round(events / projected, 1),
         "projector_vs_raw": round(raw / projected, 3),
+        # The partitions shared by 1 and 2 projector processes (each its own process and core).
+        "projector_processes_per_second": {str(n): round(events / s, 1) for n, s in shared.items()},
+        "two_projectors_vs_one": round(shared[1] / shared[2], 3),
         "rounds": ROUNDS,
         "rebuild_per_second": {name: round(events / s, 1) for name, s in rebuilt.items()},
         "rebuild_all_models_per_second": round(events / rebuild_total, 1),
@@ -238,6 +319,9 @@ def measure(settings: Settings, events: int) -> dict[str, Any]:
     print(f"raw JetStream fetch+ack       {report['raw_fetch_ack_per_second']:>10,.0f} events/s")
     print(f"projector (3 read models)     {report['projector_per_second']:>10,.0f} events/s")
     print(f"projector / raw               {report['projector_vs_raw']:>10.3f}   (goal >= 0.5)")
+    for n, rate in report["projector_processes_per_second"].items():
+        print(f"{n} projector process(es)       {rate:>10,.0f} events/s")
+    print(f"2 projectors / 1              {report['two_projectors_vs_one']:>10.3f}   (two cores shared with PostgreSQL)")
     for name, rate in report["rebuild_per_second"].items():
         print(f"rebuild {name:<21} {rate:>10,.0f} events/s")
     print(f"1M events, all models rebuilt {report['rebuild_1m_events_all_models_seconds_extrapolated']:>10.1f} s "

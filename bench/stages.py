@@ -324,6 +324,7 @@ def run(
         projector = projector_bench.measure(settings, events)
         report["projector"] = projector
         report["ratios"]["projector_vs_raw_fetch_ack"] = projector["projector_vs_raw"]
+        report["ratios"]["two_projectors_vs_one"] = projector["two_projectors_vs_one"]
     if stage in ("all", "overload"):
         report["overload"] = run_overload(settings, seconds=seconds, factor=factor, use_running=use_running)
     if stage in ("all", "saga") and not use_running:

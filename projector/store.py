@@ -47,8 +47,11 @@ INSERT_DEAD = """
             %(aggregate_version)s, %(event_id)s, %(event_type)s, %(payload)s, %(headers)s, %(reason)s, %(error)s)
     ON CONFLICT (stream_seq) DO NOTHING
 """
-_CHECKPOINT = """
-    INSERT INTO projection_checkpoints (consumer, stream_seq, updated_at) VALUES (%s, %s, now())
+# One row per consumer the batch read from (each partition's durable): no two processes ever
+# write the same row, so batches of different partitions never wait on each other here.
+_CHECKPOINT = f"""
+    INSERT INTO projection_checkpoints (consumer, stream_seq, updated_at)
+    SELECT *, now() FROM ({select_json("text", "bigint")}) AS checkpoints
     ON CONFLICT (consumer) DO UPDATE SET stream_seq = greatest(projection_checkpoints.stream_seq, EXCLUDED.stream_seq),
                                          updated_at = now()
 """
@@ -117,8 +120,8 @@ async def load_state(conn: Conn, keys: set[Key]) -> tuple[dict[Key, int], set[Ke
             {(r[0], r[1], r[2]) for r in await parked.fetchall()})
 
 
-async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[ReadModel], consumer: str | None,
-                checkpoint: int) -> None:
+async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[ReadModel],
+                checkpoints: Mapping[str, int] | None) -> None:
     """Everything a batch changes, in a few set-based statements: no round trip per event."""
     final: dict[Key, int] = {}
     batch: list[tuple[events_pb2.Envelope, int]] = []
@@ -131,11 +134,12 @@ async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[Read
     if dead:
         async with conn.cursor() as cur:
             await cur.executemany(INSERT_DEAD, dead)
-    if consumer is None:
+    if not checkpoints:
         await upsert_applied(conn, final)
     else:
         await conn.execute(_APPLIED_AND_CHECKPOINT,
-                           [rows_json((*key, version) for key, version in final.items()), consumer, checkpoint])
+                           [rows_json((*key, version) for key, version in final.items()),
+                            rows_json(sorted(checkpoints.items()))])
 
 
 def dead_letter_params(d: Decision) -> dict[str, Any]:
@@ -164,14 +168,15 @@ async def apply_batch(
     models: Sequence[ReadModel],
     check: Check,
     *,
-    consumer: str | None,
+    checkpoints: Mapping[str, int] | None,
     max_gap_deliveries: int,
     before_commit: Callable[[], None] | None = None,
     decoded: Sequence[Decoded] | None = None,
 ) -> list[Decision]:
     """Decides and writes `items` in one transaction. When the database refuses a statement,
     retries each item alone (with its `decoded` envelope), so the one bad event becomes a dead
-    letter and the rest apply."""
+    letter and the rest apply. `checkpoints`: the last stream sequence of each consumer the items
+    came from."""
     decodings = list(decoded) if decoded is not None else [decode(i) for i in items]
 
     async def attempt(forced: str | None = None) -> list[Decision]:
@@ -186,7 +191,7 @@ async def apply_batch(
             await lock_projection(conn, shared=True)
             applied, parked = await load_state(conn, {d[1] for d in decodings})
             decisions = decide(items, applied, parked, guarded, max_gap_deliveries, decodings)
-            await write(conn, decisions, models, consumer, max(i.stream_seq for i in items))
+            await write(conn, decisions, models, checkpoints)
             if before_commit is not None:
                 before_commit()
         return decisions
@@ -199,7 +204,7 @@ async def apply_batch(
         if len(items) > 1:
             out: list[Decision] = []
             for item, decoding in zip(items, decodings):
-                out.extend(await apply_batch(conn, [item], models, check, consumer=consumer, decoded=[decoding],
+                out.extend(await apply_batch(conn, [item], models, check, checkpoints=checkpoints, decoded=[decoding],
                                              max_gap_deliveries=max_gap_deliveries, before_commit=before_commit))
             return out
         return await attempt(forced=f"failed to apply: {exc!r}")

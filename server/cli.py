@@ -356,9 +356,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             if args.json:
                 _print_json(figures)
                 return 0
-            for key, value in figures.items():
-                if value is not None:  # no consumer yet: no pause state nor lag to show
-                    print(f"{key}: {value}")
+            print(ops.status_text(figures))
             return 0
         case "dlq" if args.action == "list":
             from projector.ops import commands as ops

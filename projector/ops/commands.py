@@ -11,46 +11,65 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from projector import DURABLE
+from projector import DURABLE, partitions
 from server.config import Settings, public_address
 from server.platform import messaging
 from server.platform.reach import ServiceError, database, nats_connection
 
 # `orders status` answers with these keys whatever the state; None where there is no figure yet
-# (no consumer before the projector first runs).
+# (no consumer before the projector first runs). The figures of the partitions' consumers are
+# summed up (lag), or the least of them (ack floor); `partitions` has each one's owner and lag.
 STATUS_KEYS = ("stream_last_seq", "paused", "ack_floor", "lag_events", "lag_seconds", "checkpoint",
-               "dead_letters", "rebuilds_in_progress")
+               "dead_letters", "rebuilds_in_progress", "partitions")
 
 
 async def pause(settings: Settings, resume: bool = False) -> str:
-    """JetStream pauses the consumer on the server: deliveries stop, the position and the unacked
-    messages stay where they are, and a restarted projector stays paused too."""
+    """JetStream pauses the partitions' consumers on the server: deliveries stop, the positions
+    and the unacked messages stay where they are, and a restarted projector stays paused too."""
     async with nats_connection(settings, "orders-ops") as nc:
-        jsm = nc.jetstream()._jsm
+        js = nc.jetstream()
+        await partitions.ensure_consumers(js, settings.stream_name, DURABLE, settings.partitions)
+        names = [partitions.durable_of(DURABLE, p) for p in range(settings.partitions)]
         if resume:
-            await jsm.resume_consumer(settings.stream_name, DURABLE)
+            for name in names:
+                await js._jsm.resume_consumer(settings.stream_name, name)
             return "projector resumed"
         until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3650)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        await jsm.pause_consumer(settings.stream_name, DURABLE, until)
+        for name in names:
+            await js._jsm.pause_consumer(settings.stream_name, name, until)
         return "projector paused (orders projector resume to continue)"
 
 
 async def status(settings: Settings) -> dict[str, Any]:
-    """Lag in events (not yet acked by the projector) and seconds (age of the oldest of them),
-    checkpoint, pause state and parked dead letters: every key of STATUS_KEYS."""
+    """Lag in events (not yet acked by the projectors) and seconds (age of the oldest of them),
+    checkpoint, pause state, parked dead letters, and each partition's owner and lag: every key
+    of STATUS_KEYS."""
     settings.require_database_url()  # both variables checked before either service is tried
     out: dict[str, Any] = dict.fromkeys(STATUS_KEYS)
     async with nats_connection(settings, "orders-ops") as nc:
         out.update(await _stream_figures(nc.jetstream(), settings))
     async with database(settings, autocommit=True) as conn:
         row = await (await conn.execute(
-            "SELECT (SELECT stream_seq FROM projection_checkpoints WHERE consumer = %s),"
+            "SELECT (SELECT max(stream_seq) FROM projection_checkpoints WHERE consumer = %s OR consumer LIKE %s),"
             " (SELECT count(*) FROM dead_letters WHERE status = 'parked'),"
-            " (SELECT count(*) FROM rebuilds)", (DURABLE,),
+            " (SELECT count(*) FROM rebuilds)", (DURABLE, partitions.durable_of(DURABLE, 0)[:-1] + "%"),
         )).fetchone()
         assert row is not None
         out.update(checkpoint=row[0] or 0, dead_letters=row[1], rebuilds_in_progress=row[2])
+        owners = dict(await (await conn.execute(partitions.OWNERS, (partitions.PARTITION_CLASS,))).fetchall())
+    if out["partitions"] is not None:
+        for entry in out["partitions"]:
+            entry["owner"] = owners.get(entry["partition"])
     return out
+
+
+def status_text(figures: dict[str, Any]) -> str:
+    """`orders status` for people: a line per figure, and one per partition."""
+    lines = [f"{key}: {value}" for key, value in figures.items()
+             if value is not None and key != "partitions"]  # no consumer yet: no pause state nor lag to show
+    for entry in figures.get("partitions") or []:
+        lines.append(f"partition {entry['partition']}: owner {entry['owner'] or '-'}, lag {entry['lag_events']} events")
+    return "\n".join(lines)
 
 
 async def _stream_figures(js: JetStreamContext, settings: Settings) -> dict[str, Any]:
@@ -61,20 +80,33 @@ async def _stream_figures(js: JetStreamContext, settings: Settings) -> dict[str,
         raise ServiceError(f"NATS at {where} has no stream {settings.stream_name!r}: check ORDERS_STREAM, or start "
                            f"`orders relay`, which creates it") from None
     out: dict[str, Any] = {"stream_last_seq": stream.state.last_seq}
-    try:
-        info = await js.consumer_info(settings.stream_name, DURABLE)
-    except NotFoundError:
-        return out
-    floor = info.ack_floor.stream_seq if info.ack_floor else 0
-    out.update(paused=bool(info.paused), ack_floor=floor,
-               lag_events=(info.num_pending or 0) + (info.num_ack_pending or 0), lag_seconds=0.0)
-    if out["lag_events"]:
+    infos = []
+    for p in range(settings.partitions):
         try:
-            oldest = await js._jsm.get_msg(settings.stream_name, seq=floor + 1, next=True)
-            if oldest.time is not None:
-                out["lag_seconds"] = round((dt.datetime.now(dt.UTC) - oldest.time).total_seconds(), 3)
-        except (messaging.NatsError, NotFoundError):
+            infos.append((p, await js.consumer_info(settings.stream_name, partitions.durable_of(DURABLE, p))))
+        except NotFoundError:
             pass
+    if not infos:
+        return out
+    each: list[dict[str, Any]] = [
+        {"partition": p, "owner": None, "lag_events": (info.num_pending or 0) + (info.num_ack_pending or 0),
+         "ack_floor": info.ack_floor.stream_seq if info.ack_floor else 0} for p, info in infos]
+    out.update(paused=all(bool(info.paused) for _, info in infos), ack_floor=min(e["ack_floor"] for e in each),
+               lag_events=sum(e["lag_events"] for e in each), lag_seconds=0.0,
+               partitions=[{k: e[k] for k in ("partition", "owner", "lag_events")} for e in each])
+    oldest = None
+    for e in each:
+        if not e["lag_events"]:
+            continue
+        try:  # the partition's oldest unacked event
+            msg = await js._jsm.get_msg(settings.stream_name, seq=e["ack_floor"] + 1, next=True,
+                                        subject=partitions.filter_subjects(e["partition"])[0])
+        except (messaging.NatsError, NotFoundError):
+            continue
+        if msg.time is not None and (oldest is None or msg.time < oldest):
+            oldest = msg.time
+    if oldest is not None:
+        out["lag_seconds"] = round((dt.datetime.now(dt.UTC) - oldest).total_seconds(), 3)
     return out
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from projector import DURABLE
+from projector.partitions import durable_of
 from server.platform import privileges
 from server.platform.messaging import NOTICE_PREFIX, SUBJECT_PREFIX, servers
 from server.platform.privileges import login_password
@@ -295,11 +296,12 @@ NATS_USER_OF_PROCESS = {"relay": "orders-relay", "projector": "orders-projector"
                         "saga": "orders-saga"}
 
 
-def nats_permissions(stream: str) -> dict[str, dict[str, dict[str, list[str]]]]:
+def nats_permissions(stream: str, partitions: int = 16) -> dict[str, dict[str, dict[str, list[str]]]]:
     """What each role's user may publish and subscribe to; the admin user is not limited. Only the
     relay publishes events. Whoever calls messaging.ensure_stream (relay, projector) may look
     up and create the events stream, never change it; the projector may create, fetch from and ack its
-    own consumer, and publish view notices; the saga may do the same with its own consumer and
+    own consumers (one per partition), take over from its single durable of old (read its
+    position, then delete it), and publish view notices; the saga may do the same with its own consumer and
     publishes nothing else; the query servers only listen to those notices.
     `_INBOX.>` is where JetStream's replies (PubAcks, fetched messages) arrive."""
     api = "$JS.API"
@@ -310,7 +312,7 @@ def nats_permissions(stream: str) -> dict[str, dict[str, dict[str, list[str]]]]:
             "subscribe": {"allow": ["_INBOX.>"]},
         },
         "orders-projector": {
-            "publish": {"allow": [*stream_api, *_consumer_api(stream, DURABLE), f"{NOTICE_PREFIX}.>"]},
+            "publish": {"allow": [*stream_api, *_projector_consumer_api(stream, partitions), f"{NOTICE_PREFIX}.>"]},
             "subscribe": {"allow": ["_INBOX.>"]},
         },
         "orders-saga": {
@@ -334,6 +336,13 @@ def _consumer_api(stream: str, durable: str) -> list[str]:
         f"{api}.CONSUMER.MSG.NEXT.{consumer}",
         f"$JS.ACK.{consumer}.>",
     ]
+
+
+def _projector_consumer_api(stream: str, partitions: int) -> list[str]:
+    """Each partition's durable, and of the single durable of old only what taking over needs."""
+    old = f"{stream}.{DURABLE}"
+    return [*(s for p in range(partitions) for s in _consumer_api(stream, durable_of(DURABLE, p))),
+            f"$JS.API.CONSUMER.INFO.{old}", f"$JS.API.CONSUMER.DELETE.{old}"]
 
 
 def nats_user_url(admin_url: str, user: str) -> str:
@@ -369,13 +378,14 @@ class EmbeddedNats:
     `route`, one node of an EmbeddedNatsCluster."""
 
     def __init__(self, data_dir: Path, port: int | None = None, stream: str = "ORDERS_EVENTS",
-                 route: Route | None = None) -> None:
+                 route: Route | None = None, partitions: int = 16) -> None:
         name = route.name if route else "nats"
         self.dir = data_dir / name
         self.log = data_dir / f"{name}.log"
         self.port = port or free_port()
         self.stream = stream
         self.route = route
+        self.partitions = partitions  # the projector's users may use one consumer per partition
         self.proc: subprocess.Popen[bytes] | None = None
         self.admin_password = kept_secret(data_dir / "nats.password")
 
@@ -394,7 +404,7 @@ class EmbeddedNats:
 
     def config(self) -> str:
         users: list[dict[str, object]] = [{"user": NATS_ADMIN, "password": self.admin_password}]
-        for user, permissions in nats_permissions(self.stream).items():
+        for user, permissions in nats_permissions(self.stream, self.partitions).items():
             users.append({"user": user, "password": login_password(self.admin_password, user),
                           "permissions": permissions})
         return (
@@ -464,9 +474,10 @@ class EmbeddedNatsCluster:
     """`nodes` nats-servers routed to one another on loopback: one JetStream cluster, each node
     with its own store, all with the same users. Clients get every node's URL, comma-separated."""
 
-    def __init__(self, data_dir: Path, nodes: int = 3, stream: str = "ORDERS_EVENTS") -> None:
+    def __init__(self, data_dir: Path, nodes: int = 3, stream: str = "ORDERS_EVENTS", partitions: int = 16) -> None:
         ports = tuple(free_port() for _ in range(nodes))
-        self.nodes = [EmbeddedNats(data_dir, stream=stream, route=Route(f"nats-{n + 1}", port, ports))
+        self.nodes = [EmbeddedNats(data_dir, stream=stream, route=Route(f"nats-{n + 1}", port, ports),
+                                   partitions=partitions)
                       for n, port in enumerate(ports)]
 
     @property

@@ -33,6 +33,8 @@ from server.platform.tls import probe_credentials, transport_name
 log = logging.getLogger("orders.up")
 
 MAX_BACKOFF_SECONDS = 30.0
+# The roles `orders up` may run several of; their further processes' metrics ports, in this order.
+SCALED = ("command-server", "query-server", "projector")
 STOP_TIMEOUT_SECONDS = 15.0
 
 
@@ -200,8 +202,10 @@ class LocalStack:
         if not self.nats_url:
             nodes = self.settings.nats_nodes
             log.info("starting embedded NATS with JetStream", extra={"nodes": nodes})
-            self.nats = (EmbeddedNatsCluster(self.settings.data_dir, nodes, stream=self.settings.stream_name)
-                         if nodes > 1 else EmbeddedNats(self.settings.data_dir, stream=self.settings.stream_name))
+            self.nats = (EmbeddedNatsCluster(self.settings.data_dir, nodes, stream=self.settings.stream_name,
+                                             partitions=self.settings.partitions)
+                         if nodes > 1 else EmbeddedNats(self.settings.data_dir, stream=self.settings.stream_name,
+                                                        partitions=self.settings.partitions))
             self.nats_url = self.nats.start()
         log.info("migrating")
         upgrade(self.database_url)
@@ -280,19 +284,22 @@ class LocalStack:
 
     def instances(self, role: str) -> int:
         """Processes of `role`: ORDERS_COMMAND_SERVERS command servers and ORDERS_QUERY_SERVERS query
-        servers, each kind on one port; one of any other."""
-        return {"command-server": self.settings.command_servers,
-                "query-server": self.settings.query_servers}.get(role, 1)
+        servers, each kind on one port, and ORDERS_PROJECTORS projectors sharing the partitions; one
+        of any other."""
+        return {"command-server": self.settings.command_servers, "query-server": self.settings.query_servers,
+                "projector": self.settings.projectors}.get(role, 1)
 
     def metrics_addr(self, role: str, instance: int = 0) -> str | None:
         """Each role's Prometheus endpoint: ORDERS_METRICS_BASE_PORT + its place in ROLES; further
-        command servers take the ports after the last role's, and further query servers the ports
-        after theirs."""
+        command servers take the ports after the last role's, then further query servers, then
+        further projectors."""
         base = self.settings.metrics_base_port
         if base <= 0 or role not in ROLES:
             return None
-        further = len(ROLES) + (self.settings.command_servers - 1 if role == "query-server" else 0) + instance - 1
-        return f"127.0.0.1:{base + (ROLES.index(role) if instance == 0 else further)}"
+        if instance == 0:
+            return f"127.0.0.1:{base + ROLES.index(role)}"
+        before = sum(self.instances(r) - 1 for r in SCALED[:SCALED.index(role)])
+        return f"127.0.0.1:{base + len(ROLES) + before + instance - 1}"
 
     def metrics_env(self, role: str, instance: int = 0) -> dict[str, str]:
         addr = self.metrics_addr(role, instance)

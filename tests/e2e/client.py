@@ -13,6 +13,7 @@ from grpc_status import rpc_status
 
 from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import command_service_pb2_grpc as cmd_grpc
+from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import query_service_pb2_grpc as query_grpc
 from orders.v1 import types_pb2
 from tests.harness import bearer
@@ -153,3 +154,12 @@ def detail(status: status_pb2.Status, kind: type[M]) -> M:
 BadRequest = error_details_pb2.BadRequest
 ErrorInfo = error_details_pb2.ErrorInfo
 PreconditionFailure = error_details_pb2.PreconditionFailure
+
+
+def caught_up(query: query_grpc.QueryServiceStub, *written: Any, metadata: Sequence[tuple[str, Any]] | None = None) -> None:
+    """Waits, through each order's own consistency token, until the read models hold every one of
+    these writes: a token stands for its own order alone (the projector's partitions apply
+    different orders independently), so a read of several orders waits for each first."""
+    for response in written:
+        query.GetOrderSummary(query_pb.GetOrderSummaryRequest(
+            order_id=response.order_id, consistency_token=response.consistency_token), metadata=metadata, timeout=10)

@@ -62,7 +62,7 @@ def test_the_quick_bench_reports_every_figure_ratio_and_plot(tmp_path: Path) -> 
         "register_vs_noop_c1", "register_vs_noop_c16", "register_vs_noop_c64", "sealing_share_of_register_p50",
         "traced_vs_untraced", "auth_on_vs_off", "place_order_vs_database_ceiling", "get_order_vs_noop", "list_orders_vs_noop",
         "get_order_2_vs_1_query_servers",
-        "projector_vs_raw_fetch_ack", "saga_confirmed_vs_place_order", "relay_vs_batched_publish",
+        "projector_vs_raw_fetch_ack", "two_projectors_vs_one", "saga_confirmed_vs_place_order", "relay_vs_batched_publish",
     }
     assert all(value > 0 for value in report["ratios"].values())
     assert (tmp_path / "latency.png").stat().st_size > 0 and (tmp_path / "throughput.png").stat().st_size > 0

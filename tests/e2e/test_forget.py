@@ -22,6 +22,7 @@ from orders.v1 import command_service_pb2 as cmd_pb
 from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import types_pb2
 from projector import DURABLE
+from projector.partitions import durable_of
 from projector.views import MODELS
 from server.config import libpq_url
 from server.devstack.embedded import EmbeddedNats
@@ -264,7 +265,8 @@ def test_the_stream_replayed_into_an_empty_database_builds_the_same_read_models(
     async def drop_consumer() -> None:
         nc = await nats.connect(nats_url)
         try:
-            await nc.jetstream().delete_consumer("ORDERS_EVENTS", DURABLE)
+            for partition in range(16):  # every partition's consumer: the new projector reads from the start
+                await nc.jetstream().delete_consumer("ORDERS_EVENTS", durable_of(DURABLE, partition))
         finally:
             await nc.close()
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -256,6 +257,36 @@ def test_orders_query_servers_run_on_one_port_and_read_the_embedded_replica(tmp_
         first.wait(timeout=10)
         assert json.loads(grpcurl(query_addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
         wait_until(lambda: len(query_servers()) == 2, what="the killed query server restarted")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+
+def test_orders_projectors_runs_that_many_projectors_sharing_the_partitions(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
+    env.update(ORDERS_DATA_DIR=str(tmp_path), COMMAND_ADDR=f"127.0.0.1:{free_port()}",
+               QUERY_ADDR=f"127.0.0.1:{free_port()}", ORDERS_METRICS_BASE_PORT="0", ORDERS_ROLES="projector",
+               ORDERS_PROJECTORS="2")
+    with (tmp_path / "out.log").open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+
+    def owners() -> Counter[str]:
+        """How many partitions each owner holds, as `orders status` tells."""
+        line = next(x for x in (tmp_path / "out.log").read_text().splitlines() if "export DATABASE_URL=" in x)
+        urls = dict(part.split("=", 1) for part in line.split()[1:])
+        status = subprocess.run([sys.executable, "-m", "server", "status", "--json"], cwd=ROOT, capture_output=True,
+                                text=True, env=dict(env, **{k: v.strip("'") for k, v in urls.items()}))
+        return Counter(p["owner"] for p in json.loads(status.stdout)["partitions"]) if status.returncode == 0 else Counter()
+
+    try:
+        wait_until(lambda: "Orders is up." in (tmp_path / "out.log").read_text(), timeout=120, what="the banner")
+        projectors = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)
+                      if p.cmdline()[-2:] == ["server", "projector"]}
+        assert len(projectors) == 2
+        shared = wait_until(lambda: c if sorted((c := owners()).values()) == [8, 8] else None, timeout=60,
+                            what="the two projectors holding 8 partitions each")
+        assert {str(name).rsplit(":", 1)[1] for name in shared} == {str(pid) for pid in projectors}
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

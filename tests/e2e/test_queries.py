@@ -12,7 +12,18 @@ from orders.v1 import command_service_pb2 as pb
 from orders.v1 import command_service_pb2_grpc as pb_grpc
 from orders.v1 import query_service_pb2 as query_pb
 from orders.v1 import types_pb2
-from tests.e2e.client import BadRequest, commands, detail, eur, new_id, place_request, queries, register, status_of
+from tests.e2e.client import (
+    BadRequest,
+    caught_up,
+    commands,
+    detail,
+    eur,
+    new_id,
+    place_request,
+    queries,
+    register,
+    status_of,
+)
 from tests.harness import Stack
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +47,7 @@ def test_list_orders_walks_every_order_exactly_once_across_pages(stack: Stack) -
     cmd.RegisterCustomer(pb.RegisterCustomerRequest(request_id=new_id("r"), customer_id=customer_id,
                                                     display_name="Ada", email="ada@example.com"), metadata=TENANT)
     placed = [_place(cmd, new_id("o"), customer_id) for _ in range(23)]
+    caught_up(query, *placed, metadata=TENANT)
     seen: list[str] = []
     token = ""
 
@@ -63,6 +75,7 @@ def test_list_orders_filters_by_state_and_defaults_its_page_size(stack: Stack) -
     register(cmd, customer_id)
     first, second = (cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10) for _ in range(2))
     confirmed = cmd.ConfirmOrder(pb.ConfirmOrderRequest(request_id=new_id("r"), order_id=first.order_id, expected_version=1))
+    caught_up(query, second)
 
     placed = query.ListOrders(query_pb.ListOrdersRequest(
         customer_id=customer_id, state=types_pb2.ORDER_STATE_PLACED, consistency_token=confirmed.consistency_token), timeout=10)
@@ -78,7 +91,8 @@ def test_a_tampered_or_cross_filter_page_token_is_invalid_argument(stack: Stack)
     _, query = queries(stack.query_addr)
     customer_id, other = new_id("c"), new_id("c")
     register(cmd, customer_id)
-    last = [cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10) for _ in range(3)][-1]
+    *earlier, last = [cmd.PlaceOrder(place_request(new_id("o"), customer_id), timeout=10) for _ in range(3)]
+    caught_up(query, *earlier)
     token = query.ListOrders(query_pb.ListOrdersRequest(
         customer_id=customer_id, page_size=1, consistency_token=last.consistency_token), timeout=10).next_page_token
     assert token
@@ -130,10 +144,11 @@ def test_customer_and_product_views_add_up_the_orders_exactly(stack: Stack) -> N
     register(cmd, customer_id)
     line = types_pb2.OrderLine(product_id=product_id, quantity=3, unit_price=eur(9, 990_000_000))
     first = cmd.PlaceOrder(place_request(new_id("o"), customer_id, line), timeout=10)
-    cmd.PlaceOrder(place_request(new_id("o"), customer_id, line), timeout=10)
+    second = cmd.PlaceOrder(place_request(new_id("o"), customer_id, line), timeout=10)
     cancelled = cmd.CancelOrder(pb.CancelOrderRequest(
         request_id=new_id("r"), order_id=first.order_id, expected_version=1,
         reason=types_pb2.CANCELLATION_REASON_CUSTOMER_REQUEST), timeout=10)
+    caught_up(query, second)
 
     view = query.GetCustomerOrders(query_pb.GetCustomerOrdersRequest(
         customer_id=customer_id, consistency_token=cancelled.consistency_token), timeout=10)
@@ -155,8 +170,9 @@ def test_a_cancelled_order_moves_to_cancelled_and_leaves_the_sales_but_not_the_l
     _, query = queries(stack.query_addr)
     customer_id, kept, dropped = new_id("c"), new_id("p"), new_id("p")
     register(cmd, customer_id)
-    cmd.PlaceOrder(place_request(new_id("o"), customer_id,
-                                 types_pb2.OrderLine(product_id=kept, quantity=2, unit_price=eur(5))), timeout=10)
+    older = cmd.PlaceOrder(place_request(new_id("o"), customer_id,
+                                         types_pb2.OrderLine(product_id=kept, quantity=2, unit_price=eur(5))), timeout=10)
+    caught_up(query, older)
     newer = cmd.PlaceOrder(place_request(
         new_id("o"), customer_id, types_pb2.OrderLine(product_id=kept, quantity=1, unit_price=eur(5)),
         types_pb2.OrderLine(product_id=dropped, quantity=4, unit_price=eur(1, 250_000_000))), timeout=10)

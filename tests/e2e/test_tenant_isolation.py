@@ -96,7 +96,10 @@ def test_a_tenant_never_reaches_another_tenants_rows_with_the_same_ids(
                                   metadata=a.metadata)
     assert [s.units_sold for s in sales.sales] == [2 * a.quantity]
 
-    # B's tokens, in A's hands: a consistency token, a page token, a resume token.
+    # B's tokens, in A's hands: a consistency token, a page token, a resume token. (A token stands
+    # for its own order: the two may be applied in either order, so B reads the first one first.)
+    query.GetOrderSummary(query_pb.GetOrderSummaryRequest(
+        order_id=order_ids[0], consistency_token=theirs.orders[0].consistency_token), timeout=10, metadata=b.metadata)
     b_page = query.ListOrders(query_pb.ListOrdersRequest(
         customer_id=customer_id, page_size=1, consistency_token=theirs.orders[1].consistency_token),
         timeout=10, metadata=b.metadata)

@@ -46,6 +46,7 @@ def test_an_empty_value_counts_as_unset() -> None:
     [
         ("ORDERS_PARTITIONS", "abc", "not a whole number; expected a whole number from 1 up"),
         ("ORDERS_PARTITIONS", "0", "out of range"),
+        ("ORDERS_PROJECTORS", "0", "out of range; expected a whole number from 1 to 64"),
         ("ORDERS_GRACE_SECONDS", "-1", "negative; expected a number of seconds >= 0"),
         ("ORDERS_RELAY_POLL_SECONDS", "0", "zero; expected a number of seconds > 0"),
         ("ORDERS_READ_WAIT_SECONDS", "nan", "not a finite number"),
