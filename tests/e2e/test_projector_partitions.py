@@ -183,6 +183,54 @@ def test_partition_consumers_take_over_after_the_single_durables_ack_floor(own_n
     assert names == sorted(partitions.durable_of(durable, p) for p in range(PARTITIONS))
 
 
+def test_a_hung_projector_loses_its_partitions_to_the_other_and_takes_its_share_again_when_it_resumes(
+        database_url: str, nats_url: str, tmp_path: Path) -> None:
+    db = psycopg.connect(libpq_url(database_url), autocommit=True)
+    stack = Stack(database_url, nats_url, tmp_path)
+    lease = {"ORDERS_PROJECTOR_LEASE_SECONDS": "3"}  # the default is 10
+    try:
+        for role in ("command-server", "query-server", "relay"):
+            stack.start(role)
+        a = stack.start("projector", "projector-a", **lease)
+        b = stack.start("projector", "projector-b", **lease)
+        wait_until(lambda: stack.alive() and serving(stack.command_addr), what="command-server SERVING")
+        traffic = Traffic(stack.command_addr)
+        writer = threading.Thread(target=traffic.run, args=(10**9,))  # until stopped
+    except BaseException:
+        stack.stop_all()
+        db.close()
+        raise
+    try:
+        wait_until(lambda: stack.alive() and shares(db, a, b) == [8, 8], timeout=60, what="A and B share 8/8")
+        writer.start()
+        wait_until(lambda: traffic.events > 200, timeout=120, what="traffic under way")
+
+        # When A hangs (alive, connected, holding its locks, doing nothing), then B takes every
+        # partition once A's session has run nothing for the lease.
+        a.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: shares(db, b) == [PARTITIONS], timeout=20, what="B owns every partition")
+            applied = scalar(db, "SELECT count(*) FROM applied_versions")
+            wait_until(lambda: scalar(db, "SELECT count(*) FROM applied_versions") > applied + 20, timeout=60,
+                       what="B applying the hung A's partitions")
+        finally:
+            a.send_signal(signal.SIGCONT)
+        # Resumed, A finds its session ended, joins again and takes its share back.
+        wait_until(lambda: stack.alive() and shares(db, a, b) == [8, 8], timeout=60, what="A back, 8/8")
+        traffic.stop.set()
+        writer.join()
+        wait_until(lambda: lagging_aggregates(db) == 0, timeout=120, what="every event applied")
+        assert read_model_differences(db) == {}
+        assert scalar(db, "SELECT count(*) FROM dead_letters") == 0
+        assert "ran nothing for longer than its lease" in stack.log("projector-b")
+    finally:
+        traffic.stop.set()
+        if writer.is_alive():
+            writer.join()
+        stack.stop_all()
+        db.close()
+
+
 def test_batches_of_two_projectors_stamp_their_changes_in_commit_order(database_url: str) -> None:
     """Watchers read order summaries by change_seq: a batch stamped earlier but committed later
     would be passed over. So a second projector's batch waits for the first to commit."""
@@ -223,7 +271,8 @@ def test_batches_of_two_projectors_stamp_their_changes_in_commit_order(database_
         first.join(60)
         second.join(60)
     with psycopg.connect(url, autocommit=True) as db:
-        stamps = dict(db.execute("SELECT order_id, change_seq FROM order_summaries WHERE order_id = ANY(%s)",
-                                 ([first_id, second_id],)).fetchall())
+        stamps: dict[str, int] = dict(db.execute(
+            "SELECT order_id, change_seq FROM order_summaries WHERE order_id = ANY(%s)",
+            ([first_id, second_id],)).fetchall())
     assert stamps[first_id] < stamps[second_id]
 
