@@ -170,9 +170,10 @@ async def _give_back(msgs: Sequence[Msg]) -> None:
             await msg.nak()
 
 
-async def rebalance(own: partitions.Ownership, feeds: Feeds) -> None:
-    """Gives back the partitions above the fair share (their last batch is committed and acked:
-    this runs between batches), then takes free ones up to it."""
+async def rebalance(own: partitions.Ownership, feeds: Feeds, lease: float) -> None:
+    """Ends hung members' sessions; gives back the partitions above the fair share (their last
+    batch is committed and acked: this runs between batches), then takes free ones up to it."""
+    await own.end_silent_members(lease)
     fair = await own.fair_share()
     extra = partitions.to_release(own.owned, fair)
     if extra:
@@ -235,7 +236,7 @@ async def consume(
                     await own.join()
                     next_check = 0.0  # take a share at once: a projector just started has a backlog
                 if loop.time() >= next_check:
-                    await rebalance(own, feeds)
+                    await rebalance(own, feeds, settings.projector_lease_seconds)
                     next_check = loop.time() + CHECK_SECONDS
                 ready = await feeds.ready(max(0.0, next_check - loop.time()))
                 if not ready:
@@ -248,6 +249,14 @@ async def consume(
                     checkpoints[feed.durable] = max(checkpoints.get(feed.durable, 0), item.stream_seq)
                 with _batch_span(batch, durable):
                     decisions = await apply_retrying(conn, batch.items, models, check, checkpoints, settings, hooks)
+            except psycopg.errors.LockNotAvailable:
+                # A row or lock held for longer than the lease, e.g. by a hung projector's open
+                # transaction: the batch goes back, and the check at once ends that session.
+                log.warning("a batch waited longer than the lease for a lock; given back")
+                await _give_back(msgs)
+                msgs = []
+                next_check = 0.0
+                continue
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 # Nothing committed: the batch goes back to the stream, and so do the partitions.
                 log.warning("database unavailable, batch and partitions given up", extra={"error": repr(exc)})
@@ -326,7 +335,10 @@ async def run(settings: Settings, on_committed: OnCommitted | None = None) -> No
     telemetry.serve_metrics(settings.metrics_addr)
 
     async def connect() -> Conn:  # named, so `orders status` tells who owns which partition
-        return await psycopg.AsyncConnection.connect(url, autocommit=True, application_name=partitions.member_name())
+        # A batch waits for a lock at most as long as a member may stay silent (see rebalance).
+        lock_timeout = round(settings.projector_lease_seconds * 1000)
+        return await psycopg.AsyncConnection.connect(url, autocommit=True, application_name=partitions.member_name(),
+                                                     options=f"-c lock_timeout={lock_timeout}")
 
     nc = await messaging.connect(settings.require_nats_url(), "orders-projector", settings.nats_access)
     js = nc.jetstream()

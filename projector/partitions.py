@@ -11,6 +11,7 @@ up to it, giving back any above it (after the batch in flight committed and was 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import socket
@@ -33,6 +34,7 @@ PARTITION_CLASS = 0x6F726466
 ACK_WAIT_SECONDS = 5.0
 
 Conn = psycopg.AsyncConnection[Any]
+log = logging.getLogger(__name__)
 
 _MEMBERS = """
     SELECT count(*) FROM pg_locks
@@ -45,6 +47,19 @@ OWNERS = """
     LEFT JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objsubid = 2
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+# The other members' sessions that have waited on their client for longer than the lease (a
+# process stopped, frozen or blocked, its connection and locks still there): idle, idle inside a
+# transaction, or in the middle of a pipeline whose rest never came (ClientRead, in every case).
+_SILENT_MEMBERS = """
+    SELECT a.pid, a.application_name, extract(epoch FROM clock_timestamp() - a.state_change)
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %(class)s AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND a.pid <> pg_backend_pid() AND a.wait_event = 'ClientRead'
+      AND clock_timestamp() - a.state_change > make_interval(secs => %(lease)s)
 """
 
 
@@ -112,6 +127,18 @@ class Ownership:
             "SELECT pg_backend_pid(), pg_try_advisory_lock(%s, pg_backend_pid())", (MEMBER_CLASS,))).fetchone()
         assert row is not None and row[1]
         self.start = int(row[0]) % self.partitions
+
+    async def end_silent_members(self, lease: float) -> None:
+        """Ends the session of any other member that has run nothing for `lease` seconds: a live
+        one runs a statement every second or so (this check, its batches). Its locks go with the
+        session, its partitions to the members left; if it resumes, it finds its connection gone
+        and joins again. Projectors share their database login, which may end its own sessions."""
+        rows = await (await self.conn.execute(_SILENT_MEMBERS, {"class": MEMBER_CLASS, "lease": lease})).fetchall()
+        for pid, name, silent in rows:
+            log.warning("a projector ran nothing for longer than its lease: ending its session",
+                        extra={"pid": pid, "projector": name, "silent_seconds": round(float(silent), 1),
+                               "lease_seconds": lease})
+            await self.conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
     async def fair_share(self) -> int:
         row = await (await self.conn.execute(_MEMBERS, (MEMBER_CLASS,))).fetchone()

@@ -19,6 +19,12 @@ from projector.views.base import ReadModel, rows_json, select_json
 # Batches take it shared; a swap or a dead-letter replay takes it exclusive, so neither ever
 # interleaves with a batch (and a swap sees every batch either wholly before or wholly after).
 PROJECTION_LOCK_KEY = 0x6F72646572730002
+# Read-model rows are stamped with `change_seq` from a sequence, and watchers read changes in
+# change_seq order (migration 0005): the stamps must be handed out in commit order. Projector
+# processes apply their partitions' batches at the same time, so a batch that applies anything
+# holds this lock from before its first stamp until it commits: two batches never stamp and
+# commit interleaved (a watcher past the later stamp would miss the earlier one for good).
+CHANGE_ORDER_LOCK_KEY = 0x6F72646572730003
 
 # Keys and versions travel as one JSON document per statement (see models.select_json): binding
 # three arrays element by element cost the projector more than the statements themselves.
@@ -129,6 +135,8 @@ async def write(conn: Conn, decisions: Sequence[Decision], models: Sequence[Read
         if d.outcome is Outcome.APPLIED and d.envelope is not None:
             final[d.key] = d.envelope.aggregate_version
             batch.append((d.envelope, d.item.stream_seq))
+    if batch:
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (CHANGE_ORDER_LOCK_KEY,))
     await apply_models(conn, models, batch)
     dead = [dead_letter_params(d) for d in decisions if d.outcome is Outcome.DEAD]
     if dead:

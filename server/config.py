@@ -148,6 +148,8 @@ class Settings:
     command_servers: int = 1
     # Projector processes `orders up` starts; they share the event subjects' partitions.
     projectors: int = 1
+    # How long a projector's session may run nothing before another projector ends it (a hung one).
+    projector_lease_seconds: float = 10.0
     # Group commit (server.command.group_commit): groups in the database at a time when one
     # stalls, and how long a writer gathers the writes of commands still reading.
     group_commit_slots: int = 2
@@ -223,6 +225,7 @@ class Settings:
             saga_deadline_seconds=read.seconds("ORDERS_SAGA_DEADLINE_SECONDS", 30, maximum=86400),
             command_servers=read.integer("ORDERS_COMMAND_SERVERS", 1, minimum=1, maximum=64),
             projectors=read.integer("ORDERS_PROJECTORS", 1, minimum=1, maximum=64),
+            projector_lease_seconds=read.seconds("ORDERS_PROJECTOR_LEASE_SECONDS", 10, maximum=3600),
             group_commit_slots=read.integer("ORDERS_GROUP_COMMIT_SLOTS", 2, minimum=1, maximum=16),
             group_commit_window_us=read.integer("ORDERS_GROUP_COMMIT_WINDOW_US", 500, minimum=0, maximum=100_000),
             query_servers=read.integer("ORDERS_QUERY_SERVERS", 1, minimum=1, maximum=64),

@@ -437,9 +437,10 @@ _HOLDER = """
       AND l.classid::bigint = (%(key)s >> 32) AND l.objid::bigint = (%(key)s & 4294967295)
 """
 _ACTIVE_RELAY = "SELECT a.application_name, a.client_addr::text, a.pid, a.backend_start" + _HOLDER
-# ... when it has run nothing for longer than the lease.
+# ... when it has waited on its relay for longer than the lease (idle, or anything else waiting
+# for the client: ClientRead).
 _SILENT_ACTIVE = ("SELECT a.pid, a.application_name, extract(epoch FROM clock_timestamp() - a.state_change)"
-                  + _HOLDER + " AND a.state = 'idle' AND clock_timestamp() - a.state_change > "
+                  + _HOLDER + " AND a.wait_event = 'ClientRead' AND clock_timestamp() - a.state_change > "
                   "make_interval(secs => %(lease)s)")
 
 

@@ -1,5 +1,6 @@
-"""The stack on a three-node JetStream cluster with the events stream at three replicas: the node
-that leads the stream killed with SIGKILL under load and restarted, and a node removed for good."""
+"""The stack on a three-node JetStream cluster with the events stream at three replicas and two
+projectors sharing the partitions: the node that leads the stream killed with SIGKILL under load
+and restarted, and a projector killed; and a node removed for good."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ T = TypeVar("T")
 
 # About 2,000 orders keep the leader test near a minute on two busy cores.
 ORDERS = int(os.environ.get("ORDERS_TEST_CLUSTER_ORDERS", "2000"))
-# The stack's projectors, each a process of its own: the same durable consumer shares the work.
-PROJECTORS = ("projector",)
+# The stack's projectors, each a process of its own, sharing the partitions of the event subjects.
+PROJECTORS = ("projector-a", "projector-b")
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +172,7 @@ def assert_every_event_is_in_the_stream_once(db: psycopg.Connection[Any], stack:
     assert set(copies) == ours and set(copies.values()) == {1}
 
 
-def test_orders_placed_while_the_stream_leader_is_killed_and_restarted_reach_the_read_models_once_each(
+def test_orders_placed_while_the_stream_leader_and_a_projector_are_killed_reach_the_read_models_once_each(
     stack: Stack, cluster: EmbeddedNatsCluster, db: psycopg.Connection[Any], record_property: Any
 ) -> None:
     first_id = scalar(db, "SELECT COALESCE(max(id), 0) FROM events")
@@ -191,6 +192,11 @@ def test_orders_placed_while_the_stream_leader_is_killed_and_restarted_reach_the
         assert new_leader != old_leader
         wait_until(lambda: len(writers.acknowledged) >= ORDERS // 2, timeout=120, what="load without the old leader")
         cluster.node(old_leader).start()
+        # And separately, a projector killed under load: the other takes its partitions, and it
+        # comes back to take its share again.
+        wait_until(lambda: len(writers.acknowledged) >= 3 * ORDERS // 4, timeout=120, what="load before the projector kill")
+        stack.kill(PROJECTORS[0], signal.SIGKILL)
+        stack.start("projector", PROJECTORS[0])
     finally:
         writers.join()
     record_property("failover_seconds", float(failover))

@@ -22,11 +22,15 @@ import pytest
 
 from orders.v1 import query_service_pb2 as query_pb
 from projector import partitions
+from projector.decide import Incoming
+from projector.store import apply_batch, fault_check
+from projector.views import MODELS
 from server.config import libpq_url
 from server.devstack.embedded import EmbeddedNats
 from server.platform import messaging
-from tests.e2e.client import queries
+from tests.e2e.client import new_id, queries
 from tests.e2e.projection import Traffic, lagging_aggregates, read_model_differences
+from tests.e2e.streams import envelope
 from tests.harness import Stack, scalar, serving, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -177,3 +181,98 @@ def test_partition_consumers_take_over_after_the_single_durables_ack_floor(own_n
     assert starts == {7}
     assert pending == 4
     assert names == sorted(partitions.durable_of(durable, p) for p in range(PARTITIONS))
+
+
+def test_a_hung_projector_loses_its_partitions_to_the_other_and_takes_its_share_again_when_it_resumes(
+        database_url: str, nats_url: str, tmp_path: Path) -> None:
+    db = psycopg.connect(libpq_url(database_url), autocommit=True)
+    stack = Stack(database_url, nats_url, tmp_path)
+    lease = {"ORDERS_PROJECTOR_LEASE_SECONDS": "3"}  # the default is 10
+    try:
+        for role in ("command-server", "query-server", "relay"):
+            stack.start(role)
+        a = stack.start("projector", "projector-a", **lease)
+        b = stack.start("projector", "projector-b", **lease)
+        wait_until(lambda: stack.alive() and serving(stack.command_addr), what="command-server SERVING")
+        traffic = Traffic(stack.command_addr)
+        writer = threading.Thread(target=traffic.run, args=(10**9,))  # until stopped
+    except BaseException:
+        stack.stop_all()
+        db.close()
+        raise
+    try:
+        wait_until(lambda: stack.alive() and shares(db, a, b) == [8, 8], timeout=60, what="A and B share 8/8")
+        writer.start()
+        wait_until(lambda: traffic.events > 200, timeout=120, what="traffic under way")
+
+        # When A hangs (alive, connected, holding its locks, doing nothing), then B takes every
+        # partition once A's session has run nothing for the lease.
+        a.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: shares(db, b) == [PARTITIONS], timeout=20, what="B owns every partition")
+            applied = scalar(db, "SELECT count(*) FROM applied_versions")
+            wait_until(lambda: scalar(db, "SELECT count(*) FROM applied_versions") > applied + 20, timeout=60,
+                       what="B applying the hung A's partitions")
+        finally:
+            a.send_signal(signal.SIGCONT)
+        # Resumed, A finds its session ended, joins again and takes its share back.
+        wait_until(lambda: stack.alive() and shares(db, a, b) == [8, 8], timeout=60, what="A back, 8/8")
+        traffic.stop.set()
+        writer.join()
+        wait_until(lambda: lagging_aggregates(db) == 0, timeout=120, what="every event applied")
+        assert read_model_differences(db) == {}
+        assert scalar(db, "SELECT count(*) FROM dead_letters") == 0
+        assert "ran nothing for longer than its lease" in stack.log("projector-b")
+    finally:
+        traffic.stop.set()
+        if writer.is_alive():
+            writer.join()
+        stack.stop_all()
+        db.close()
+
+
+def test_batches_of_two_projectors_stamp_their_changes_in_commit_order(database_url: str) -> None:
+    """Watchers read order summaries by change_seq: a batch stamped earlier but committed later
+    would be passed over. So a second projector's batch waits for the first to commit."""
+    url = libpq_url(database_url)
+    first_id, second_id = new_id("o"), new_id("o")
+    held, release = threading.Event(), threading.Event()
+
+    def apply(order_id: str, stream_seq: int, hold: bool) -> None:
+        async def go() -> None:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                placed = envelope(order_id, 1, customer_id=new_id("c"))
+                placed.order_placed.lines[0].product_id = new_id("p")  # no row in common with the other
+                item = Incoming(stream_seq, f"orders.events.default.order.0.{order_id}", placed.SerializeToString())
+
+                def before_commit() -> None:
+                    if hold:  # stamped, not yet committed
+                        held.set()
+                        release.wait(60)
+
+                await apply_batch(conn, [item], MODELS, fault_check(frozenset()), checkpoints=None,
+                                  max_gap_deliveries=3, before_commit=before_commit)
+
+        asyncio.run(go())
+
+    first = threading.Thread(target=apply, args=(first_id, 10**9, True))
+    second = threading.Thread(target=apply, args=(second_id, 10**9 + 1, False))
+    first.start()
+    try:
+        assert held.wait(30)
+        second.start()
+        with psycopg.connect(url, autocommit=True) as db:
+            wait_until(lambda: not second.is_alive() or scalar(
+                db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") > 0,
+                what="the second batch to wait or to finish")
+            assert second.is_alive(), "the second batch committed while the first, stamped before it, was open"
+    finally:
+        release.set()
+        first.join(60)
+        second.join(60)
+    with psycopg.connect(url, autocommit=True) as db:
+        stamps: dict[str, int] = dict(db.execute(
+            "SELECT order_id, change_seq FROM order_summaries WHERE order_id = ANY(%s)",
+            ([first_id, second_id],)).fetchall())
+    assert stamps[first_id] < stamps[second_id]
+
