@@ -65,6 +65,7 @@ class Options:
     seconds: float = 60.0
     interval: float = 8.0
     workers: int = 6
+    projectors: int = 2
     faults: tuple[str, ...] = FAULTS
     settle: float = 60.0
     out: Path = Path("chaos-results")
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the load (faults strike during it)")
     parser.add_argument("--interval", type=float, default=8.0, help="mean seconds between faults")
     parser.add_argument("--workers", type=int, default=6, help="concurrent clients")
+    parser.add_argument("--projectors", type=int, default=2, help="projector processes sharing the partitions")
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of: {', '.join(FAULTS)}")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds the system has to converge after the last fault")
     parser.add_argument("--out", type=Path, default=Path("chaos-results"), help="where the history and report go")
@@ -89,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(faults) - set(FAULTS)
     if unknown:
         parser.error(f"unknown faults: {', '.join(sorted(unknown))} (known: {', '.join(FAULTS)})")
-    report = run(Options(args.seed, args.seconds, args.interval, args.workers, faults, args.settle, args.out,
-                         args.sabotage, args.plot))
+    report = run(Options(seed=args.seed, seconds=args.seconds, interval=args.interval, workers=args.workers,
+                         projectors=args.projectors, faults=faults, settle=args.settle, out=args.out,
+                         sabotage=args.sabotage, plot=args.plot))
     return 0 if report.valid else 1
 
 
@@ -100,9 +103,10 @@ def run(options: Options, say: Any = print) -> checker.Report:
     rng = random.Random(options.seed)
     with tempfile.TemporaryDirectory(prefix="orders-chaos-") as data, _sabotaged(options.sabotage):
         env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL") and k != "NATS_URL"}
-        settings = replace(Settings.from_env(env), data_dir=Path(data), metrics_base_port=0,
+        settings = replace(Settings.from_env(env), data_dir=Path(data), metrics_base_port=0, projectors=options.projectors,
                            command_addr=f"127.0.0.1:{free_port()}", query_addr=f"127.0.0.1:{free_port()}")
-        say(f"chaos: seed {options.seed}, {options.seconds:.0f}s of load, a fault every ~{options.interval:.0f}s "
+        say(f"chaos: seed {options.seed}, {options.seconds:.0f}s of load, {options.projectors} projectors, "
+            f"a fault every ~{options.interval:.0f}s "
             f"({', '.join(options.faults)}){', SABOTAGED: ' + options.sabotage if options.sabotage else ''}")
         with LocalStack(settings, roles=ROLES) as stack:
             _await(stack, stack.serving, 60, "the stack to serve")
