@@ -170,14 +170,31 @@ def test_sigterm_stops_every_child_and_leaves_no_process_behind(orders_up: Up) -
     assert alive == []
 
 
-def test_orders_roles_starts_only_the_roles_it_names(tmp_path: Path) -> None:
-    command_addr = f"127.0.0.1:{free_port()}"
+def up(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """`orders up` on embedded servers and free ports (`settings` add to or replace them), its
+    output in tmp_path/out.log; the process, and its environment."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
-    env.update(ORDERS_DATA_DIR=str(tmp_path), COMMAND_ADDR=command_addr, QUERY_ADDR=f"127.0.0.1:{free_port()}",
-               ORDERS_METRICS_BASE_PORT="0", ORDERS_ROLES="command-server")
+    env.update(ORDERS_DATA_DIR=str(tmp_path), COMMAND_ADDR=f"127.0.0.1:{free_port()}",
+               QUERY_ADDR=f"127.0.0.1:{free_port()}", ORDERS_METRICS_BASE_PORT="0", **settings)
     with (tmp_path / "out.log").open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, text=True)
+    return proc, env
+
+
+def processes(up_proc: subprocess.Popen[str], role: str) -> list[psutil.Process]:
+    """The running processes of `role` that `orders up` started."""
+    return [p for p in psutil.Process(up_proc.pid).children(recursive=True) if p.cmdline()[-2:] == ["server", role]]
+
+
+def stopped(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+
+def test_orders_roles_starts_only_the_roles_it_names(tmp_path: Path) -> None:
+    proc, env = up(tmp_path, ORDERS_ROLES="command-server")
+    command_addr = env["COMMAND_ADDR"]
     try:
         wait_until(lambda: "Orders is up." in (tmp_path / "out.log").read_text(), timeout=120, what="the banner")
         roles = [" ".join(p.cmdline()[-2:]) for p in psutil.Process(proc.pid).children(recursive=True)
@@ -187,22 +204,15 @@ def test_orders_roles_starts_only_the_roles_it_names(tmp_path: Path) -> None:
         assert "roles           command-server (ORDERS_ROLES)" in (tmp_path / "out.log").read_text()
         assert json.loads(grpcurl(command_addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        stopped(proc)
 
 
 def test_orders_command_servers_runs_that_many_command_servers_on_one_port(tmp_path: Path) -> None:
-    command_addr = f"127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
-    env.update(ORDERS_DATA_DIR=str(tmp_path), COMMAND_ADDR=command_addr, QUERY_ADDR=f"127.0.0.1:{free_port()}",
-               ORDERS_METRICS_BASE_PORT="0", ORDERS_ROLES="command-server", ORDERS_COMMAND_SERVERS="2")
-    with (tmp_path / "out.log").open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
+    proc, env = up(tmp_path, ORDERS_ROLES="command-server", ORDERS_COMMAND_SERVERS="2")
+    command_addr = env["COMMAND_ADDR"]
 
     def command_servers() -> list[psutil.Process]:
-        return [p for p in psutil.Process(proc.pid).children(recursive=True)
-                if p.cmdline()[-2:] == ["server", "command-server"]]
+        return processes(proc, "command-server")
 
     try:
         wait_until(lambda: "Orders is up." in (tmp_path / "out.log").read_text(), timeout=120, what="the banner")
@@ -219,23 +229,15 @@ def test_orders_command_servers_runs_that_many_command_servers_on_one_port(tmp_p
         assert json.loads(grpcurl(command_addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
         wait_until(lambda: len(command_servers()) == 2, what="the killed command server restarted")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        stopped(proc)
 
 
 def test_orders_query_servers_run_on_one_port_and_read_the_embedded_replica(tmp_path: Path) -> None:
-    query_addr = f"127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
-    env.update(ORDERS_DATA_DIR=str(tmp_path), COMMAND_ADDR=f"127.0.0.1:{free_port()}", QUERY_ADDR=query_addr,
-               ORDERS_METRICS_BASE_PORT="0", ORDERS_ROLES="query-server", ORDERS_QUERY_SERVERS="2",
-               ORDERS_PG_REPLICA="1")
-    with (tmp_path / "out.log").open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
+    proc, env = up(tmp_path, ORDERS_ROLES="query-server", ORDERS_QUERY_SERVERS="2", ORDERS_PG_REPLICA="1")
+    query_addr = env["QUERY_ADDR"]
 
     def query_servers() -> list[psutil.Process]:
-        return [p for p in psutil.Process(proc.pid).children(recursive=True)
-                if p.cmdline()[-2:] == ["server", "query-server"]]
+        return processes(proc, "query-server")
 
     try:
         wait_until(lambda: "Orders is up." in (tmp_path / "out.log").read_text(), timeout=120, what="the banner")
@@ -258,18 +260,11 @@ def test_orders_query_servers_run_on_one_port_and_read_the_embedded_replica(tmp_
         assert json.loads(grpcurl(query_addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
         wait_until(lambda: len(query_servers()) == 2, what="the killed query server restarted")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        stopped(proc)
 
 
 def test_orders_projectors_runs_that_many_projectors_sharing_the_partitions(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
-    env.update(ORDERS_DATA_DIR=str(tmp_path), COMMAND_ADDR=f"127.0.0.1:{free_port()}",
-               QUERY_ADDR=f"127.0.0.1:{free_port()}", ORDERS_METRICS_BASE_PORT="0", ORDERS_ROLES="projector",
-               ORDERS_PROJECTORS="2")
-    with (tmp_path / "out.log").open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "server", "up"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
+    proc, env = up(tmp_path, ORDERS_ROLES="projector", ORDERS_PROJECTORS="2")
 
     def owners() -> Counter[str]:
         """How many partitions each owner holds, as `orders status` tells."""
@@ -281,12 +276,10 @@ def test_orders_projectors_runs_that_many_projectors_sharing_the_partitions(tmp_
 
     try:
         wait_until(lambda: "Orders is up." in (tmp_path / "out.log").read_text(), timeout=120, what="the banner")
-        projectors = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)
-                      if p.cmdline()[-2:] == ["server", "projector"]}
+        projectors = {p.pid for p in processes(proc, "projector")}
         assert len(projectors) == 2
         shared = wait_until(lambda: c if sorted((c := owners()).values()) == [8, 8] else None, timeout=60,
                             what="the two projectors holding 8 partitions each")
         assert {str(name).rsplit(":", 1)[1] for name in shared} == {str(pid) for pid in projectors}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        stopped(proc)
