@@ -187,6 +187,23 @@ def processes(up_proc: subprocess.Popen[str], role: str) -> list[psutil.Process]
     return [p for p in psutil.Process(up_proc.pid).children(recursive=True) if p.cmdline()[-2:] == ["server", role]]
 
 
+def two_on_one_port(up_proc: subprocess.Popen[str], role: str, addr: str) -> tuple[psutil.Process, psutil.Process]:
+    """The two processes of `role` that `orders up` runs on `addr`, once both listen on its port."""
+    first, second = wait_until(lambda: s if len(s := processes(up_proc, role)) == 2 else None, what=f"two {role}s")
+    port = int(addr.rsplit(":", 1)[1])
+    wait_until(lambda: all(any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in p.net_connections())
+                           for p in (first, second)), what="both listening on the one port")
+    return first, second
+
+
+def one_killed_the_port_answers(up_proc: subprocess.Popen[str], role: str, addr: str, victim: psutil.Process) -> None:
+    """The other keeps the port open and answering while the supervisor restarts the killed one."""
+    victim.kill()
+    victim.wait(timeout=10)
+    assert json.loads(grpcurl(addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
+    wait_until(lambda: len(processes(up_proc, role)) == 2, what=f"the killed {role} restarted")
+
+
 def stopped(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
@@ -210,24 +227,11 @@ def test_orders_roles_starts_only_the_roles_it_names(tmp_path: Path) -> None:
 def test_orders_command_servers_runs_that_many_command_servers_on_one_port(tmp_path: Path) -> None:
     proc, env = up(tmp_path, ORDERS_ROLES="command-server", ORDERS_COMMAND_SERVERS="2")
     command_addr = env["COMMAND_ADDR"]
-
-    def command_servers() -> list[psutil.Process]:
-        return processes(proc, "command-server")
-
     try:
         wait_until(lambda: "Orders is up." in (tmp_path / "out.log").read_text(), timeout=120, what="the banner")
         assert f"CommandService  {command_addr}  (plaintext, 2 processes)" in (tmp_path / "out.log").read_text()
-        first, second = wait_until(lambda: s if len(s := command_servers()) == 2 else None,
-                                   what="two command servers")
-        port = int(command_addr.rsplit(":", 1)[1])
-        wait_until(lambda: all(any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
-                                   for c in p.net_connections()) for p in (first, second)),
-                   what="both listening on the one port")
-
-        first.kill()  # the other keeps the port open and answering while the supervisor restarts it
-        first.wait(timeout=10)
-        assert json.loads(grpcurl(command_addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
-        wait_until(lambda: len(command_servers()) == 2, what="the killed command server restarted")
+        first, _ = two_on_one_port(proc, "command-server", command_addr)
+        one_killed_the_port_answers(proc, "command-server", command_addr, first)
     finally:
         stopped(proc)
 
@@ -235,30 +239,19 @@ def test_orders_command_servers_runs_that_many_command_servers_on_one_port(tmp_p
 def test_orders_query_servers_run_on_one_port_and_read_the_embedded_replica(tmp_path: Path) -> None:
     proc, env = up(tmp_path, ORDERS_ROLES="query-server", ORDERS_QUERY_SERVERS="2", ORDERS_PG_REPLICA="1")
     query_addr = env["QUERY_ADDR"]
-
-    def query_servers() -> list[psutil.Process]:
-        return processes(proc, "query-server")
-
     try:
         wait_until(lambda: "Orders is up." in (tmp_path / "out.log").read_text(), timeout=120, what="the banner")
         banner = (tmp_path / "out.log").read_text()
         assert f"QueryService    {query_addr}  (plaintext, 2 processes)" in banner
         replica_line = next(line for line in banner.splitlines() if line.strip().startswith("PG replica"))
-        first, second = wait_until(lambda: s if len(s := query_servers()) == 2 else None, what="two query servers")
-        port = int(query_addr.rsplit(":", 1)[1])
-        wait_until(lambda: all(any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
-                                   for c in p.net_connections()) for p in (first, second)),
-                   what="both listening on the one port")
+        first, second = two_on_one_port(proc, "query-server", query_addr)
         replica_port = replica_line.split()[2].rsplit(":", 1)[1].split("/")[0]
         assert all(f"@127.0.0.1:{replica_port}/" in p.environ()["QUERY_DATABASE_URL"] for p in (first, second))
         password = (tmp_path / "postgres.password").read_text().strip()
         with psycopg.connect(f"postgresql://postgres:{password}@127.0.0.1:{replica_port}/orders") as replica:
             assert replica.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
 
-        first.kill()  # the other keeps the port open and answering while the supervisor restarts it
-        first.wait(timeout=10)
-        assert json.loads(grpcurl(query_addr, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
-        wait_until(lambda: len(query_servers()) == 2, what="the killed query server restarted")
+        one_killed_the_port_answers(proc, "query-server", query_addr, first)
     finally:
         stopped(proc)
 
