@@ -5,49 +5,35 @@ settle and check. `python -m tests.chaos --help`."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
 import random
 import tempfile
-import threading
 import time
-import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import grpc
-import nats
 import psycopg
 
-from orders.v1 import command_service_pb2 as pb
-from orders.v1 import command_service_pb2_grpc as pb_grpc
-from orders.v1 import events_pb2, types_pb2
-from orders.v1 import query_service_pb2 as query_pb
-from orders.v1 import query_service_pb2_grpc as query_pb_grpc
 from server.command.service import POOL_MAX_SIZE as COMMAND_POOL_SIZE
 from server.config import Settings, libpq_url
 from server.devstack.supervisor import LocalStack
 from server.platform import privileges
 from server.platform.process import free_port
-from tests.chaos import checker
+from tests.chaos import checker, observe
+from tests.chaos.clients import TENANT, Clients, Watcher
 from tests.chaos.history import INVOKE, NEMESIS, History, Op, around, describe
 from tests.chaos.nemesis import ROLES, Heal, Nemesis
-from tests.chaos.workload import CALL_TIMEOUT, RETRIES, Worker, total_text
+from tests.chaos.workload import CALL_TIMEOUT, RETRIES
 
-TENANT = "chaos"
 FAULTS = ("kill", "pause", "terminate-backends", "kill-nats", "kill-postgres")
 SABOTAGE = Path(__file__).parent / "sabotage"
 WARMUP_SECONDS = 5.0
 HEALTHY_WITHIN_SECONDS = 15.0
 WATCHER_CATCH_UP_SECONDS = 20.0
-# G8's bounds on what the roles hold after the run, against what they held under load before
-# the first fault: descriptors and database connections back within 10%, with a little slack.
-GROWTH, SLACK_FDS, SLACK_CONNECTIONS = 1.10, 8, 4
 
 
 @dataclass
@@ -110,7 +96,7 @@ def run(options: Options, say: Any = print) -> checker.Report:
             f"({', '.join(options.faults)}){', SABOTAGED: ' + options.sabotage if options.sabotage else ''}")
         with LocalStack(settings, roles=ROLES) as stack:
             _await(stack, stack.serving, 60, "the stack to serve")
-            clients = Clients(stack, history, rng, options)
+            clients = Clients(stack, history, rng, options.workers)
             clients.start()
             try:
                 outcome = _drive(stack, clients, history, rng, options, say)
@@ -200,7 +186,7 @@ def _drive(stack: LocalStack, clients: Clients, history: History, rng: random.Ra
     _await(stack, clients.ready.is_set, 30, "the clients")
     started = time.monotonic()
     _await(stack, lambda: time.monotonic() - started > WARMUP_SECONDS, WARMUP_SECONDS + 5, "the warm-up")
-    baseline = peaks = _resources(stack)
+    baseline = peaks = observe.resources(stack)
     counted_at = time.monotonic()
     nemesis = Nemesis(stack, history, random.Random(rng.random()), options.faults)
     heals: list[tuple[float, Heal]] = []
@@ -218,7 +204,7 @@ def _drive(stack: LocalStack, clients: Clients, history: History, rng: random.Ra
             strike_at = now + options.interval * nemesis.rng.uniform(0.7, 1.3)
         if now - counted_at > 5:
             counted_at = now
-            peaks = {k: max(v, peaks.get(k, 0)) for k, v in _resources(stack).items()}
+            peaks = {k: max(v, peaks.get(k, 0)) for k, v in observe.resources(stack).items()}
         time.sleep(0.1)
     for _, heal in heals:
         heal()
@@ -235,16 +221,16 @@ def _drive(stack: LocalStack, clients: Clients, history: History, rng: random.Ra
     db_url = libpq_url(stack.database_url)
     convergence = None
     with contextlib.suppress(TimeoutError):
-        _await(stack, lambda: _converged(db_url), options.settle - (time.monotonic() - healed), "convergence")
+        _await(stack, lambda: observe.converged(db_url), options.settle - (time.monotonic() - healed), "convergence")
         convergence = time.monotonic() - healed
-    after = _resources(stack)
+    after = observe.resources(stack)
     pools = {privileges.ROLE_OF_PROCESS["command-server"]: COMMAND_POOL_SIZE,
              privileges.ROLE_OF_PROCESS["query-server"]: stack.settings.query_pool_size}
-    resources += _bounded(baseline, after, pools)
+    resources += observe.bounded(baseline, after, pools)
     lagging = _watcher_behind(stack, db_url, clients.watcher)
     clients.settled.set()
     assert stack.nats is not None
-    seen = _observe(db_url, stack.nats.url, stack.settings.stream_name)
+    seen = observe.system(db_url, stack.nats.url, stack.settings.stream_name)
     seen.regressions, seen.resources = clients.regressions + lagging, resources
     return Outcome(seen, convergence, {k: max(v, peaks.get(k, 0)) for k, v in after.items()}, clients.timeline,
                    (len(clients.watcher.versions), clients.watcher.resumes))
@@ -262,218 +248,6 @@ def _watcher_behind(stack: LocalStack, db_url: str, watcher: Watcher) -> list[st
     with contextlib.suppress(TimeoutError):
         _await(stack, lambda: not behind(), WATCHER_CATCH_UP_SECONDS, "the watcher")
     return behind()
-
-
-class Clients(threading.Thread):
-    """The workers and the read-model sampler, on an event loop of their own thread: the main
-    thread stays free to supervise and strike."""
-
-    def __init__(self, stack: LocalStack, history: History, rng: random.Random, options: Options) -> None:
-        super().__init__(name="chaos-clients", daemon=True)
-        self.stack, self.history, self.options = stack, history, options
-        self.rng = random.Random(rng.random())
-        self.ready, self.load_over, self.load_done, self.settled = (threading.Event() for _ in range(4))
-        self.regressions: list[str] = []
-        self.watcher = Watcher(self.regressions)
-        self.timeline: list[tuple[float, int, int]] = []  # (time, outbox depth, projector lag)
-        self.failure: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # surfaced by finish()
-            self.failure = exc
-            self.ready.set()
-            self.load_done.set()
-
-    def finish(self) -> None:
-        self.load_over.set()
-        self.settled.set()
-        self.join(60)
-        if self.failure is not None:
-            raise self.failure
-
-    async def _main(self) -> None:
-        assert self.stack.issuer is not None
-        metadata = (("authorization", f"Bearer {self.stack.issuer.mint(TENANT, subject='chaos')}"),)
-        async with grpc.aio.insecure_channel(self.stack.settings.command_addr) as channel, \
-                grpc.aio.insecure_channel(self.stack.settings.query_addr) as query_channel:
-            stub = pb_grpc.CommandServiceStub(channel)
-            customer_id = f"c-{uuid.uuid4().hex[:8]}"
-            await stub.RegisterCustomer(pb.RegisterCustomerRequest(
-                request_id=str(uuid.uuid4()), customer_id=customer_id, display_name="Chaos",
-                email="chaos@example.com", credit_limit=types_pb2.Money(currency_code="EUR", units=10**12)),
-                metadata=metadata, timeout=30)
-            stop = asyncio.Event()
-            workers = [Worker(n, stub, metadata, customer_id, self.history, random.Random(self.rng.random()))
-                       for n in range(self.options.workers)]
-            tasks = [asyncio.create_task(w.run(stop)) for w in workers]
-            sampler = asyncio.create_task(_sample(libpq_url(self.stack.database_url), self.regressions,
-                                                  self.timeline))
-            watcher = asyncio.create_task(self.watcher.run(query_pb_grpc.QueryServiceStub(query_channel), metadata,
-                                                           customer_id))
-            self.ready.set()
-            await _until(self.load_over)
-            stop.set()
-            await asyncio.gather(*tasks)
-            self.load_done.set()
-            await _until(self.settled)
-            for task in (sampler, watcher):
-                task.cancel()
-            await asyncio.gather(sampler, watcher, return_exceptions=True)
-
-
-class Watcher:
-    """A dashboard's WatchOrders stream of the clients' customer, resumed with its last token
-    after every break (a query server killed, a deadline): G7 per subscriber, each order's
-    versions never going down, and at the end each order's last version the write side's."""
-
-    def __init__(self, regressions: list[str]) -> None:
-        self.regressions = regressions
-        self.versions: dict[str, int] = {}
-        self.resumes = 0
-
-    async def run(self, stub: query_pb_grpc.QueryServiceStub, metadata: Any, customer_id: str) -> None:
-        token = ""
-        while True:
-            try:
-                stream = stub.WatchOrders(query_pb.WatchOrdersRequest(customer_id=customer_id, resume_token=token),
-                                          metadata=metadata)
-                async for message in stream:
-                    if message.HasField("heartbeat"):
-                        token = message.heartbeat.resume_token or token
-                        continue
-                    summary = message.update.summary
-                    seen = self.versions.get(summary.order_id, 0)
-                    if summary.version < seen:
-                        self.regressions.append(f"{summary.order_id}: a watcher got version {summary.version} "
-                                                f"after {seen}")
-                    self.versions[summary.order_id] = max(seen, summary.version)
-                    token = message.update.resume_token or token
-            except grpc.aio.AioRpcError:
-                pass  # a query server killed or shutting down: resume where it stopped
-            self.resumes += 1
-            await asyncio.sleep(0.5)
-
-
-async def _until(event: threading.Event) -> None:
-    while not event.is_set():
-        await asyncio.sleep(0.1)
-
-
-async def _sample(db_url: str, regressions: list[str], timeline: list[tuple[float, int, int]]) -> None:
-    """G7: the read model's most recently changed orders every 100 ms; a version lower than one
-    seen before is a regression. Every second, for the soak's plot: the outbox's depth and the
-    projector's lag (stream sequences published but not yet applied)."""
-    highest: dict[str, int] = {}
-    next_point = 0.0
-    while True:
-        try:
-            async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-                while True:
-                    cur = await conn.execute("SELECT order_id, version FROM order_summaries WHERE tenant_id = %s "
-                                             "ORDER BY change_seq DESC LIMIT 500", (TENANT,))
-                    for order_id, version in await cur.fetchall():
-                        if version < highest.get(order_id, 0):
-                            regressions.append(f"{order_id}: read model went from version {highest[order_id]} "
-                                               f"to {version}")
-                        highest[order_id] = max(version, highest.get(order_id, 0))
-                    if time.monotonic() >= next_point:
-                        next_point = time.monotonic() + 1.0
-                        cur = await conn.execute(_PIPELINE)
-                        depth, lag = await cur.fetchone() or (0, 0)
-                        # A checkpoint may pass the newest row's sequence (a republished event): no lag.
-                        timeline.append((time.time(), int(depth), max(0, int(lag or 0))))
-                    await asyncio.sleep(0.1)
-        except psycopg.OperationalError:  # PostgreSQL is down: a fault, not a finding
-            await asyncio.sleep(0.5)
-
-
-# The outbox's depth, and how far the projector's checkpoint is behind the last published event.
-_PIPELINE = """SELECT (SELECT count(*) FROM events WHERE published_at IS NULL),
-    (SELECT stream_seq FROM events WHERE stream_seq IS NOT NULL ORDER BY id DESC LIMIT 1)
-    - (SELECT coalesce(max(stream_seq), 0) FROM projection_checkpoints)"""
-
-
-def _converged(db_url: str) -> bool:
-    """Every event published and every order's read model at its write-side version."""
-    try:
-        with psycopg.connect(db_url, autocommit=True, connect_timeout=5) as conn:
-            row = conn.execute(
-                "SELECT (SELECT count(*) FROM events WHERE tenant_id = %(t)s AND published_at IS NULL), "
-                "(SELECT count(*) FROM orders o LEFT JOIN order_summaries s USING (tenant_id, order_id) "
-                " WHERE o.tenant_id = %(t)s AND s.version IS DISTINCT FROM o.version)", {"t": TENANT}).fetchone()
-    except psycopg.OperationalError:
-        return False
-    return row is not None and row == (0, 0)
-
-
-def _observe(db_url: str, nats_url: str, stream: str) -> checker.Observed:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        orders = {order_id: checker.Row(version, state, total_text(total)) for order_id, version, state, total in
-                  conn.execute("SELECT order_id, version, state, total FROM orders WHERE tenant_id = %s", (TENANT,))}
-        read_model = {order_id: checker.Row(version, state, total_text(total)) for order_id, version, state, total in
-                      conn.execute("SELECT order_id, version, state, total FROM order_summaries WHERE tenant_id = %s",
-                                   (TENANT,))}
-        events: dict[str, list[checker.Event]] = defaultdict(list)
-        for order_id, version, payload, published in conn.execute(
-                "SELECT aggregate_id, aggregate_version, payload, published_at IS NOT NULL FROM events "
-                "WHERE tenant_id = %s AND aggregate_type = 'order' ORDER BY aggregate_id, aggregate_version", (TENANT,)):
-            envelope = events_pb2.Envelope.FromString(payload)
-            events[order_id].append(checker.Event(version, envelope.request_id, published))
-        responses = {request_id: bytes(response or b"") for request_id, response in
-                     conn.execute("SELECT request_id, response FROM idempotency WHERE tenant_id = %s", (TENANT,))}
-    return checker.Observed(orders, dict(events), responses, asyncio.run(_stream(nats_url, stream)), read_model)
-
-
-async def _stream(nats_url: str, stream: str) -> dict[str, list[int]]:
-    """Each order's versions in the stream, in stream-sequence order."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        versions: dict[str, list[int]] = defaultdict(list)
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(stream, seq)
-            envelope = events_pb2.Envelope.FromString(msg.data or b"")
-            if envelope.tenant_id == TENANT and envelope.aggregate_type == "order":
-                versions[envelope.aggregate_id].append(envelope.aggregate_version)
-        return dict(versions)
-    finally:
-        await nc.close()
-
-
-def _resources(stack: LocalStack) -> dict[str, int]:
-    """Open descriptors of each role's processes, and the database's connections."""
-    found: dict[str, int] = defaultdict(int)
-    for child in stack.children:
-        if child.proc is not None and child.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                found[f"fds {child.role}"] += len(os.listdir(f"/proc/{child.proc.pid}/fd"))
-    with contextlib.suppress(psycopg.OperationalError):  # the database may be down: a fault's doing
-        with psycopg.connect(libpq_url(stack.database_url), autocommit=True, connect_timeout=5) as conn:
-            for user, count in conn.execute("SELECT usename, count(*) FROM pg_stat_activity "
-                                            "WHERE backend_type = 'client backend' GROUP BY usename"):
-                found[f"connections {user}"] = int(count)
-    return dict(found)
-
-
-def _bounded(before: dict[str, int], after: dict[str, int], pools: dict[str, int]) -> list[str]:
-    """G8: what each role holds after the run against what it held under load before the first
-    fault. A connection pool that grew under the faults shrinks only after minutes idle, so a
-    role's connections may reach its pool's size (`pools`, by database user), and its descriptors
-    may grow by those connections' sockets; anything beyond is a leak."""
-    findings = []
-    for name, value in after.items():
-        if name.startswith("connections "):
-            limit = max(int(before.get(name, 0) * GROWTH) + SLACK_CONNECTIONS, pools.get(name.split()[1], 0))
-        else:
-            user = privileges.ROLE_OF_PROCESS[name.split()[1]]
-            grown = max(0, after.get(f"connections {user}", 0) - before.get(f"connections {user}", 0))
-            limit = int(before.get(name, 0) * GROWTH) + SLACK_FDS + grown
-        if value > limit:
-            findings.append(f"{name}: {value} after the run, {before.get(name, 0)} under load before it (limit {limit})")
-    return findings
 
 
 def _explain(report: checker.Report, ops: list[Op], say: Any) -> None:
