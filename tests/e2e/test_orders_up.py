@@ -271,8 +271,10 @@ def test_orders_projectors_runs_that_many_projectors_sharing_the_partitions(tmp_
         wait_until(lambda: "Orders is up." in (tmp_path / "out.log").read_text(), timeout=120, what="the banner")
         projectors = {p.pid for p in processes(proc, "projector")}
         assert len(projectors) == 2
-        shared = wait_until(lambda: c if sorted((c := owners()).values()) == [8, 8] else None, timeout=60,
-                            what="the two projectors holding 8 partitions each")
+        # An owner is named by its session (host:pid); a lock read in the instant its session
+        # is not listed shows the bare backend pid: wait for both names.
+        shared = wait_until(lambda: c if sorted((c := owners()).values()) == [8, 8] and all(":" in n for n in c)
+                            else None, timeout=60, what="the two projectors holding 8 partitions each")
         assert {str(name).rsplit(":", 1)[1] for name in shared} == {str(pid) for pid in projectors}
     finally:
         stopped(proc)
